@@ -1,0 +1,235 @@
+"""Fetch and unpack the Debian kernels the sample cores run.
+
+For each kernel line we resolve the exact ABI and package version through the
+``linux-image-amd64`` metapackage of its suite, download the image, its
+``-dbg`` package, the headers (``-amd64``, ``-common``, ``linux-kbuild-*``)
+and ``linux-source-*``, and unpack only what is used:
+
+* ``vmlinuz``, ``config`` and the module tree (``depmod`` run on it),
+* ``usr/lib/debug/boot/*`` and the debug ``.ko`` of the drivers we walk,
+* the headers, with their absolute include path rewritten,
+* the i40e driver's private headers from ``linux-source``.
+
+Everything is cached under ``cache_dir()/kernels/<line>/<version>`` and a
+``.complete`` stamp makes a second call free.
+"""
+
+from __future__ import annotations
+
+import lzma
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .apt import PrivateApt
+from .cache import cache_dir
+
+#: Debug ``.ko`` files we keep (paths under ``lib/modules/<abi>/kernel``).
+DEBUG_MODULE_DIRS = (
+    "drivers/net/ethernet/intel/",
+    "drivers/net/virtio_net.ko",
+    "drivers/firmware/qemu_fw_cfg.ko",
+    "drivers/virtio/",
+)
+
+#: Driver header directories copied out of ``linux-source`` for test modules.
+SOURCE_DIRS = ("drivers/net/ethernet/intel/i40e/",)
+
+
+@dataclass(frozen=True)
+class KernelLine:
+    name: str                      # "6.1"
+    apt_name: str                  # private apt tree name
+    suites: tuple[tuple[str, str], ...]
+
+    def apt(self) -> PrivateApt:
+        return PrivateApt(self.apt_name, list(self.suites))
+
+
+KERNEL_LINES: dict[str, KernelLine] = {
+    "5.10": KernelLine("5.10", "bullseye",
+                       (("debian", "bullseye"), ("security", "bullseye-security"))),
+    "6.1": KernelLine("6.1", "bookworm",
+                      (("debian", "bookworm"), ("security", "bookworm-security"))),
+    "6.12": KernelLine("6.12", "bookworm-backports", (("debian", "bookworm-backports"),)),
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked kernel: every path a VM, a module build or drgn needs."""
+
+    line: str
+    abi: str          # uname -r, e.g. "6.1.0-56-amd64"
+    version: str      # Debian package version, e.g. "6.1.192-2"
+    root: Path
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "vmlinuz"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def modules_root(self) -> Path:
+        """A tree usable as ``modprobe -d`` / ``depmod -b`` base."""
+        return self.root / "modules"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.modules_root / "lib" / "modules" / self.abi
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.root / "dbg" / "usr" / "lib" / "debug" / "boot" / f"vmlinux-{self.abi}"
+
+    @property
+    def debug_modules_dir(self) -> Path:
+        return self.root / "dbg" / "usr" / "lib" / "debug" / "lib" / "modules" / self.abi
+
+    @property
+    def build_dir(self) -> Path:
+        """The ``linux-headers-<abi>-amd64`` tree that ``make M=`` is pointed at."""
+        return self.root / "headers" / "usr" / "src" / f"linux-headers-{self.abi}"
+
+    @property
+    def source_dir(self) -> Path:
+        """Driver sources copied out of ``linux-source`` (e.g. ``i40e/``)."""
+        return self.root / "src"
+
+    def kconfig(self, option: str) -> str | None:
+        for line in self.config.read_text().splitlines():
+            if line.startswith(option + "="):
+                return line.split("=", 1)[1]
+        return None
+
+
+def _extract_deb(deb: Path, dest: Path, members: tuple[str, ...] = ()) -> None:
+    """Unpack ``deb`` into ``dest``; with ``members``, only paths starting so."""
+    dest.mkdir(parents=True, exist_ok=True)
+    fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    assert fsys.stdout is not None
+    with tarfile.open(fileobj=fsys.stdout, mode="r|") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if members and not any(name.startswith(m) for m in members):
+                continue
+            tar.extract(member, dest, filter="tar")
+    if fsys.wait() != 0:
+        raise RuntimeError(f"dpkg-deb --fsys-tarfile {deb} failed")
+
+
+def _resolve(line: KernelLine) -> tuple[str, str]:
+    apt = line.apt()
+    apt.update()
+    deps = [d for d in apt.depends("linux-image-amd64") if d.startswith("linux-image-")]
+    if not deps:
+        raise RuntimeError(f"linux-image-amd64 in {line.apt_name} depends on no kernel image")
+    image = deps[0]
+    abi = image.removeprefix("linux-image-")
+    version = apt.candidate(image)
+    if version is None:
+        raise RuntimeError(f"{image} has no candidate version")
+    return abi, version
+
+
+def _fix_headers(k: Kernel, headers_root: Path) -> None:
+    """Point the headers' Makefiles at the unpacked tree instead of /usr/src."""
+    src = headers_root / "usr" / "src"
+    for mk in src.glob("linux-headers-*/Makefile"):
+        text = mk.read_text()
+        fixed = text.replace("/usr/src/", f"{src}/")
+        if fixed != text:
+            mk.write_text(fixed)
+    # linux-headers-<abi>-amd64/scripts and tools link to ../../lib/linux-kbuild-X,
+    # a relative path that resolves inside headers_root as unpacked.
+
+
+def _extract_source(deb: Path, k: Kernel, scratch: Path) -> None:
+    _extract_deb(deb, scratch, ("usr/src/",))
+    tarballs = list((scratch / "usr" / "src").glob("linux-source-*.tar.*"))
+    if not tarballs:
+        raise RuntimeError(f"{deb} holds no linux-source tarball")
+    with tarfile.open(tarballs[0], mode="r|*") as tar:
+        for member in tar:
+            _, _, rel = member.name.partition("/")
+            for want in SOURCE_DIRS:
+                if rel.startswith(want) and member.isfile():
+                    out = k.source_dir / rel[len("drivers/net/ethernet/intel/"):]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as f, open(out, "wb") as o:  # type: ignore[union-attr]
+                        shutil.copyfileobj(f, o)
+
+
+def _decompress_modules(modules_dir: Path) -> None:
+    """Unpack ``.ko.xz`` in place so busybox insmod and drgn both read them."""
+    for xz in modules_dir.rglob("*.ko.xz"):
+        with lzma.open(xz) as f, open(xz.with_suffix(""), "wb") as o:
+            shutil.copyfileobj(f, o)
+        xz.unlink()
+
+
+def fetch(line_name: str, log=print) -> Kernel:
+    """Download and unpack kernel line ``line_name`` ("5.10", "6.1", "6.12")."""
+    if line_name not in KERNEL_LINES:
+        raise KeyError(f"unknown kernel line {line_name!r}; known: {', '.join(KERNEL_LINES)}")
+    line = KERNEL_LINES[line_name]
+    pinned = cache_dir() / "kernels" / line_name / "resolved"
+    if pinned.exists():
+        abi, version = pinned.read_text().split()
+    else:
+        abi, version = _resolve(line)
+    k = Kernel(line_name, abi, version, cache_dir() / "kernels" / line_name / version)
+    if (k.root / ".complete").exists():
+        return k
+    apt = line.apt()
+    apt.update()
+    debs = cache_dir() / "debs" / version
+    if k.root.exists():
+        shutil.rmtree(k.root)
+    k.root.mkdir(parents=True)
+
+    log(f"[{line_name}] fetching {abi} ({version})")
+    image = apt.download(f"linux-image-{abi}", version, debs)
+    dbg = apt.download(f"linux-image-{abi}-dbg", version, debs)
+    headers = apt.download(f"linux-headers-{abi}", version, debs)
+    common_name = next(d for d in apt.depends(f"linux-headers-{abi}") if d.endswith("-common"))
+    common = apt.download(common_name, version, debs)
+    kbuild_name = next(d for d in apt.depends(f"linux-headers-{abi}") if d.startswith("linux-kbuild-"))
+    kbuild = apt.download(kbuild_name, apt.candidate(kbuild_name) or version, debs)
+    source_name = "linux-source-" + line_name
+    source = apt.download(source_name, apt.candidate(source_name) or version, debs)
+
+    log(f"[{line_name}] unpacking image and modules")
+    scratch = k.root / "scratch"
+    _extract_deb(image, scratch, ("boot/", "lib/modules/", "usr/lib/modules/"))
+    shutil.move(scratch / "boot" / f"vmlinuz-{abi}", k.vmlinuz)
+    shutil.move(scratch / "boot" / f"config-{abi}", k.config)
+    mods = next(p for p in (scratch / "lib" / "modules" / abi, scratch / "usr" / "lib" / "modules" / abi) if p.exists())
+    k.modules_dir.parent.mkdir(parents=True)
+    shutil.move(mods, k.modules_dir)
+    _decompress_modules(k.modules_dir)
+    subprocess.run(["depmod", "-b", str(k.modules_root), abi], check=True)
+
+    log(f"[{line_name}] unpacking debug info")
+    dbg_prefix = "usr/lib/debug/"
+    members = ["usr/lib/debug/boot/"] + [
+        f"{dbg_prefix}lib/modules/{abi}/kernel/{d}" for d in DEBUG_MODULE_DIRS
+    ]
+    _extract_deb(dbg, k.root / "dbg", tuple(members))
+
+    log(f"[{line_name}] unpacking headers and driver sources")
+    for deb in (headers, common, kbuild):
+        _extract_deb(deb, k.root / "headers")
+    _fix_headers(k, k.root / "headers")
+    _extract_source(source, k, scratch)
+    shutil.rmtree(scratch)
+
+    pinned.write_text(f"{abi} {version}\n")
+    (k.root / ".complete").touch()
+    log(f"[{line_name}] ready in {k.root}")
+    return k

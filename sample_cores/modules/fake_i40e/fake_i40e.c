@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fake_i40e: real i40e driver structures with a planted rx-buffer leak.
+ *
+ * Compiled against the i40e driver's own headers from the kernel's
+ * linux-source, so struct i40e_pf / i40e_vsi / i40e_ring / i40e_rx_buffer in
+ * this module's DWARF are the real ones.  It binds, as a pci_driver named
+ * "i40e", to QEMU's "edu" test device, so both routes an analyzer takes to
+ * the rings exist:
+ *   pci_dev (driver "i40e") -> drvdata i40e_pf -> vsi[] -> rx_rings[]
+ *   net_device -> i40e_netdev_priv -> vsi -> rx_rings[]
+ *
+ * Rings are filled as i40e_alloc_mapped_page() fills them (dev_alloc_pages,
+ * dma_map_page_attrs, page_ref_add(USHRT_MAX - 1) with pagecnt_bias
+ * USHRT_MAX) or, for the "old scheme" ring, as 4.11-era and out-of-tree 2.x
+ * drivers did (count 1, bias 1, topped up to USHRT_MAX when bias reaches 0).
+ * Received frames are written at the buffer's page_offset and the buffer is
+ * flipped and recycled into next_to_alloc as i40e_reuse_rx_page() does.
+ *
+ * The leak: the out-of-tree 2.3.6 driver consumed a ring slot for every
+ * Flow Director programming-status descriptor without recycling its buffer;
+ * a later recycle into next_to_alloc overwrote the slot, and the page was
+ * lost with all its references.  We replay exactly that.  Each lost page is
+ * reported once on the kernel log ("fake_i40e: leaked pfn=..."); the module
+ * keeps no pointer, PFN or address of it anywhere.
+ */
+#include <linux/module.h>
+#include <linux/pci.h>
+#include <linux/etherdevice.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include "i40e.h"
+
+#define EDU_VENDOR 0x1234
+#define EDU_DEVICE 0x11e8
+
+static int order0_leaks = 24;	/* new-scheme order-0 ring, frames inside */
+module_param(order0_leaks, int, 0444);
+static int order1_leaks = 8;	/* new-scheme order-1 ring (3K buffers) */
+module_param(order1_leaks, int, 0444);
+static int fresh_leaks = 6;	/* old-scheme ring, never-used pages: refcount 1 */
+module_param(fresh_leaks, int, 0444);
+static int packets = 700;	/* frames received per ring before the leaks */
+module_param(packets, int, 0444);
+
+enum bias_scheme { BIAS_NEW, BIAS_OLD };
+
+struct ring_plan {
+	u16 count;
+	u16 rx_buf_len;
+	enum bias_scheme scheme;
+	int *leaks;
+};
+
+static const u8 peer_mac[ETH_ALEN] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+static u32 frame_seq;
+
+static unsigned int fake_rx_offset(struct i40e_ring *ring)
+{
+	return ring_uses_build_skb(ring) ? I40E_SKB_PAD : 0;
+}
+
+/* i40e_alloc_mapped_page(), with the bias scheme of the ring. */
+static bool fake_alloc_mapped_page(struct i40e_ring *ring, struct i40e_rx_buffer *bi,
+				   enum bias_scheme scheme)
+{
+	struct page *page = bi->page;
+	dma_addr_t dma;
+
+	if (page) {
+		ring->rx_stats.page_reuse_count++;
+		return true;
+	}
+	page = dev_alloc_pages(i40e_rx_pg_order(ring));
+	if (!page) {
+		ring->rx_stats.alloc_page_failed++;
+		return false;
+	}
+	dma = dma_map_page_attrs(ring->dev, page, 0, i40e_rx_pg_size(ring),
+				 DMA_FROM_DEVICE, I40E_RX_DMA_ATTR);
+	if (dma_mapping_error(ring->dev, dma)) {
+		__free_pages(page, i40e_rx_pg_order(ring));
+		ring->rx_stats.alloc_page_failed++;
+		return false;
+	}
+	bi->dma = dma;
+	bi->page = page;
+	bi->page_offset = fake_rx_offset(ring);
+	if (scheme == BIAS_NEW) {
+		page_ref_add(page, USHRT_MAX - 1);
+		bi->pagecnt_bias = USHRT_MAX;
+	} else {
+		bi->pagecnt_bias = 1;
+	}
+	return true;
+}
+
+static void report_leak(struct i40e_ring *ring, struct page *page)
+{
+	pr_info("fake_i40e: leaked pfn=%lu order=%u refcount=%d ring=%s/%u\n",
+		page_to_pfn(page), i40e_rx_pg_order(ring), page_ref_count(page),
+		ring->netdev ? netdev_name(ring->netdev) : "vsi-without-netdev",
+		ring->queue_index);
+}
+
+/*
+ * i40e_reuse_rx_page(): move the buffer to next_to_alloc.  When that slot
+ * still holds a page (it was consumed by a programming-status descriptor and
+ * never recycled), the page is overwritten: that is the leak.
+ */
+static void fake_reuse_rx_page(struct i40e_ring *ring, struct i40e_rx_buffer *old)
+{
+	u16 nta = ring->next_to_alloc;
+	struct i40e_rx_buffer *new = &ring->rx_bi[nta];
+
+	nta++;
+	ring->next_to_alloc = nta < ring->count ? nta : 0;
+	if (new->page && new->page != old->page)
+		report_leak(ring, new->page);
+	new->dma = old->dma;
+	new->page = old->page;
+	new->page_offset = old->page_offset;
+	new->pagecnt_bias = old->pagecnt_bias;
+	old->page = NULL;
+}
+
+/* A UDP/IPv4 frame addressed to the netdev, as the NIC would DMA it. */
+static void write_frame(struct i40e_ring *ring, struct i40e_rx_buffer *bi)
+{
+	u8 *data = page_address(bi->page) + bi->page_offset;
+	struct ethhdr *eth = (struct ethhdr *)data;
+	struct iphdr *ip = (struct iphdr *)(eth + 1);
+	struct udphdr *udp = (struct udphdr *)(ip + 1);
+	char *payload = (char *)(udp + 1);
+	int len;
+
+	dma_sync_single_range_for_cpu(ring->dev, bi->dma, bi->page_offset, 256,
+				      DMA_FROM_DEVICE);
+	if (ring->netdev)
+		ether_addr_copy(eth->h_dest, ring->netdev->dev_addr);
+	else
+		eth_broadcast_addr(eth->h_dest);
+	ether_addr_copy(eth->h_source, peer_mac);
+	eth->h_proto = htons(ETH_P_IP);
+	len = scnprintf(payload, 64, "vmcore-tools fake_i40e frame %u", frame_seq++);
+	memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_UDP;
+	ip->saddr = htonl(0x0a000002);
+	ip->daddr = htonl(0x0a000009);
+	ip->tot_len = htons(sizeof(*ip) + sizeof(*udp) + len);
+	udp->source = htons(4789);
+	udp->dest = htons(4789);
+	udp->len = htons(sizeof(*udp) + len);
+}
+
+/*
+ * One received frame at next_to_clean: the stack takes one of the ring's
+ * references (pagecnt_bias--) and drops it when the skb is freed; the buffer
+ * is flipped to the other half and recycled (i40e_put_rx_buffer).
+ */
+static void fake_receive(struct i40e_ring *ring, enum bias_scheme scheme)
+{
+	struct i40e_rx_buffer *bi = &ring->rx_bi[ring->next_to_clean];
+	struct page *page = bi->page;
+
+	if (!page) {	/* a slot the driver never refilled: the NIC skips it */
+		ring->next_to_clean = (ring->next_to_clean + 1) % ring->count;
+		return;
+	}
+	write_frame(ring, bi);
+	bi->pagecnt_bias--;			/* reference handed to the skb */
+	if (scheme == BIAS_OLD && !bi->pagecnt_bias) {
+		page_ref_add(page, USHRT_MAX);	/* old scheme's top-up */
+		bi->pagecnt_bias = USHRT_MAX;
+	}
+	put_page(page);				/* the skb is consumed and freed */
+	bi->page_offset ^= i40e_rx_pg_size(ring) / 2;
+	fake_reuse_rx_page(ring, bi);
+	ring->next_to_clean = (ring->next_to_clean + 1) % ring->count;
+	ring->rx_stats.page_reuse_count++;
+	/* i40e_alloc_rx_buffers(ring, cleaned_count = 1) */
+	fake_alloc_mapped_page(ring, &ring->rx_bi[ring->next_to_use], scheme);
+	ring->next_to_use = (ring->next_to_use + 1) % ring->count;
+}
+
+/*
+ * A Flow Director programming-status descriptor as 2.3.6 handled it: the
+ * slot is consumed, but neither recycled nor counted for refill.
+ */
+static void fake_programming_status(struct i40e_ring *ring)
+{
+	ring->next_to_clean = (ring->next_to_clean + 1) % ring->count;
+}
+
+static struct i40e_ring *fake_ring(struct i40e_vsi *vsi, struct device *dev, u16 q,
+				   const struct ring_plan *plan)
+{
+	struct i40e_ring *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+	u16 i;
+
+	if (!ring)
+		return NULL;
+	ring->vsi = vsi;
+	ring->netdev = vsi->netdev;
+	ring->dev = dev;
+	ring->queue_index = q;
+	ring->reg_idx = vsi->base_queue + q;
+	ring->count = plan->count;
+	ring->rx_buf_len = plan->rx_buf_len;
+	ring->size = ALIGN(ring->count * 32, 4096);	/* 32-byte descriptors */
+	set_ring_build_skb_enabled(ring);
+#ifdef HAVE_RX_OFFSET
+	ring->rx_offset = fake_rx_offset(ring);
+#endif
+	ring->rx_bi = kcalloc(ring->count, sizeof(*ring->rx_bi), GFP_KERNEL);
+	if (!ring->rx_bi) {
+		kfree(ring);
+		return NULL;
+	}
+	/* i40e_configure_rx_ring + i40e_alloc_rx_buffers(ring, I40E_DESC_UNUSED) */
+	for (i = 0; i < ring->count - 1; i++)
+		fake_alloc_mapped_page(ring, &ring->rx_bi[i], plan->scheme);
+	ring->next_to_use = ring->count - 1;
+	ring->next_to_alloc = ring->count - 1;
+	ring->next_to_clean = 0;
+	return ring;
+}
+
+/* Traffic, then the planted leaks: each status descriptor loses one page. */
+static void fake_traffic(struct i40e_ring *ring, const struct ring_plan *plan)
+{
+	int n, leaks = *plan->leaks;
+
+	if (plan->scheme == BIAS_NEW)
+		for (n = 0; n < packets; n++)
+			fake_receive(ring, plan->scheme);
+	for (n = 0; n < leaks; n++) {
+		fake_programming_status(ring);
+		fake_receive(ring, plan->scheme);
+		fake_receive(ring, plan->scheme);
+	}
+	/* a few more frames so the ring is in a normal steady state */
+	if (plan->scheme == BIAS_NEW)
+		for (n = 0; n < 17; n++)
+			fake_receive(ring, plan->scheme);
+}
+
+static void fake_free_ring(struct i40e_ring *ring)
+{
+	u16 i;
+
+	if (!ring)
+		return;
+	for (i = 0; i < ring->count; i++) {
+		struct i40e_rx_buffer *bi = &ring->rx_bi[i];
+
+		if (!bi->page)
+			continue;
+		dma_unmap_page_attrs(ring->dev, bi->dma, i40e_rx_pg_size(ring),
+				     DMA_FROM_DEVICE, I40E_RX_DMA_ATTR);
+		__page_frag_cache_drain(bi->page, bi->pagecnt_bias);
+	}
+	kfree(ring->rx_bi);
+	kfree(ring);
+}
+
+static netdev_tx_t fake_xmit(struct sk_buff *skb, struct net_device *dev)
+{
+	dev_kfree_skb_any(skb);
+	return NETDEV_TX_OK;
+}
+
+static const struct net_device_ops fake_netdev_ops = {
+	.ndo_start_xmit = fake_xmit,
+};
+
+static struct i40e_vsi *fake_vsi(struct i40e_pf *pf, struct device *dev, u16 idx,
+				 enum i40e_vsi_type type, struct net_device *netdev,
+				 const struct ring_plan *plans, u16 nplans)
+{
+	struct i40e_vsi *vsi = kzalloc(sizeof(*vsi), GFP_KERNEL);
+	u16 q;
+
+	if (!vsi)
+		return NULL;
+	vsi->back = pf;
+	vsi->type = type;
+	vsi->idx = idx;
+	vsi->id = idx;
+	vsi->netdev = netdev;
+	vsi->base_queue = idx * 8;
+	vsi->alloc_queue_pairs = nplans;
+	vsi->num_queue_pairs = nplans;
+	/* i40e_vsi_alloc_arrays(): tx rings, then (xdp rings), then rx rings */
+	vsi->tx_rings = kcalloc(2 * nplans, sizeof(struct i40e_ring *), GFP_KERNEL);
+	if (!vsi->tx_rings) {
+		kfree(vsi);
+		return NULL;
+	}
+	vsi->rx_rings = vsi->tx_rings + nplans;
+	for (q = 0; q < nplans; q++) {
+		vsi->rx_rings[q] = fake_ring(vsi, dev, q, &plans[q]);
+		if (vsi->rx_rings[q])
+			fake_traffic(vsi->rx_rings[q], &plans[q]);
+	}
+	pf->vsi[idx] = vsi;
+	return vsi;
+}
+
+static void fake_free_vsi(struct i40e_vsi *vsi)
+{
+	u16 q;
+
+	if (!vsi)
+		return;
+	for (q = 0; q < vsi->alloc_queue_pairs; q++)
+		fake_free_ring(vsi->rx_rings[q]);
+	kfree(vsi->tx_rings);
+	kfree(vsi);
+}
+
+static const struct ring_plan main_plans[] = {
+	{ .count = 256, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_NEW, .leaks = &order0_leaks },
+	{ .count = 128, .rx_buf_len = I40E_RXBUFFER_3072, .scheme = BIAS_NEW, .leaks = &order1_leaks },
+};
+
+static const struct ring_plan fdir_plans[] = {
+	{ .count = 64, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_OLD, .leaks = &fresh_leaks },
+};
+
+static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	static const u8 mac[ETH_ALEN] = { 0x3c, 0xfd, 0xfe, 0x00, 0x40, 0x0e };
+	struct i40e_netdev_priv *np;
+	struct net_device *netdev;
+	struct i40e_pf *pf;
+	int err;
+
+	err = pcim_enable_device(pdev);
+	if (err)
+		return err;
+	err = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
+	if (err)
+		return err;
+	pci_set_master(pdev);
+
+	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
+	if (!pf)
+		return -ENOMEM;
+	pf->pdev = pdev;
+	pf->num_alloc_vsi = 4;
+	pf->vsi = kcalloc(pf->num_alloc_vsi, sizeof(struct i40e_vsi *), GFP_KERNEL);
+	if (!pf->vsi) {
+		kfree(pf);
+		return -ENOMEM;
+	}
+	pci_set_drvdata(pdev, pf);
+
+	netdev = alloc_etherdev_mq(sizeof(struct i40e_netdev_priv), ARRAY_SIZE(main_plans));
+	if (!netdev)
+		return -ENOMEM;
+	netdev->netdev_ops = &fake_netdev_ops;
+	SET_NETDEV_DEV(netdev, &pdev->dev);
+#ifdef HAVE_ETH_HW_ADDR_SET
+	eth_hw_addr_set(netdev, mac);
+#else
+	memcpy(netdev->dev_addr, mac, ETH_ALEN);
+#endif
+	np = netdev_priv(netdev);
+	np->vsi = fake_vsi(pf, &pdev->dev, 0, I40E_VSI_MAIN, netdev, main_plans,
+			   ARRAY_SIZE(main_plans));
+	pf->lan_vsi = 0;
+	/* A Flow Director VSI has rings but no netdev: only the PCI route sees it. */
+	fake_vsi(pf, &pdev->dev, 1, I40E_VSI_FDIR, NULL, fdir_plans, ARRAY_SIZE(fdir_plans));
+
+	err = register_netdev(netdev);
+	if (err) {
+		free_netdev(netdev);
+		return err;
+	}
+	pr_info("fake_i40e: %s ready on %s\n", netdev_name(netdev), pci_name(pdev));
+	return 0;
+}
+
+static void fake_remove(struct pci_dev *pdev)
+{
+	struct i40e_pf *pf = pci_get_drvdata(pdev);
+	struct i40e_vsi *main_vsi = pf->vsi[0];
+	u16 i;
+
+	if (main_vsi && main_vsi->netdev) {
+		unregister_netdev(main_vsi->netdev);
+		free_netdev(main_vsi->netdev);
+	}
+	for (i = 0; i < pf->num_alloc_vsi; i++)
+		fake_free_vsi(pf->vsi[i]);
+	kfree(pf->vsi);
+	kfree(pf);
+}
+
+static const struct pci_device_id fake_ids[] = {
+	{ PCI_DEVICE(EDU_VENDOR, EDU_DEVICE) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, fake_ids);
+
+static struct pci_driver fake_driver = {
+	.name = "i40e",
+	.id_table = fake_ids,
+	.probe = fake_probe,
+	.remove = fake_remove,
+};
+module_pci_driver(fake_driver);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("vmcore-tools test module: i40e rings with a planted rx page leak");

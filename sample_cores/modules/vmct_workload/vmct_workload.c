@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmct_workload: kernel-side allocations that a page census must attribute
+ * correctly and that a leak detector must NOT report.
+ *
+ *  - large kmalloc: above KMALLOC_MAX_CACHE_SIZE SLUB hands out plain
+ *    compound pages with no slab marker (before 6.15): the classic false
+ *    positive of a page-leak detector;
+ *  - vmalloc areas (with this module as vm_struct.caller);
+ *  - page_frag users: a private page_frag_cache and the per-CPU
+ *    netdev_alloc_cache, both order-3 compound pages with many references;
+ *  - sleeping kernel threads (kernel stacks).
+ *
+ * Every allocation stays referenced from this module's .bss, so a
+ * conservative reference scan finds it.  Their PFNs are reported on the log
+ * ("vmct_workload: decoy kind=... pfn=...") so tests know where they are.
+ */
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/kthread.h>
+#include <linux/delay.h>
+#include <linux/mm.h>
+#include <linux/skbuff.h>
+#include <linux/gfp.h>
+
+#define NR_LARGE 8
+#define NR_FRAGS 64
+#define NR_THREADS 4
+
+static void *large[NR_LARGE + 1];
+static void *vbuf;
+static void *frags[NR_FRAGS];
+static void *netdev_frags[NR_FRAGS];
+static struct page_frag_cache frag_cache;
+static struct task_struct *threads[NR_THREADS];
+
+static void report(const char *kind, const void *addr)
+{
+	struct page *page = virt_to_head_page(addr);
+
+	pr_info("vmct_workload: decoy kind=%s pfn=%lu order=%u refcount=%d\n", kind,
+		page_to_pfn(page), compound_order(page), page_ref_count(page));
+}
+
+static int sleeper(void *unused)
+{
+	while (!kthread_should_stop())
+		msleep_interruptible(1000);
+	return 0;
+}
+
+static int __init vmct_init(void)
+{
+	int i;
+
+	for (i = 0; i < NR_LARGE; i++) {
+		large[i] = kmalloc(64 * 1024, GFP_KERNEL);	/* order-4 */
+		if (large[i]) {
+			memset(large[i], 0x5a, 64 * 1024);
+			report("large_kmalloc", large[i]);
+		}
+	}
+	large[NR_LARGE] = kmalloc(1024 * 1024, GFP_KERNEL);	/* order-8 */
+	if (large[NR_LARGE])
+		report("large_kmalloc", large[NR_LARGE]);
+
+	vbuf = vmalloc(8 * 1024 * 1024);
+	if (vbuf)
+		memset(vbuf, 0xa5, 8 * 1024 * 1024);
+
+	for (i = 0; i < NR_FRAGS; i++) {
+		frags[i] = page_frag_alloc(&frag_cache, 1500, GFP_KERNEL);
+		netdev_frags[i] = netdev_alloc_frag(1500);
+	}
+	if (frags[0])
+		report("page_frag", frags[0]);
+	if (netdev_frags[0])
+		report("netdev_frag", netdev_frags[0]);
+
+	for (i = 0; i < NR_THREADS; i++)
+		threads[i] = kthread_run(sleeper, NULL, "vmct_sleeper/%d", i);
+	pr_info("vmct_workload: ready\n");
+	return 0;
+}
+
+static void __exit vmct_exit(void)
+{
+	int i;
+
+	for (i = 0; i < NR_THREADS; i++)
+		if (!IS_ERR_OR_NULL(threads[i]))
+			kthread_stop(threads[i]);
+	for (i = 0; i < NR_FRAGS; i++) {
+		if (frags[i])
+			page_frag_free(frags[i]);
+		if (netdev_frags[i])
+			skb_free_frag(netdev_frags[i]);
+	}
+	if (frag_cache.va)
+		__page_frag_cache_drain(virt_to_head_page(frag_cache.va), frag_cache.pagecnt_bias);
+	vfree(vbuf);
+	for (i = 0; i <= NR_LARGE; i++)
+		kfree(large[i]);
+}
+
+module_init(vmct_init);
+module_exit(vmct_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("vmcore-tools test module: allocations that look like leaks but are not");
