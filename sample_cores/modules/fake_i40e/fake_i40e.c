@@ -301,13 +301,19 @@ static struct i40e_vsi *fake_vsi(struct i40e_pf *pf, struct device *dev, u16 idx
 		return NULL;
 	}
 	vsi->rx_rings = vsi->tx_rings + nplans;
-	for (q = 0; q < nplans; q++) {
+	for (q = 0; q < nplans; q++)
 		vsi->rx_rings[q] = fake_ring(vsi, dev, q, &plans[q]);
-		if (vsi->rx_rings[q])
-			fake_traffic(vsi->rx_rings[q], &plans[q]);
-	}
 	pf->vsi[idx] = vsi;
 	return vsi;
+}
+
+static void fake_vsi_traffic(struct i40e_vsi *vsi, const struct ring_plan *plans)
+{
+	u16 q;
+
+	for (q = 0; vsi && q < vsi->alloc_queue_pairs; q++)
+		if (vsi->rx_rings[q])
+			fake_traffic(vsi->rx_rings[q], &plans[q]);
 }
 
 static void fake_free_vsi(struct i40e_vsi *vsi)
@@ -381,6 +387,8 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		free_netdev(netdev);
 		return err;
 	}
+	fake_vsi_traffic(pf->vsi[0], main_plans);
+	fake_vsi_traffic(pf->vsi[1], fdir_plans);
 	pr_info("fake_i40e: %s ready on %s\n", netdev_name(netdev), pci_name(pdev));
 	return 0;
 }

@@ -1,0 +1,31 @@
+"""Guest side of the ground truth: the kernel's own view, right before the dump.
+
+Copies the /proc text files the manifest records and the raw
+/proc/kpageflags and /proc/kpagecount arrays (decoded on the host).
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+PROC_FILES = ("meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "zoneinfo",
+              "vmallocinfo", "iomem")
+
+
+def main(out: str) -> int:
+    dest = Path(out) / "proc"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROC_FILES:
+        try:
+            (dest / name).write_bytes(Path("/proc", name).read_bytes())
+        except OSError as e:
+            print(f"capture: /proc/{name}: {e}", file=sys.stderr)
+    for name in ("kpageflags", "kpagecount"):
+        with open(f"/proc/{name}", "rb") as src, open(dest / f"{name}.bin", "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    (dest / "osrelease").write_text(Path("/proc/sys/kernel/osrelease").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

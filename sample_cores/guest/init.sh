@@ -1,0 +1,78 @@
+#!/bin/bash
+# PID 1 of a sample-core guest.  The root filesystem is the host's, read-only
+# over 9p; the job (what to load, what to run) comes from the writable
+# "vmctout" share that the host mounts for this run.
+#
+# Stages, told to the host on the console as "VMCT-<STAGE>" lines:
+#   setup -> READY (host dumps memory over QMP) | LIVE-DONE | CRASHING
+# A kdump capture kernel boots the same initramfs; it sees /proc/vmcore and
+# writes the kdump-compressed dump instead.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t devtmpfs dev /dev
+exec < /dev/console > /dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /dev/shm /dev/pts && mount -t tmpfs shm /dev/shm && mount -t devpts devpts /dev/pts
+mkdir -p /tmp/out
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmctout /tmp/out
+OUT=/tmp/out
+say() { echo "VMCT-$*" > /dev/console; }
+die() { say "FAILED $*"; sleep 2; echo b > /proc/sysrq-trigger; }
+
+# shellcheck source=/dev/null
+. "$OUT/job.env" || die "no job.env"
+exec >> "$OUT/guest.log" 2>&1
+
+if [ -e /proc/vmcore ]; then
+    say "CAPTURE $(uname -r)"
+    modprobe -d "$KROOT" virtio_blk 2>/dev/null
+    makedumpfile -c -d 31 /proc/vmcore "$OUT/vmcore.kdump.tmp" && mv "$OUT/vmcore.kdump.tmp" "$OUT/vmcore.kdump"
+    say "CAPTURED rc=$?"
+    sync
+    echo b > /proc/sysrq-trigger
+fi
+
+say "BOOTED $(uname -r)"
+hostname vmct-guest
+ip link set lo up
+for m in qemu_fw_cfg virtio_net e1000e igb virtio_blk ext4; do
+    modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"
+done
+for line in "${INSMOD[@]}"; do
+    # shellcheck disable=SC2086
+    insmod $line || die "insmod $line"
+done
+udevadm settle 2>/dev/null || sleep 1
+
+"$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda > "$OUT/workload.log" 2>&1 &
+for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done
+[ -e /run/vmct-workload-ready ] || die "workload did not become ready"
+
+dmesg > "$OUT/dmesg.txt"
+"$PYTHON" "$GUEST_DIR/capture.py" "$OUT" || die "capture"
+
+case "$MODE" in
+dump)
+    sync
+    say "READY"
+    while :; do sleep 3600; done
+    ;;
+kdump)
+    kexec -p "$VMLINUZ" --initrd="$INITRD" --append="$CAPTURE_CMDLINE" || die "kexec -p"
+    say "CRASHING"
+    sync
+    echo c > /proc/sysrq-trigger
+    ;;
+live)
+    say "LIVE-START"
+    (cd "$LIVE_CWD" && bash -c "$LIVE_CMD") > "$OUT/live.stdout" 2> "$OUT/live.stderr"
+    echo $? > "$OUT/live.rc"
+    sync
+    say "LIVE-DONE"
+    echo b > /proc/sysrq-trigger
+    ;;
+esac
+die "unknown mode $MODE"

@@ -1,0 +1,194 @@
+"""Guest workload: give every page owner class something to show, then hold it.
+
+Runs inside the sample-core guest (host Python over 9p, stdlib only).  It
+stays alive while the host dumps memory, because its anonymous memory and
+its sockets are part of what the dump must contain:
+
+* page cache: a file written and read back on an ext4 disk,
+* anon: a touched bytearray held by this process,
+* shmem/tmpfs: a file in /dev/shm,
+* slab: many files (dentries, inodes) in tmpfs,
+* NIC rings: each NIC (virtio-net, e1000e, igb) moved to its own network
+  namespace on a QEMU hub, with UDP and TCP traffic between them,
+* page_frag users: TCP connections over loopback whose receiver never reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NETNS = {"virtio_net": ("vmct-a", "10.9.0.1"), "e1000e": ("vmct-b", "10.9.0.2"),
+         "igb": ("vmct-c", "10.9.0.3")}
+MB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"workload: {msg}", flush=True)
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True)
+
+
+def nic_drivers() -> dict[str, str]:
+    out = {}
+    for dev in sorted(Path("/sys/class/net").iterdir()):
+        drv = dev / "device" / "driver"
+        if drv.exists():
+            out[dev.name] = os.path.basename(os.readlink(drv))
+    return out
+
+
+def setup_network() -> list[tuple[str, str]]:
+    """One namespace per real NIC; returns [(netns, address)] of those set up."""
+    up = []
+    for ifname, driver in nic_drivers().items():
+        if driver not in NETNS:
+            run("ip", "link", "set", ifname, "up")  # e.g. the fake i40e netdev
+            continue
+        ns, addr = NETNS[driver]
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "set", ifname, "netns", ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
+        run("ip", "-n", ns, "link", "set", ifname, "up")
+        up.append((ns, addr))
+        log(f"{ifname} ({driver}) -> {ns} {addr}")
+    return up
+
+
+RECEIVER = """
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9000))
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 9001)); t.listen(8)
+print("listening", flush=True)
+held = []
+while True:
+    c, _ = t.accept()
+    held.append(c)   # never read: received data stays queued in this socket
+"""
+
+SENDER = """
+import socket, sys, time
+dst = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3000):
+    try:
+        u.sendto(b"vmct-%05d " % i * 40, (dst, 9000))
+    except OSError:
+        time.sleep(0.01)
+t = socket.create_connection((dst, 9001), timeout=30)
+t.setblocking(False)
+sent = 0
+deadline = time.time() + 20
+while sent < 2 * 1024 * 1024 and time.time() < deadline:
+    try:
+        sent += t.send(b"x" * 65536)
+    except BlockingIOError:
+        time.sleep(0.05)
+print("sent", sent, flush=True)
+time.sleep(10**9)
+"""
+
+
+def net_traffic(up: list[tuple[str, str]]) -> list[subprocess.Popen]:
+    procs = []
+    if len(up) < 2:
+        log("fewer than two NICs: no wire traffic")
+        return procs
+    for ns, _ in up:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RECEIVER],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        p.stdout.readline()
+        procs.append(p)
+    senders = []
+    for i, (ns, _) in enumerate(up):
+        dst = up[(i + 1) % len(up)][1]
+        s = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, dst],
+                             stdout=subprocess.PIPE, text=True)
+        senders.append(s)
+    for s in senders:
+        assert s.stdout is not None
+        log(f"wire traffic: {s.stdout.readline().strip()}")
+    return procs + senders
+
+
+def loopback_frags(n: int = 8) -> list[socket.socket]:
+    """TCP connections over loopback with unread data (skb page frags)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(n)
+    held = [srv]
+    for _ in range(n):
+        c = socket.create_connection(srv.getsockname())
+        a, _ = srv.accept()
+        c.setblocking(False)
+        sent = 0
+        while sent < 256 * 1024:
+            try:
+                sent += c.send(b"f" * 16384)
+            except BlockingIOError:
+                break
+        held += [c, a]
+    return held
+
+
+def page_cache(disk: str) -> None:
+    mnt = Path("/tmp/disk")
+    mnt.mkdir(exist_ok=True)
+    run("mkfs.ext4", "-q", "-F", disk)
+    run("mount", disk, str(mnt))
+    block = os.urandom(MB)
+    with open(mnt / "cached.bin", "wb") as f:
+        for _ in range(48):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(mnt / "cached.bin", "rb") as f:
+        while f.read(MB):
+            pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--disk", default="/dev/vda")
+    args = ap.parse_args()
+
+    if Path(args.disk).exists():
+        page_cache(args.disk)
+        log("page cache: 48 MB file on ext4")
+    anon = bytearray(64 * MB)
+    for i in range(0, len(anon), 4096):
+        anon[i] = 1
+    log("anon: 64 MB")
+    with open("/dev/shm/vmct-shmem", "wb") as f:
+        f.write(os.urandom(MB) * 24)
+    log("shmem: 24 MB")
+    many = Path("/tmp/many")
+    many.mkdir()
+    for i in range(20000):
+        (many / f"f{i}").touch()
+    log("slab: 20000 tmpfs files")
+    held = loopback_frags()
+    log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
+    procs = net_traffic(setup_network())
+    Path("/run/vmct-workload-ready").write_text(str(os.getpid()))
+    log("ready")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(3600)
+        assert anon and held and procs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

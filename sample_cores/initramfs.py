@@ -1,0 +1,112 @@
+"""A tiny initramfs that mounts this machine's root filesystem over 9p.
+
+Debian kernels build virtio-pci (before 6.12) and 9p as modules, so the
+initramfs carries busybox, the module closure needed for a virtio 9p mount,
+and an ``/init`` that loads them, mounts the host's ``/`` read-only, builds
+a tmpfs root from its top-level directories and hands over to
+``sample_cores/guest/init.sh``.  The same image boots the
+capture kernel of a kdump run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .kernels import Kernel
+
+BUSYBOX = Path("/bin/busybox")
+ROOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
+HOST_ROOT_TAG = "hostroot"
+OUT_TAG = "vmctout"
+
+INIT = r"""#!/bin/busybox sh
+B=/bin/busybox
+$B mkdir -p /proc /newroot /hostroot
+$B mount -t proc proc /proc
+for m in $($B cat /modules/order); do $B insmod /modules/$m; done
+$B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 {root_tag} /hostroot
+# The new root is a tmpfs with the host's top-level directories bind-mounted
+# into it: a mount on top of a 9p directory (/proc, /sys, ...) is dropped when
+# 9p revalidates that dentry, a mount on tmpfs is not.
+$B mount -t tmpfs -o mode=0755 root /newroot
+for path in /hostroot/* /hostroot/.[!.]*; do
+    [ -e "$path" ] || [ -L "$path" ] || continue
+    name=${path#/hostroot/}
+    case "$name" in proc|sys|dev|run|tmp|mnt|media|lost+found) $B mkdir -p /newroot/$name; continue;; esac
+    if [ -L "$path" ]; then
+        $B ln -s "$($B readlink "$path")" /newroot/$name
+    elif [ -d "$path" ]; then
+        $B mkdir /newroot/$name && $B mount --bind "$path" /newroot/$name
+    fi
+done
+init=$($B sed -n 's/.*vmct.init=\([^ ]*\).*/\1/p' /proc/cmdline)
+$B umount /proc
+exec $B switch_root /newroot /bin/bash "$init"
+"""
+
+
+def parse_modules_dep(k: Kernel) -> dict[str, list[str]]:
+    """Module name ("9pnet_virtio") -> [path of itself, then its deps] from modules.dep."""
+    deps: dict[str, list[str]] = {}
+    for line in (k.modules_dir / "modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        name = Path(mod).name.split(".ko")[0].replace("-", "_")
+        deps[name] = [mod, *rest.split()]
+    return deps
+
+
+def module_load_order(k: Kernel, names: tuple[str, ...]) -> list[str]:
+    """Relative paths of ``names`` and their dependencies, dependencies first.
+
+    A module that is built in (absent from modules.dep) is skipped.
+    """
+    deps = parse_modules_dep(k)
+    by_path = {paths[0]: name for name, paths in deps.items()}
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        if path in order:
+            return
+        for dep in deps[by_path[path]][1:]:
+            visit(dep)
+        order.append(path)
+
+    for name in names:
+        if name in deps:
+            visit(deps[name][0])
+    return order
+
+
+def build_initramfs(k: Kernel) -> Path:
+    """Build (once) and return the initramfs for kernel ``k``."""
+    init = INIT.replace("{root_tag}", HOST_ROOT_TAG)
+    key = hashlib.sha256((init + k.abi).encode()).hexdigest()[:12]
+    out = k.root / f"initramfs-{key}.cpio.gz"
+    if out.exists():
+        return out
+    if not BUSYBOX.exists():
+        raise RuntimeError("busybox is missing: install busybox-static")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "bin").mkdir()
+        shutil.copy(BUSYBOX, t / "bin" / "busybox")
+        (t / "modules").mkdir()
+        names = []
+        for rel in module_load_order(k, ROOT_MODULES):
+            shutil.copy(k.modules_dir / rel, t / "modules" / Path(rel).name)
+            names.append(Path(rel).name)
+        (t / "modules" / "order").write_text("\n".join(names) + "\n")
+        (t / "init").write_text(init)
+        (t / "init").chmod(0o755)
+        files = subprocess.run(["find", "."], cwd=t, capture_output=True, check=True).stdout
+        cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=t, input=files,
+                              capture_output=True, check=True).stdout
+        tmp_out = out.with_suffix(".tmp")
+        with open(tmp_out, "wb") as f:
+            subprocess.run(["gzip", "-1"], input=cpio, stdout=f, check=True)
+        tmp_out.rename(out)
+    return out

@@ -1,0 +1,108 @@
+"""Ground truth recorded next to each core (``manifest.json``).
+
+Everything here comes from the guest's own view captured right before the
+dump (``/proc`` files, ``/proc/kpageflags``, ``/proc/kpagecount``) and from
+the kernel log lines the test modules print.  It is what the analyzer's
+results are measured against; the analyzer itself never reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = 1
+
+#: Bit numbers of include/uapi/linux/kernel-page-flags.h (a stable ABI).
+KPF_BITS = {
+    "LOCKED": 0, "ERROR": 1, "REFERENCED": 2, "UPTODATE": 3, "DIRTY": 4, "LRU": 5,
+    "ACTIVE": 6, "SLAB": 7, "WRITEBACK": 8, "RECLAIM": 9, "BUDDY": 10, "MMAP": 11,
+    "ANON": 12, "SWAPCACHE": 13, "SWAPBACKED": 14, "COMPOUND_HEAD": 15,
+    "COMPOUND_TAIL": 16, "HUGE": 17, "UNEVICTABLE": 18, "HWPOISON": 19, "NOPAGE": 20,
+    "KSM": 21, "THP": 22, "OFFLINE": 23, "ZERO_PAGE": 24, "IDLE": 25, "PGTABLE": 26,
+}
+
+LEAK_RE = re.compile(
+    r"fake_i40e: leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+DECOY_RE = re.compile(
+    r"vmct_workload: decoy kind=(\S+) pfn=(\d+) order=(\d+) refcount=(-?\d+)")
+
+
+def parse_kv(text: str) -> dict[str, int]:
+    """``/proc/meminfo`` (kB) and ``/proc/vmstat`` style ``key value`` lines."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def parse_buddyinfo(text: str) -> list[dict]:
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"Node (\d+), zone\s+(\S+)\s+(.*)", line)
+        if m:
+            rows.append({"node": int(m.group(1)), "zone": m.group(2),
+                         "free_blocks": [int(x) for x in m.group(3).split()]})
+    return rows
+
+
+def parse_slabinfo(text: str) -> dict[str, dict[str, int]]:
+    caches = {}
+    for line in text.splitlines()[2:]:
+        head = line.split(":")[0].split()
+        if len(head) < 6:
+            continue
+        name, active, num, objsize, objperslab, pagesperslab = head[:6]
+        caches[name] = {"active_objs": int(active), "num_objs": int(num),
+                        "objsize": int(objsize), "objperslab": int(objperslab),
+                        "pagesperslab": int(pagesperslab)}
+    return caches
+
+
+def kpage_summary(proc_dir: Path) -> tuple[dict, dict]:
+    """Page counts by KPF flag, and a summary of /proc/kpagecount."""
+    flags = np.fromfile(proc_dir / "kpageflags.bin", dtype="<u8")
+    counts = np.fromfile(proc_dir / "kpagecount.bin", dtype="<u8")
+    by_flag = {name: int(np.count_nonzero(flags & np.uint64(1 << bit)))
+               for name, bit in KPF_BITS.items()}
+    present = ~(flags & np.uint64(1 << KPF_BITS["NOPAGE"])).astype(bool)
+    kpagecount = {
+        "pages": int(counts.size),
+        "zero": int(np.count_nonzero(counts == 0)),
+        "one": int(np.count_nonzero(counts == 1)),
+        "more": int(np.count_nonzero(counts > 1)),
+    }
+    return {"pages": int(flags.size), "present": int(np.count_nonzero(present)),
+            "flags": by_flag}, kpagecount
+
+
+def parse_log(text: str) -> tuple[list[dict], list[dict]]:
+    leaks = [{"pfn": int(m[0]), "order": int(m[1]), "refcount": int(m[2]), "ring": m[3]}
+             for m in LEAK_RE.findall(text)]
+    decoys = [{"kind": m[0], "pfn": int(m[1]), "order": int(m[2]), "refcount": int(m[3])}
+              for m in DECOY_RE.findall(text)]
+    return leaks, decoys
+
+
+def guest_truth(out_dir: Path) -> dict:
+    """The manifest sections that come from the guest's own capture."""
+    proc = out_dir / "proc"
+    read = lambda name: (proc / name).read_text()  # noqa: E731
+    leaks, decoys = parse_log((out_dir / "dmesg.txt").read_text(errors="replace"))
+    kpageflags, kpagecount = kpage_summary(proc)
+    return {
+        "osrelease": read("osrelease").strip(),
+        "planted_leaks": leaks,
+        "decoys": decoys,
+        "meminfo_kb": parse_kv(read("meminfo")),
+        "vmstat": parse_kv(read("vmstat")),
+        "buddyinfo": parse_buddyinfo(read("buddyinfo")),
+        "slabinfo": parse_slabinfo(read("slabinfo")),
+        "kpageflags": kpageflags,
+        "kpagecount": kpagecount,
+        "raw_files": sorted(p.name for p in proc.iterdir()),
+    }

@@ -1,0 +1,197 @@
+"""Scenarios: a kernel, test modules, a workload and a way to take the dump.
+
+``build(name, line)`` returns the directory that holds the core and its
+``manifest.json`` (building it once; a cached build returns at once).
+``live(name, line, command)`` boots the same guest and runs ``command``
+inside it with the host's userspace, so tools can read ``/proc/kcore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import manifest
+from .build_modules import build_modules
+from .cache import cache_dir
+from .initramfs import build_initramfs
+from .kernels import Kernel, fetch
+from .vm import Guest, GuestSpec, qemu_has_device, qemu_version
+
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+REPO = GUEST_DIR.parent.parent
+BOOT_TIMEOUT = 900
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    module_params: dict[str, str] = field(default_factory=dict)
+    mode: str = "dump"          # "dump" (QMP ELF) or "kdump" (kexec + makedumpfile)
+    memory_mb: int = 1024
+
+
+SCENARIOS = {
+    s.name: s for s in (
+        Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, full workload"),
+        Scenario("no-leak", "the same guest with no page leaked",
+                 {"fake_i40e": "order0_leaks=0 order1_leaks=0 fresh_leaks=0"}),
+        Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
+                 "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
+    )
+}
+DEFAULT_SCENARIO = "i40e-leak"
+DEFAULT_KERNEL = "6.1"
+
+
+def _nics() -> tuple[str, ...]:
+    nics = ["virtio-net-pci", "e1000e"]
+    if qemu_version() >= (8, 0) and qemu_has_device("igb"):
+        nics.append("igb")
+    return tuple(nics)
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+    for path in sorted(GUEST_DIR.iterdir()):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cmdline(extra: str = "") -> str:
+    return f"console=ttyS0 vmct.init={GUEST_DIR / 'init.sh'} panic=-1 {extra}".strip()
+
+
+def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
+               mode: str, live_cmd: str = "", live_cwd: Path = REPO) -> None:
+    insmod = [f"{modules[name]} {sc.module_params.get(name, '')}".strip() for name in modules]
+    job = {
+        "MODE": mode,
+        "KROOT": str(k.modules_root),
+        "PYTHON": sys.executable,
+        "GUEST_DIR": str(GUEST_DIR),
+        "VMLINUZ": str(k.vmlinuz),
+        "INITRD": str(initrd),
+        "CAPTURE_CMDLINE": _cmdline("irqpoll nr_cpus=1 reset_devices"),
+        "LIVE_CMD": live_cmd,
+        "LIVE_CWD": str(live_cwd),
+    }
+    lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
+    lines.append("INSMOD=(" + " ".join(shlex.quote(i) for i in insmod) + ")")
+    (out / "job.env").write_text("\n".join(lines) + "\n")
+
+
+def _prepare(sc: Scenario, line: str, log) -> tuple[Kernel, dict[str, Path], Path]:
+    k = fetch(line, log=log)
+    return k, build_modules(k, log=log), build_initramfs(k)
+
+
+def core_dir(name: str, line: str) -> Path:
+    return cache_dir() / "cores" / line / name
+
+
+def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False) -> Path:
+    """Build scenario ``name`` on kernel line ``line``; return its directory."""
+    sc = SCENARIOS[name]
+    k, modules, initrd = _prepare(sc, line, log)
+    key = _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics())
+    dest = core_dir(name, line) / key
+    if (dest / "manifest.json").exists() and not force:
+        return dest
+    run_dir = dest.with_name(dest.name + ".run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    spec = GuestSpec(
+        vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb, nics=_nics(),
+        cmdline=_cmdline("crashkernel=256M" if sc.mode == "kdump" else ""),
+    )
+    spec.out_dir.mkdir(parents=True)
+    _write_job(spec.out_dir, k, modules, sc, initrd, sc.mode)
+    guest = Guest(spec)
+    t0 = time.time()
+    log(f"[{line}] booting {name} guest ({sc.memory_mb} MB, {', '.join(spec.nics)})")
+    guest.start()
+    try:
+        if sc.mode == "dump":
+            guest.wait_for("VMCT-READY", timeout=BOOT_TIMEOUT)
+            log(f"[{line}] guest ready after {time.time() - t0:.0f}s; dumping memory (QMP, ELF)")
+            core = spec.out_dir / "vmcore"
+            guest.dump_elf(core)
+            guest.wait_exit(60)
+            fmt = "elf"
+        else:
+            guest.wait_for("VMCT-CRASHING", timeout=BOOT_TIMEOUT)
+            log(f"[{line}] guest panicked after {time.time() - t0:.0f}s; capture kernel running")
+            guest.wait_for("VMCT-CAPTURED", timeout=BOOT_TIMEOUT)
+            guest.wait_exit(120)
+            core = spec.out_dir / "vmcore.kdump"
+            if not core.exists():
+                raise RuntimeError(f"the capture kernel wrote no dump; see {spec.console}")
+            fmt = "kdump-compressed -d 31"
+    finally:
+        guest.kill()
+    truth = manifest.guest_truth(spec.out_dir)
+    doc = {
+        "schema": manifest.SCHEMA,
+        "scenario": name,
+        "description": sc.description,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.time() - t0, 1),
+        "core": {"file": core.name, "format": fmt, "bytes": core.stat().st_size},
+        "kernel": {
+            "line": line, "abi": k.abi, "package_version": k.version,
+            "vmlinux": str(k.vmlinux), "vmlinuz": str(k.vmlinuz),
+            "debug_modules_dir": str(k.debug_modules_dir),
+            "test_modules": {n: str(p) for n, p in modules.items()},
+        },
+        "guest": {"memory_mb": sc.memory_mb, "cpus": spec.cpus, "nics": list(spec.nics),
+                  "qemu": ".".join(map(str, qemu_version())),
+                  "module_params": sc.module_params},
+        **truth,
+    }
+    (spec.out_dir / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
+    for junk in ("job.env",):
+        (spec.out_dir / junk).unlink(missing_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    spec.out_dir.rename(dest)
+    shutil.copy(spec.console, dest / "console.log")
+    shutil.rmtree(run_dir)
+    log(f"[{line}] {name}: {dest} ({time.time() - t0:.0f}s)")
+    return dest
+
+
+def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TIMEOUT,
+         cwd: Path = REPO) -> tuple[int, str, str]:
+    """Boot scenario ``name`` and run ``command`` (bash) inside the guest.
+
+    Returns (exit code, stdout, stderr) of the command.
+    """
+    sc = SCENARIOS[name]
+    k, modules, initrd = _prepare(sc, line, log)
+    run_dir = cache_dir() / "live" / f"{line}-{name}-{time.time_ns()}"
+    run_dir.mkdir(parents=True)
+    spec = GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir,
+                     memory_mb=sc.memory_mb, nics=_nics(), cmdline=_cmdline())
+    spec.out_dir.mkdir(parents=True)
+    _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
+    guest = Guest(spec)
+    guest.start()
+    try:
+        guest.wait_for("VMCT-LIVE-DONE", timeout=timeout)
+        guest.wait_exit(60)
+    finally:
+        guest.kill()
+    out = spec.out_dir
+    result = (int((out / "live.rc").read_text()), (out / "live.stdout").read_text(),
+              (out / "live.stderr").read_text())
+    shutil.rmtree(run_dir)
+    return result
