@@ -2,6 +2,8 @@
 
     python -m sample_cores build i40e-leak --kernel 6.1   # prints the core's directory
     python -m sample_cores live i40e-leak --kernel 6.12 -- drgn -c /proc/kcore ...
+    python -m sample_cores args i40e-leak --kernel 6.1    # "-c CORE -s VMLINUX -d ..." for vmcore-tools
+    python -m sample_cores show i40e-leak --kernel 6.1    # the manifest's ground truth, summarized
     python -m sample_cores fetch --kernel 5.10
     python -m sample_cores list
 """
@@ -9,8 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+from collections import Counter
+from pathlib import Path
 
 from .kernels import KERNEL_LINES, fetch
 from .scenarios import DEFAULT_KERNEL, DEFAULT_SCENARIO, SCENARIOS, build, live
@@ -18,6 +23,36 @@ from .scenarios import DEFAULT_KERNEL, DEFAULT_SCENARIO, SCENARIOS, build, live
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def target_args(core_dir: Path) -> list[str]:
+    """vmcore-tools options that open the core in ``core_dir`` with its debug info."""
+    m = json.loads((core_dir / "manifest.json").read_text())
+    k = m["kernel"]
+    out = ["-c", str(core_dir / m["core"]["file"]), "-s", k["vmlinux"]]
+    for ko in k["test_modules"].values():
+        out += ["-d", ko]
+    return out + ["-d", k["debug_modules_dir"]]
+
+
+def summary(core_dir: Path) -> str:
+    m = json.loads((core_dir / "manifest.json").read_text())
+    leaks = Counter((x["order"], "refcount 1" if x["refcount"] == 1 else "bias-like refcount")
+                    for x in m["planted_leaks"])
+    mi = m["meminfo_kb"]
+    lines = [
+        f"sample core   {core_dir}",
+        f"scenario      {m['scenario']}: {m['description']}",
+        f"kernel        {m['kernel']['abi']} ({m['kernel']['package_version']})",
+        f"core          {m['core']['file']} ({m['core']['format']}, {m['core']['bytes'] >> 20} MiB)",
+        f"guest         {m['guest']['memory_mb']} MB, NICs: {', '.join(m['guest']['nics'])}",
+        f"meminfo       MemTotal {mi['MemTotal'] >> 10} MiB, MemFree {mi['MemFree'] >> 10} MiB, "
+        f"Slab {mi['Slab'] >> 10} MiB",
+        f"planted leaks {len(m['planted_leaks'])} pages (ground truth, for tests only):",
+    ]
+    lines += [f"  {n:4} order-{o} pages, {kind}" for (o, kind), n in sorted(leaks.items())]
+    lines.append(f"decoys        {len(m['decoys'])} (large kmalloc, page_frag): not leaks")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     lv.add_argument("scenario", choices=sorted(SCENARIOS))
     lv.add_argument("--kernel", default=DEFAULT_KERNEL, choices=kernels)
     lv.add_argument("command", nargs=argparse.REMAINDER)
+    for name, text in (("args", "print vmcore-tools target options for a built core"),
+                       ("show", "summarize a built core's manifest")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))
+        p.add_argument("--kernel", default=DEFAULT_KERNEL, choices=kernels)
     f = sub.add_parser("fetch", help="download and unpack a kernel line")
     f.add_argument("--kernel", default="all", choices=kernels + ["all"])
     sub.add_parser("list", help="list scenarios and kernel lines")
@@ -49,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "build":
             for line in kernels if args.kernel == "all" else [args.kernel]:
                 print(build(args.scenario, line, log=_log, force=args.force))
+        elif args.cmd == "args":
+            print(shlex.join(target_args(build(args.scenario, args.kernel, log=_log))))
+        elif args.cmd == "show":
+            print(summary(build(args.scenario, args.kernel, log=_log)))
         elif args.cmd == "live":
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             rc, out, err = live(args.scenario, args.kernel, shlex.join(cmd), log=_log)

@@ -42,7 +42,7 @@ SCENARIOS = {
     s.name: s for s in (
         Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, full workload"),
         Scenario("no-leak", "the same guest with no page leaked",
-                 {"fake_i40e": "order0_leaks=0 order1_leaks=0 fresh_leaks=0"}),
+                 {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0"}),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
     )

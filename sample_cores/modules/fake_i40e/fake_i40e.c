@@ -34,12 +34,18 @@
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 
-static int order0_leaks = 24;	/* new-scheme order-0 ring, frames inside */
-module_param(order0_leaks, int, 0444);
-static int order1_leaks = 8;	/* new-scheme order-1 ring (3K buffers) */
-module_param(order1_leaks, int, 0444);
-static int fresh_leaks = 6;	/* old-scheme ring, never-used pages: refcount 1 */
-module_param(fresh_leaks, int, 0444);
+/*
+ * How many programming-status descriptors each ring sees.  Every one of them
+ * strands a page in its slot; the page is lost when a later recycle overwrites
+ * that slot, which the replay below makes happen for all but the last few.
+ * The log lines, not these numbers, are the ground truth.
+ */
+static int order0_status = 24;	/* new-scheme order-0 ring, frames inside */
+module_param(order0_status, int, 0444);
+static int order1_status = 8;	/* new-scheme order-1 ring (3K buffers) */
+module_param(order1_status, int, 0444);
+static int fresh_status = 6;	/* old-scheme ring, never-used pages: refcount 1 */
+module_param(fresh_status, int, 0444);
 static int packets = 700;	/* frames received per ring before the leaks */
 module_param(packets, int, 0444);
 
@@ -49,7 +55,7 @@ struct ring_plan {
 	u16 count;
 	u16 rx_buf_len;
 	enum bias_scheme scheme;
-	int *leaks;
+	int *status;
 };
 
 static const u8 peer_mac[ETH_ALEN] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
@@ -232,12 +238,12 @@ static struct i40e_ring *fake_ring(struct i40e_vsi *vsi, struct device *dev, u16
 /* Traffic, then the planted leaks: each status descriptor loses one page. */
 static void fake_traffic(struct i40e_ring *ring, const struct ring_plan *plan)
 {
-	int n, leaks = *plan->leaks;
+	int n, status = *plan->status;
 
 	if (plan->scheme == BIAS_NEW)
 		for (n = 0; n < packets; n++)
 			fake_receive(ring, plan->scheme);
-	for (n = 0; n < leaks; n++) {
+	for (n = 0; n < status; n++) {
 		fake_programming_status(ring);
 		fake_receive(ring, plan->scheme);
 		fake_receive(ring, plan->scheme);
@@ -329,12 +335,12 @@ static void fake_free_vsi(struct i40e_vsi *vsi)
 }
 
 static const struct ring_plan main_plans[] = {
-	{ .count = 256, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_NEW, .leaks = &order0_leaks },
-	{ .count = 128, .rx_buf_len = I40E_RXBUFFER_3072, .scheme = BIAS_NEW, .leaks = &order1_leaks },
+	{ .count = 256, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_NEW, .status = &order0_status },
+	{ .count = 128, .rx_buf_len = I40E_RXBUFFER_3072, .scheme = BIAS_NEW, .status = &order1_status },
 };
 
 static const struct ring_plan fdir_plans[] = {
-	{ .count = 64, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_OLD, .leaks = &fresh_leaks },
+	{ .count = 64, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_OLD, .status = &fresh_status },
 };
 
 static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)

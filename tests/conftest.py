@@ -1,0 +1,65 @@
+"""Shared fixtures: sample cores built from real Debian kernels under QEMU.
+
+Cores are built once and cached outside the repo (see sample_cores); a test
+that needs one takes the fixture below.  Nothing here mocks a kernel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sample_cores.__main__ import target_args
+from sample_cores.scenarios import build
+
+KERNELS = ("5.10", "6.1", "6.12")
+
+
+class Core:
+    """A built sample core: its directory, manifest and vmcore-tools options."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.manifest = json.loads((path / "manifest.json").read_text())
+        self.args = target_args(path)
+
+    @property
+    def core(self) -> Path:
+        return self.path / self.manifest["core"]["file"]
+
+    @property
+    def vmlinux(self) -> str:
+        return self.manifest["kernel"]["vmlinux"]
+
+    @property
+    def debug(self) -> list[str]:
+        k = self.manifest["kernel"]
+        return [*k["test_modules"].values(), k["debug_modules_dir"]]
+
+    def program(self):
+        from vmcore_tools import open_program
+        return open_program(self.core, self.vmlinux, self.debug)
+
+
+_built: dict[tuple[str, str], Core] = {}
+
+
+def sample_core(scenario: str, kernel: str) -> Core:
+    key = (scenario, kernel)
+    if key not in _built:
+        _built[key] = Core(build(scenario, kernel, log=lambda m: print(m, flush=True)))
+    return _built[key]
+
+
+@pytest.fixture(scope="session", params=KERNELS)
+def leak_core(request) -> Core:
+    """The i40e-leak scenario on each supported kernel line."""
+    return sample_core("i40e-leak", request.param)
+
+
+@pytest.fixture(scope="session")
+def kdump_core() -> Core:
+    """The i40e leak captured by a real kexec'd capture kernel, makedumpfile -c -d 31."""
+    return sample_core("i40e-leak-kdump", "6.1")

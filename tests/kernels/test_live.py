@@ -1,0 +1,31 @@
+"""The live path: the tool's target code runs inside a booted guest against
+/proc/kcore, on each kernel line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sample_cores.kernels import fetch
+from sample_cores.scenarios import live
+
+from ..conftest import KERNELS
+
+pytestmark = pytest.mark.vm
+PROBE = Path(__file__).with_name("live_probe.py")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_drgn_reads_proc_kcore_in_guest(kernel):
+    vmlinux = fetch(kernel).vmlinux
+    rc, out, err = live("i40e-leak", kernel, f"{sys.executable} {PROBE} {vmlinux}")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["target"] == "/proc/kcore"
+    assert result["release"] == fetch(kernel).abi
+    assert result["leaks"], "the guest's fake_i40e logged planted leaks"
+    for leak in result["leaks"]:
+        assert leak["refcount_read"] == leak["refcount"], leak

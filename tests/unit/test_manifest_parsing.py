@@ -1,0 +1,31 @@
+"""Pure-logic tests of the ground-truth parsers (in addition to the kernel tests)."""
+
+from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_slabinfo
+
+
+def test_parse_meminfo_and_vmstat():
+    assert parse_kv("MemTotal:         981464 kB\nHugePages_Total:       0\n") == {
+        "MemTotal": 981464, "HugePages_Total": 0}
+    assert parse_kv("nr_free_pages 174001\nnr_zone_inactive_anon 12\n")["nr_free_pages"] == 174001
+
+
+def test_parse_buddyinfo():
+    rows = parse_buddyinfo("Node 0, zone      DMA      1      0      1 \n"
+                           "Node 0, zone    DMA32    117     75     48\n")
+    assert rows == [{"node": 0, "zone": "DMA", "free_blocks": [1, 0, 1]},
+                    {"node": 0, "zone": "DMA32", "free_blocks": [117, 75, 48]}]
+
+
+def test_parse_slabinfo():
+    text = ("slabinfo - version: 2.1\n# name <active_objs> ...\n"
+            "dentry             28077  28077    192   21    1 : tunables    0    0    0 : slabdata   1337   1337      0\n")
+    assert parse_slabinfo(text)["dentry"] == {"active_objs": 28077, "num_objs": 28077, "objsize": 192,
+                                              "objperslab": 21, "pagesperslab": 1}
+
+
+def test_parse_log_ground_truth():
+    leaks, decoys = parse_log(
+        "[    5.56] fake_i40e: leaked pfn=13917 order=1 refcount=65533 ring=eth2/1\n"
+        "[    5.57] vmct_workload: decoy kind=large_kmalloc pfn=15104 order=8 refcount=1\n")
+    assert leaks == [{"pfn": 13917, "order": 1, "refcount": 65533, "ring": "eth2/1"}]
+    assert decoys == [{"kind": "large_kmalloc", "pfn": 15104, "order": 8, "refcount": 1}]

@@ -1,0 +1,100 @@
+"""Opening the thing we analyze: a live kernel or a vmcore, with its debug info.
+
+Every command goes through :func:`open_program`.  Bad input is reported as a
+:class:`TargetError` whose message is one line a user can act on; the CLI
+turns it into exit code 2.  Cores are opened read-only by drgn; nothing here
+writes to them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import drgn
+
+LIVE = "/proc/kcore"
+
+
+class TargetError(Exception):
+    """Input we cannot analyze; ``str()`` is a one-line explanation."""
+
+
+def open_program(core: str | os.PathLike | None = None,
+                 vmlinux: str | os.PathLike | None = None,
+                 extra_debug: Iterable[str | os.PathLike] = ()) -> drgn.Program:
+    """A drgn Program for ``core`` (``None``: the running kernel) with debug info.
+
+    ``vmlinux`` is the kernel's DWARF; ``extra_debug`` are module ``.ko``
+    files or directories searched for them.  Without ``vmlinux`` drgn's
+    default search (``/usr/lib/debug``, build ids) is used.
+    """
+    prog = drgn.Program()
+    target = str(core) if core is not None else LIVE
+    try:
+        if core is None:
+            prog.set_kernel()
+        else:
+            path = Path(core)
+            if not path.exists():
+                raise TargetError(f"{path}: no such file")
+            if path.stat().st_size == 0:
+                raise TargetError(f"{path}: empty file, not a vmcore")
+            prog.set_core_dump(str(path))
+    except TargetError:
+        raise
+    except (drgn.FaultError, OSError, ValueError, drgn.MissingDebugInfoError) as e:
+        raise TargetError(f"{target}: cannot open as a kernel core: {e}") from None
+    if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
+        raise TargetError(f"{target}: not a Linux kernel core (no VMCOREINFO)")
+
+    files: list[str] = []
+    for p in [vmlinux, *extra_debug]:
+        if p is None:
+            continue
+        path = Path(p)
+        if path.is_dir():
+            files += [str(f) for f in sorted(path.rglob("*.ko"))] + [
+                str(f) for f in sorted(path.rglob("*.ko.debug"))]
+        elif path.exists():
+            files.append(str(path))
+        else:
+            raise TargetError(f"{path}: no such debug info file")
+    try:
+        prog.load_debug_info(files, default=vmlinux is None)
+    except drgn.MissingDebugInfoError as e:
+        missing_vmlinux = "vmlinux" in str(e).split("\n")[0]
+        if missing_vmlinux:
+            raise TargetError(
+                f"{target}: no kernel debug info found (give -s VMLINUX; {str(e).splitlines()[0]})"
+            ) from None
+        # Missing module debug info is fine: walkers of those modules are skipped.
+    try:
+        prog["init_uts_ns"]
+    except (KeyError, LookupError):
+        if vmlinux is not None:
+            raise TargetError(f"{target}: {vmlinux} does not match the core "
+                              "(its build id is not the running kernel's)") from None
+        raise TargetError(f"{target}: no kernel debug info found (give -s VMLINUX)") from None
+    check_debug_info_matches(prog, target)
+    return prog
+
+
+def check_debug_info_matches(prog: drgn.Program, target: str) -> None:
+    """Refuse a vmlinux from another build: its ``linux_banner`` must be the core's."""
+    try:
+        banner_sym = prog.symbol("linux_banner")
+        in_core = prog.read(banner_sym.address, 256).split(b"\0")[0].decode(errors="replace")
+    except (LookupError, drgn.FaultError) as e:
+        raise TargetError(f"{target}: cannot read linux_banner to check the debug info: {e}") from None
+    release = prog["init_uts_ns"].name.release
+    try:
+        rel = release.string_().decode()
+    except drgn.FaultError:
+        raise TargetError(f"{target}: the debug info does not match the core "
+                          "(init_uts_ns is unreadable)") from None
+    if not in_core.startswith("Linux version ") or rel not in in_core:
+        raise TargetError(
+            f"{target}: the debug info does not match the core "
+            f"(core says {in_core[:60]!r}, debug info release {rel!r})")
