@@ -8,6 +8,7 @@ writes to them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -61,6 +62,11 @@ def open_program(core: str | os.PathLike | None = None,
             files.append(str(path))
         else:
             raise TargetError(f"{path}: no such debug info file")
+    drgn_log = logging.getLogger("drgn")
+    level = drgn_log.level
+    # A directory of module debug info holds many modules this kernel did not
+    # load; drgn warns about each one it ignores.
+    drgn_log.setLevel(logging.ERROR)
     try:
         prog.load_debug_info(files, default=vmlinux is None)
     except drgn.MissingDebugInfoError as e:
@@ -70,6 +76,8 @@ def open_program(core: str | os.PathLike | None = None,
                 f"{target}: no kernel debug info found (give -s VMLINUX; {str(e).splitlines()[0]})"
             ) from None
         # Missing module debug info is fine: walkers of those modules are skipped.
+    finally:
+        drgn_log.setLevel(level)
     try:
         prog["init_uts_ns"]
     except (KeyError, LookupError):

@@ -1,0 +1,411 @@
+"""The page census: every physical page classified by owner, and reconciled
+with the kernel's own counters.
+
+    >>> from vmcore_tools import census
+    >>> c = census(prog)
+    >>> c.totals()["slab"]
+    11235
+    >>> c.class_of(pfn)
+    <PageClass.UNATTRIBUTED: 20>
+
+Walks here gather evidence (free lists, vmap areas, per-cpu chunks,
+page_frag caches); ``classify.py`` holds the rules that turn it into classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.list import list_for_each_entry
+from drgn.helpers.linux.mm import for_each_vmap_area, vmalloc_to_pfn
+from drgn.helpers.linux.mmzone import for_each_online_pgdat
+from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.pid import for_each_task
+
+from .classify import KERNEL_CLASSES, Evidence, PageClass, classify
+from .pages import PageArrays, constant, has_member, read_pages
+
+
+@dataclass
+class ZoneFree:
+    node: int
+    zone: str
+    start_pfn: int
+    end_pfn: int
+    #: free blocks per order, from walking free_area[order].free_list[mt]
+    blocks_walked: list[int]
+    #: free_area[order].nr_free as the kernel keeps it
+    blocks_counted: list[int]
+    #: blocks per (migratetype name, order)
+    by_migratetype: dict[str, list[int]]
+    pcp_pages: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def free_pages(self) -> int:
+        return sum(n << o for o, n in enumerate(self.blocks_walked))
+
+
+@dataclass
+class Census:
+    prog: drgn.Program
+    pages: PageArrays
+    classes: np.ndarray           # uint8 PageClass per PFN
+    zones: list[ZoneFree]
+    counters: dict[str, int]      # kernel's own counters, in pages
+    problems: list[str]
+
+    def class_of(self, pfn: int) -> PageClass:
+        return PageClass(int(self.classes[pfn]))
+
+    def totals(self) -> dict[str, int]:
+        counts = np.bincount(self.classes, minlength=len(PageClass))
+        return {c.label: int(counts[c]) for c in PageClass if c != PageClass.NO_PAGE}
+
+    @property
+    def total_pages(self) -> int:
+        return int(np.count_nonzero(self.classes != PageClass.NO_PAGE))
+
+    def pfns_of(self, klass: PageClass) -> np.ndarray:
+        return np.nonzero(self.classes == klass)[0]
+
+    def decomposition(self) -> dict[str, int]:
+        """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared
+        (shmem), cache (file), free."""
+        t = self.totals()
+        kernel = sum(t[c.label] for c in KERNEL_CLASSES)
+        return {
+            "T": self.total_pages - t["unreadable"],
+            "U": t["anon"],
+            "K": kernel,
+            "S": t["shmem"],
+            "C": t["file"],
+            "F": t["free"] + t["free_pcp"],
+            "unreadable": t["unreadable"],
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "vmcore-tools/census/1",
+            "release": self.prog["init_uts_ns"].name.release.string_().decode(),
+            "page_size": 1 << self.prog["PAGE_SHIFT"].value_(),
+            "total_pages": self.total_pages,
+            "classes": self.totals(),
+            "decomposition": self.decomposition(),
+            "counters": self.counters,
+            "zones": [
+                {"node": z.node, "zone": z.zone, "start_pfn": z.start_pfn, "end_pfn": z.end_pfn,
+                 "free_blocks": z.blocks_walked, "nr_free": z.blocks_counted,
+                 "free_pages": z.free_pages, "pcp_pages": z.pcp_pages,
+                 "free_by_migratetype": z.by_migratetype, "problems": z.problems}
+                for z in self.zones
+            ],
+            "problems": self.problems,
+        }
+
+
+# --- evidence walks ---------------------------------------------------------
+
+def _pfn_of_page(a: PageArrays, page_addr: int) -> int:
+    return (page_addr - a.memmap) // a.page_size
+
+
+def _migratetype_names(prog: drgn.Program) -> list[str]:
+    n = constant(prog, "MIGRATE_TYPES") or 0
+    names = [""] * n
+    for e in prog.type("enum migratetype").enumerators or ():
+        if e.value < n:
+            names[e.value] = e.name.removeprefix("MIGRATE_").lower()
+    return names
+
+
+def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list[ZoneFree], list[str]]:
+    """Every zone's ``free_area[order].free_list[migratetype]``.
+
+    Fact: PageBuddy is set only on the first page of a free block and
+    ``page_private`` holds its order; the block's other pages are free too.
+    A list that does not lead back to its head or holds a non-buddy page is
+    reported, not followed forever.
+    """
+    starts = np.zeros(a.nr + 1, np.int32)
+    zones = []
+    problems = []
+    mt_names = _migratetype_names(prog)
+    limit = a.nr + 1
+    for pgdat in for_each_online_pgdat(prog):
+        node = pgdat.node_id.value_()
+        for zone in pgdat.node_zones:
+            if not zone.present_pages:
+                continue
+            name = zone.name.string_().decode()
+            nr_orders = len(zone.free_area)
+            walked = [0] * nr_orders
+            counted = [zone.free_area[o].nr_free.value_() for o in range(nr_orders)]
+            by_mt = {mt: [0] * nr_orders for mt in mt_names}
+            zprob = []
+            for order in range(nr_orders):
+                for mt, head in enumerate(zone.free_area[order].free_list):
+                    seen = 0
+                    try:
+                        for page in list_for_each_entry("struct page", head.address_of_(), "lru"):
+                            pfn = _pfn_of_page(a, page.value_())
+                            seen += 1
+                            if seen > limit or not 0 <= pfn < a.nr:
+                                zprob.append(f"{name} order {order} {mt_names[mt]}: list runs wild at pfn {pfn}")
+                                break
+                            starts[pfn] += 1
+                            starts[min(pfn + (1 << order), a.nr)] -= 1
+                            walked[order] += 1
+                            by_mt[mt_names[mt]][order] += 1
+                    except drgn.FaultError as e:
+                        zprob.append(f"{name} order {order} {mt_names[mt]}: unreadable list ({e})")
+                if walked[order] != counted[order]:
+                    zprob.append(f"{name} order {order}: walked {walked[order]} free blocks, "
+                                 f"nr_free says {counted[order]}")
+            zones.append(ZoneFree(node, name, zone.zone_start_pfn.value_(),
+                                  zone.zone_start_pfn.value_() + zone.spanned_pages.value_(),
+                                  walked, counted, by_mt, 0, zprob))
+            problems += zprob
+    free = np.cumsum(starts[:-1]) > 0
+    return free, zones, problems
+
+
+def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> np.ndarray:
+    """Free pages on per-CPU lists.
+
+    Fact: the per-CPU pageset is ``zone->per_cpu_pageset`` (5.14+) or
+    ``zone->pageset``; pages link through ``page->pcp_list`` (6.1+) or
+    ``page->lru``.  With more lists than ``MIGRATE_PCPTYPES`` (5.14+) list
+    ``i`` holds order ``i // MIGRATE_PCPTYPES`` blocks, the last ones THP
+    blocks (``pageblock_order``).
+    """
+    mask = np.zeros(a.nr + 1, np.int32)
+    member = "pcp_list" if has_member(prog, "struct page", "pcp_list") else "lru"
+    pcptypes = constant(prog, "MIGRATE_PCPTYPES") or 3
+    costly = 3  # PAGE_ALLOC_COSTLY_ORDER
+    zi = iter(zones)
+    for pgdat in for_each_online_pgdat(prog):
+        for zone in pgdat.node_zones:
+            if not zone.present_pages:
+                continue
+            zf = next(zi)
+            pset = zone.per_cpu_pageset if has_member(prog, "struct zone", "per_cpu_pageset") else zone.pageset
+            for cpu in for_each_possible_cpu(prog):
+                pcp = per_cpu_ptr(pset, cpu)
+                if pcp.type_.type.has_member("pcp"):
+                    pcp = pcp.pcp.address_of_()
+                lists = pcp.lists
+                for i in range(len(lists)):
+                    order = 0
+                    if len(lists) > pcptypes:
+                        order = i // pcptypes if i < pcptypes * (costly + 1) else (
+                            prog["pageblock_order"].value_() if _has(prog, "pageblock_order") else 9)
+                    for page in list_for_each_entry("struct page", lists[i].address_of_(), member):
+                        pfn = _pfn_of_page(a, page.value_())
+                        if 0 <= pfn < a.nr:
+                            mask[pfn] += 1
+                            mask[min(pfn + (1 << order), a.nr)] -= 1
+                            zf.pcp_pages += 1 << order
+    return np.cumsum(mask[:-1]) > 0
+
+
+def _has(prog: drgn.Program, name: str) -> bool:
+    try:
+        prog[name]
+        return True
+    except KeyError:
+        return False
+
+
+def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pages of busy vmap areas: ``vm_struct.pages[nr_pages]``.
+
+    Thread stacks are the areas allocated by ``alloc_thread_stack_node``
+    (VMAP_STACK); per-cpu chunks are mapped by ``pcpu_get_vm_areas`` without a
+    pages array, so their pages are found through the page tables.
+    """
+    vmalloc = np.zeros(a.nr, bool)
+    stacks = np.zeros(a.nr, bool)
+    percpu = np.zeros(a.nr, bool)
+    page_shift = prog["PAGE_SHIFT"].value_()
+    for va in for_each_vmap_area(prog):
+        vm = va.vm
+        if not vm:
+            continue
+        caller = _symbol_name(prog, vm.caller.value_()) if has_member(prog, "struct vm_struct", "caller") else ""
+        nr = vm.nr_pages.value_()
+        if vm.pages and nr:
+            try:
+                ptrs = np.frombuffer(prog.read(vm.pages.value_(), nr * 8), "<u8")
+            except drgn.FaultError:
+                continue
+            ptrs = ptrs[ptrs != 0]
+            pfns = ((ptrs - np.uint64(a.memmap)) // np.uint64(a.page_size)).astype(np.int64)
+            pfns = pfns[(pfns >= 0) & (pfns < a.nr)]
+            (stacks if caller.startswith("alloc_thread_stack") else vmalloc)[pfns] = True
+        elif caller == "pcpu_get_vm_areas":
+            start = va.va_start.value_()
+            for addr in range(start, va.va_end.value_(), 1 << page_shift):
+                try:
+                    pfn = vmalloc_to_pfn(prog, addr).value_()
+                except drgn.FaultError:
+                    continue
+                if 0 <= pfn < a.nr:
+                    percpu[pfn] = True
+    return vmalloc, stacks, percpu
+
+
+def _symbol_name(prog: drgn.Program, addr: int) -> str:
+    try:
+        return prog.symbol(addr).name
+    except LookupError:
+        return ""
+
+
+def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
+    """Pages of page_frag caches: per-CPU ``netdev_alloc_cache`` and
+    ``napi_alloc_cache.page`` and each task's ``task_frag.page``.  The cache
+    holds a reference on its (order-3 compound) page while ``va`` is set."""
+    mask = np.zeros(a.nr, bool)
+
+    def mark_va(va: int) -> None:
+        if va:
+            try:
+                from drgn.helpers.linux.mm import virt_to_pfn
+                pfn = virt_to_pfn(prog, va).value_()
+            except (drgn.FaultError, ValueError):
+                return
+            if 0 <= pfn < a.nr:
+                mask[pfn] = True
+
+    for cpu in for_each_possible_cpu(prog):
+        for name, path in (("netdev_alloc_cache", ()), ("napi_alloc_cache", ("page",))):
+            if not _has(prog, name):
+                continue
+            cache = per_cpu(prog[name], cpu)
+            for p in path:
+                if cache.type_.has_member(p):
+                    cache = getattr(cache, p)
+            if cache.type_.has_member("va"):
+                mark_va(cache.va.value_())
+    for task in for_each_task(prog):
+        page = task.task_frag.page.value_()
+        if page:
+            pfn = _pfn_of_page(a, page)
+            if 0 <= pfn < a.nr:
+                mask[pfn] = True
+    return mask
+
+
+def shmem_mappings(prog: drgn.Program, a: PageArrays) -> set[int]:
+    """``address_space``s whose ``a_ops`` is ``shmem_aops`` (tmpfs, /dev/shm, memfd)."""
+    try:
+        shmem_aops = prog["shmem_aops"].address_of_().value_()
+    except KeyError:
+        return set()
+    off = drgn.offsetof(prog.type("struct address_space"), "a_ops")
+    out = set()
+    cand = np.unique(a.mapping[(a.mapping != 0) & ((a.mapping & np.uint64(3)) == 0)])
+    for m in cand.tolist():
+        try:
+            if prog.read_u64(m + off) == shmem_aops:
+                out.add(m)
+        except drgn.FaultError:
+            continue
+    return out
+
+
+def hugetlb_heads(prog: drgn.Program, a: PageArrays) -> np.ndarray | None:
+    """Before the hugetlb page type: the first tail's ``compound_dtor`` is
+    ``HUGETLB_PAGE_DTOR`` (VMCOREINFO)."""
+    from .pages import vmcoreinfo_numbers
+    dtor = vmcoreinfo_numbers(prog).get("HUGETLB_PAGE_DTOR")
+    page = prog.type("struct page")
+    if dtor is None or not page.has_member("compound_dtor"):
+        return None
+    off = page.size + drgn.offsetof(page, "compound_dtor")
+    heads = np.nonzero(a.order > 0)[0]
+    mask = np.zeros(a.nr, bool)
+    for pfn in heads.tolist():
+        try:
+            if prog.read_u8(a.memmap + pfn * a.page_size + off) == dtor:
+                mask[pfn] = True
+        except drgn.FaultError:
+            continue
+    return mask
+
+
+# --- the kernel's own counters -----------------------------------------------
+
+COUNTERS = {
+    # our name: (enumerator, divisor to pages)
+    "free": ("NR_FREE_PAGES", 1),
+    "slab_reclaimable": ("NR_SLAB_RECLAIMABLE_B", 1),
+    "slab_unreclaimable": ("NR_SLAB_UNRECLAIMABLE_B", 1),
+    "file": ("NR_FILE_PAGES", 1),
+    "shmem": ("NR_SHMEM", 1),
+    "anon": ("NR_ANON_MAPPED", 1),
+    "page_tables": ("NR_PAGETABLE", 1),
+    "kernel_stack_kb": ("NR_KERNEL_STACK_KB", 1),
+    "vmalloc": ("NR_VMALLOC", 1),
+}
+
+
+def kernel_counters(prog: drgn.Program) -> dict[str, int]:
+    """vmstat counters, global value plus the per-CPU deltas not yet folded in.
+
+    Fact: zone counters live in ``vm_zone_stat``, node counters in
+    ``vm_node_stat``; each CPU keeps a small delta (``vm_stat_diff``) in
+    ``zone->per_cpu_zonestats`` (5.14+) / ``zone->pageset`` or
+    ``pgdat->per_cpu_nodestats``.
+    """
+    zone_items = {e.name: e.value for e in prog.type("enum zone_stat_item").enumerators}
+    node_items = {e.name: e.value for e in prog.type("enum node_stat_item").enumerators}
+    zone_diff = "per_cpu_zonestats" if has_member(prog, "struct zone", "per_cpu_zonestats") else "pageset"
+    out = {}
+    for name, (item, _) in COUNTERS.items():
+        if item in zone_items:
+            idx = zone_items[item]
+            value = prog["vm_zone_stat"][idx].counter.value_()
+            for pgdat in for_each_online_pgdat(prog):
+                for zone in pgdat.node_zones:
+                    if not zone.present_pages:
+                        continue
+                    for cpu in for_each_possible_cpu(prog):
+                        value += per_cpu_ptr(getattr(zone, zone_diff), cpu).vm_stat_diff[idx].value_()
+        elif item in node_items:
+            idx = node_items[item]
+            value = prog["vm_node_stat"][idx].counter.value_()
+            for pgdat in for_each_online_pgdat(prog):
+                for cpu in for_each_possible_cpu(prog):
+                    value += per_cpu_ptr(pgdat.per_cpu_nodestats, cpu).vm_node_stat_diff[idx].value_()
+        else:
+            continue
+        out[name] = value
+    return out
+
+
+# --- the census ----------------------------------------------------------------
+
+def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None) -> Census:
+    """Classify every physical page of ``prog``'s kernel."""
+    step = (lambda what: (lambda d, t: progress(what, d, t))) if progress else (lambda what: None)
+    a = read_pages(prog, step("reading struct pages"))
+    free, zones, problems = walk_free_lists(prog, a)
+    pcp = walk_pcp_lists(prog, a, zones)
+    vmalloc, stacks, percpu = walk_vmalloc(prog, a)
+    ev = Evidence(
+        free_buddy=free, free_pcp=pcp, vmalloc=vmalloc, kernel_stack=stacks, percpu=percpu,
+        page_frag=walk_page_frags(prog, a), shmem_mappings=shmem_mappings(prog, a),
+        hugetlb_heads=hugetlb_heads(prog, a),
+    )
+    classes = classify(prog, a, ev)
+    counters = kernel_counters(prog)
+    walked_free = sum(z.free_pages for z in zones)
+    if "free" in counters and counters["free"] != walked_free:
+        problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
+    return Census(prog, a, classes, zones, counters, problems)
