@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in kernels if args.kernel == "all" else [args.kernel]:
                 print(build(args.scenario, line, log=_log, force=args.force))
         elif args.cmd == "args":
-            print(shlex.join(target_args(build(args.scenario, args.kernel, log=_log))))
+            # plain spaces: meant for $(...) in a shell, and cache paths hold no blanks
+            print(" ".join(target_args(build(args.scenario, args.kernel, log=_log))))
         elif args.cmd == "show":
             print(summary(build(args.scenario, args.kernel, log=_log)))
         elif args.cmd == "live":

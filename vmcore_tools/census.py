@@ -224,14 +224,16 @@ def _has(prog: drgn.Program, name: str) -> bool:
 def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pages of busy vmap areas: ``vm_struct.pages[nr_pages]``.
 
-    Thread stacks are the areas allocated by ``alloc_thread_stack_node``
-    (VMAP_STACK); per-cpu chunks are mapped by ``pcpu_get_vm_areas`` without a
+    Thread stacks (VMAP_STACK) are the areas that start at a task's
+    ``task_struct.stack`` (their recorded caller differs between versions:
+    ``kernel_clone``, ``copy_process``, ...); per-cpu chunks are mapped by ``pcpu_get_vm_areas`` without a
     pages array, so their pages are found through the page tables.
     """
     vmalloc = np.zeros(a.nr, bool)
     stacks = np.zeros(a.nr, bool)
     percpu = np.zeros(a.nr, bool)
     page_shift = prog["PAGE_SHIFT"].value_()
+    stack_bases = {task.stack.value_() for task in _all_tasks(prog)}
     for va in for_each_vmap_area(prog):
         vm = va.vm
         if not vm:
@@ -246,7 +248,7 @@ def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndar
             ptrs = ptrs[ptrs != 0]
             pfns = ((ptrs - np.uint64(a.memmap)) // np.uint64(a.page_size)).astype(np.int64)
             pfns = pfns[(pfns >= 0) & (pfns < a.nr)]
-            (stacks if caller.startswith("alloc_thread_stack") else vmalloc)[pfns] = True
+            (stacks if va.va_start.value_() in stack_bases else vmalloc)[pfns] = True
         elif caller == "pcpu_get_vm_areas":
             start = va.va_start.value_()
             for addr in range(start, va.va_end.value_(), 1 << page_shift):
@@ -257,6 +259,16 @@ def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndar
                 if 0 <= pfn < a.nr:
                     percpu[pfn] = True
     return vmalloc, stacks, percpu
+
+
+def _all_tasks(prog: drgn.Program):
+    """Every task, including the per-CPU idle tasks that ``for_each_task`` skips."""
+    yield from for_each_task(prog)
+    if _has(prog, "runqueues"):
+        for cpu in for_each_possible_cpu(prog):
+            idle = per_cpu(prog["runqueues"], cpu).idle
+            if idle:
+                yield idle
 
 
 def _symbol_name(prog: drgn.Program, addr: int) -> str:
@@ -386,6 +398,11 @@ def kernel_counters(prog: drgn.Program) -> dict[str, int]:
         else:
             continue
         out[name] = value
+    if "slab_reclaimable" in out:
+        out["slab"] = out.pop("slab_reclaimable") + out.pop("slab_unreclaimable", 0)
+    if "vmalloc" not in out and _has(prog, "nr_vmalloc_pages"):
+        # before NR_VMALLOC (6.7?) VmallocUsed came from this atomic counter
+        out["vmalloc"] = prog["nr_vmalloc_pages"].counter.value_()
     return out
 
 

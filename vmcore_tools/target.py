@@ -45,7 +45,7 @@ def open_program(core: str | os.PathLike | None = None,
             prog.set_core_dump(str(path))
     except TargetError:
         raise
-    except (drgn.FaultError, OSError, ValueError, drgn.MissingDebugInfoError) as e:
+    except Exception as e:  # libelf/libkdumpfile failures arrive as plain Exception
         raise TargetError(f"{target}: cannot open as a kernel core: {e}") from None
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
         raise TargetError(f"{target}: not a Linux kernel core (no VMCOREINFO)")
@@ -95,6 +95,8 @@ def check_debug_info_matches(prog: drgn.Program, target: str) -> None:
         banner_sym = prog.symbol("linux_banner")
         in_core = prog.read(banner_sym.address, 256).split(b"\0")[0].decode(errors="replace")
     except (LookupError, drgn.FaultError) as e:
+        if "short read" in str(e):
+            raise TargetError(f"{target}: the core file is truncated ({e})") from None
         raise TargetError(f"{target}: cannot read linux_banner to check the debug info: {e}") from None
     release = prog["init_uts_ns"].name.release
     try:

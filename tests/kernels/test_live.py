@@ -1,5 +1,6 @@
-"""The live path: the tool's target code runs inside a booted guest against
-/proc/kcore, on each kernel line."""
+"""The live path: the tool runs inside a booted guest against /proc/kcore,
+on each kernel line: it opens the kernel, reads planted pages and takes a
+census of a kernel that keeps running while it is read."""
 
 from __future__ import annotations
 
@@ -29,3 +30,5 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     assert result["leaks"], "the guest's fake_i40e logged planted leaks"
     for leak in result["leaks"]:
         assert leak["refcount_read"] == leak["refcount"], leak
+        assert leak["class"] == "unattributed", leak
+    assert sum(result["classes"].values()) == result["total_pages"]

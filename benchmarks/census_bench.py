@@ -1,0 +1,64 @@
+"""Census speed and memory on a sample core: prints pages/s and peak RSS.
+
+    .venv/bin/python benchmarks/census_bench.py [--scenario i40e-leak] [--kernel 6.1]
+
+Each run happens in a fresh process so peak RSS is the census's own.
+Results are recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from sample_cores.__main__ import target_args
+from vmcore_tools.target import open_program
+from vmcore_tools.census import census
+from vmcore_tools.pages import read_pages
+args = target_args(__import__("pathlib").Path({core_dir!r}))
+core, vmlinux, debug = args[1], args[3], args[5::2]
+t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
+rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter(); a = read_pages(prog); t_read = time.perf_counter() - t0
+t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
+print(json.dumps({{"pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
+                  "rss_after_open_kb": rss_open,
+                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", default="i40e-leak")
+    ap.add_argument("--kernel", default="6.1")
+    args = ap.parse_args()
+    from sample_cores.scenarios import build
+    core_dir = build(args.scenario, args.kernel, log=lambda m: print(m, file=sys.stderr))
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, core_dir=str(core_dir))],
+                         capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    fmt = json.loads((core_dir / "manifest.json").read_text())["core"]["format"]
+    print(f"core: {args.scenario} on {args.kernel} ({fmt}), {r['pages']} pages")
+    print(f"open (debug info):   {r['open_s']:.2f} s")
+    print(f"struct page read:    {r['read_s']:.3f} s  = {r['pages'] / r['read_s'] / 1e6:.1f} M pages/s")
+    print(f"full census:         {r['census_s']:.3f} s  = {r['pages'] / r['census_s'] / 1e6:.2f} M pages/s")
+    print(f"peak RSS:            {r['peak_rss_kb'] / 1024:.0f} MB "
+          f"({r['rss_after_open_kb'] / 1024:.0f} MB after loading debug info; "
+          f"census adds {(r['peak_rss_kb'] - r['rss_after_open_kb']) / 1024:.0f} MB "
+          f"= {(r['peak_rss_kb'] - r['rss_after_open_kb']) * 1024 / r['pages']:.1f} bytes/page)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

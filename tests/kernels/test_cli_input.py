@@ -1,0 +1,55 @@
+"""Bad input gets one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args],
+                          capture_output=True, text=True)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vmcore-tools: error:"), proc.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_missing_core(tmp_path):
+    assert_clean_error(run_cli("info", "-c", str(tmp_path / "nope")), "no such file")
+
+
+def test_empty_core(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    assert_clean_error(run_cli("census", "-c", str(tmp_path / "empty")), "empty file")
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / "junk").write_bytes(os.urandom(1 << 16))
+    assert_clean_error(run_cli("census", "-c", str(tmp_path / "junk")), "cannot open")
+
+
+def test_vmlinux_of_another_kernel(leak_core):
+    from sample_cores.kernels import KERNEL_LINES, fetch
+    other = next(k for k in KERNEL_LINES if k != leak_core.manifest["kernel"]["line"])
+    proc = run_cli("census", "-c", str(leak_core.core), "-s", str(fetch(other).vmlinux))
+    assert_clean_error(proc, "does not match")
+
+
+@pytest.mark.parametrize("cut", [4096, 1 << 20, 300 << 20])
+def test_truncated_core(leak_core, tmp_path, cut):
+    truncated = tmp_path / "vmcore"
+    with open(leak_core.core, "rb") as src:
+        truncated.write_bytes(src.read(cut))
+    proc = run_cli("census", "-c", str(truncated), "-s", leak_core.vmlinux)
+    assert_clean_error(proc)
