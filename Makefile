@@ -13,8 +13,8 @@ APT_PACKAGES := qemu-system-x86 qemu-utils makedumpfile kexec-tools kmod busybox
 
 demo: deps venv
 	$(BIN)/python -m sample_cores build $(SCENARIO) --kernel $(KERNEL) >/dev/null
-	$(BIN)/vmcore-tools info $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
 	$(BIN)/python -m sample_cores show $(SCENARIO) --kernel $(KERNEL)
+	$(BIN)/vmcore-tools census $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
 
 test: deps venv
 	$(BIN)/pytest

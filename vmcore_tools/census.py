@@ -27,7 +27,8 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.pid import for_each_task
 
 from .classify import KERNEL_CLASSES, Evidence, PageClass, classify
-from .pages import PageArrays, constant, has_member, read_pages
+from .features import constant, has_member, has_object, vmcoreinfo_numbers
+from .pages import PageArrays, read_pages
 
 
 @dataclass
@@ -203,7 +204,7 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
                     order = 0
                     if len(lists) > pcptypes:
                         order = i // pcptypes if i < pcptypes * (costly + 1) else (
-                            prog["pageblock_order"].value_() if _has(prog, "pageblock_order") else 9)
+                            prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9)
                     for page in list_for_each_entry("struct page", lists[i].address_of_(), member):
                         pfn = _pfn_of_page(a, page.value_())
                         if 0 <= pfn < a.nr:
@@ -211,14 +212,6 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
                             mask[min(pfn + (1 << order), a.nr)] -= 1
                             zf.pcp_pages += 1 << order
     return np.cumsum(mask[:-1]) > 0
-
-
-def _has(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
 
 
 def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -264,7 +257,7 @@ def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndar
 def _all_tasks(prog: drgn.Program):
     """Every task, including the per-CPU idle tasks that ``for_each_task`` skips."""
     yield from for_each_task(prog)
-    if _has(prog, "runqueues"):
+    if has_object(prog, "runqueues"):
         for cpu in for_each_possible_cpu(prog):
             idle = per_cpu(prog["runqueues"], cpu).idle
             if idle:
@@ -296,7 +289,7 @@ def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
 
     for cpu in for_each_possible_cpu(prog):
         for name, path in (("netdev_alloc_cache", ()), ("napi_alloc_cache", ("page",))):
-            if not _has(prog, name):
+            if not has_object(prog, name):
                 continue
             cache = per_cpu(prog[name], cpu)
             for p in path:
@@ -334,7 +327,6 @@ def shmem_mappings(prog: drgn.Program, a: PageArrays) -> set[int]:
 def hugetlb_heads(prog: drgn.Program, a: PageArrays) -> np.ndarray | None:
     """Before the hugetlb page type: the first tail's ``compound_dtor`` is
     ``HUGETLB_PAGE_DTOR`` (VMCOREINFO)."""
-    from .pages import vmcoreinfo_numbers
     dtor = vmcoreinfo_numbers(prog).get("HUGETLB_PAGE_DTOR")
     page = prog.type("struct page")
     if dtor is None or not page.has_member("compound_dtor"):
@@ -400,7 +392,7 @@ def kernel_counters(prog: drgn.Program) -> dict[str, int]:
         out[name] = value
     if "slab_reclaimable" in out:
         out["slab"] = out.pop("slab_reclaimable") + out.pop("slab_unreclaimable", 0)
-    if "vmalloc" not in out and _has(prog, "nr_vmalloc_pages"):
+    if "vmalloc" not in out and has_object(prog, "nr_vmalloc_pages"):
         # before NR_VMALLOC (6.7?) VmallocUsed came from this atomic counter
         out["vmalloc"] = prog["nr_vmalloc_pages"].counter.value_()
     return out

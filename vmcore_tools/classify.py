@@ -18,7 +18,8 @@ from enum import IntEnum
 import drgn
 import numpy as np
 
-from .pages import PageArrays, constant, has_member, vmcoreinfo_numbers
+from .features import constant, has_member, vmcoreinfo_numbers
+from .pages import PageArrays
 
 
 class PageClass(IntEnum):

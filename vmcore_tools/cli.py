@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from .census import Census, census as run_census
 from .classify import KERNEL_CLASSES
+from .features import has_object, has_type
 from .target import TargetError, open_program
 
 
@@ -72,37 +73,21 @@ def info(core, vmlinux, debug_dirs, as_json) -> None:
 
 def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
     uts = prog["init_uts_ns"].name
-    page_size = prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096
+    page_size = prog["PAGE_SIZE"].value_() if has_object(prog, "PAGE_SIZE") else 4096
     data = {
         "target": core or "/proc/kcore",
         "release": uts.release.string_().decode(),
         "machine": uts.machine.string_().decode(),
         "page_size": page_size,
         "totalram_pages": _totalram_pages(prog),
-        "i40e_types": _has_type(prog, "struct i40e_ring"),
+        "i40e_types": has_type(prog, "struct i40e_ring"),
     }
     _emit(data, as_json, lambda d: "\n".join(f"{k:15} {v}" for k, v in d.items()))
 
 
-def _has(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
-
-
-def _has_type(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog.type(name)
-        return True
-    except LookupError:
-        return False
-
-
 def _totalram_pages(prog: drgn.Program) -> int:
     """``_totalram_pages`` is an atomic_long_t since 5.0 (``totalram_pages`` before)."""
-    if _has(prog, "_totalram_pages"):
+    if has_object(prog, "_totalram_pages"):
         return prog["_totalram_pages"].counter.value_()
     return prog["totalram_pages"].value_()
 

@@ -10,7 +10,6 @@ never guessed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -18,29 +17,10 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.mm import for_each_valid_page_range
 
+from .features import has_member
+
 #: Pages decoded per read: 32768 pages * 64 bytes = 2 MiB of memmap.
 CHUNK_PAGES = 1 << 15
-
-
-def vmcoreinfo_numbers(prog: drgn.Program) -> dict[str, int]:
-    """``NUMBER(X)=value`` lines of VMCOREINFO (the kernel exports page-type values there)."""
-    text = prog["VMCOREINFO"].string_().decode(errors="replace")
-    return {m[0]: int(m[1]) for m in re.findall(r"^NUMBER\((\w+)\)=(-?\d+)$", text, re.M)}
-
-
-def has_member(prog: drgn.Program, type_name: str, member: str) -> bool:
-    try:
-        return prog.type(type_name).has_member(member)
-    except LookupError:
-        return False
-
-
-def constant(prog: drgn.Program, name: str) -> int | None:
-    """An enumerator's value from DWARF, or None if this kernel has no such constant."""
-    try:
-        return prog.constant(name).value_()
-    except (KeyError, LookupError):
-        return None
 
 
 @dataclass

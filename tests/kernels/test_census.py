@@ -116,3 +116,14 @@ def test_cli_census_json(leak_core):
     assert doc["schema"] == "vmcore-tools/census/1"
     assert sum(doc["classes"].values()) == doc["total_pages"]
     assert doc["release"] == leak_core.manifest["kernel"]["abi"]
+
+
+def test_drgn_helper_script(leak_core):
+    """helpers/census.py runs as a drgn script on the core."""
+    from pathlib import Path
+    drgn = Path(sys.executable).with_name("drgn")
+    helper = Path(__file__).resolve().parents[2] / "helpers" / "census.py"
+    out = subprocess.run([str(drgn), "-q", "-c", str(leak_core.core), "-s", leak_core.vmlinux,
+                          str(helper)], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"Page census of {leak_core.manifest['kernel']['abi']}")
+    assert "unexplained kernel memory" in out
