@@ -119,7 +119,7 @@ class Guest:
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",
             "-qmp", f"unix:{s.qmp_path},server=on,wait=off",
-            "-fsdev", f"local,id=hostroot,path=/,security_model=none,readonly=on",
+            "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on",
             "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={HOST_ROOT_TAG}",
             "-fsdev", f"local,id=out,path={s.out_dir},security_model=none",
             "-device", f"virtio-9p-pci,fsdev=out,mount_tag={OUT_TAG}",

@@ -124,6 +124,28 @@ def _migratetype_names(prog: drgn.Program) -> list[str]:
     return names
 
 
+def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
+               problems: list[str]):
+    """PFNs of the pages on a ``struct page`` list.
+
+    A list that faults (a live kernel changed it under us: LIST_POISON, a
+    torn pointer) or does not come back to its head within as many steps as
+    there are pages is reported in ``problems`` and left; a corrupted list is
+    a finding, not a crash.
+    """
+    seen = 0
+    try:
+        for page in list_for_each_entry("struct page", head, member):
+            pfn = _pfn_of_page(a, page.value_())
+            seen += 1
+            if seen > a.nr or not 0 <= pfn < a.nr:
+                problems.append(f"{where}: list leaves the memmap at entry {seen} (pfn {pfn})")
+                return
+            yield pfn
+    except drgn.FaultError as e:
+        problems.append(f"{where}: list unreadable at entry {seen} ({e})")
+
+
 def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list[ZoneFree], list[str]]:
     """Every zone's ``free_area[order].free_list[migratetype]``.
 
@@ -136,7 +158,6 @@ def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list
     zones = []
     problems = []
     mt_names = _migratetype_names(prog)
-    limit = a.nr + 1
     for pgdat in for_each_online_pgdat(prog):
         node = pgdat.node_id.value_()
         for zone in pgdat.node_zones:
@@ -150,20 +171,12 @@ def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list
             zprob = []
             for order in range(nr_orders):
                 for mt, head in enumerate(zone.free_area[order].free_list):
-                    seen = 0
-                    try:
-                        for page in list_for_each_entry("struct page", head.address_of_(), "lru"):
-                            pfn = _pfn_of_page(a, page.value_())
-                            seen += 1
-                            if seen > limit or not 0 <= pfn < a.nr:
-                                zprob.append(f"{name} order {order} {mt_names[mt]}: list runs wild at pfn {pfn}")
-                                break
-                            starts[pfn] += 1
-                            starts[min(pfn + (1 << order), a.nr)] -= 1
-                            walked[order] += 1
-                            by_mt[mt_names[mt]][order] += 1
-                    except drgn.FaultError as e:
-                        zprob.append(f"{name} order {order} {mt_names[mt]}: unreadable list ({e})")
+                    where = f"{name} order {order} {mt_names[mt]}"
+                    for pfn in _list_pfns(a, head.address_of_(), "lru", where, zprob):
+                        starts[pfn] += 1
+                        starts[min(pfn + (1 << order), a.nr)] -= 1
+                        walked[order] += 1
+                        by_mt[mt_names[mt]][order] += 1
                 if walked[order] != counted[order]:
                     zprob.append(f"{name} order {order}: walked {walked[order]} free blocks, "
                                  f"nr_free says {counted[order]}")
@@ -205,12 +218,11 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
                     if len(lists) > pcptypes:
                         order = i // pcptypes if i < pcptypes * (costly + 1) else (
                             prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9)
-                    for page in list_for_each_entry("struct page", lists[i].address_of_(), member):
-                        pfn = _pfn_of_page(a, page.value_())
-                        if 0 <= pfn < a.nr:
-                            mask[pfn] += 1
-                            mask[min(pfn + (1 << order), a.nr)] -= 1
-                            zf.pcp_pages += 1 << order
+                    where = f"{zf.zone} cpu {cpu} pcp list {i}"
+                    for pfn in _list_pfns(a, lists[i].address_of_(), member, where, zf.problems):
+                        mask[pfn] += 1
+                        mask[min(pfn + (1 << order), a.nr)] -= 1
+                        zf.pcp_pages += 1 << order
     return np.cumsum(mask[:-1]) > 0
 
 
@@ -404,14 +416,28 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     """Classify every physical page of ``prog``'s kernel."""
     step = (lambda what: (lambda d, t: progress(what, d, t))) if progress else (lambda what: None)
     a = read_pages(prog, step("reading struct pages"))
-    free, zones, problems = walk_free_lists(prog, a)
-    pcp = walk_pcp_lists(prog, a, zones)
-    vmalloc, stacks, percpu = walk_vmalloc(prog, a)
+    free, zones, _ = walk_free_lists(prog, a)
+    problems: list[str] = []
+
+    def guarded(what: str, walk, default):
+        """A walk that faults (a live kernel changed under us, a filtered
+        dump) loses its evidence and says so; the census goes on."""
+        try:
+            return walk()
+        except drgn.FaultError as e:
+            problems.append(f"{what}: walk abandoned, memory unreadable ({e})")
+            return default
+
+    none = np.zeros(a.nr, bool)
+    pcp = guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, a, zones), none)
+    vmalloc, stacks, percpu = guarded("vmap areas", lambda: walk_vmalloc(prog, a), (none, none, none))
     ev = Evidence(
         free_buddy=free, free_pcp=pcp, vmalloc=vmalloc, kernel_stack=stacks, percpu=percpu,
-        page_frag=walk_page_frags(prog, a), shmem_mappings=shmem_mappings(prog, a),
-        hugetlb_heads=hugetlb_heads(prog, a),
+        page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, a), none),
+        shmem_mappings=guarded("shmem mappings", lambda: shmem_mappings(prog, a), set()),
+        hugetlb_heads=guarded("hugetlb pages", lambda: hugetlb_heads(prog, a), None),
     )
+    problems[:0] = [p for z in zones for p in z.problems]
     classes = classify(prog, a, ev)
     counters = kernel_counters(prog)
     walked_free = sum(z.free_pages for z in zones)
