@@ -146,17 +146,16 @@ def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
         problems.append(f"{where}: list unreadable at entry {seen} ({e})")
 
 
-def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list[ZoneFree], list[str]]:
+def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list[ZoneFree]]:
     """Every zone's ``free_area[order].free_list[migratetype]``.
 
     Fact: PageBuddy is set only on the first page of a free block and
     ``page_private`` holds its order; the block's other pages are free too.
-    A list that does not lead back to its head or holds a non-buddy page is
-    reported, not followed forever.
+    Lists are read by ``_list_pfns``, which reports a broken list instead of
+    following it forever.
     """
     starts = np.zeros(a.nr + 1, np.int32)
     zones = []
-    problems = []
     mt_names = _migratetype_names(prog)
     for pgdat in for_each_online_pgdat(prog):
         node = pgdat.node_id.value_()
@@ -183,9 +182,8 @@ def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list
             zones.append(ZoneFree(node, name, zone.zone_start_pfn.value_(),
                                   zone.zone_start_pfn.value_() + zone.spanned_pages.value_(),
                                   walked, counted, by_mt, 0, zprob))
-            problems += zprob
     free = np.cumsum(starts[:-1]) > 0
-    return free, zones, problems
+    return free, zones
 
 
 def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> np.ndarray:
@@ -338,36 +336,26 @@ def shmem_mappings(prog: drgn.Program, a: PageArrays) -> set[int]:
 
 def hugetlb_heads(prog: drgn.Program, a: PageArrays) -> np.ndarray | None:
     """Before the hugetlb page type: the first tail's ``compound_dtor`` is
-    ``HUGETLB_PAGE_DTOR`` (VMCOREINFO)."""
+    ``HUGETLB_PAGE_DTOR`` (VMCOREINFO); the reader decoded it for every head."""
     dtor = vmcoreinfo_numbers(prog).get("HUGETLB_PAGE_DTOR")
-    page = prog.type("struct page")
-    if dtor is None or not page.has_member("compound_dtor"):
+    if dtor is None or a.dtor is None:
         return None
-    off = page.size + drgn.offsetof(page, "compound_dtor")
-    heads = np.nonzero(a.order > 0)[0]
-    mask = np.zeros(a.nr, bool)
-    for pfn in heads.tolist():
-        try:
-            if prog.read_u8(a.memmap + pfn * a.page_size + off) == dtor:
-                mask[pfn] = True
-        except drgn.FaultError:
-            continue
-    return mask
+    return (a.order > 0) & (a.dtor == dtor)
 
 
 # --- the kernel's own counters -----------------------------------------------
 
 COUNTERS = {
-    # our name: (enumerator, divisor to pages)
-    "free": ("NR_FREE_PAGES", 1),
-    "slab_reclaimable": ("NR_SLAB_RECLAIMABLE_B", 1),
-    "slab_unreclaimable": ("NR_SLAB_UNRECLAIMABLE_B", 1),
-    "file": ("NR_FILE_PAGES", 1),
-    "shmem": ("NR_SHMEM", 1),
-    "anon": ("NR_ANON_MAPPED", 1),
-    "page_tables": ("NR_PAGETABLE", 1),
-    "kernel_stack_kb": ("NR_KERNEL_STACK_KB", 1),
-    "vmalloc": ("NR_VMALLOC", 1),
+    # our name: vmstat enumerator (values are pages, except where the name says kb)
+    "free": "NR_FREE_PAGES",
+    "slab_reclaimable": "NR_SLAB_RECLAIMABLE_B",
+    "slab_unreclaimable": "NR_SLAB_UNRECLAIMABLE_B",
+    "file": "NR_FILE_PAGES",
+    "shmem": "NR_SHMEM",
+    "anon": "NR_ANON_MAPPED",
+    "page_tables": "NR_PAGETABLE",
+    "kernel_stack_kb": "NR_KERNEL_STACK_KB",
+    "vmalloc": "NR_VMALLOC",
 }
 
 
@@ -383,7 +371,7 @@ def kernel_counters(prog: drgn.Program) -> dict[str, int]:
     node_items = {e.name: e.value for e in prog.type("enum node_stat_item").enumerators}
     zone_diff = "per_cpu_zonestats" if has_member(prog, "struct zone", "per_cpu_zonestats") else "pageset"
     out = {}
-    for name, (item, _) in COUNTERS.items():
+    for name, item in COUNTERS.items():
         if item in zone_items:
             idx = zone_items[item]
             value = prog["vm_zone_stat"][idx].counter.value_()
@@ -416,7 +404,7 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     """Classify every physical page of ``prog``'s kernel."""
     step = (lambda what: (lambda d, t: progress(what, d, t))) if progress else (lambda what: None)
     a = read_pages(prog, step("reading struct pages"))
-    free, zones, _ = walk_free_lists(prog, a)
+    free, zones = walk_free_lists(prog, a)
     problems: list[str] = []
 
     def guarded(what: str, walk, default):

@@ -129,7 +129,7 @@ def census_text(c: Census) -> str:
     out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", *z["free_blocks"], z["pcp_pages"])
                          for z in d["zones"]],
                         headers=["zone", *range(len(d["zones"][0]["free_blocks"])), "pcp pages"]))
-    cmp_rows = [(name, value, _ours(d["classes"], name)) for name, value in d["counters"].items()]
+    cmp_rows = [(name, value, _ours(d["classes"], name, ps)) for name, value in d["counters"].items()]
     out += ["", "Census against the kernel's own counters (pages)"]
     out.append(tabulate(cmp_rows, headers=["counter", "kernel", "census"]))
     if d["problems"]:
@@ -137,7 +137,7 @@ def census_text(c: Census) -> str:
     return "\n".join(out)
 
 
-def _ours(classes: dict[str, int], counter: str) -> int | str:
+def _ours(classes: dict[str, int], counter: str, page_size: int) -> int | str:
     """The census figure a kernel counter should be compared with."""
     return {
         "free": classes["free"],
@@ -146,7 +146,7 @@ def _ours(classes: dict[str, int], counter: str) -> int | str:
         "shmem": classes["shmem"],
         "anon": classes["anon"],
         "page_tables": classes["page_table"],
-        "kernel_stack_kb": classes["kernel_stack"] * 4,
+        "kernel_stack_kb": classes["kernel_stack"] * page_size // 1024,
         "vmalloc": classes["vmalloc"] + classes["kernel_stack"],
     }.get(counter, "")
 

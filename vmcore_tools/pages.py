@@ -39,6 +39,8 @@ class PageLayout:
     #: head's struct page, mask) -- page[1].compound_order before 6.3, then
     #: folio._folio_order, then the low byte of folio._flags_1 (6.6+).
     order_offset: int
+    #: page[1].compound_dtor (up to 6.2): tells hugetlb from other compound pages
+    dtor_offset: int | None
 
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "PageLayout":
@@ -60,6 +62,8 @@ class PageLayout:
             private=drgn.offsetof(page, "private"),
             pp_magic=drgn.offsetof(page, "pp_magic") if page.has_member("pp_magic") else None,
             order_offset=order_offset,
+            dtor_offset=(page.size + drgn.offsetof(page, "compound_dtor")
+                         if page.has_member("compound_dtor") else None),
         )
 
 
@@ -78,6 +82,7 @@ class PageArrays:
     private: np.ndarray      # uint64
     pp_magic: np.ndarray | None
     order: np.ndarray        # uint8: compound order of heads, 0 elsewhere
+    dtor: np.ndarray | None  # uint8: page[1].compound_dtor of heads, where the kernel has it
     memmap: int              # address of struct page for PFN 0
     page_size: int           # sizeof(struct page)
 
@@ -118,7 +123,8 @@ def read_pages(prog: drgn.Program, progress: Callable[[int, int], None] | None =
         mapcount=np.zeros(n, np.uint32), mapping=np.zeros(n, np.uint64),
         compound_head=np.zeros(n, np.uint64), private=np.zeros(n, np.uint64),
         pp_magic=np.zeros(n, np.uint64) if layout.pp_magic is not None else None,
-        order=np.zeros(n, np.uint8), memmap=memmap, page_size=layout.size,
+        order=np.zeros(n, np.uint8),
+        dtor=np.zeros(n, np.uint8) if layout.dtor_offset is not None else None, memmap=memmap, page_size=layout.size,
     )
     total = sum(end - start for start, end, _ in ranges)
     done = 0
@@ -175,7 +181,7 @@ def head_flag_mask(prog: drgn.Program) -> int:
 
 
 def _decode_orders(prog: drgn.Program, layout: PageLayout, a: PageArrays) -> None:
-    """Compound order of every head page, read from the page after it."""
+    """Compound order (and destructor) of every head page, read from the page after it."""
     heads = np.nonzero((a.flags & np.uint64(head_flag_mask(prog))).astype(bool) & a.readable)[0]
     # The order byte lives in the first tail's struct page (page[1]) or the
     # folio that spans it, right after the head in the memmap: read windows
@@ -188,6 +194,8 @@ def _decode_orders(prog: drgn.Program, layout: PageLayout, a: PageArrays) -> Non
         raw = np.frombuffer(data, np.uint8)
         sel = heads[(heads >= lo) & (heads + 1 < hi)]
         a.order[sel] = raw[(sel - lo) * size + layout.order_offset]
+        if a.dtor is not None and layout.dtor_offset is not None:
+            a.dtor[sel] = raw[(sel - lo) * size + layout.dtor_offset]
 
 
 def _spans(heads: np.ndarray, size: int, max_pages: int = CHUNK_PAGES) -> Iterator[tuple[int, int]]:
