@@ -29,6 +29,8 @@ from drgn.helpers.linux.pid import for_each_task
 from .classify import KERNEL_CLASSES, Evidence, PageClass, classify
 from .features import constant, has_member, has_object, vmcoreinfo_numbers
 from .pages import PageArrays, read_pages
+from .pagetables import PageTableWalk, walk_page_tables
+from .rings import RingScan, walk_rings
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Census:
     zones: list[ZoneFree]
     counters: dict[str, int]      # kernel's own counters, in pages
     problems: list[str]
+    rings: RingScan               # NIC rings and other page holders found by the walkers
+    page_tables: PageTableWalk    # page-table pages and the kernel's own mappings
 
     def class_of(self, pfn: int) -> PageClass:
         return PageClass(int(self.classes[pfn]))
@@ -111,10 +115,6 @@ class Census:
 
 # --- evidence walks ---------------------------------------------------------
 
-def _pfn_of_page(a: PageArrays, page_addr: int) -> int:
-    return (page_addr - a.memmap) // a.page_size
-
-
 def _migratetype_names(prog: drgn.Program) -> list[str]:
     n = constant(prog, "MIGRATE_TYPES") or 0
     names = [""] * n
@@ -136,7 +136,7 @@ def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
     seen = 0
     try:
         for page in list_for_each_entry("struct page", head, member):
-            pfn = _pfn_of_page(a, page.value_())
+            pfn = a.pfn_of_page_ptr(page.value_())
             seen += 1
             if seen > a.nr or not 0 <= pfn < a.nr:
                 problems.append(f"{where}: list leaves the memmap at entry {seen} (pfn {pfn})")
@@ -288,14 +288,9 @@ def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
     mask = np.zeros(a.nr, bool)
 
     def mark_va(va: int) -> None:
-        if va:
-            try:
-                from drgn.helpers.linux.mm import virt_to_pfn
-                pfn = virt_to_pfn(prog, va).value_()
-            except (drgn.FaultError, ValueError):
-                return
-            if 0 <= pfn < a.nr:
-                mask[pfn] = True
+        pfn = a.pfn_of_virt(va)
+        if va and pfn >= 0:
+            mask[pfn] = True
 
     for cpu in for_each_possible_cpu(prog):
         for name, path in (("netdev_alloc_cache", ()), ("napi_alloc_cache", ("page",))):
@@ -308,11 +303,9 @@ def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
             if cache.type_.has_member("va"):
                 mark_va(cache.va.value_())
     for task in for_each_task(prog):
-        page = task.task_frag.page.value_()
-        if page:
-            pfn = _pfn_of_page(a, page)
-            if 0 <= pfn < a.nr:
-                mask[pfn] = True
+        pfn = a.pfn_of_page_ptr(task.task_frag.page.value_())
+        if pfn >= 0:
+            mask[pfn] = True
     return mask
 
 
@@ -341,6 +334,15 @@ def hugetlb_heads(prog: drgn.Program, a: PageArrays) -> np.ndarray | None:
     if dtor is None or a.dtor is None:
         return None
     return (a.order > 0) & (a.dtor == dtor)
+
+
+def ring_heads(a: PageArrays, rings: RingScan) -> np.ndarray:
+    """Compound heads of the pages the ring walkers found (a virtqueue
+    descriptor may point into a tail of an order-3 frag page)."""
+    mask = np.zeros(a.nr, bool)
+    held = rings.held_pfns()
+    mask[a.head_pfn()[held]] = True
+    return mask
 
 
 # --- the kernel's own counters -----------------------------------------------
@@ -417,6 +419,9 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
             return default
 
     none = np.zeros(a.nr, bool)
+    tables = guarded("page tables", lambda: walk_page_tables(prog, a), PageTableWalk(none, np.zeros(0, np.int64), np.zeros(0, np.uint64)))
+    rings = walk_rings(prog, a)
+    problems += rings.problems
     pcp = guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, a, zones), none)
     vmalloc, stacks, percpu = guarded("vmap areas", lambda: walk_vmalloc(prog, a), (none, none, none))
     ev = Evidence(
@@ -424,6 +429,8 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
         page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, a), none),
         shmem_mappings=guarded("shmem mappings", lambda: shmem_mappings(prog, a), set()),
         hugetlb_heads=guarded("hugetlb pages", lambda: hugetlb_heads(prog, a), None),
+        nic_ring=ring_heads(a, rings),
+        page_tables=tables.tables,
     )
     problems[:0] = [p for z in zones for p in z.problems]
     classes = classify(prog, a, ev)
@@ -431,4 +438,4 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, a, classes, zones, counters, problems)
+    return Census(prog, a, classes, zones, counters, problems, rings, tables)

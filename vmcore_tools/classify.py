@@ -44,6 +44,8 @@ class PageClass(IntEnum):
     LARGE_KMALLOC = 18
     ZERO_REF = 19        # refcount 0 yet on no free list: in transit
     UNATTRIBUTED = 20    # allocated, no owner found: where a page-allocator leak lands
+    NIC_RING = 21        # held by a NIC rx ring (rings/: i40e family, virtio_net, e1000e)
+    KERNEL_PAGE_TABLE = 22  # page-table pages without the PageTable type (found by walking)
 
     @property
     def label(self) -> str:
@@ -51,11 +53,12 @@ class PageClass(IntEnum):
 
 
 #: Classes that are kernel memory (K in T = U + K + S + C + F).
-KERNEL_CLASSES = (PageClass.RESERVED, PageClass.SLAB, PageClass.PAGE_TABLE, PageClass.HUGETLB,
+KERNEL_CLASSES = (PageClass.RESERVED, PageClass.SLAB, PageClass.PAGE_TABLE,
+                  PageClass.KERNEL_PAGE_TABLE, PageClass.HUGETLB,
                   PageClass.OFFLINE, PageClass.MOVABLE_NONLRU, PageClass.PAGE_POOL,
                   PageClass.KERNEL_STACK, PageClass.VMALLOC, PageClass.PERCPU,
-                  PageClass.PAGE_FRAG, PageClass.LARGE_KMALLOC, PageClass.ZERO_REF,
-                  PageClass.UNATTRIBUTED)
+                  PageClass.PAGE_FRAG, PageClass.NIC_RING, PageClass.LARGE_KMALLOC,
+                  PageClass.ZERO_REF, PageClass.UNATTRIBUTED)
 
 
 class PageTypes:
@@ -111,6 +114,8 @@ class Evidence:
     kernel_stack: np.ndarray      # bool per PFN: pages of vmalloc'd thread stacks
     percpu: np.ndarray            # bool per PFN: populated per-cpu chunk pages
     page_frag: np.ndarray         # bool per PFN: page of a known page_frag cache
+    nic_ring: np.ndarray | None = None  # bool per PFN: compound head held by a ring slot
+    page_tables: np.ndarray | None = None  # bool per PFN: reached by walking page tables
     shmem_mappings: set[int] = field(default_factory=set)  # address_space of shmem files
     hugetlb_heads: np.ndarray | None = None
 
@@ -163,6 +168,13 @@ def rule_page_table(a, ev, ctx):
     """Page tables: the ``table`` page type (4.18+; ``ptdesc`` from 6.5 is the
     same struct page)."""
     return ctx.types.is_type(a.mapcount, "table")
+
+
+def rule_kernel_page_table(a, ev, ctx):
+    """Page-table pages without the PageTable type: the kernel's own tables
+    and constructor-less upper levels, found by walking ``init_mm`` and each
+    process's tables from the PGD (NR_PAGETABLE does not count them)."""
+    return ev.page_tables if ev.page_tables is not None else np.zeros(a.nr, bool)
 
 
 def rule_hugetlb(a, ev, ctx):
@@ -235,6 +247,12 @@ def rule_page_frag(a, ev, ctx):
     return ev.page_frag
 
 
+def rule_nic_ring(a, ev, ctx):
+    """Pages a NIC rx ring holds: found by the ring walkers (``rings/``), e.g.
+    ``i40e_ring->rx_bi[i].page`` or a virtqueue descriptor's address."""
+    return ev.nic_ring if ev.nic_ring is not None else np.zeros(a.nr, bool)
+
+
 def rule_large_kmalloc(a, ev, ctx):
     """Large kmalloc: marked by the ``large_kmalloc`` page type only from 6.15;
     before that it is an unmarked compound page."""
@@ -252,6 +270,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
     (PageClass.RESERVED, rule_reserved),
     (PageClass.SLAB, rule_slab),
     (PageClass.PAGE_TABLE, rule_page_table),
+    (PageClass.KERNEL_PAGE_TABLE, rule_kernel_page_table),
     (PageClass.HUGETLB, rule_hugetlb),
     (PageClass.OFFLINE, rule_offline),
     (PageClass.MOVABLE_NONLRU, rule_movable_nonlru),
@@ -263,6 +282,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
     (PageClass.VMALLOC, rule_vmalloc),
     (PageClass.PERCPU, rule_percpu),
     (PageClass.PAGE_FRAG, rule_page_frag),
+    (PageClass.NIC_RING, rule_nic_ring),
     (PageClass.LARGE_KMALLOC, rule_large_kmalloc),
     (PageClass.ZERO_REF, rule_zero_ref),
 )
@@ -271,7 +291,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
 #: (Free blocks, pcp lists and vmalloc/percpu/stack pages are listed page by
 #: page, and reserved is a per-page flag.)
 _PER_PAGE = {PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.KERNEL_STACK,
-             PageClass.VMALLOC, PageClass.PERCPU}
+             PageClass.VMALLOC, PageClass.PERCPU, PageClass.KERNEL_PAGE_TABLE}
 
 
 def page_flag_bits(prog: drgn.Program) -> dict[str, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.mm import for_each_valid_page_range
+from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 
 from .features import has_member
 
@@ -85,10 +85,39 @@ class PageArrays:
     dtor: np.ndarray | None  # uint8: page[1].compound_dtor of heads, where the kernel has it
     memmap: int              # address of struct page for PFN 0
     page_size: int           # sizeof(struct page)
+    direct_map: int          # virtual address of PFN 0 in the kernel's direct map
+    page_shift: int
 
     @property
     def nr(self) -> int:
         return self.flags.size
+
+    def pfn_of_page_ptr(self, addr: int) -> int:
+        """PFN of a ``struct page *`` (-1 if it is not in the memmap)."""
+        pfn = (addr - self.memmap) // self.page_size
+        return pfn if 0 <= pfn < self.nr and addr >= self.memmap else -1
+
+    def pfn_of_virt(self, addr: int) -> int:
+        """PFN of a direct-map address (-1 outside the direct map)."""
+        pfn = (addr - self.direct_map) >> self.page_shift
+        return pfn if 0 <= pfn < self.nr and addr >= self.direct_map else -1
+
+    def pfns_of_page_ptrs(self, ptrs: np.ndarray) -> np.ndarray:
+        """Vectorized ``pfn_of_page_ptr`` over uint64 pointers (-1 where invalid)."""
+        return self._pfns((ptrs.astype(np.uint64) - np.uint64(self.memmap)) // np.uint64(self.page_size),
+                          ptrs >= self.memmap)
+
+    def pfns_of_virts(self, addrs: np.ndarray) -> np.ndarray:
+        """Vectorized ``pfn_of_virt`` over uint64 addresses (-1 where invalid)."""
+        return self._pfns((addrs.astype(np.uint64) - np.uint64(self.direct_map)) >> np.uint64(self.page_shift),
+                          addrs >= self.direct_map)
+
+    def _pfns(self, pfns: np.ndarray, above: np.ndarray) -> np.ndarray:
+        ok = above & (pfns < np.uint64(self.nr))
+        return np.where(ok, pfns, np.uint64(0)).astype(np.int64) * ok - (~ok)
+
+    def virt_of_pfn(self, pfn: int) -> int:
+        return self.direct_map + (pfn << self.page_shift)
 
     def head_pfn(self) -> np.ndarray:
         """PFN of each page's compound head (itself when not a tail)."""
@@ -124,7 +153,9 @@ def read_pages(prog: drgn.Program, progress: Callable[[int, int], None] | None =
         compound_head=np.zeros(n, np.uint64), private=np.zeros(n, np.uint64),
         pp_magic=np.zeros(n, np.uint64) if layout.pp_magic is not None else None,
         order=np.zeros(n, np.uint8),
-        dtor=np.zeros(n, np.uint8) if layout.dtor_offset is not None else None, memmap=memmap, page_size=layout.size,
+        dtor=np.zeros(n, np.uint8) if layout.dtor_offset is not None else None,
+        memmap=memmap, page_size=layout.size,
+        direct_map=pfn_to_virt(prog, 0).value_(), page_shift=prog["PAGE_SHIFT"].value_(),
     )
     total = sum(end - start for start, end, _ in ranges)
     done = 0

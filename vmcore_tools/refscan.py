@@ -1,0 +1,361 @@
+"""Conservative reference scan, kmemleak-style: does any kernel memory still
+point at a page?
+
+kmemleak cannot see pages taken straight from the page allocator.  We do
+what it would do for them: read the memory the kernel can reach -- writable
+image data and bss, the per-CPU areas, allocated slab objects, vmalloc areas
+(module data included), large kmalloc and page_frag pages, task stacks from
+their saved stack pointer up -- as 64-bit words, and look for any word that
+is
+
+* the address of one of the candidate pages' ``struct page`` (any byte of it),
+* a direct-map address inside the page (any offset), or
+* its physical (= DMA, without an IOMMU) address, at any 64-byte aligned
+  offset -- but only in pages that are themselves untyped and referenced
+  (device descriptor rings, DMA-coherent buffers).  Everywhere else a
+  physical-looking number is as likely a timestamp or a hash.
+
+Two more kinds of reference need no scan: a page the kernel maps outside
+the direct map (a leaf of ``init_mm``'s page tables: espfix stacks,
+``vm_map_ram``), and a page that follows a referenced page in a run of
+order-0 pages with refcount 1 -- ``alloc_pages_exact()`` splits its block
+into such pages and the caller keeps only the address of the first.
+
+The scan is transitive: a candidate page that is referenced is itself read,
+because it may hold the only pointer to another one (a large kmalloc'd array
+of buffers, a DMA descriptor ring).  Stale values are the enemy of a leak
+detector, so memory that is not live is not read: free slab objects (a hit in
+a slab page is confirmed with drgn's ``slab_object_info``), stack below the
+saved stack pointer, and the cached stacks of dead tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.mm import for_each_vmap_area
+from drgn.helpers.linux.percpu import per_cpu
+from drgn.helpers.linux.slab import slab_object_info
+
+from .census import Census, _all_tasks
+from .classify import PageClass
+from .features import has_member, has_object
+from .pages import PageArrays
+
+#: Bytes read and scanned at a time.
+CHUNK_BYTES = 4 << 20
+#: References kept per page: enough to show where it is held.
+MAX_REFS = 4
+#: Physical addresses below this are not taken as references (small integers abound).
+MIN_PHYS = 1 << 20
+
+
+@dataclass
+class Reference:
+    target: int        # head PFN of the referenced candidate
+    kind: str          # "struct page", "direct map", "physical"
+    address: int       # where the referring word is (kernel virtual address)
+    region: str        # what kind of memory holds it: "slab", "stack", "data", ...
+    where: str = ""    # filled in for the report: cache and object, symbol, task ...
+
+
+@dataclass
+class ScanResult:
+    references: dict[int, list[Reference]]   # candidate head PFN -> references found
+    bytes_scanned: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_scanned / 1e9 / self.seconds if self.seconds else 0.0
+
+
+class Matcher:
+    """Maps 64-bit words to candidate pages, vectorized."""
+
+    def __init__(self, a: PageArrays, heads: np.ndarray):
+        self.a = a
+        self.heads = np.sort(heads.astype(np.int64))
+        self.ends = self.heads + (1 << a.order[self.heads].astype(np.int64))
+        self.is_cand = np.zeros(a.nr, bool)
+        for start, end in zip(self.heads.tolist(), self.ends.tolist()):
+            self.is_cand[start:min(end, a.nr)] = True
+        self.memmap = np.uint64(a.memmap)
+        self.memmap_end = np.uint64(a.memmap + a.nr * a.page_size)
+        self.direct = np.uint64(a.direct_map)
+        self.direct_end = np.uint64(a.direct_map + (a.nr << a.page_shift))
+        self.phys_end = np.uint64(a.nr << a.page_shift)
+
+    def match(self, words: np.ndarray, physical: bool) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        """(word indexes, candidate head PFNs, kind) for every hit in ``words``."""
+        a = self.a
+        kinds = [("struct page", self.memmap, self.memmap_end, 0, self.memmap, np.uint64(a.page_size)),
+                 ("direct map", self.direct, self.direct_end, a.page_shift, self.direct, None)]
+        if physical:
+            kinds.append(("physical", np.uint64(MIN_PHYS), self.phys_end, a.page_shift, np.uint64(0), None))
+        for kind, lo, hi, shift, base, div in kinds:
+            sel = (words >= lo) & (words < hi)
+            if kind == "physical":
+                sel &= (words & np.uint64(63)) == 0
+            idx = np.nonzero(sel)[0]
+            if not idx.size:
+                continue
+            off = words[idx] - base
+            pfn = (off // div if div is not None else off >> np.uint64(shift)).astype(np.int64)
+            hit = self.is_cand[pfn]
+            if hit.any():
+                pfn = pfn[hit]
+                head = self.heads[np.searchsorted(self.heads, pfn, side="right") - 1]
+                yield idx[hit], head, kind
+
+
+class ReferenceScan:
+    def __init__(self, census: Census, heads: np.ndarray,
+                 progress: Callable[[str, int, int], None] | None = None):
+        self.census = census
+        self.prog = census.prog
+        self.a = a = census.pages
+        self.classes = census.classes
+        self.heads = heads
+        self.matcher = Matcher(a, heads)
+        self.result = ScanResult({})
+        self.progress = progress
+
+    # -- reading -----------------------------------------------------------
+
+    def scan_virt(self, start: int, end: int, region: str) -> None:
+        """Scan ``[start, end)`` (kernel virtual addresses), 8-byte aligned."""
+        start = (start + 7) & ~7
+        for lo in range(start, end, CHUNK_BYTES):
+            hi = min(end, lo + CHUNK_BYTES)
+            try:
+                data = self.prog.read(lo, (hi - lo) & ~7)
+            except drgn.FaultError:
+                if hi - lo > 4096:     # isolate the unreadable page(s)
+                    page = 1 << self.a.page_shift
+                    for sub in range(lo, hi, page):
+                        self.scan_virt(sub, min(hi, sub + page), region)
+                else:
+                    self.result.problems.append(f"{region}: unreadable at {lo:#x}")
+                continue
+            self.scan_bytes(data, lo, region)
+
+    def scan_bytes(self, data: bytes, base: int, region: str) -> None:
+        words = np.frombuffer(data, "<u8", len(data) // 8)
+        self.result.bytes_scanned += len(data)
+        refs = self.result.references
+        for idx, heads, kind in self.matcher.match(words, physical=region == "referenced page"):
+            for i, head in zip(idx.tolist(), heads.tolist()):
+                found = refs.setdefault(head, [])
+                if len(found) >= MAX_REFS:
+                    continue
+                ref = Reference(head, kind, base + 8 * i, region)
+                if region != "slab" or self.slab_object(ref):
+                    found.append(ref)
+                if not found:
+                    del refs[head]
+
+    def scan_pfns(self, pfns: np.ndarray, region: str) -> None:
+        """Scan pages by PFN through the direct map, contiguous runs at once."""
+        if not pfns.size:
+            return
+        pfns = np.unique(pfns)
+        breaks = np.nonzero(np.diff(pfns) != 1)[0] + 1
+        done = 0
+        for run in np.split(pfns, breaks):
+            self.scan_virt(self.a.virt_of_pfn(int(run[0])), self.a.virt_of_pfn(int(run[-1]) + 1), region)
+            done += run.size
+            if self.progress:
+                self.progress(f"scanning {region}", done, pfns.size)
+
+    # -- what is scanned ---------------------------------------------------
+
+    def run(self) -> ScanResult:
+        t0 = time.monotonic()
+        prog, a, cls = self.prog, self.a, self.classes
+        for name, fn in (("kernel data", self.scan_image), ("per-cpu areas", self.scan_percpu_first_chunk),
+                         ("task stacks", self.scan_stacks)):
+            try:
+                fn()
+            except (drgn.FaultError, LookupError) as e:
+                self.result.problems.append(f"{name}: not scanned ({e})")
+        self.scan_pfns(np.nonzero(cls == PageClass.SLAB)[0], "slab")
+        cached = self.cached_stack_pfns()
+        vm = np.nonzero((cls == PageClass.VMALLOC) | (cls == PageClass.PERCPU))[0]
+        self.scan_pfns(np.setdiff1d(vm, cached), "vmalloc")
+        self.scan_pfns(np.nonzero((cls == PageClass.LARGE_KMALLOC) | (cls == PageClass.PAGE_FRAG))[0],
+                       "kernel pages")
+        self.kernel_mappings()
+        # transitive closure: a referenced candidate is live memory too
+        scanned: set[int] = set()
+        while True:
+            self.extend_runs()
+            todo = [h for h in self.result.references if h not in scanned]
+            if not todo:
+                break
+            for head in todo:
+                scanned.add(head)
+                self.scan_pfns(np.arange(head, head + (1 << int(a.order[head]))), "referenced page")
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def kernel_mappings(self) -> None:
+        """Candidates mapped by a 4K leaf of ``init_mm`` outside the direct map
+        and outside the kernel image's own mapping (``_text.._end``): the
+        image's freed gaps (init memory, section padding) may still be mapped
+        there on older kernels, as aliases of pages reused since."""
+        walk = self.census.page_tables
+        image = np.zeros(walk.kernel_leaf_vas.size, bool)
+        if _has_symbol(self.prog, "_text"):
+            image = ((walk.kernel_leaf_vas >= np.uint64(self.prog.symbol("_text").address))
+                     & (walk.kernel_leaf_vas < np.uint64(self.prog.symbol("_end").address)))
+        hit = np.nonzero(self.matcher.is_cand[walk.kernel_leaf_pfns] & ~image)[0]
+        heads = self.matcher.heads[np.searchsorted(self.matcher.heads, walk.kernel_leaf_pfns[hit],
+                                                   side="right") - 1]
+        heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
+        for head, va in zip(heads.tolist(), walk.kernel_leaf_vas[hit[first]].tolist()):
+            self.result.references.setdefault(head, []).append(
+                Reference(head, "kernel mapping", va, "page tables", f"mapped at {va:#x}"))
+
+    def extend_runs(self) -> None:
+        """``alloc_pages_exact()`` leaves a run of order-0 pages with refcount
+        1 of which only the first is pointed to: a referenced page extends to
+        the run of such candidates right after it."""
+        a, refs = self.a, self.result.references
+        single = {int(h) for h in self.heads if a.order[h] == 0 and a.refcount[h] == 1}
+        for head in sorted(h for h in refs if h in single):
+            nxt = head + 1
+            while nxt in single and nxt not in refs:
+                refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
+                                       f"in an alloc_pages_exact() run starting at pfn {head}")]
+                nxt += 1
+
+    def scan_image(self) -> None:
+        """Data of the kernel image that can hold pointers to allocations:
+        ``_sdata.._edata``, ``__bss_start..__bss_stop`` and the
+        ``__ro_after_init`` section (written during boot, in the rodata span:
+        boot-time hash tables are found only there)."""
+        for lo, hi in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
+                       ("__start_ro_after_init", "__end_ro_after_init")):
+            if _has_symbol(self.prog, lo):
+                self.scan_virt(self.prog.symbol(lo).address, self.prog.symbol(hi).address, "data")
+
+    def scan_percpu_first_chunk(self) -> None:
+        """Each CPU's unit of the first per-cpu chunk (memblock memory, so
+        "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
+        section start, ``pcpu_unit_size`` bytes."""
+        prog = self.prog
+        start = prog.symbol("__per_cpu_start").address if _has_symbol(prog, "__per_cpu_start") else 0
+        size = prog["pcpu_unit_size"].value_()
+        for cpu in for_each_possible_cpu(prog):
+            base = prog["__per_cpu_offset"][cpu].value_() + start
+            self.scan_virt(base, base + size, f"per-cpu cpu{cpu}")
+
+    def scan_stacks(self) -> None:
+        """Each task's stack from its saved stack pointer (``thread.sp``) to
+        the top: the part below is dead frames, full of stale pointers.  A
+        task that was running has no saved SP we trust: all of its stack."""
+        prog = self.prog
+        size = prog["THREAD_SIZE"].value_() if has_object(prog, "THREAD_SIZE") else 4 << self.a.page_shift
+        has_sp = has_member(prog, "struct thread_struct", "sp")
+        for task in _all_tasks(prog):
+            base = task.stack.value_()
+            if not base:
+                continue
+            lo = base
+            running = task.on_cpu.value_() if has_member(prog, "struct task_struct", "on_cpu") else 1
+            if has_sp and not running:
+                sp = task.thread.sp.value_()
+                if base <= sp < base + size:
+                    lo = sp
+            self.scan_virt(lo, base + size, "stack")
+
+    def cached_stack_pfns(self) -> np.ndarray:
+        """Pages of the per-CPU ``cached_stacks``: stacks of exited tasks kept
+        for reuse, still vmalloc'd but full of dead frames."""
+        prog, a = self.prog, self.a
+        if not has_object(prog, "cached_stacks"):
+            return np.zeros(0, np.int64)
+        out = []
+        for cpu in for_each_possible_cpu(prog):
+            for vm in per_cpu(prog["cached_stacks"], cpu):
+                if vm and vm.pages:
+                    ptrs = np.frombuffer(prog.read(vm.pages.value_(), 8 * vm.nr_pages.value_()), "<u8")
+                    out.append(a.pfns_of_page_ptrs(ptrs))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def slab_object(self, ref: Reference) -> bool:
+        """Whether a hit in a slab page is in an allocated object (naming it);
+        a free object's words are stale."""
+        try:
+            info = slab_object_info(self.prog, ref.address)
+        except (drgn.FaultError, ValueError) as e:
+            ref.where = f"slab page (object not identified: {e})"
+            return True
+        if info is None or info.allocated is False:
+            return False
+        cache = info.slab_cache.name.string_().decode() if info.slab_cache else "?"
+        ref.where = f"slab {cache} object {info.address:#x}+{ref.address - info.address:#x}"
+        return True
+
+
+def _has_symbol(prog: drgn.Program, name: str) -> bool:
+    try:
+        prog.symbol(name)
+        return True
+    except LookupError:
+        return False
+
+
+def describe(prog: drgn.Program, a: PageArrays, ref: Reference) -> str:
+    """Where a reference lives, in words a kernel engineer can look up."""
+    if ref.where:
+        return ref.where
+    try:
+        sym = prog.symbol(ref.address)
+        return f"{ref.region} {sym.name}+{ref.address - sym.address:#x}"
+    except LookupError:
+        pass
+    if ref.region == "vmalloc":
+        return vmalloc_owner(prog, a, ref.address)
+    if ref.region == "referenced page":
+        return f"page pfn {a.pfn_of_virt(ref.address)} (unattributed, itself referenced)"
+    return f"{ref.region} {ref.address:#x}"
+
+
+def vmalloc_owner(prog: drgn.Program, a: PageArrays, direct_addr: int) -> str:
+    """Name the vmalloc memory a direct-map address is in: the symbol at its
+    vmalloc address (module data and bss) or else its area's caller."""
+    pfn = a.pfn_of_virt(direct_addr)
+    for va in for_each_vmap_area(prog):
+        vm = va.vm
+        if not vm or not vm.pages:
+            continue
+        nr = vm.nr_pages.value_()
+        ptrs = np.frombuffer(prog.read(vm.pages.value_(), 8 * nr), "<u8")
+        idx = np.nonzero(a.pfns_of_page_ptrs(ptrs) == pfn)[0]
+        if idx.size:
+            addr = va.va_start.value_() + (int(idx[0]) << a.page_shift) + (
+                direct_addr & ((1 << a.page_shift) - 1))
+            try:
+                sym = prog.symbol(addr)
+                return f"vmalloc {sym.name}+{addr - sym.address:#x}"
+            except LookupError:
+                pass
+            try:
+                return f"vmalloc {addr:#x} (area of {prog.symbol(vm.caller.value_()).name})"
+            except LookupError:
+                return f"vmalloc {addr:#x}"
+    return f"vmalloc page pfn {pfn}"
+
+
+def scan_references(census: Census, heads: np.ndarray,
+                    progress: Callable[[str, int, int], None] | None = None) -> ScanResult:
+    """References to the compound heads ``heads`` anywhere in live kernel memory."""
+    return ReferenceScan(census, heads, progress).run()

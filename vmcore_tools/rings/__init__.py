@@ -1,0 +1,133 @@
+"""NIC rx rings and other page holders of the network stack.
+
+A *walker* finds its rings from global kernel state (net devices, PCI
+drvdata, the page_pool registry) and describes, per ring, the pages its slots
+hold.  Walkers share one small interface (``Walker``) and live one driver
+family per module:
+
+* ``intel``: i40e, ice, iavf, ixgbe, ixgbevf, igb, igc -- the Duyck-style
+  rx buffers ``{dma, page, page_offset, pagecnt_bias}``;
+* ``virtio_net``: outstanding virtqueue buffers and the ring's page_frag;
+* ``e1000e``: skbs (and jumbo pages) posted on the rx ring;
+* ``page_pool``: every registered pool and its pages in flight.
+
+A walker whose driver is not loaded (its types are missing from the debug
+info) is skipped quietly; one that meets a layout it does not understand says
+so in ``RingScan.problems`` and the others go on.
+
+    >>> from vmcore_tools.rings import walk_rings
+    >>> scan = walk_rings(prog)
+    >>> for ring in scan.rings: print(ring.name, ring.populated)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import drgn
+import numpy as np
+
+from ..pages import PageArrays
+
+
+@dataclass
+class Ring:
+    """One ring (or other page holder) and the pages it holds."""
+
+    driver: str
+    device: str                 # net device name, or the PCI device and VSI
+    queue: int
+    kind: str                   # "rx", "xdp-tx", "frag", "page_pool"
+    address: int                # the ring object, to tell both routes apart
+    count: int = 0              # slots
+    #: per populated slot: slot index, PFN of the page, offset in it and the
+    #: ring's own references on it (pagecnt_bias; -1 where the driver has none)
+    slot: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pfn: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: pages held outside the slots (a partly built frame, the frag cache)
+    extra_pfns: list[int] = field(default_factory=list)
+    indices: dict[str, int] = field(default_factory=dict)   # next_to_use, ...
+    stats: dict[str, int] = field(default_factory=dict)     # the driver's rx stats
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.driver} {self.device} {self.kind}{self.queue}"
+
+    @property
+    def populated(self) -> int:
+        return int(self.pfn.size)
+
+    def all_pfns(self) -> np.ndarray:
+        return np.concatenate([self.pfn, np.asarray(self.extra_pfns, np.int64)])
+
+
+@dataclass
+class RingScan:
+    rings: list[Ring]
+    walked: list[str]           # walkers that found their driver
+    problems: list[str]
+
+    def held_pfns(self) -> np.ndarray:
+        """Every PFN some ring holds (unique)."""
+        if not self.rings:
+            return np.zeros(0, np.int64)
+        return np.unique(np.concatenate([r.all_pfns() for r in self.rings]))
+
+    def orders_by_driver(self, a: PageArrays) -> dict[int, list[str]]:
+        """Page order -> rings that hold pages of that order (evidence for orphans)."""
+        out: dict[int, list[str]] = {}
+        for r in self.rings:
+            if r.kind != "rx" or not r.pfn.size:
+                continue
+            for order in np.unique(a.order[r.pfn]).tolist():
+                out.setdefault(int(order), []).append(r.name)
+        return out
+
+
+class Walker(Protocol):
+    #: driver (PCI driver / net device driver) name, for messages
+    name: str
+
+    def present(self, prog: drgn.Program) -> bool:
+        """Whether the driver's types are in the debug info (else: skipped quietly)."""
+
+    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+        """Every ring of this driver, found from global kernel state."""
+
+
+def all_walkers() -> list[Walker]:
+    from . import e1000e, intel, page_pool, virtio_net
+    return [*intel.WALKERS, virtio_net.VirtioNet(), e1000e.E1000e(), page_pool.PagePools()]
+
+
+def walk_rings(prog: drgn.Program, a: PageArrays | None = None,
+               walkers: list[Walker] | None = None) -> RingScan:
+    """Run every walker whose driver is present.
+
+    ``a`` (the decoded memmap from ``pages.read_pages``) is read when not given.
+    """
+    if a is None:
+        from ..pages import read_pages
+        a = read_pages(prog)
+    scan = RingScan([], [], [])
+    seen: set[tuple[int, str]] = set()
+    for walker in walkers if walkers is not None else all_walkers():
+        if not walker.present(prog):
+            continue
+        scan.walked.append(walker.name)
+        try:
+            for ring in walker.rings(prog, a):
+                key = (ring.address, ring.kind)
+                if key in seen:        # found by both routes (netdev and PCI)
+                    continue
+                seen.add(key)
+                scan.rings.append(ring)
+                scan.problems += [f"{ring.name}: {p}" for p in ring.problems]
+        except (drgn.FaultError, LookupError, AttributeError, ValueError, TypeError) as e:
+            scan.problems.append(f"{walker.name}: walker stopped, {type(e).__name__}: {e}")
+    return scan

@@ -1,0 +1,101 @@
+"""What every ring walker needs: its driver's devices, and slot arrays decoded in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.net import for_each_net, for_each_netdev, netdev_name
+from drgn.helpers.linux.pci import for_each_pci_dev, pci_name
+
+_UINT = {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
+
+
+def driver_name(dev: drgn.Object) -> str:
+    """Name of the driver bound to a ``struct device`` ("" when unbound).
+
+    Fact: ``device.driver`` is the bound ``struct device_driver``; PCI and
+    virtio drivers register under their module's name (``i40e``,
+    ``virtio_net``, ``e1000e``).
+    """
+    drv = dev.driver
+    return drv.name.string_().decode() if drv else ""
+
+
+def netdevs_of(prog: drgn.Program, driver: str) -> Iterator[drgn.Object]:
+    """Net devices, in every network namespace, whose parent device is bound to ``driver``."""
+    for net in for_each_net(prog):
+        for dev in for_each_netdev(net):
+            parent = dev.dev.parent
+            if parent and driver_name(parent) == driver:
+                yield dev
+
+
+def pci_devs_of(prog: drgn.Program, driver: str) -> Iterator[drgn.Object]:
+    """PCI devices bound to ``driver``."""
+    for pdev in for_each_pci_dev(prog):
+        if driver_name(pdev.dev) == driver:
+            yield pdev
+
+
+def netdev_label(dev: drgn.Object) -> str:
+    return netdev_name(dev).decode(errors="replace")
+
+
+def pci_label(pdev: drgn.Object) -> str:
+    return pci_name(pdev)
+
+
+def struct_array(prog: drgn.Program, addr: int, type_name: str, count: int,
+                 members: dict[str, str]) -> dict[str, np.ndarray]:
+    """Decode ``count`` consecutive structs at ``addr`` in one read.
+
+    ``members`` maps our name to a member designator of ``type_name`` (nested
+    ones as ``"a.b"``); a designator the type lacks is left out of the
+    result, so callers can ask for fields that only some kernels have.
+    Integer and pointer members come back as uint64 numpy arrays.
+    """
+    ty = prog.type(type_name)
+    raw = np.frombuffer(prog.read(addr, ty.size * count), np.uint8).reshape(count, ty.size)
+    out = {}
+    for ours, designator in members.items():
+        try:
+            off = drgn.offsetof(ty, designator)
+            size = _member_type(ty, designator).size
+        except LookupError:
+            continue
+        out[ours] = raw[:, off:off + size].copy().view(_UINT[size]).reshape(-1).astype(np.uint64)
+    return out
+
+
+def _member_type(ty: drgn.Type, designator: str) -> drgn.Type:
+    for part in designator.split("."):
+        ty = ty.member(part).type
+        while ty.kind == drgn.TypeKind.TYPEDEF:
+            ty = ty.type
+    return ty
+
+
+def int_members(obj: drgn.Object) -> dict[str, int]:
+    """The integer members of a stats struct, e.g. ``i40e_rx_queue_stats``."""
+    out = {}
+    for m in obj.type_.members or ():
+        if m.name and drgn.sizeof(m.type) <= 8 and m.type.unqualified().kind in (
+                drgn.TypeKind.INT, drgn.TypeKind.TYPEDEF):
+            try:
+                out[m.name] = getattr(obj, m.name).value_()
+            except (TypeError, drgn.FaultError):
+                continue
+    return out
+
+
+def struct_type(obj: drgn.Object) -> drgn.Type:
+    """The struct type of an object or of the object a pointer points to."""
+    t = obj.type_.unaliased()
+    return t.type.unaliased() if t.kind == drgn.TypeKind.POINTER else t
+
+
+def member_or(obj: drgn.Object, name: str, default: int = -1) -> int:
+    """An integer member where this kernel's struct has it."""
+    return getattr(obj, name).value_() if struct_type(obj).has_member(name) else default

@@ -1,0 +1,94 @@
+"""virtio_net receive queues: the buffers posted to the device.
+
+Fact: ``netdev_priv`` is ``struct virtnet_info``, whose ``rq[i].vq`` is the
+``vq`` member of a ``struct vring_virtqueue``.  In a split ring, a posted
+buffer chain starts at a head ``i`` with ``split.desc_state[i].data != NULL``
+and follows ``desc[i].next`` while ``VRING_DESC_F_NEXT`` is set; ``desc.addr``
+is a guest-physical address when there is no vIOMMU.  In mergeable mode
+(QEMU's default) buffers are slices of ``rq->alloc_frag``, an order-3
+compound page; in big mode order-0 pages are chained through
+``page->private`` from ``rq->pages``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.net import netdev_priv
+
+from ..features import has_type
+from ..pages import PageArrays
+from . import Ring
+from .common import netdev_label, netdevs_of, struct_array
+
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_INDIRECT = 4
+
+
+class VirtioNet:
+    name = "virtio_net"
+
+    def present(self, prog: drgn.Program) -> bool:
+        return has_type(prog, "struct virtnet_info") and has_type(prog, "struct vring_virtqueue")
+
+    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+        for dev in netdevs_of(prog, self.name):
+            vi = netdev_priv(dev, "struct virtnet_info")
+            for q in range(vi.max_queue_pairs.value_()):
+                rq = vi.rq[q]
+                yield self.read_queue(prog, a, netdev_label(dev), q, rq)
+
+    def read_queue(self, prog: drgn.Program, a: PageArrays, label: str, q: int,
+                   rq: drgn.Object) -> Ring:
+        vvq = drgn.container_of(rq.vq, "struct vring_virtqueue", "vq")
+        ring = Ring(self.name, label, q, "rx", vvq.value_())
+        ring.indices = {"num_free": rq.vq.num_free.value_(),
+                        "last_used_idx": vvq.last_used_idx.value_()}
+        if vvq.packed_ring:
+            ring.problems.append("packed virtqueue: posted buffers not read")
+        else:
+            self._split_slots(prog, a, vvq.split, ring)
+        extra = []
+        if rq.alloc_frag.page:
+            extra.append(a.pfn_of_page_ptr(rq.alloc_frag.page.value_()))
+        page, steps = rq.pages, 0
+        while page and steps < a.nr:        # big mode: spare pages chained by page->private
+            extra.append(a.pfn_of_page_ptr(page.value_()))
+            page = drgn.Object(prog, "struct page *", page.private.value_())
+            steps += 1
+        ring.extra_pfns = [p for p in extra if p >= 0]
+        return ring
+
+    def _split_slots(self, prog: drgn.Program, a: PageArrays, split: drgn.Object, ring: Ring) -> None:
+        num = split.vring.num.value_()
+        ring.count = num
+        state = struct_array(prog, split.desc_state.value_(), "struct vring_desc_state_split", num,
+                             {"data": "data"})
+        desc = struct_array(prog, split.vring.desc.value_(), "struct vring_desc", num,
+                            {"addr": "addr", "flags": "flags", "next": "next"})
+        slots, pfns, offsets = [], [], []
+        mask = (1 << a.page_shift) - 1
+        for head in np.nonzero(state["data"])[0].tolist():
+            i, steps = head, 0
+            while steps < num:
+                flags = int(desc["flags"][i])
+                if flags & VRING_DESC_F_INDIRECT:
+                    ring.problems.append(f"slot {head}: indirect descriptors not followed")
+                    break
+                addr = int(desc["addr"][i])
+                pfn = addr >> a.page_shift
+                if 0 <= pfn < a.nr:
+                    slots.append(head)
+                    pfns.append(pfn)
+                    offsets.append(addr & mask)
+                if not flags & VRING_DESC_F_NEXT:
+                    break
+                i = int(desc["next"][i]) % num
+                steps += 1
+        ring.slot = np.asarray(slots, np.int64)
+        ring.pfn = np.asarray(pfns, np.int64)
+        ring.offset = np.asarray(offsets, np.int64)
+        ring.bias = np.full(ring.slot.size, -1, np.int64)
+        ring.indices["populated_heads"] = int(np.count_nonzero(state["data"]))
