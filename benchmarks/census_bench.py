@@ -1,4 +1,6 @@
-"""Census speed and memory on a sample core: prints pages/s and peak RSS.
+"""Census and orphan-report speed and memory on a sample core: prints
+pages/s, the reference scan's GB/s, the orphan report against the census,
+and peak RSS.
 
     .venv/bin/python benchmarks/census_bench.py [--scenario i40e-leak] [--kernel 6.1]
 
@@ -22,6 +24,7 @@ sys.path.insert(0, {repo!r})
 from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
+from vmcore_tools.orphans import orphans
 from vmcore_tools.pages import read_pages
 args = target_args(__import__("pathlib").Path({core_dir!r}))
 core, vmlinux, debug = args[1], args[3], args[5::2]
@@ -29,7 +32,11 @@ t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = ti
 rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter(); a = read_pages(prog); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
+rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 print(json.dumps({{"pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
+                  "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
+                  "orphans": len(r.orphans), "rss_after_census_kb": rss_census,
                   "rss_after_open_kb": rss_open,
                   "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
@@ -51,10 +58,14 @@ def main() -> int:
     print(f"open (debug info):   {r['open_s']:.2f} s")
     print(f"struct page read:    {r['read_s']:.3f} s  = {r['pages'] / r['read_s'] / 1e6:.1f} M pages/s")
     print(f"full census:         {r['census_s']:.3f} s  = {r['pages'] / r['census_s'] / 1e6:.2f} M pages/s")
+    print(f"orphan report:       {r['orphans_s']:.3f} s  = {r['orphans_s'] / r['census_s']:.1f}x the census "
+          f"(census + rings + reference scan + evidence; {r['orphans']} orphans)")
+    print(f"reference scan:      {r['scan_bytes'] / 2**20:.0f} MiB in {r['scan_s']:.3f} s "
+          f"= {r['scan_bytes'] / r['scan_s'] / 1e9:.2f} GB/s")
     print(f"peak RSS:            {r['peak_rss_kb'] / 1024:.0f} MB "
           f"({r['rss_after_open_kb'] / 1024:.0f} MB after loading debug info; "
-          f"census adds {(r['peak_rss_kb'] - r['rss_after_open_kb']) / 1024:.0f} MB "
-          f"= {(r['peak_rss_kb'] - r['rss_after_open_kb']) * 1024 / r['pages']:.1f} bytes/page)")
+          f"census adds {(r['rss_after_census_kb'] - r['rss_after_open_kb']) / 1024:.0f} MB "
+          f"= {(r['rss_after_census_kb'] - r['rss_after_open_kb']) * 1024 / r['pages']:.1f} bytes/page)")
     return 0
 
 

@@ -8,11 +8,18 @@ Python API (usable from a drgn REPL)::
     c.totals()["unattributed"]  # pages per owner class
     c.class_of(pfn)             # PageClass of one page (1 byte per page kept)
     c.decomposition()           # T = U + K + S + C + F, in pages
+    c.rings.rings               # NIC rx rings and the pages each holds
+    r = orphans(prog, c)        # reference scan over the census' unattributed pages
+    r.suspects[0].label         # "22 order-0 allocations ... frames addressed to eth2 (i40e)"
+    [o.pfn for o in r.orphans]
 """
 
 from .census import Census, census
 from .classify import PageClass
+from .orphans import OrphanReport, orphans
+from .rings import walk_rings as rings
 from .target import TargetError, open_program
 
-__all__ = ["Census", "PageClass", "TargetError", "census", "open_program"]
+__all__ = ["Census", "OrphanReport", "PageClass", "TargetError", "census", "open_program",
+           "orphans", "rings"]
 __version__ = "0.1.0"

@@ -14,11 +14,13 @@ from typing import Any
 
 import click
 import drgn
+import numpy as np
 from tabulate import tabulate
 
 from .census import Census, census as run_census
 from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
+from .orphans import OrphanReport, orphans as run_orphans
 from .target import TargetError, open_program
 
 
@@ -97,10 +99,8 @@ def _progress(quiet: bool):
         return None
 
     def show(what: str, done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        click.echo(f"\r{what}: {done * 100 // max(total, 1):3d}% ({done}/{total} pages)", err=True, nl=False)
-        if end:
-            click.echo("", err=True)
+        click.echo(f"\r\033[K{what}: {done * 100 // max(total, 1):3d}% ({done}/{total} pages)",
+                   err=True, nl=done >= total)
     return show
 
 
@@ -160,5 +160,102 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     with _reading(core):
         c = run_census(prog, _progress(quiet))
     _emit(c.to_json(), as_json, lambda _: census_text(c))
+
+
+def ring_rows(c: Census) -> list[dict[str, Any]]:
+    """One row per ring: slots, pages and the bias sanity check.
+
+    ``page_count - pagecnt_bias`` is what the stack holds of a slot's page; a
+    negative value means the ring believes it owns more references than the
+    page has (a double put, or a page reused behind the ring's back)."""
+    a = c.pages
+    rows = []
+    for r in c.rings.rings:
+        refcount = a.refcount[r.pfn].astype(np.int64) if r.pfn.size else np.zeros(0, np.int64)
+        has_bias = r.bias >= 0
+        stack = refcount[has_bias] - r.bias[has_bias]
+        heads = np.unique(a.head_pfn()[r.all_pfns()]) if r.all_pfns().size else np.zeros(0, np.int64)
+        rows.append({
+            "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
+            "slots": r.count, "populated": r.populated, "pages": int(sum(1 << int(a.order[h]) for h in heads)),
+            "orders": sorted({int(a.order[h]) for h in heads}),
+            "stack_held_slots": int(np.count_nonzero(stack > 0)),
+            "bias_anomalies": int(np.count_nonzero(stack < 0)),
+            "indices": r.indices, "stats": r.stats, "problems": r.problems,
+        })
+    return rows
+
+
+def rings_text(data: dict[str, Any]) -> str:
+    out = [tabulate([(r["driver"], r["device"], f"{r['kind']}{r['queue']}", r["slots"], r["populated"],
+                      r["pages"], "/".join(map(str, r["orders"])) or "-", r["stack_held_slots"],
+                      r["bias_anomalies"],
+                      " ".join(f"{k.replace('next_to_', 'nt')}={v}" for k, v in r["indices"].items()),
+                      " ".join(f"{k}={v}" for k, v in r["stats"].items() if v))
+                     for r in data["rings"]],
+                    headers=["driver", "device", "ring", "slots", "populated", "pages", "orders",
+                             "stack refs", "bias<0", "indices", "driver stats"])]
+    out.append(f"\nwalkers that found their driver: {', '.join(data['walked']) or 'none'}")
+    if data["problems"]:
+        out += ["Problems found:"] + [f"  - {p}" for p in data["problems"]]
+    return "\n".join(out)
+
+
+@main.command()
+@target_options
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
+    """NIC rx rings (i40e family, virtio_net, e1000e) and page pools: the pages each holds."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        c = run_census(prog, _progress(quiet))
+        data = {"schema": "vmcore-tools/rings/1", "rings": ring_rows(c), "walked": c.rings.walked,
+                "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
+    _emit(data, as_json, rings_text)
+
+
+def orphans_text(r: OrphanReport, top: int) -> str:
+    d = r.to_json()
+    ps = d["page_size"]
+    out = [f"Orphaned pages: {d['orphaned_pages']} pages ({_mib(d['orphaned_pages'], ps)} MiB) in "
+           f"{len(r.orphans)} allocations that nothing references",
+           f"Unattributed but referenced: {d['referenced_pages']} pages; "
+           f"{d['candidates']} candidates checked, {d['scan']['bytes'] / 2**20:,.0f} MiB of kernel memory "
+           f"scanned in {d['scan']['seconds']:.2f} s", ""]
+    if r.suspects:
+        out.append("Suspects")
+        out.append(tabulate([(s.id, s.pages, s.label) for s in r.suspects],
+                            headers=["#", "pages", "evidence"], maxcolwidths=[None, None, 100]))
+        out += ["", f"Orphans (first {top})"]
+        out.append(tabulate(
+            [(o.pfn, o.order, o.refcount, o.node, o.suspect,
+              f"{o.frame.dst} <- {o.frame.src} {o.frame.ethertype} @{o.frame.offset}"
+              + (f" ({o.frame.netdev})" if o.frame.netdev else "") if o.frame else "-")
+             for o in r.orphans[:top]],
+            headers=["pfn", "order", "refcount", "node", "suspect", "stale frame"]))
+    else:
+        out.append("No orphaned pages: every unattributed page is referenced from live kernel memory.")
+    if r.referenced:
+        out += ["", f"Unattributed but referenced (first {top})"]
+        out.append(tabulate([(x.pfn, x.order, x.refcount, "; ".join(x.references[:2]))
+                             for x in r.referenced[:top]],
+                            headers=["pfn", "order", "refcount", "referenced from"]))
+    if r.problems:
+        out += ["", "Problems found:"] + [f"  - {p}" for p in r.problems]
+    return "\n".join(out)
+
+
+@main.command()
+@target_options
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
+def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
+    """Allocated pages that no owner, ring or pointer in kernel memory accounts for."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        r = run_orphans(prog, progress=_progress(quiet))
+    _emit(r.to_json(), as_json, lambda _: orphans_text(r, top))
+
+
 if __name__ == "__main__":
     main()

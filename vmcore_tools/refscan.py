@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 import drgn
 import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
-from drgn.helpers.linux.mm import for_each_vmap_area
 from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.slab import slab_object_info
 
@@ -202,8 +201,33 @@ class ReferenceScan:
             for head in todo:
                 scanned.add(head)
                 self.scan_pfns(np.arange(head, head + (1 << int(a.order[head]))), "referenced page")
+        self.vmcoreinfo_dropped_at_panic()
         self.result.seconds = time.monotonic() - t0
         return self.result
+
+    def vmcoreinfo_dropped_at_panic(self) -> None:
+        """A kdump-captured kernel: ``crash_save_vmcoreinfo()`` switched
+        ``vmcoreinfo_data`` to ``vmcoreinfo_data_safecopy`` during the panic,
+        dropping the only pointer to the page ``crash_save_vmcoreinfo_init()``
+        had allocated.  That page (its text starts with ``OSRELEASE=``) was
+        orphaned by the crash itself, not by a leak."""
+        prog = self.prog
+        if not has_object(prog, "vmcoreinfo_data_safecopy"):
+            return
+        safe = prog["vmcoreinfo_data_safecopy"].value_()
+        if not safe or safe != prog["vmcoreinfo_data"].value_():
+            return
+        for head in self.heads.tolist():
+            if head in self.result.references or self.a.order[head]:
+                continue
+            try:
+                text = prog.read(self.a.virt_of_pfn(head), 10)
+            except drgn.FaultError:
+                continue
+            if text == b"OSRELEASE=":
+                self.result.references[head] = [Reference(
+                    head, "kernel fact", safe, "panic",
+                    "pre-crash vmcoreinfo buffer, replaced by its safe copy at panic")]
 
     def kernel_mappings(self) -> None:
         """Candidates mapped by a 4K leaf of ``init_mm`` outside the direct map
@@ -311,48 +335,6 @@ def _has_symbol(prog: drgn.Program, name: str) -> bool:
         return True
     except LookupError:
         return False
-
-
-def describe(prog: drgn.Program, a: PageArrays, ref: Reference) -> str:
-    """Where a reference lives, in words a kernel engineer can look up."""
-    if ref.where:
-        return ref.where
-    try:
-        sym = prog.symbol(ref.address)
-        return f"{ref.region} {sym.name}+{ref.address - sym.address:#x}"
-    except LookupError:
-        pass
-    if ref.region == "vmalloc":
-        return vmalloc_owner(prog, a, ref.address)
-    if ref.region == "referenced page":
-        return f"page pfn {a.pfn_of_virt(ref.address)} (unattributed, itself referenced)"
-    return f"{ref.region} {ref.address:#x}"
-
-
-def vmalloc_owner(prog: drgn.Program, a: PageArrays, direct_addr: int) -> str:
-    """Name the vmalloc memory a direct-map address is in: the symbol at its
-    vmalloc address (module data and bss) or else its area's caller."""
-    pfn = a.pfn_of_virt(direct_addr)
-    for va in for_each_vmap_area(prog):
-        vm = va.vm
-        if not vm or not vm.pages:
-            continue
-        nr = vm.nr_pages.value_()
-        ptrs = np.frombuffer(prog.read(vm.pages.value_(), 8 * nr), "<u8")
-        idx = np.nonzero(a.pfns_of_page_ptrs(ptrs) == pfn)[0]
-        if idx.size:
-            addr = va.va_start.value_() + (int(idx[0]) << a.page_shift) + (
-                direct_addr & ((1 << a.page_shift) - 1))
-            try:
-                sym = prog.symbol(addr)
-                return f"vmalloc {sym.name}+{addr - sym.address:#x}"
-            except LookupError:
-                pass
-            try:
-                return f"vmalloc {addr:#x} (area of {prog.symbol(vm.caller.value_()).name})"
-            except LookupError:
-                return f"vmalloc {addr:#x}"
-    return f"vmalloc page pfn {pfn}"
 
 
 def scan_references(census: Census, heads: np.ndarray,

@@ -1,5 +1,9 @@
-"""Run inside a live guest: open /proc/kcore the way vmcore-tools does and
-read the struct page of every page fake_i40e logged as leaked."""
+"""Run inside a live guest: open /proc/kcore the way vmcore-tools does, read
+the struct page of every page fake_i40e logged as leaked, take a census and
+look for orphans in a kernel that keeps running while it is read.
+
+    live_probe.py VMLINUX [DEBUG_INFO ...]
+"""
 
 import json
 import re
@@ -9,17 +13,22 @@ import sys
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import open_program
-from vmcore_tools.census import census
+from vmcore_tools.orphans import orphans
 
-prog = open_program(None, sys.argv[1])
+prog = open_program(None, sys.argv[1], sys.argv[2:])
 log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
 leaks = [{"pfn": int(p), "refcount": int(r)}
          for p, r in re.findall(r"fake_i40e: leaked pfn=(\d+) order=\d+ refcount=(-?\d+)", log)]
 for leak in leaks:
     leak["refcount_read"] = pfn_to_page(prog, leak["pfn"])._refcount.counter.value_()
-c = census(prog)
+r = orphans(prog)
+c = r.census
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
 print(json.dumps({"target": "/proc/kcore", "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
-                  "leaks": leaks}))
+                  "leaks": leaks, "problems": c.problems + r.problems,
+                  "orphans": [{"pfn": o.pfn, "order": o.order, "refcount": o.refcount,
+                               "suspect": o.suspect} for o in r.orphans],
+                  "suspects": [{"label": s.label, "netdev": s.netdev, "driver": s.driver}
+                               for s in r.suspects]}))

@@ -1,6 +1,6 @@
 """The live path: the tool runs inside a booted guest against /proc/kcore,
-on each kernel line: it opens the kernel, reads planted pages and takes a
-census of a kernel that keeps running while it is read."""
+on each kernel line: it opens the kernel, reads planted pages, takes a
+census and finds the orphans of a kernel that keeps running while it is read."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sample_cores.build_modules import build_modules
 from sample_cores.kernels import fetch
 from sample_cores.scenarios import live
 
@@ -21,8 +22,9 @@ PROBE = Path(__file__).with_name("live_probe.py")
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_drgn_reads_proc_kcore_in_guest(kernel):
-    vmlinux = fetch(kernel).vmlinux
-    rc, out, err = live("i40e-leak", kernel, f"{sys.executable} {PROBE} {vmlinux}")
+    k = fetch(kernel)
+    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
+    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(PROBE), str(k.vmlinux), *debug]))
     assert rc == 0, err
     result = json.loads(out)
     assert result["target"] == "/proc/kcore"
@@ -32,3 +34,6 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
         assert leak["refcount_read"] == leak["refcount"], leak
         assert leak["class"] == "unattributed", leak
     assert sum(result["classes"].values()) == result["total_pages"]
+    # the leak is found live, with nothing else taken for one
+    assert {o["pfn"] for o in result["orphans"]} == {leak["pfn"] for leak in result["leaks"]}, result
+    assert any(s["netdev"] == "eth2" and s["driver"] == "i40e" for s in result["suspects"])

@@ -1,0 +1,20 @@
+"""drgn script: orphaned pages (allocated, unowned, unreferenced) with suspects.
+
+    drgn -c vmcore -s vmlinux helpers/orphans.py
+    drgn -s vmlinux helpers/orphans.py           # live, /proc/kcore
+
+In a drgn REPL: ``from vmcore_tools import orphans; r = orphans(prog)``, then
+``r.suspects``, ``r.orphans`` (pfn, order, refcount, frame, suspect) and
+``r.referenced`` (pages someone still points at, and where).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vmcore_tools.cli import orphans_text  # noqa: E402
+from vmcore_tools.orphans import orphans  # noqa: E402
+
+r = orphans(prog)  # noqa: F821 (drgn provides prog)
+print(orphans_text(r, top=20))

@@ -1,0 +1,156 @@
+"""Rings and orphaned pages on real kernels, against each core's planted truth.
+
+Ground truth: fake_i40e logs every page it loses ("leaked pfn=..."), and
+vmct_workload logs the large kmallocs and page_frag pages it holds (decoys).
+Recall: every logged leak is reported orphaned.  Precision: nothing else is
+-- not the rings' live slots, the virtio-net and e1000e rings, page_frag
+caches, large kmalloc, nor anything the workload allocates.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmcore_tools import orphans
+from vmcore_tools.census import census
+from vmcore_tools.classify import PageClass
+
+from ..conftest import sample_core
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def leak_report(leak_core):
+    return leak_core, orphans(leak_core.program())
+
+
+def orphan_pfns(report) -> set[int]:
+    return {o.pfn for o in report.orphans}
+
+
+def test_every_planted_leak_is_orphaned(leak_report):
+    core, r = leak_report
+    by_pfn = {o.pfn: o for o in r.orphans}
+    leaks = core.manifest["planted_leaks"]
+    assert {l["order"] for l in leaks} == {0, 1}
+    assert {l["refcount"] == 1 for l in leaks} == {True, False}, "both refcount patterns planted"
+    for leak in leaks:
+        o = by_pfn.get(leak["pfn"])
+        assert o is not None, leak
+        assert (o.order, o.refcount) == (leak["order"], leak["refcount"]), (o, leak)
+
+
+def test_no_false_orphans(leak_report):
+    """Exactly the planted pages are orphaned: the unattributed pages that
+    are not leaks are all found referenced somewhere."""
+    core, r = leak_report
+    planted = {l["pfn"] for l in core.manifest["planted_leaks"]}
+    assert orphan_pfns(r) == planted
+    assert not r.problems
+
+
+def test_decoys_are_not_orphans(leak_report):
+    """Large kmalloc and page_frag pages look like leaks by their flags; the
+    scan finds them referenced (from vmct_workload's bss) or a walker owns them."""
+    core, r = leak_report
+    referenced = {x.pfn: x for x in r.referenced}
+    for d in core.manifest["decoys"]:
+        assert d["pfn"] not in orphan_pfns(r), d
+        cls = r.census.class_of(d["pfn"])
+        if cls == PageClass.UNATTRIBUTED:
+            assert any("vmct_workload" in w or "slab" in w for w in referenced[d["pfn"]].references), \
+                (d, referenced[d["pfn"]])
+        else:
+            assert cls in (PageClass.PAGE_FRAG, PageClass.LARGE_KMALLOC), (d, cls)
+
+
+def test_suspects_name_the_i40e_device(leak_report):
+    core, r = leak_report
+    bias = [s for s in r.suspects if s.refcount_min > 1000]
+    assert bias and all(s.netdev == "eth2" and s.driver == "i40e" for s in bias), r.suspects
+    assert {o for s in bias for o in s.orders} == {0, 1}
+    assert "eth2 (i40e)" in r.suspects[0].label
+    leaked_pages = sum(1 << l["order"] for l in core.manifest["planted_leaks"])
+    assert sum(s.pages for s in r.suspects) == leaked_pages
+
+
+def test_i40e_rings_by_both_routes(leak_report):
+    """eth2's two rings come from the net device route; the Flow Director
+    VSI has no net device, so only the PCI route (pf->vsi[]) reaches it."""
+    core, r = leak_report
+    rings = {(x.driver, x.device, x.queue): x for x in r.census.rings.rings}
+    eth2 = [x for x in rings.values() if x.driver == "i40e" and x.device == "eth2"]
+    fdir = [x for x in rings.values() if x.driver == "i40e" and "vsi1" in x.device]
+    assert len(eth2) == 2 and len(fdir) == 1
+    a = r.census.pages
+    for ring in eth2 + fdir:
+        assert 0 < ring.populated <= ring.count
+        # the ring's own references never exceed the page's
+        assert (a.refcount[ring.pfn] >= ring.bias).all(), ring.name
+        assert {int(a.order[p]) for p in ring.pfn} == {1 if ring.indices["rx_buf_len"] > 2048 else 0}
+        assert all(r.census.class_of(p) == PageClass.NIC_RING for p in ring.pfn)
+
+
+def test_virtio_and_e1000e_rings_hold_pages(leak_report):
+    core, r = leak_report
+    drivers = {x.driver for x in r.census.rings.rings if x.populated}
+    assert {"virtio_net", "e1000e"} <= drivers
+    a = r.census.pages
+    for ring in r.census.rings.rings:
+        heads = a.head_pfn()[ring.all_pfns()]
+        classes = {r.census.class_of(int(h)) for h in heads}
+        assert PageClass.UNATTRIBUTED not in classes, (ring.name, classes)
+        assert PageClass.FREE not in classes, ring.name
+
+
+def test_orphans_on_kdump_compressed_core(kdump_core):
+    """makedumpfile -d 31 keeps kernel pages: the leak is found the same way."""
+    r = orphans(kdump_core.program())
+    assert orphan_pfns(r) == {l["pfn"] for l in kdump_core.manifest["planted_leaks"]}
+
+
+def test_no_orphans_without_a_leak():
+    core = sample_core("no-leak", "6.1")
+    assert not core.manifest["planted_leaks"]
+    r = orphans(core.program())
+    assert r.orphans == [], [(o.pfn, o.order, o.refcount) for o in r.orphans]
+    assert r.census.totals()["nic_ring"] > 0
+
+
+def _run_cli(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args, "--json", "--quiet"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_cli_orphans_and_rings_json(leak_core):
+    doc = _run_cli("orphans", *leak_core.args)
+    assert doc["schema"] == "vmcore-tools/orphans/1"
+    sids = {s["id"] for s in doc["suspects"]}
+    for o in doc["orphans"]:
+        assert {"pfn", "order", "refcount", "suspect"} <= o.keys()
+        assert o["suspect"] in sids
+    assert {o["pfn"] for o in doc["orphans"]} == {l["pfn"] for l in leak_core.manifest["planted_leaks"]}
+    rings = _run_cli("rings", *leak_core.args)
+    assert rings["schema"] == "vmcore-tools/rings/1"
+    i40e = [x for x in rings["rings"] if x["driver"] == "i40e"]
+    assert len(i40e) == 3 and all(x["bias_anomalies"] == 0 for x in i40e)
+    assert all("page_reuse_count" in x["stats"] for x in i40e)
+
+
+def test_drgn_orphans_helper_script(leak_core):
+    """helpers/orphans.py as a drgn script, with the test modules' debug info."""
+    drgn = Path(sys.executable).with_name("drgn")
+    helper = Path(__file__).resolve().parents[2] / "helpers" / "orphans.py"
+    extra = [arg for ko in leak_core.manifest["kernel"]["test_modules"].values() for arg in ("-s", ko)]
+    out = subprocess.run([str(drgn), "-q", "-c", str(leak_core.core), "-s", leak_core.vmlinux, *extra,
+                          str(helper)], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("Orphaned pages:")
+    assert "eth2 (i40e)" in out
