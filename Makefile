@@ -1,5 +1,5 @@
 # The two commands of a fresh machine (see README.md):
-#   make demo   installs what is needed, builds the default sample core and analyzes it
+#   make demo   installs what is needed, builds the default sample core and finds its leak
 #   make test   installs what is needed and runs the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
@@ -15,6 +15,7 @@ demo: deps venv
 	$(BIN)/python -m sample_cores build $(SCENARIO) --kernel $(KERNEL) >/dev/null
 	$(BIN)/python -m sample_cores show $(SCENARIO) --kernel $(KERNEL)
 	$(BIN)/vmcore-tools census $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
+	$(BIN)/vmcore-tools orphans $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
 
 test: deps venv
 	$(BIN)/pytest

@@ -93,6 +93,44 @@ class Census:
             "unreadable": t["unreadable"],
         }
 
+    def meminfo(self) -> dict[str, dict]:
+        """``/proc/meminfo``-style figures from the census beside the
+        kernel's own counter for each (kB; ``kernel_kb`` None where the
+        kernel keeps none), with why they may differ."""
+        t = self.totals()
+        kb = (1 << self.pages.page_shift) // 1024
+        k = self.counters
+
+        def row(ours: int, kernel: int | None, note: str = "") -> dict:
+            return {"census_kb": ours * kb, "kernel_kb": None if kernel is None else kernel * kb,
+                    "note": note}
+        return {
+            "MemTotal": row(self.total_pages - t["reserved"] - t["unreadable"], k.get("totalram"),
+                            "pages not reserved"),
+            "MemFree": row(t["free"], k.get("free"), "buddy free lists"),
+            "FreePcp": row(t["free_pcp"], None, "per-CPU lists, not in MemFree"),
+            "Cached+Shmem": row(t["file"] + t["shmem"], k.get("file"), "NR_FILE_PAGES"),
+            "Shmem": row(t["shmem"], k.get("shmem")),
+            "AnonPages": row(t["anon"], k.get("anon")),
+            "Slab": row(t["slab"], k.get("slab"), "the kernel adds large kmalloc"),
+            "KernelStack": row(t["kernel_stack"], None if "kernel_stack_kb" not in k
+                               else k["kernel_stack_kb"] // kb),
+            "PageTables": row(t["page_table"], k.get("page_tables")),
+            "KernelPageTables": row(t["kernel_page_table"], None, "untyped tables, counted nowhere"),
+            "VmallocUsed": row(t["vmalloc"] + t["kernel_stack"], k.get("vmalloc"), "stacks included"),
+            "NicRings": row(t["nic_ring"], None),
+            "Unexplained": row(t["unattributed"], None, "unattributed kernel memory"),
+        }
+
+    def by_zone(self) -> dict[str, dict[str, int]]:
+        """Class totals per ``node N zone NAME`` (pages)."""
+        out = {}
+        for z in self.zones:
+            counts = np.bincount(self.classes[z.start_pfn:z.end_pfn], minlength=len(PageClass))
+            out[f"node {z.node} {z.zone}"] = {c.label: int(counts[c]) for c in PageClass
+                                              if c != PageClass.NO_PAGE and counts[c]}
+        return out
+
     def to_json(self) -> dict:
         return {
             "schema": "vmcore-tools/census/1",
@@ -102,6 +140,8 @@ class Census:
             "classes": self.totals(),
             "decomposition": self.decomposition(),
             "counters": self.counters,
+            "meminfo": self.meminfo(),
+            "by_zone": self.by_zone(),
             "zones": [
                 {"node": z.node, "zone": z.zone, "start_pfn": z.start_pfn, "end_pfn": z.end_pfn,
                  "free_blocks": z.blocks_walked, "nr_free": z.blocks_counted,
@@ -397,7 +437,15 @@ def kernel_counters(prog: drgn.Program) -> dict[str, int]:
     if "vmalloc" not in out and has_object(prog, "nr_vmalloc_pages"):
         # before NR_VMALLOC (6.7?) VmallocUsed came from this atomic counter
         out["vmalloc"] = prog["nr_vmalloc_pages"].counter.value_()
+    out["totalram"] = totalram_pages(prog)
     return out
+
+
+def totalram_pages(prog: drgn.Program) -> int:
+    """MemTotal: ``_totalram_pages`` is an atomic_long_t since 5.0 (``totalram_pages`` before)."""
+    if has_object(prog, "_totalram_pages"):
+        return prog["_totalram_pages"].counter.value_()
+    return prog["totalram_pages"].value_()
 
 
 # --- the census ----------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -17,10 +18,11 @@ import drgn
 import numpy as np
 from tabulate import tabulate
 
-from .census import Census, census as run_census
+from .census import Census, census as run_census, totalram_pages
 from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
 from .orphans import OrphanReport, orphans as run_orphans
+from .slab import SORT_KEYS, slab_caches
 from .target import TargetError, open_program
 
 
@@ -81,17 +83,10 @@ def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
         "release": uts.release.string_().decode(),
         "machine": uts.machine.string_().decode(),
         "page_size": page_size,
-        "totalram_pages": _totalram_pages(prog),
+        "totalram_pages": totalram_pages(prog),
         "i40e_types": has_type(prog, "struct i40e_ring"),
     }
     _emit(data, as_json, lambda d: "\n".join(f"{k:15} {v}" for k, v in d.items()))
-
-
-def _totalram_pages(prog: drgn.Program) -> int:
-    """``_totalram_pages`` is an atomic_long_t since 5.0 (``totalram_pages`` before)."""
-    if has_object(prog, "_totalram_pages"):
-        return prog["_totalram_pages"].counter.value_()
-    return prog["totalram_pages"].value_()
 
 
 def _progress(quiet: bool):
@@ -129,26 +124,18 @@ def census_text(c: Census) -> str:
     out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", *z["free_blocks"], z["pcp_pages"])
                          for z in d["zones"]],
                         headers=["zone", *range(len(d["zones"][0]["free_blocks"])), "pcp pages"]))
-    cmp_rows = [(name, value, _ours(d["classes"], name, ps)) for name, value in d["counters"].items()]
-    out += ["", "Census against the kernel's own counters (pages)"]
-    out.append(tabulate(cmp_rows, headers=["counter", "kernel", "census"]))
+    out += ["", "Census beside the kernel's own counters, /proc/meminfo style (kB)"]
+    out.append(tabulate([(name, row["census_kb"], "" if row["kernel_kb"] is None else row["kernel_kb"],
+                          row["note"]) for name, row in d["meminfo"].items()],
+                        headers=["", "census", "kernel", ""], intfmt=","))
+    mts = [mt for mt in d["zones"][0]["free_by_migratetype"]] if d["zones"] else []
+    out += ["", "Free blocks by migrate type (pagetypeinfo)"]
+    out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", mt, *z["free_by_migratetype"][mt])
+                         for z in d["zones"] for mt in mts if any(z["free_by_migratetype"][mt])],
+                        headers=["zone", "type", *range(len(d["zones"][0]["free_blocks"]) if d["zones"] else 0)]))
     if d["problems"]:
         out += ["", "Problems found:"] + [f"  - {p}" for p in d["problems"]]
     return "\n".join(out)
-
-
-def _ours(classes: dict[str, int], counter: str, page_size: int) -> int | str:
-    """The census figure a kernel counter should be compared with."""
-    return {
-        "free": classes["free"],
-        "slab": classes["slab"],
-        "file": classes["file"] + classes["shmem"],
-        "shmem": classes["shmem"],
-        "anon": classes["anon"],
-        "page_tables": classes["page_table"],
-        "kernel_stack_kb": classes["kernel_stack"] * page_size // 1024,
-        "vmalloc": classes["vmalloc"] + classes["kernel_stack"],
-    }.get(counter, "")
 
 
 @main.command()
@@ -160,6 +147,34 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     with _reading(core):
         c = run_census(prog, _progress(quiet))
     _emit(c.to_json(), as_json, lambda _: census_text(c))
+
+
+@main.command()
+@target_options
+@click.option("--sort", type=click.Choice(sorted(SORT_KEYS)), default="size", show_default=True)
+@click.option("--top", default=0, help="show only the first N caches (0: all)")
+def slab(core, vmlinux, debug_dirs, as_json, sort, top) -> None:
+    """Slab caches, slabtop-style, with the caches merged into each."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        caches = slab_caches(prog, sort)
+    rows = caches[:top] if top else caches
+    data = {"schema": "vmcore-tools/slab/1", "sort": sort,
+            "total_pages": sum(c.pages for c in caches),
+            "caches": [{**asdict(c), "pages": c.pages, "total_bytes": c.total_bytes} for c in rows]}
+    _emit(data, as_json, slab_text)
+
+
+def slab_text(d: dict[str, Any]) -> str:
+    table = tabulate([(c["name"], c["objects"], c["active"],
+                       f"{100 * c['active'] / c['objects']:.0f}%" if c["objects"] else "-",
+                       c["object_size"], c["slabs"], c["pages_per_slab"],
+                       f"{c['total_bytes'] / 1024:,.0f}K", ", ".join(c["aliases"]))
+                      for c in d["caches"]],
+                     headers=["cache", "objs", "active", "use", "obj size", "slabs", "pages/slab",
+                              "cache size", "merged with"], disable_numparse=True)
+    ps = d["caches"][0]["page_size"] if d["caches"] else 4096
+    return f"Slab: {d['total_pages']} pages ({_mib(d['total_pages'], ps)} MiB) in all caches\n\n{table}"
 
 
 def ring_rows(c: Census) -> list[dict[str, Any]]:

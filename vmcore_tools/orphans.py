@@ -150,6 +150,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
         else:
             ev.frame = sniff_frame(prog, a, pfn, offsets, netdevs)
             orphaned.append(ev)
+    referenced.sort(key=lambda r: (-r.pages, r.pfn))
     suspects = group_suspects(orphaned, c)
     return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0,
                         list(scan.problems))
