@@ -99,6 +99,11 @@ def _progress(quiet: bool):
     return show
 
 
+def _problems(problems: list[str]) -> list[str]:
+    """The closing lines of a text report: what went wrong while reading."""
+    return ["", "Problems found:", *(f"  - {p}" for p in problems)] if problems else []
+
+
 def _mib(pages: int, page_size: int) -> str:
     return f"{pages * page_size / 2**20:,.1f}"
 
@@ -133,9 +138,7 @@ def census_text(c: Census) -> str:
     out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", mt, *z["free_by_migratetype"][mt])
                          for z in d["zones"] for mt in mts if any(z["free_by_migratetype"][mt])],
                         headers=["zone", "type", *range(len(d["zones"][0]["free_blocks"]) if d["zones"] else 0)]))
-    if d["problems"]:
-        out += ["", "Problems found:"] + [f"  - {p}" for p in d["problems"]]
-    return "\n".join(out)
+    return "\n".join(out + _problems(d["problems"]))
 
 
 @main.command()
@@ -211,9 +214,7 @@ def rings_text(data: dict[str, Any]) -> str:
                     headers=["driver", "device", "ring", "slots", "populated", "pages", "orders",
                              "stack refs", "bias<0", "indices", "driver stats"])]
     out.append(f"\nwalkers that found their driver: {', '.join(data['walked']) or 'none'}")
-    if data["problems"]:
-        out += ["Problems found:"] + [f"  - {p}" for p in data["problems"]]
-    return "\n".join(out)
+    return "\n".join(out + _problems(data["problems"]))
 
 
 @main.command()
@@ -255,9 +256,7 @@ def orphans_text(r: OrphanReport, top: int) -> str:
         out.append(tabulate([(x.pfn, x.order, x.refcount, "; ".join(x.references[:2]))
                              for x in r.referenced[:top]],
                             headers=["pfn", "order", "refcount", "referenced from"]))
-    if r.problems:
-        out += ["", "Problems found:"] + [f"  - {p}" for p in r.problems]
-    return "\n".join(out)
+    return "\n".join(out + _problems(r.problems))
 
 
 @main.command()

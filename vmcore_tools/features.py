@@ -43,3 +43,12 @@ def has_type(prog: drgn.Program, name: str) -> bool:
         return True
     except LookupError:
         return False
+
+
+def has_symbol(prog: drgn.Program, name: str) -> bool:
+    """Whether the ELF symbol table has ``name`` (linker symbols such as ``_sdata`` have no DWARF)."""
+    try:
+        prog.symbol(name)
+        return True
+    except LookupError:
+        return False

@@ -43,7 +43,7 @@ from drgn.helpers.linux.slab import slab_object_info
 
 from .census import Census, _all_tasks
 from .classify import PageClass
-from .features import has_member, has_object
+from .features import has_member, has_object, has_symbol
 from .pages import PageArrays
 
 #: Bytes read and scanned at a time.
@@ -236,7 +236,7 @@ class ReferenceScan:
         there on older kernels, as aliases of pages reused since."""
         walk = self.census.page_tables
         image = np.zeros(walk.kernel_leaf_vas.size, bool)
-        if _has_symbol(self.prog, "_text"):
+        if has_symbol(self.prog, "_text"):
             image = ((walk.kernel_leaf_vas >= np.uint64(self.prog.symbol("_text").address))
                      & (walk.kernel_leaf_vas < np.uint64(self.prog.symbol("_end").address)))
         hit = np.nonzero(self.matcher.is_cand[walk.kernel_leaf_pfns] & ~image)[0]
@@ -267,7 +267,7 @@ class ReferenceScan:
         boot-time hash tables are found only there)."""
         for lo, hi in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
                        ("__start_ro_after_init", "__end_ro_after_init")):
-            if _has_symbol(self.prog, lo):
+            if has_symbol(self.prog, lo):
                 self.scan_virt(self.prog.symbol(lo).address, self.prog.symbol(hi).address, "data")
 
     def scan_percpu_first_chunk(self) -> None:
@@ -275,7 +275,7 @@ class ReferenceScan:
         "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
         section start, ``pcpu_unit_size`` bytes."""
         prog = self.prog
-        start = prog.symbol("__per_cpu_start").address if _has_symbol(prog, "__per_cpu_start") else 0
+        start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
         for cpu in for_each_possible_cpu(prog):
             base = prog["__per_cpu_offset"][cpu].value_() + start
@@ -327,14 +327,6 @@ class ReferenceScan:
         cache = info.slab_cache.name.string_().decode() if info.slab_cache else "?"
         ref.where = f"slab {cache} object {info.address:#x}+{ref.address - info.address:#x}"
         return True
-
-
-def _has_symbol(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog.symbol(name)
-        return True
-    except LookupError:
-        return False
 
 
 def scan_references(census: Census, heads: np.ndarray,
