@@ -14,8 +14,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils makedumpfile kexec-tools kmod busybox
 demo: deps venv
 	$(BIN)/python -m sample_cores build $(SCENARIO) --kernel $(KERNEL) >/dev/null
 	$(BIN)/python -m sample_cores show $(SCENARIO) --kernel $(KERNEL)
-	$(BIN)/vmcore-tools census $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
-	$(BIN)/vmcore-tools orphans $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
+	$(BIN)/vmcore-tools report $$($(BIN)/python -m sample_cores args $(SCENARIO) --kernel $(KERNEL))
 
 test: deps venv
 	$(BIN)/pytest

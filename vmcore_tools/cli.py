@@ -21,7 +21,7 @@ from tabulate import tabulate
 from .census import Census, census as run_census, totalram_pages
 from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
-from .orphans import OrphanReport, orphans as run_orphans
+from .orphans import OrphanReport, orphans as run_orphans, verdict
 from .slab import SORT_KEYS, slab_caches
 from .target import TargetError, open_program
 
@@ -269,6 +269,46 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
     with _reading(core):
         r = run_orphans(prog, progress=_progress(quiet))
     _emit(r.to_json(), as_json, lambda _: orphans_text(r, top))
+
+
+@main.command()
+@target_options
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--fail-on-leak", is_flag=True, help="exit 1 when orphaned pages are found")
+def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
+    """The one-shot answer: where the memory went, and who leaked it."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        r = run_orphans(prog, progress=_progress(quiet))
+    c = r.census
+    data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
+            "census": c.to_json(), "rings": ring_rows(c), "orphans": r.to_json()}
+    _emit(data, as_json, lambda d: report_text(r, d))
+    if fail_on_leak and r.orphans:
+        sys.exit(1)
+
+
+def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
+    cj = d["census"]
+    ps = cj["page_size"]
+    dec = cj["decomposition"]
+    top = sorted(((k, v) for k, v in cj["classes"].items() if v and k != "free"), key=lambda kv: -kv[1])[:6]
+    out = [f"vmcore-tools report: {cj['release']}, {_mib(cj['total_pages'], ps)} MiB", "",
+           "Verdict: " + d["verdict"], "",
+           "T = U + K + S + C + F:  " + " + ".join(f"{k} {_mib(dec[k], ps)}" for k in "UKSCF")
+           + f"  =  T {_mib(dec['T'], ps)} MiB",
+           "Largest owners: " + ", ".join(f"{k} {_mib(v, ps)} MiB" for k, v in top),
+           f"Unexplained kernel memory after the reference scan: "
+           f"{_mib(r.orphaned_pages, ps)} MiB orphaned, "
+           f"{_mib(sum(x.pages for x in r.referenced), ps)} MiB unattributed but referenced", ""]
+    if r.suspects:
+        out.append(tabulate([(s.id, s.pages, s.label) for s in r.suspects[:5]],
+                            headers=["suspect", "pages", "evidence"], maxcolwidths=[None, None, 100]))
+    rings = [x for x in d["rings"] if x["populated"]]
+    if rings:
+        out += ["", "Rings: " + "; ".join(f"{x['driver']} {x['device']} {x['kind']}{x['queue']} "
+                                           f"{x['populated']}/{x['slots']} slots" for x in rings)]
+    return "\n".join(out + _problems(cj["problems"] + r.problems))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ class OrphanReport:
             "scan": {"bytes": self.scan.bytes_scanned, "seconds": round(self.scan.seconds, 3),
                      "gb_per_s": round(self.scan.gb_per_s, 3)},
             "seconds": round(self.seconds, 3),
+            "verdict": verdict(self),
             "problems": self.problems,
         }
 
@@ -154,6 +155,37 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     suspects = group_suspects(orphaned, c)
     return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0,
                         list(scan.problems))
+
+
+def verdict(r: OrphanReport) -> str:
+    """The answer in one plain sentence or two."""
+    c = r.census
+    ps = 1 << c.pages.page_shift
+    t = c.totals()
+    slab_share = t["slab"] / max(c.total_pages, 1)
+    if not r.orphans:
+        return (f"No page-allocator leak: every unattributed page ({sum(x.pages for x in r.referenced)} "
+                f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
+    named = [s for s in r.suspects if s.netdev]
+    if named:
+        dev = max({(s.netdev, s.driver) for s in named},
+                  key=lambda d: sum(s.pages for s in named if (s.netdev, s.driver) == d))
+        pages = sum(s.pages for s in named if (s.netdev, s.driver) == dev)
+        who = (f"{100 * pages / r.orphaned_pages:.0f}% look like {dev[1]} rx buffers of {dev[0]} "
+               f"(stale frames sent to it)")
+    else:
+        who = "no device could be named from their contents"
+    orders = "/".join(str(o) for o in sorted({o.order for o in r.orphans}))
+    return (f"{_size(r.orphaned_pages * ps)} in {len(r.orphans)} order-{orders} allocations leaked from "
+            f"the page allocator (orphaned: nothing references them); {who}. Slab is "
+            f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)}).")
+
+
+def _size(nbytes: int) -> str:
+    for unit, div in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if nbytes >= div:
+            return f"{nbytes / div:.1f} {unit}"
+    return f"{nbytes} B"
 
 
 # --- evidence ------------------------------------------------------------------

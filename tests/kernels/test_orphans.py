@@ -154,3 +154,23 @@ def test_drgn_orphans_helper_script(leak_core):
                           str(helper)], capture_output=True, text=True, check=True).stdout
     assert out.startswith("Orphaned pages:")
     assert "eth2 (i40e)" in out
+
+
+def test_report_names_the_leak_and_fails_on_it(leak_core):
+    run = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "report", "--quiet", "--fail-on-leak",
+                          *leak_core.args], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    verdict = next(line for line in run.stdout.splitlines() if line.startswith("Verdict:"))
+    assert "leaked from the page allocator" in verdict and "i40e rx buffers of eth2" in verdict
+    doc = _run_cli("report", *leak_core.args)
+    assert doc["schema"] == "vmcore-tools/report/1"
+    assert doc["verdict"] == verdict.removeprefix("Verdict: ")
+    assert doc["orphans"]["orphaned_pages"] == sum(1 << l["order"] for l in leak_core.manifest["planted_leaks"])
+
+
+def test_report_says_no_leak_on_a_clean_core():
+    core = sample_core("no-leak", "6.1")
+    run = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "report", "--quiet", "--fail-on-leak",
+                          *core.args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Verdict: No page-allocator leak" in run.stdout
