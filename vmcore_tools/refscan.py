@@ -201,9 +201,36 @@ class ReferenceScan:
             for head in todo:
                 scanned.add(head)
                 self.scan_pfns(np.arange(head, head + (1 << int(a.order[head]))), "referenced page")
+        if self.prog.flags & drgn.ProgramFlags.IS_LIVE:
+            self.drop_unstable()
         self.vmcoreinfo_dropped_at_panic()
         self.result.seconds = time.monotonic() - t0
         return self.result
+
+    def drop_unstable(self) -> None:
+        """Live kernel: re-read every referring word and drop the references
+        that no longer point at their page.  Reading ``/proc/kcore`` itself
+        copies kernel memory (the memmap included) through a bounce buffer
+        that is a slab object while the read lasts, so a copy of a stale
+        pointer can be seen once; the re-read (which finds the buffer zeroed
+        and reused) does not see it again."""
+        for head, refs in list(self.result.references.items()):
+            keep = []
+            for ref in refs:
+                if ref.region in ("page tables", "run", "panic"):
+                    keep.append(ref)
+                    continue
+                try:
+                    word = np.array([self.prog.read_u64(ref.address)], np.uint64)
+                except drgn.FaultError:
+                    continue
+                if any(int(h[0]) == head for _, h, _ in self.matcher.match(word, ref.kind == "physical")):
+                    keep.append(ref)
+            if keep:
+                self.result.references[head] = keep
+            else:
+                del self.result.references[head]
+                self.result.problems.append(f"pfn {head}: its only references changed while read (live)")
 
     def vmcoreinfo_dropped_at_panic(self) -> None:
         """A kdump-captured kernel: ``crash_save_vmcoreinfo()`` switched

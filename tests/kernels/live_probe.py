@@ -23,8 +23,11 @@ for leak in leaks:
     leak["refcount_read"] = pfn_to_page(prog, leak["pfn"])._refcount.counter.value_()
 r = orphans(prog)
 c = r.census
+referenced = {x.pfn: x.references for x in r.referenced}
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
+    if leak["pfn"] in referenced:        # explains a miss
+        leak["referenced_from"] = referenced[leak["pfn"]]
 print(json.dumps({"target": "/proc/kcore", "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
                   "leaks": leaks, "problems": c.problems + r.problems,
