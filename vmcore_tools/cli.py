@@ -187,12 +187,13 @@ def ring_rows(c: Census) -> list[dict[str, Any]]:
     negative value means the ring believes it owns more references than the
     page has (a double put, or a page reused behind the ring's back)."""
     a = c.pages
+    head_of = a.head_pfn()
     rows = []
     for r in c.rings.rings:
         refcount = a.refcount[r.pfn].astype(np.int64) if r.pfn.size else np.zeros(0, np.int64)
         has_bias = r.bias >= 0
         stack = refcount[has_bias] - r.bias[has_bias]
-        heads = np.unique(a.head_pfn()[r.all_pfns()]) if r.all_pfns().size else np.zeros(0, np.int64)
+        heads = np.unique(head_of[r.all_pfns()])
         rows.append({
             "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
             "slots": r.count, "populated": r.populated, "pages": int(sum(1 << int(a.order[h]) for h in heads)),

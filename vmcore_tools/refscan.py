@@ -82,9 +82,10 @@ class Matcher:
         self.a = a
         self.heads = np.sort(heads.astype(np.int64))
         self.ends = self.heads + (1 << a.order[self.heads].astype(np.int64))
-        self.is_cand = np.zeros(a.nr, bool)
-        for start, end in zip(self.heads.tolist(), self.ends.tolist()):
-            self.is_cand[start:min(end, a.nr)] = True
+        edges = np.zeros(a.nr + 1, np.int32)     # +1 where an extent starts, -1 past its end
+        np.add.at(edges, self.heads, 1)
+        np.add.at(edges, np.minimum(self.ends, a.nr), -1)
+        self.is_cand = np.cumsum(edges[:-1]) > 0
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.page_size)
         self.direct = np.uint64(a.direct_map)
@@ -123,6 +124,8 @@ class ReferenceScan:
         self.classes = census.classes
         self.heads = heads
         self.matcher = Matcher(a, heads)
+        #: order-0 candidates with refcount 1: what an alloc_pages_exact() run is made of
+        self.singles = set(heads[(a.order[heads] == 0) & (a.refcount[heads] == 1)].tolist())
         self.result = ScanResult({})
         self.progress = progress
 
@@ -278,8 +281,7 @@ class ReferenceScan:
         """``alloc_pages_exact()`` leaves a run of order-0 pages with refcount
         1 of which only the first is pointed to: a referenced page extends to
         the run of such candidates right after it."""
-        a, refs = self.a, self.result.references
-        single = {int(h) for h in self.heads if a.order[h] == 0 and a.refcount[h] == 1}
+        a, refs, single = self.a, self.result.references, self.singles
         for head in sorted(h for h in refs if h in single):
             nxt = head + 1
             while nxt in single and nxt not in refs:
