@@ -119,6 +119,11 @@ class PageArrays:
     def virt_of_pfn(self, pfn: int) -> int:
         return self.direct_map + (pfn << self.page_shift)
 
+    def head_of(self, pfn: int) -> int:
+        """PFN of the compound head of ``pfn`` (itself when not a tail)."""
+        ch = int(self.compound_head[pfn])
+        return (ch - 1 - self.memmap) // self.page_size if ch & 1 else pfn
+
     def head_pfn(self) -> np.ndarray:
         """PFN of each page's compound head (itself when not a tail)."""
         pfns = np.arange(self.nr, dtype=np.int64)
