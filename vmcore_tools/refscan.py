@@ -25,7 +25,7 @@ The scan is transitive: a candidate page that is referenced is itself read,
 because it may hold the only pointer to another one (a large kmalloc'd array
 of buffers, a DMA descriptor ring).  Stale values are the enemy of a leak
 detector, so memory that is not live is not read: free slab objects (a hit in
-a slab page is confirmed with drgn's ``slab_object_info``), stack below the
+a slab page is confirmed as an allocated object, ``slab.SlabObjects``), stack below the
 saved stack pointer, and the cached stacks of dead tasks.
 """
 
@@ -39,12 +39,12 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
-from drgn.helpers.linux.slab import slab_object_info
 
 from .census import Census, _all_tasks
 from .classify import PageClass
 from .features import has_member, has_object, has_symbol
 from .pages import PageArrays
+from .slab import SlabObjects
 
 #: Bytes read and scanned at a time.
 CHUNK_BYTES = 4 << 20
@@ -52,6 +52,11 @@ CHUNK_BYTES = 4 << 20
 MAX_REFS = 4
 #: Physical addresses below this are not taken as references (small integers abound).
 MIN_PHYS = 1 << 20
+#: Spans of the kernel image given back to the page allocator at boot: what
+#: their image addresses show now belongs to whoever got those pages since.
+#: x86's ``mem_encrypt_free_decrypted_mem()`` frees the unused tail of
+#: ``.bss..decrypted``, which sits inside ``__bss_start..__bss_stop``.
+FREED_IMAGE_SPANS = (("__start_bss_decrypted_unused", "__end_bss_decrypted"),)
 
 
 @dataclass
@@ -128,6 +133,7 @@ class ReferenceScan:
         self.singles = set(heads[(a.order[heads] == 0) & (a.refcount[heads] == 1)].tolist())
         self.result = ScanResult({})
         self.progress = progress
+        self.slab_objects = SlabObjects(self.prog, a)
 
     # -- reading -----------------------------------------------------------
 
@@ -293,11 +299,16 @@ class ReferenceScan:
         """Data of the kernel image that can hold pointers to allocations:
         ``_sdata.._edata``, ``__bss_start..__bss_stop`` and the
         ``__ro_after_init`` section (written during boot, in the rodata span:
-        boot-time hash tables are found only there)."""
+        boot-time hash tables are found only there) -- minus the parts of
+        the image the kernel frees at boot (``FREED_IMAGE_SPANS``)."""
+        prog = self.prog
+        freed = [(prog.symbol(lo).address, prog.symbol(hi).address)
+                 for lo, hi in FREED_IMAGE_SPANS if has_symbol(prog, lo) and has_symbol(prog, hi)]
         for lo, hi in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
                        ("__start_ro_after_init", "__end_ro_after_init")):
-            if has_symbol(self.prog, lo):
-                self.scan_virt(self.prog.symbol(lo).address, self.prog.symbol(hi).address, "data")
+            if has_symbol(prog, lo):
+                for start, end in _subtract(prog.symbol(lo).address, prog.symbol(hi).address, freed):
+                    self.scan_virt(start, end, "data")
 
     def scan_percpu_first_chunk(self) -> None:
         """Each CPU's unit of the first per-cpu chunk (memblock memory, so
@@ -347,15 +358,22 @@ class ReferenceScan:
         """Whether a hit in a slab page is in an allocated object (naming it);
         a free object's words are stale."""
         try:
-            info = slab_object_info(self.prog, ref.address)
+            obj = self.slab_objects(ref.address)
         except (drgn.FaultError, ValueError) as e:
             ref.where = f"slab page (object not identified: {e})"
             return True
-        if info is None or info.allocated is False:
+        if obj is None or obj.allocated is False:
             return False
-        cache = info.slab_cache.name.string_().decode() if info.slab_cache else "?"
-        ref.where = f"slab {cache} object {info.address:#x}+{ref.address - info.address:#x}"
+        ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
         return True
+
+def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` without the ``holes``."""
+    out = [(start, end)]
+    for lo, hi in holes:
+        out = [piece for s, e in out
+               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[0] < piece[1]]
+    return out
 
 
 def scan_references(census: Census, heads: np.ndarray,
