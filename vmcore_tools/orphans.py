@@ -136,6 +136,13 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     a = c.pages
     heads = candidate_heads(c)
     scan = scan_references(c, heads, progress)
+    problems = list(scan.problems)
+    references = dict(scan.references)
+    if prog.flags & drgn.ProgramFlags.IS_LIVE:
+        heads, changed = _confirm_live(c, heads, references, progress)
+        if changed:
+            problems.append(f"{changed} unreferenced allocation(s) changed owner or size while read (live): "
+                            "not reported")
     nodes = _node_of(c)
     netdevs = local_netdevs(prog)
     offsets = rx_offsets(c)
@@ -144,7 +151,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     for pfn in heads.tolist():
         ev = PageEvidence(pfn, int(a.order[pfn]), int(a.refcount[pfn]), nodes(pfn),
                           int(a.refcount[pfn]) >= BIAS_LIKE)
-        refs = scan.references.get(pfn)
+        refs = references.get(pfn)
         if refs:
             ev.references = [where(r) for r in refs]
             referenced.append(ev)
@@ -153,8 +160,27 @@ def orphans(prog: drgn.Program, census: Census | None = None,
             orphaned.append(ev)
     referenced.sort(key=lambda r: (-r.pages, r.pfn))
     suspects = group_suspects(orphaned, c)
-    return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0,
-                        list(scan.problems))
+    return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0, problems)
+
+
+def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],
+                  progress: Callable[[str, int, int], None] | None) -> tuple[np.ndarray, int]:
+    """A running kernel changes while it is read: a page allocated after the
+    memmap was read can be stored into memory the scan took for free, and
+    look orphaned.  A leaked page stays put, so a second census and scan
+    must agree: an orphan of the first pass that the second finds referenced
+    gets the second pass's references; one that is no longer an unattributed
+    allocation of the same order is dropped.  Returns the heads kept and how
+    many were dropped."""
+    again = run_census(c.prog, progress)
+    heads2 = candidate_heads(again)
+    scan2 = scan_references(again, heads2, progress)
+    unreferenced = np.array([h for h in heads.tolist() if h not in references], np.int64)
+    same = np.isin(unreferenced, heads2) & (again.pages.order[unreferenced] == c.pages.order[unreferenced])
+    for h in unreferenced[same].tolist():
+        if h in scan2.references:
+            references[h] = scan2.references[h]
+    return np.setdiff1d(heads, unreferenced[~same]), int((~same).sum())
 
 
 def verdict(r: OrphanReport) -> str:
