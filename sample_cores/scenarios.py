@@ -22,11 +22,13 @@ from .build_modules import build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
 from .kernels import Kernel, fetch
-from .vm import Guest, GuestSpec, qemu_has_device, qemu_version
+from .vm import BootError, Guest, GuestSpec, qemu_has_device, qemu_version
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 REPO = GUEST_DIR.parent.parent
 BOOT_TIMEOUT = 900
+#: boots tried when the guest kernel dies before init runs (see vm.BootError)
+BOOT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,10 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     )
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, sc.mode)
-    guest = Guest(spec)
     t0 = time.time()
     log(f"[{line}] booting {name} guest ({sc.memory_mb} MB, {', '.join(spec.nics)})")
-    guest.start()
-    try:
+
+    def run(guest: Guest) -> tuple[Path, str]:
         if sc.mode == "dump":
             guest.wait_for("VMCT-READY", timeout=BOOT_TIMEOUT)
             log(f"[{line}] guest ready after {time.time() - t0:.0f}s; dumping memory (QMP, ELF)")
@@ -137,8 +138,9 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
             if not core.exists():
                 raise RuntimeError(f"the capture kernel wrote no dump; see {spec.console}")
             fmt = "kdump-compressed -d 31"
-    finally:
-        guest.kill()
+        return core, fmt
+
+    core, fmt = _boot(spec, run, line, log)
     truth = manifest.guest_truth(spec.out_dir)
     doc = {
         "schema": manifest.SCHEMA,
@@ -169,6 +171,22 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     return dest
 
 
+def _boot(spec: GuestSpec, run, line: str, log):
+    """Start a guest and return ``run(guest)``; boot again (up to
+    ``BOOT_ATTEMPTS`` times) when the kernel dies before init runs."""
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        guest = Guest(spec)
+        guest.start()
+        try:
+            return run(guest)
+        except BootError as e:
+            if attempt == BOOT_ATTEMPTS:
+                raise
+            log(f"[{line}] {e}; booting again")
+        finally:
+            guest.kill()
+
+
 def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TIMEOUT,
          cwd: Path = REPO) -> tuple[int, str, str]:
     """Boot scenario ``name`` and run ``command`` (bash) inside the guest.
@@ -183,13 +201,12 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
                      memory_mb=sc.memory_mb, nics=_nics(), cmdline=_cmdline())
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
-    guest = Guest(spec)
-    guest.start()
-    try:
+
+    def run(guest: Guest) -> None:
         guest.wait_for("VMCT-LIVE-DONE", timeout=timeout)
         guest.wait_exit(60)
-    finally:
-        guest.kill()
+
+    _boot(spec, run, line, log)
     out = spec.out_dir
     result = (int((out / "live.rc").read_text()), (out / "live.stdout").read_text(),
               (out / "live.stderr").read_text())

@@ -25,6 +25,13 @@ class VMError(RuntimeError):
     pass
 
 
+class BootError(VMError):
+    """The guest kernel died before its init said VMCT-BOOTED.  Under TCG a
+    kernel sometimes oopses while it patches its own text (an int3 left by
+    static-key patching on another vCPU): a flake of the emulator, not of the
+    job, so the run may boot again."""
+
+
 def qemu_version() -> tuple[int, int]:
     out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                          text=True, check=True).stdout
@@ -158,6 +165,8 @@ class Guest:
                 if m in text:
                     return m
             if self.proc and self.proc.poll() is not None:
+                if "VMCT-BOOTED" not in text:
+                    raise BootError(f"guest kernel died before init ran; see {self.spec.console}")
                 raise VMError(f"QEMU exited ({self.proc.returncode}) before {markers}; "
                               f"see {self.spec.console} and {self.spec.run_dir / 'qemu.log'}")
             time.sleep(0.5)
