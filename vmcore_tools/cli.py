@@ -1,7 +1,8 @@
 """The ``vmcore-tools`` command line.
 
 Every command takes the same target options (live kernel by default, or
-``-c VMCORE``) and ``--json``.  Exit codes: 0 ok, 2 usage or input error.
+``-c VMCORE``), ``--json`` and ``--quiet``.  Exit codes: 0 ok, 1 leak found
+(``report --fail-on-leak``), 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .census import Census, census as run_census, totalram_pages
 from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
 from .orphans import OrphanReport, orphans as run_orphans, verdict
+from .page import explain_page
 from .slab import SORT_KEYS, slab_caches
 from .target import TargetError, open_program
 
@@ -34,6 +36,7 @@ def target_options(f: Callable) -> Callable:
     f = click.option("-d", "--debug-dir", "debug_dirs", multiple=True, type=click.Path(),
                      help="module debug info: a .ko file or a directory of them (repeatable)")(f)
     f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
+    f = click.option("--quiet", is_flag=True, help="no progress on stderr")(f)
     return f
 
 
@@ -68,7 +71,7 @@ def main() -> None:
 
 @main.command()
 @target_options
-def info(core, vmlinux, debug_dirs, as_json) -> None:
+def info(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Kernel release, memory size and what debug info is loaded."""
     prog = _open(core, vmlinux, debug_dirs)
     with _reading(core):
@@ -143,7 +146,6 @@ def census_text(c: Census) -> str:
 
 @main.command()
 @target_options
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
 def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Every physical page classified by owner, reconciled with the kernel's counters."""
     prog = _open(core, vmlinux, debug_dirs)
@@ -156,7 +158,7 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 @target_options
 @click.option("--sort", type=click.Choice(sorted(SORT_KEYS)), default="size", show_default=True)
 @click.option("--top", default=0, help="show only the first N caches (0: all)")
-def slab(core, vmlinux, debug_dirs, as_json, sort, top) -> None:
+def slab(core, vmlinux, debug_dirs, as_json, quiet, sort, top) -> None:
     """Slab caches, slabtop-style, with the caches merged into each."""
     prog = _open(core, vmlinux, debug_dirs)
     with _reading(core):
@@ -220,7 +222,6 @@ def rings_text(data: dict[str, Any]) -> str:
 
 @main.command()
 @target_options
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
 def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """NIC rx rings (i40e family, virtio_net, e1000e) and page pools: the pages each holds."""
     prog = _open(core, vmlinux, debug_dirs)
@@ -229,6 +230,38 @@ def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
         data = {"schema": "vmcore-tools/rings/1", "rings": ring_rows(c), "walked": c.rings.walked,
                 "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
     _emit(data, as_json, rings_text)
+
+
+@main.command()
+@target_options
+@click.argument("where")
+@click.option("--no-refs", is_flag=True, help="do not scan for references to an unattributed page")
+def page(core, vmlinux, debug_dirs, as_json, quiet, where, no_refs) -> None:
+    """Explain one page: WHERE is a PFN, a struct page address, or a kernel virtual address."""
+    try:
+        value = int(where, 0)
+    except ValueError:
+        raise click.BadParameter(f"{where!r} is not a number (PFN or address, 0x... for hex)")
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        c = run_census(prog, _progress(quiet))
+        try:
+            r = explain_page(prog, value, c, references=not no_refs)
+        except ValueError as e:
+            click.echo(f"vmcore-tools: error: {e}", err=True)
+            sys.exit(2)
+    _emit(r.to_json(), as_json, page_text)
+
+
+def page_text(d: dict[str, Any]) -> str:
+    rows = [("pfn", f"{d['pfn']} ({d['pfn']:#x}), from a {d['given']}"), ("class", d["class"]),
+            ("compound", f"head pfn {d['head']}, order {d['order']}" if d["order"] or d["head"] != d["pfn"]
+             else "no (order 0)"),
+            ("flags", d["flags"]), ("refcount", d["refcount"]), ("mapcount/type", d["mapcount"] if d["mapcount"] > -1024 else f"{d['mapcount'] & 0xffffffff:#x}"),
+            ("mapping", f"{d['mapping']:#x}"), ("owner", d["owner"] or "-")]
+    if d["references"] is not None:
+        rows.append(("referenced from", "\n".join(d["references"]) or "nowhere: ORPHANED"))
+    return "\n".join([tabulate(rows, tablefmt="plain", disable_numparse=True), *_problems(d["problems"])])
 
 
 def orphans_text(r: OrphanReport, top: int) -> str:
@@ -262,7 +295,6 @@ def orphans_text(r: OrphanReport, top: int) -> str:
 
 @main.command()
 @target_options
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
 @click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
 def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
     """Allocated pages that no owner, ring or pointer in kernel memory accounts for."""
@@ -274,7 +306,6 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
 
 @main.command()
 @target_options
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
 @click.option("--fail-on-leak", is_flag=True, help="exit 1 when orphaned pages are found")
 def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
     """The one-shot answer: where the memory went, and who leaked it."""

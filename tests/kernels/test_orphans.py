@@ -174,3 +174,27 @@ def test_report_says_no_leak_on_a_clean_core():
                           *core.args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "Verdict: No page-allocator leak" in run.stdout
+
+
+def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
+    """``page`` on a planted leak says orphaned; on a ring's page it names the
+    ring and slot; on a large-kmalloc decoy it names who references it; an
+    address of the kernel image resolves through init_mm."""
+    from vmcore_tools.page import explain_page
+    core, r = leak_report
+    c, prog = r.census, r.census.prog
+    leak = core.manifest["planted_leaks"][0]
+    doc = _run_cli("page", str(leak["pfn"]), *core.args)
+    assert doc["schema"] == "vmcore-tools/page/1"
+    assert (doc["class"], doc["order"], doc["refcount"], doc["references"]) == \
+        ("unattributed", leak["order"], leak["refcount"], [])
+    ring = next(x for x in c.rings.rings if x.driver == "i40e" and x.populated)
+    slot = explain_page(prog, c.pages.memmap + int(ring.pfn[0]) * c.pages.page_size, c)
+    assert slot.given == "struct page" and slot.klass == "nic_ring"
+    assert slot.owner.startswith(f"ring {ring.name} slot {int(ring.slot[0])},")
+    referenced = {x.pfn for x in r.referenced}
+    decoy = next(d for d in core.manifest["decoys"] if d["pfn"] in referenced)
+    page = explain_page(prog, c.pages.virt_of_pfn(decoy["pfn"]), c)
+    assert page.given == "direct-map address" and page.references
+    image = explain_page(prog, prog["jiffies"].address_, c, references=False)
+    assert image.given == "kernel virtual address" and image.klass == "reserved"

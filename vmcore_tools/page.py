@@ -1,0 +1,128 @@
+"""One page explained: its class, flags, compound head, owner and who
+references it -- what ``vmcore-tools page PFN|ADDR`` prints.
+
+An address is taken for what it is: a PFN (below the end of the memmap), a
+``struct page *`` (inside the memmap), a direct-map address, or any other
+kernel virtual address, which ``init_mm``'s page tables translate (vmalloc,
+module memory, the kernel image).
+
+    >>> from vmcore_tools.page import explain_page
+    >>> explain_page(prog, 0x3fe22, c).owner
+    'ring i40e eth2 rx0 slot 17, offset 0x800, pagecnt_bias 65534'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.fs import d_path
+from drgn.helpers.linux.list import hlist_for_each_entry
+from drgn.helpers.linux.mm import decode_page_flags, follow_pfn, pfn_to_page
+
+from .census import Census
+from .classify import PageClass
+from .orphans import Describer
+from .refscan import scan_references
+from .slab import SlabObjects
+
+
+@dataclass
+class PageReport:
+    pfn: int
+    given: str                  # how the page was asked for
+    head: int                   # PFN of its compound head (itself if none)
+    order: int                  # compound order of the head
+    klass: str
+    flags: str
+    refcount: int
+    mapcount: int               # _mapcount (-1: not mapped), or the page type where it holds one
+    mapping: int
+    owner: str                  # the owner in words, where the class has one
+    #: for unattributed pages: where they are referenced from ([] = orphaned)
+    references: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["class"] = d.pop("klass")
+        return {"schema": "vmcore-tools/page/1", **d}
+
+def resolve_pfn(prog: drgn.Program, c: Census, value: int) -> tuple[int, str]:
+    """The PFN ``value`` names, and what it was taken for."""
+    a = c.pages
+    if 0 <= value < a.nr:
+        return value, "pfn"
+    if a.pfn_of_page_ptr(value) >= 0:
+        return a.pfn_of_page_ptr(value), "struct page"
+    if a.pfn_of_virt(value) >= 0:
+        return a.pfn_of_virt(value), "direct-map address"
+    try:
+        return follow_pfn(prog["init_mm"].address_of_(), value).value_(), "kernel virtual address"
+    except drgn.FaultError:
+        raise ValueError(f"{value:#x} is not a PFN, a struct page, or a mapped kernel address") from None
+
+
+def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = True) -> PageReport:
+    """Explain the page ``value`` names (see ``resolve_pfn``).  For an
+    unattributed page, ``references`` runs a reference scan for it alone."""
+    a = c.pages
+    pfn, given = resolve_pfn(prog, c, value)
+    if not a.valid[pfn]:
+        raise ValueError(f"pfn {pfn} has no struct page (a hole in physical memory)")
+    head = a.head_of(pfn)
+    klass = c.class_of(pfn)
+    page = pfn_to_page(prog, pfn)
+    try:
+        flags = decode_page_flags(page)
+    except drgn.FaultError:
+        flags = "(unreadable)"
+    report = PageReport(pfn, given, head, int(a.order[head]), klass.label, flags,
+                        int(a.refcount[head]), int(a.mapcount[pfn].astype(np.int32)), int(a.mapping[head]), "")
+    try:
+        report.owner = owner_of(prog, c, pfn, head, klass)
+    except (drgn.FaultError, LookupError, ValueError) as e:
+        report.problems.append(f"owner not read: {e}")
+    if references and klass == PageClass.UNATTRIBUTED:
+        scan = scan_references(c, np.array([head], np.int64))
+        where = Describer(prog, a)
+        report.references = [where(r) for r in scan.references.get(head, [])]
+        report.problems += scan.problems
+    return report
+
+
+def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClass) -> str:
+    """Who owns the page, for the classes where the kernel says."""
+    a = c.pages
+    if klass == PageClass.SLAB:
+        obj = SlabObjects(prog, a)(a.virt_of_pfn(pfn))
+        return f"slab cache {obj.cache}" if obj else ""
+    if klass == PageClass.NIC_RING:
+        for ring in c.rings.rings:
+            hit = np.nonzero(ring.pfn == head)[0]
+            if hit.size:
+                i = int(hit[0])
+                bias = f", pagecnt_bias {int(ring.bias[i])}" if ring.bias[i] >= 0 else ""
+                return f"ring {ring.name} slot {int(ring.slot[i])}, offset {int(ring.offset[i]):#x}{bias}"
+            if head in ring.extra_pfns:
+                return f"ring {ring.name} (outside the slots: a partly built frame or its frag cache)"
+        return ""
+    if klass == PageClass.PERCPU:
+        return "a per-cpu chunk (its pages are not listed in a vm_struct)"
+    if klass in (PageClass.VMALLOC, PageClass.KERNEL_STACK):
+        return Describer(prog, a).vmalloc(a.virt_of_pfn(pfn))
+    if klass in (PageClass.FILE, PageClass.SHMEM):
+        page = pfn_to_page(prog, head)
+        mapping = page.mapping
+        inode = mapping.host
+        path = ""
+        for dentry in hlist_for_each_entry(
+                "struct dentry", inode.i_dentry.address_of_(), "d_u.d_alias"):
+            path = d_path(dentry).decode(errors="replace")
+            break
+        return f"inode {inode.i_ino.value_()} {path or '(no dentry)'} index {page.index.value_()}"
+    if klass == PageClass.ANON:
+        thp = f", a transparent huge page of order {int(a.order[head])}" if a.order[head] else ""
+        return f"anonymous memory, anon_vma {int(a.mapping[head]) & ~3:#x}{thp}"
+    return ""
