@@ -27,7 +27,7 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.pid import for_each_task
 
 from .classify import KERNEL_CLASSES, Evidence, PageClass, classify
-from .features import constant, has_member, has_object, vmcoreinfo_numbers
+from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
 from .pages import PageArrays, read_pages
 from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
@@ -63,6 +63,7 @@ class Census:
     problems: list[str]
     rings: RingScan               # NIC rings and other page holders found by the walkers
     page_tables: PageTableWalk    # page-table pages and the kernel's own mappings
+    vmap: "VmapPages"             # which vmap area maps each vmalloc'd page
 
     def class_of(self, pfn: int) -> PageClass:
         return PageClass(int(self.classes[pfn]))
@@ -264,44 +265,88 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
     return np.cumsum(mask[:-1]) > 0
 
 
-def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class VmapPages:
+    """Which vmap area maps each page of a ``vm_struct.pages`` array, to name
+    it (the area's address and ``vm_struct.caller``); sorted by PFN."""
+
+    prog: drgn.Program
+    pfns: np.ndarray        # int64, sorted
+    vas: np.ndarray         # uint64: the virtual address mapping each of those pages
+    callers: np.ndarray     # uint64: vm_struct.caller of its area (0 where unknown)
+    _names: dict[int, str] = field(default_factory=dict)
+
+    def where(self, pfn: int) -> tuple[int, str] | None:
+        """(virtual address, caller's name) of a vmalloc'd page, or None."""
+        i = int(np.searchsorted(self.pfns, pfn))
+        if i == self.pfns.size or self.pfns[i] != pfn:
+            return None
+        caller = int(self.callers[i])
+        if caller not in self._names:
+            # a caller without a symbol: a BPF JIT image, freed module init text
+            self._names[caller] = (_symbol_name(self.prog, caller) or f"{caller:#x}") if caller else ""
+        return int(self.vas[i]), self._names[caller]
+
+
+@dataclass
+class VmallocWalk:
+    vmalloc: np.ndarray     # bool per PFN
+    stacks: np.ndarray      # bool per PFN: thread stacks (VMAP_STACK)
+    percpu: np.ndarray      # bool per PFN: per-cpu chunks mapped after boot
+    pages: VmapPages
+
+    @classmethod
+    def empty(cls, prog: drgn.Program, nr: int) -> "VmallocWalk":
+        return cls(np.zeros(nr, bool), np.zeros(nr, bool), np.zeros(nr, bool),
+                   VmapPages(prog, np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+
+
+def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> VmallocWalk:
     """Pages of busy vmap areas: ``vm_struct.pages[nr_pages]``.
 
     Thread stacks (VMAP_STACK) are the areas that start at a task's
     ``task_struct.stack`` (their recorded caller differs between versions:
-    ``kernel_clone``, ``copy_process``, ...); per-cpu chunks are mapped by ``pcpu_get_vm_areas`` without a
-    pages array, so their pages are found through the page tables.
+    ``kernel_clone``, ``copy_process``, ...); per-cpu chunks are mapped by
+    ``pcpu_get_vm_areas`` (the caller is a return address inside it) without
+    a pages array, so their pages are found through the page tables.
     """
-    vmalloc = np.zeros(a.nr, bool)
-    stacks = np.zeros(a.nr, bool)
-    percpu = np.zeros(a.nr, bool)
+    out = VmallocWalk.empty(prog, a.nr)
     page_shift = prog["PAGE_SHIFT"].value_()
     stack_bases = {task.stack.value_() for task in _all_tasks(prog)}
+    has_caller = has_member(prog, "struct vm_struct", "caller")
+    pcpu = prog.symbol("pcpu_get_vm_areas") if has_symbol(prog, "pcpu_get_vm_areas") else None
+    pfns, vas, callers = [], [], []
     for va in for_each_vmap_area(prog):
         vm = va.vm
         if not vm:
             continue
-        caller = _symbol_name(prog, vm.caller.value_()) if has_member(prog, "struct vm_struct", "caller") else ""
+        caller = vm.caller.value_() if has_caller else 0
+        start = va.va_start.value_()
         nr = vm.nr_pages.value_()
         if vm.pages and nr:
             try:
                 ptrs = np.frombuffer(prog.read(vm.pages.value_(), nr * 8), "<u8")
             except drgn.FaultError:
                 continue
-            ptrs = ptrs[ptrs != 0]
-            pfns = ((ptrs - np.uint64(a.memmap)) // np.uint64(a.page_size)).astype(np.int64)
-            pfns = pfns[(pfns >= 0) & (pfns < a.nr)]
-            (stacks if va.va_start.value_() in stack_bases else vmalloc)[pfns] = True
-        elif caller == "pcpu_get_vm_areas":
-            start = va.va_start.value_()
+            area = a.pfns_of_page_ptrs(ptrs)
+            ok = area >= 0
+            (out.stacks if start in stack_bases else out.vmalloc)[area[ok]] = True
+            pfns.append(area[ok])
+            vas.append(np.uint64(start) + (np.nonzero(ok)[0].astype(np.uint64) << np.uint64(page_shift)))
+            callers.append(np.full(int(ok.sum()), caller, np.uint64))
+        elif pcpu is not None and pcpu.address <= caller < pcpu.address + pcpu.size:
             for addr in range(start, va.va_end.value_(), 1 << page_shift):
                 try:
                     pfn = vmalloc_to_pfn(prog, addr).value_()
                 except drgn.FaultError:
                     continue
                 if 0 <= pfn < a.nr:
-                    percpu[pfn] = True
-    return vmalloc, stacks, percpu
+                    out.percpu[pfn] = True
+    if pfns:
+        all_pfns = np.concatenate(pfns)
+        order = np.argsort(all_pfns, kind="stable")
+        out.pages = VmapPages(prog, all_pfns[order], np.concatenate(vas)[order], np.concatenate(callers)[order])
+    return out
 
 
 def _all_tasks(prog: drgn.Program):
@@ -471,9 +516,9 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     rings = walk_rings(prog, a)
     problems += rings.problems
     pcp = guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, a, zones), none)
-    vmalloc, stacks, percpu = guarded("vmap areas", lambda: walk_vmalloc(prog, a), (none, none, none))
+    vm = guarded("vmap areas", lambda: walk_vmalloc(prog, a), VmallocWalk.empty(prog, a.nr))
     ev = Evidence(
-        free_buddy=free, free_pcp=pcp, vmalloc=vmalloc, kernel_stack=stacks, percpu=percpu,
+        free_buddy=free, free_pcp=pcp, vmalloc=vm.vmalloc, kernel_stack=vm.stacks, percpu=vm.percpu,
         page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, a), none),
         shmem_mappings=guarded("shmem mappings", lambda: shmem_mappings(prog, a), set()),
         hugetlb_heads=guarded("hugetlb pages", lambda: hugetlb_heads(prog, a), None),
@@ -486,4 +531,4 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, a, classes, zones, counters, problems, rings, tables)
+    return Census(prog, a, classes, zones, counters, problems, rings, tables, vm.pages)

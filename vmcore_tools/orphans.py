@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.mm import for_each_vmap_area
 from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
@@ -146,7 +145,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     nodes = _node_of(c)
     netdevs = local_netdevs(prog)
     offsets = rx_offsets(c)
-    where = Describer(prog, a)
+    where = Describer(c)
     orphaned, referenced = [], []
     for pfn in heads.tolist():
         ev = PageEvidence(pfn, int(a.order[pfn]), int(a.refcount[pfn]), nodes(pfn),
@@ -288,10 +287,10 @@ def sniff_frame(prog: drgn.Program, a: PageArrays, pfn: int, offsets: list[int],
 class Describer:
     """Where a reference lives, in words a kernel engineer can look up."""
 
-    def __init__(self, prog: drgn.Program, a: PageArrays):
-        self.prog = prog
-        self.a = a
-        self._vmalloc: dict[int, tuple[int, str]] | None = None
+    def __init__(self, c: Census):
+        self.prog = c.prog
+        self.a = c.pages
+        self.vmap = c.vmap
 
     def __call__(self, ref: Reference) -> str:
         prog, a = self.prog, self.a
@@ -317,24 +316,11 @@ class Describer:
     def vmalloc(self, direct_addr: int) -> str:
         """The symbol at the vmalloc address of a word (module data and bss),
         else the vmap area and its caller."""
-        if self._vmalloc is None:
-            self._vmalloc = {}
-            for va in for_each_vmap_area(self.prog):
-                vm = va.vm
-                if not vm or not vm.pages:
-                    continue
-                caller = ""
-                try:
-                    caller = self.prog.symbol(vm.caller.value_()).name
-                except LookupError:
-                    pass
-                ptrs = np.frombuffer(self.prog.read(vm.pages.value_(), 8 * vm.nr_pages.value_()), "<u8")
-                for i, pfn in enumerate(self.a.pfns_of_page_ptrs(ptrs).tolist()):
-                    self._vmalloc[pfn] = (va.va_start.value_() + (i << self.a.page_shift), caller)
         pfn = self.a.pfn_of_virt(direct_addr)
-        if pfn not in self._vmalloc:
+        area = self.vmap.where(pfn)
+        if area is None:
             return f"vmalloc page pfn {pfn}"
-        base, caller = self._vmalloc[pfn]
+        base, caller = area
         addr = base + (direct_addr & ((1 << self.a.page_shift) - 1))
         where = self.symbol(addr) or f"{addr:#x} (area of {caller or 'unknown caller'})"
         return f"vmalloc {where}"

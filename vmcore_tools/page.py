@@ -86,7 +86,7 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
         report.problems.append(f"owner not read: {e}")
     if references and klass == PageClass.UNATTRIBUTED:
         scan = scan_references(c, np.array([head], np.int64))
-        where = Describer(prog, a)
+        where = Describer(c)
         report.references = [where(r) for r in scan.references.get(head, [])]
         report.problems += scan.problems
     return report
@@ -111,7 +111,7 @@ def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClas
     if klass == PageClass.PERCPU:
         return "a per-cpu chunk (its pages are not listed in a vm_struct)"
     if klass in (PageClass.VMALLOC, PageClass.KERNEL_STACK):
-        return Describer(prog, a).vmalloc(a.virt_of_pfn(pfn))
+        return Describer(c).vmalloc(a.virt_of_pfn(pfn))
     if klass in (PageClass.FILE, PageClass.SHMEM):
         page = pfn_to_page(prog, head)
         mapping = page.mapping
