@@ -52,6 +52,12 @@ class ZoneFree:
     def free_pages(self) -> int:
         return sum(n << o for o, n in enumerate(self.blocks_walked))
 
+    def to_json(self) -> dict:
+        return {"node": self.node, "zone": self.zone, "start_pfn": self.start_pfn, "end_pfn": self.end_pfn,
+                "free_blocks": self.blocks_walked, "nr_free": self.blocks_counted,
+                "free_pages": self.free_pages, "pcp_pages": self.pcp_pages,
+                "free_by_migratetype": self.by_migratetype, "problems": self.problems}
+
 
 @dataclass
 class Census:
@@ -143,13 +149,7 @@ class Census:
             "counters": self.counters,
             "meminfo": self.meminfo(),
             "by_zone": self.by_zone(),
-            "zones": [
-                {"node": z.node, "zone": z.zone, "start_pfn": z.start_pfn, "end_pfn": z.end_pfn,
-                 "free_blocks": z.blocks_walked, "nr_free": z.blocks_counted,
-                 "free_pages": z.free_pages, "pcp_pages": z.pcp_pages,
-                 "free_by_migratetype": z.by_migratetype, "problems": z.problems}
-                for z in self.zones
-            ],
+            "zones": [z.to_json() for z in self.zones],
             "problems": self.problems,
         }
 
@@ -494,6 +494,28 @@ def totalram_pages(prog: drgn.Program) -> int:
 
 
 # --- the census ----------------------------------------------------------------
+
+def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """The free lists alone (what ``buddy`` shows): every zone's buddy and
+    per-CPU free pages, checked against ``nr_free`` and NR_FREE_PAGES,
+    without classifying the other pages."""
+    a = read_pages(prog, (lambda d, t: progress("reading struct pages", d, t)) if progress else None)
+    _, zones = walk_free_lists(prog, a)
+    problems = [p for z in zones for p in z.problems]
+    try:
+        walk_pcp_lists(prog, a, zones)
+    except drgn.FaultError as e:
+        problems.append(f"per-CPU free lists: walk abandoned, memory unreadable ({e})")
+    walked = sum(z.free_pages for z in zones)
+    counted = kernel_counters(prog).get("free")
+    if counted is not None and counted != walked:
+        problems.append(f"buddy walk found {walked} free pages, NR_FREE_PAGES says {counted}")
+    return {"schema": "vmcore-tools/buddy/1",
+            "release": prog["init_uts_ns"].name.release.string_().decode(),
+            "page_size": 1 << a.page_shift, "free_pages_walked": walked, "nr_free_pages": counted,
+            "pcp_pages": sum(z.pcp_pages for z in zones),
+            "zones": [z.to_json() for z in zones], "problems": problems}
+
 
 def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None) -> Census:
     """Classify every physical page of ``prog``'s kernel."""

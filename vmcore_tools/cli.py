@@ -19,7 +19,7 @@ import drgn
 import numpy as np
 from tabulate import tabulate
 
-from .census import Census, census as run_census, totalram_pages
+from .census import Census, census as run_census, free_memory, totalram_pages
 from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
 from .orphans import OrphanReport, orphans as run_orphans, verdict
@@ -128,20 +128,48 @@ def census_text(c: Census) -> str:
     un = d["classes"]["unattributed"]
     out.append(f"  unexplained kernel memory: \033[1m{_mib(un, ps)} MiB ({un} pages)\033[0m"
                if sys.stdout.isatty() else f"  unexplained kernel memory: {_mib(un, ps)} MiB ({un} pages)")
-    out += ["", "Free memory by zone (buddyinfo: free blocks per order)"]
-    out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", *z["free_blocks"], z["pcp_pages"])
-                         for z in d["zones"]],
-                        headers=["zone", *range(len(d["zones"][0]["free_blocks"])), "pcp pages"]))
+    out += ["", buddyinfo_text(d["zones"])]
     out += ["", "Census beside the kernel's own counters, /proc/meminfo style (kB)"]
     out.append(tabulate([(name, row["census_kb"], "" if row["kernel_kb"] is None else row["kernel_kb"],
                           row["note"]) for name, row in d["meminfo"].items()],
                         headers=["", "census", "kernel", ""], intfmt=","))
-    mts = [mt for mt in d["zones"][0]["free_by_migratetype"]] if d["zones"] else []
-    out += ["", "Free blocks by migrate type (pagetypeinfo)"]
-    out.append(tabulate([(f"Node {z['node']}, zone {z['zone']}", mt, *z["free_by_migratetype"][mt])
-                         for z in d["zones"] for mt in mts if any(z["free_by_migratetype"][mt])],
-                        headers=["zone", "type", *range(len(d["zones"][0]["free_blocks"]) if d["zones"] else 0)]))
+    out += ["", pagetypeinfo_text(d["zones"])]
     return "\n".join(out + _problems(d["problems"]))
+
+
+def buddyinfo_text(zones: list[dict[str, Any]]) -> str:
+    orders = range(len(zones[0]["free_blocks"])) if zones else range(0)
+    return "\n".join(["Free memory by zone (buddyinfo: free blocks per order)", tabulate(
+        [(f"Node {z['node']}, zone {z['zone']}", *z["free_blocks"], z["free_pages"], z["pcp_pages"])
+         for z in zones], headers=["zone", *orders, "free pages", "pcp pages"])])
+
+
+def pagetypeinfo_text(zones: list[dict[str, Any]]) -> str:
+    orders = range(len(zones[0]["free_blocks"])) if zones else range(0)
+    return "\n".join(["Free blocks by migrate type (pagetypeinfo)", tabulate(
+        [(f"Node {z['node']}, zone {z['zone']}", mt, *blocks)
+         for z in zones for mt, blocks in z["free_by_migratetype"].items() if any(blocks)],
+        headers=["zone", "type", *orders])])
+
+
+@main.command()
+@target_options
+def buddy(core, vmlinux, debug_dirs, as_json, quiet) -> None:
+    """Free memory: buddy free lists per zone, order and migrate type, and per-CPU lists."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        data = free_memory(prog, _progress(quiet))
+    _emit(data, as_json, buddy_text)
+
+
+def buddy_text(d: dict[str, Any]) -> str:
+    ps = d["page_size"]
+    check = ("= NR_FREE_PAGES" if d["nr_free_pages"] == d["free_pages_walked"]
+             else f"!= NR_FREE_PAGES {d['nr_free_pages']}")
+    return "\n".join([
+        f"Free memory of {d['release']}: {d['free_pages_walked']} pages ({_mib(d['free_pages_walked'], ps)} MiB) "
+        f"on the buddy lists {check}, {d['pcp_pages']} more on per-CPU lists", "",
+        buddyinfo_text(d["zones"]), "", pagetypeinfo_text(d["zones"]), *_problems(d["problems"])])
 
 
 @main.command()

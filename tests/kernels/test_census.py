@@ -109,6 +109,34 @@ def test_census_on_kdump_compressed_core(kdump_core):
         assert c.class_of(leak["pfn"]) == PageClass.UNATTRIBUTED
 
 
+def test_cli_buddy_walk_matches_the_kernels_counts(leak_core):
+    check_buddy(leak_core)
+
+
+def test_cli_buddy_on_kdump_compressed_core(kdump_core):
+    check_buddy(kdump_core)
+
+
+def check_buddy(core):
+    """``buddy`` walks the free lists alone: per zone and order the blocks
+    equal ``free_area[order].nr_free``, the total equals NR_FREE_PAGES, and
+    the zones are those of the guest's /proc/buddyinfo."""
+    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "buddy", "--json", *core.args],
+                         capture_output=True, text=True, check=True).stdout
+    doc = json.loads(out)
+    assert doc["schema"] == "vmcore-tools/buddy/1"
+    assert doc["free_pages_walked"] == doc["nr_free_pages"] > 0
+    assert doc["pcp_pages"] >= 0 and not doc["problems"]
+    for z in doc["zones"]:
+        assert z["free_blocks"] == z["nr_free"], z
+        assert sum(z["free_blocks"]) == sum(map(sum, z["free_by_migratetype"].values()))
+    assert {(z["node"], z["zone"]) for z in doc["zones"]} == \
+        {(z["node"], z["zone"]) for z in core.manifest["buddyinfo"]}
+    text = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "buddy", *core.args],
+                          capture_output=True, text=True, check=True).stdout
+    assert "= NR_FREE_PAGES" in text and "pagetypeinfo" in text
+
+
 def test_cli_census_json(leak_core):
     out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "census", "--json", "--quiet",
                           *leak_core.args], capture_output=True, text=True, check=True).stdout
