@@ -40,12 +40,41 @@ def target_options(f: Callable) -> Callable:
     return f
 
 
+#: the program a drgn session already opened (``run_on``); None from the shell
+_session_program: drgn.Program | None = None
+
+
 def _open(core, vmlinux, debug_dirs) -> drgn.Program:
+    if _session_program is not None:
+        if core or vmlinux or debug_dirs:
+            click.echo("vmcore-tools: error: inside drgn the session's program is used; "
+                       "-c/-s/-d are not taken", err=True)
+            sys.exit(2)
+        return _session_program
     try:
         return open_program(core, vmlinux, debug_dirs)
     except TargetError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)
         sys.exit(2)
+
+
+def run_on(prog: drgn.Program, args: list[str]) -> int:
+    """Run a ``vmcore-tools`` command line on an already open program (what
+    the drgn plugin does); returns the exit code the shell would see."""
+    global _session_program
+    _session_program = prog
+    try:
+        main.main(args=args, prog_name="vmcore-tools", standalone_mode=False)
+        return 0
+    except SystemExit as e:
+        return int(e.code or 0)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    finally:
+        _session_program = None
 
 
 @contextmanager
