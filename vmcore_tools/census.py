@@ -138,6 +138,30 @@ class Census:
                                               if c != PageClass.NO_PAGE and counts[c]}
         return out
 
+    def ring_rows(self) -> list[dict]:
+        """One row per ring: slots, pages and the bias sanity check.
+
+        ``page_count - pagecnt_bias`` is what the stack holds of a slot's page; a
+        negative value means the ring believes it owns more references than the
+        page has (a double put, or a page reused behind the ring's back)."""
+        a = self.pages
+        head_of = a.head_pfn()
+        rows = []
+        for r in self.rings.rings:
+            refcount = a.refcount[r.pfn].astype(np.int64) if r.pfn.size else np.zeros(0, np.int64)
+            has_bias = r.bias >= 0
+            stack = refcount[has_bias] - r.bias[has_bias]
+            heads = np.unique(head_of[r.all_pfns()])
+            rows.append({
+                "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
+                "slots": r.count, "populated": r.populated, "pages": int(sum(1 << int(a.order[h]) for h in heads)),
+                "orders": sorted({int(a.order[h]) for h in heads}),
+                "stack_held_slots": int(np.count_nonzero(stack > 0)),
+                "bias_anomalies": int(np.count_nonzero(stack < 0)),
+                "indices": r.indices, "stats": r.stats, "problems": r.problems,
+            })
+        return rows
+
     def to_json(self) -> dict:
         return {
             "schema": "vmcore-tools/census/1",

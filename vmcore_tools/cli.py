@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,6 +26,7 @@ from .features import has_object, has_type
 from .orphans import OrphanReport, orphans as run_orphans, verdict
 from .page import explain_page
 from .slab import SORT_KEYS, slab_caches
+from .snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
 from .target import TargetError, open_program
 
 
@@ -239,31 +241,6 @@ def slab_text(d: dict[str, Any]) -> str:
     return f"Slab: {d['total_pages']} pages ({_mib(d['total_pages'], ps)} MiB) in all caches\n\n{table}"
 
 
-def ring_rows(c: Census) -> list[dict[str, Any]]:
-    """One row per ring: slots, pages and the bias sanity check.
-
-    ``page_count - pagecnt_bias`` is what the stack holds of a slot's page; a
-    negative value means the ring believes it owns more references than the
-    page has (a double put, or a page reused behind the ring's back)."""
-    a = c.pages
-    head_of = a.head_pfn()
-    rows = []
-    for r in c.rings.rings:
-        refcount = a.refcount[r.pfn].astype(np.int64) if r.pfn.size else np.zeros(0, np.int64)
-        has_bias = r.bias >= 0
-        stack = refcount[has_bias] - r.bias[has_bias]
-        heads = np.unique(head_of[r.all_pfns()])
-        rows.append({
-            "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
-            "slots": r.count, "populated": r.populated, "pages": int(sum(1 << int(a.order[h]) for h in heads)),
-            "orders": sorted({int(a.order[h]) for h in heads}),
-            "stack_held_slots": int(np.count_nonzero(stack > 0)),
-            "bias_anomalies": int(np.count_nonzero(stack < 0)),
-            "indices": r.indices, "stats": r.stats, "problems": r.problems,
-        })
-    return rows
-
-
 def rings_text(data: dict[str, Any]) -> str:
     out = [tabulate([(r["driver"], r["device"], f"{r['kind']}{r['queue']}", r["slots"], r["populated"],
                       r["pages"], "/".join(map(str, r["orders"])) or "-", r["stack_held_slots"],
@@ -284,7 +261,7 @@ def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     prog = _open(core, vmlinux, debug_dirs)
     with _reading(core):
         c = run_census(prog, _progress(quiet))
-        data = {"schema": "vmcore-tools/rings/1", "rings": ring_rows(c), "walked": c.rings.walked,
+        data = {"schema": "vmcore-tools/rings/1", "rings": c.ring_rows(), "walked": c.rings.walked,
                 "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
     _emit(data, as_json, rings_text)
 
@@ -371,7 +348,7 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
         r = run_orphans(prog, progress=_progress(quiet))
     c = r.census
     data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
-            "census": c.to_json(), "rings": ring_rows(c), "orphans": r.to_json()}
+            "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
     _emit(data, as_json, lambda d: report_text(r, d))
     if fail_on_leak and r.orphans:
         sys.exit(1)
@@ -398,6 +375,109 @@ def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
         out += ["", "Rings: " + "; ".join(f"{x['driver']} {x['device']} {x['kind']}{x['queue']} "
                                            f"{x['populated']}/{x['slots']} slots" for x in rings)]
     return "\n".join(out + _problems(cj["problems"] + r.problems))
+
+
+@main.command()
+@target_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the snapshot here (default: stdout)")
+def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
+    """A compact JSON summary (classes, slab caches, rings, orphans) to compare later with ``diff``."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        doc = take_snapshot(prog, _progress(quiet))
+    text = json.dumps(doc, indent=1)
+    if output:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.argument("before", type=click.Path(dir_okay=False))
+@click.argument("after", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--any-host", is_flag=True, help="compare snapshots of different hosts")
+@click.option("--all", "show_all", is_flag=True, help="also list what did not change")
+def diff(before, after, as_json, any_host, show_all) -> None:
+    """Growth from snapshot BEFORE to AFTER: per class, slab cache and ring, in MB and MB/hour."""
+    try:
+        d = diff_snapshots(load_snapshot(before), load_snapshot(after), any_host)
+    except SnapshotError as e:
+        click.echo(f"vmcore-tools: error: {e}", err=True)
+        sys.exit(2)
+    if not show_all:
+        d["growth"] = [g for g in d["growth"] if g["pages"] or g["kind"] == "orphaned"]
+    _emit(d, as_json, diff_text)
+
+
+def diff_text(d: dict[str, Any]) -> str:
+    span = f"{d['hours'] * 60:.1f} minutes" if d["hours"] else "unknown time (no clock in a snapshot)"
+    rows = sorted(d["growth"], key=lambda g: -abs(g["pages"]))
+    return "\n".join([f"Growth on {d['host']} over {span}", tabulate(
+        [(g["kind"], g["name"], g["before"], g["after"], f"{g['pages']:+}", f"{g['mb']:+.2f}",
+          "-" if g["mb_per_hour"] is None else f"{g['mb_per_hour']:+.1f}") for g in rows],
+        headers=["", "name", "pages before", "after", "pages", "MB", "MB/hour"], disable_numparse=True)])
+
+
+@main.command()
+@target_options
+@click.option("--interval", default="10m", show_default=True, help="time between samples: 30s, 10m, 1h")
+@click.option("--count", default=0, help="stop after this many samples (0: run until interrupted)")
+@click.option("--steps", default=3, show_default=True, help="flag what grew at each of this many steps")
+def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps) -> None:
+    """Sample a live kernel, print what grew, and flag what grows at every step (a leak)."""
+    try:
+        seconds = _duration(interval)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--interval")
+    if core:
+        click.echo("vmcore-tools: error: watch samples a live kernel; a vmcore does not change", err=True)
+        sys.exit(2)
+    prog = _open(core, vmlinux, debug_dirs)
+    series: list[dict] = []
+    while True:
+        with _reading(core):
+            series.append(take_snapshot(prog))
+        flagged = steady_growth(series, steps)
+        if len(series) > 1:
+            d = diff_snapshots(series[-2], series[-1])
+            grew = [g for g in d["growth"] if g["pages"]]
+            since = diff_snapshots(series[0], series[-1])
+            record = {"schema": "vmcore-tools/watch/1", "sample": len(series), "taken_at": series[-1]["taken_at"],
+                      "growth": grew, "since_start": [g for g in since["growth"] if g["pages"]],
+                      "steady": [{"kind": k, "name": n} for k, n in flagged]}
+            if as_json:
+                click.echo(json.dumps(record))
+            else:
+                click.echo(watch_text(record, since))
+        if count and len(series) >= count:
+            break
+        time.sleep(seconds)
+
+
+def watch_text(record: dict[str, Any], since: dict[str, Any]) -> str:
+    steady = {(x["kind"], x["name"]) for x in record["steady"]}
+    lines = [f"sample {record['sample']}: " + (", ".join(
+        f"{g['name']} {g['pages']:+} pages" for g in sorted(record["growth"], key=lambda g: -abs(g["pages"]))[:6])
+        or "no change")]
+    for g in since["growth"]:
+        if (g["kind"], g["name"]) in steady:
+            rate = "" if g["mb_per_hour"] is None else f", {g['mb_per_hour']:+.1f} MB/hour"
+            lines.append(f"  GROWS STEADILY: {g['kind']} {g['name']}: {g['mb']:+.2f} MB since the first sample{rate}")
+    return "\n".join(lines)
+
+
+def _duration(text: str) -> float:
+    """Seconds in "30s", "10m", "1h" or a plain number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (30s, 10m, 1h)") from None
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return value
 
 
 if __name__ == "__main__":

@@ -334,6 +334,34 @@ static void fake_free_vsi(struct i40e_vsi *vsi)
 	kfree(vsi);
 }
 
+/*
+ * The leak growing on a running host: writing N to
+ * /sys/module/fake_i40e/parameters/leak_more replays N more
+ * programming-status descriptors, each followed by traffic, on eth2's first
+ * ring.  The pages lost are logged like the others (snapshot/diff/watch
+ * tests count them there).  Writes are serialized by the kernel's param lock.
+ */
+static struct i40e_ring *growth_ring;
+
+static int leak_more_set(const char *val, const struct kernel_param *kp)
+{
+	int n, err = kstrtoint(val, 0, &n);
+
+	if (err)
+		return err;
+	if (!growth_ring)
+		return -ENODEV;
+	while (n-- > 0) {
+		fake_programming_status(growth_ring);
+		fake_receive(growth_ring, BIAS_NEW);
+		fake_receive(growth_ring, BIAS_NEW);
+	}
+	return 0;
+}
+
+static const struct kernel_param_ops leak_more_ops = { .set = leak_more_set };
+module_param_cb(leak_more, &leak_more_ops, NULL, 0200);
+
 static const struct ring_plan main_plans[] = {
 	{ .count = 256, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_NEW, .status = &order0_status },
 	{ .count = 128, .rx_buf_len = I40E_RXBUFFER_3072, .scheme = BIAS_NEW, .status = &order1_status },
@@ -395,6 +423,7 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	fake_vsi_traffic(pf->vsi[0], main_plans);
 	fake_vsi_traffic(pf->vsi[1], fdir_plans);
+	growth_ring = pf->vsi[0]->rx_rings[0];
 	pr_info("fake_i40e: %s ready on %s\n", netdev_name(netdev), pci_name(pdev));
 	return 0;
 }
@@ -405,6 +434,7 @@ static void fake_remove(struct pci_dev *pdev)
 	struct i40e_vsi *main_vsi = pf->vsi[0];
 	u16 i;
 
+	growth_ring = NULL;
 	if (main_vsi && main_vsi->netdev) {
 		unregister_netdev(main_vsi->netdev);
 		free_netdev(main_vsi->netdev);

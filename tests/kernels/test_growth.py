@@ -1,0 +1,39 @@
+"""Growth on a live kernel: ``snapshot`` + ``diff`` measure exactly the pages
+fake_i40e leaks between two snapshots, and ``watch`` flags the leak while it
+keeps growing.  Runs inside a guest on each kernel line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sample_cores.build_modules import build_modules
+from sample_cores.kernels import fetch
+from sample_cores.scenarios import live
+
+from ..conftest import KERNELS
+
+pytestmark = pytest.mark.vm
+PROBE = Path(__file__).with_name("growth_probe.py")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_diff_and_watch_see_the_leak_grow(kernel):
+    k = fetch(kernel)
+    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
+    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(PROBE), str(k.vmlinux), *debug]))
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["grown_log_pages"] > 0, "fake_i40e logged the pages leak_more lost"
+    growth = {(g["kind"], g["name"]): g for g in result["diff"]["growth"]}
+    # exactly the pages the module logged as lost between the snapshots
+    assert growth[("orphaned", "orphaned pages")]["pages"] == result["grown_log_pages"], result["diff"]
+    assert growth[("class", "unattributed")]["pages"] >= result["grown_log_pages"]
+    assert result["diff"]["hours"] and growth[("orphaned", "orphaned pages")]["mb_per_hour"] > 0
+    assert result["watch_rc"] == 0, result["watch_stderr"]
+    samples = result["watch"]
+    assert len(samples) == 4 and all(s["schema"] == "vmcore-tools/watch/1" for s in samples)
+    assert {"kind": "orphaned", "name": "orphaned pages"} in samples[-1]["steady"], samples[-1]
