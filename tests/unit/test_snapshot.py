@@ -1,0 +1,59 @@
+"""Snapshot files and growth arithmetic (pure logic; the live test in
+tests/kernels/test_growth.py takes real snapshots)."""
+
+import json
+
+from click.testing import CliRunner
+
+from vmcore_tools.cli import _duration, main
+from vmcore_tools.snapshot import SCHEMA, steady_growth
+
+
+def snap(host="h", t=0.0, orphaned=0, unattributed=100, dentry=10):
+    return {"schema": SCHEMA, "host": host, "release": "r", "taken_at": t, "page_size": 4096,
+            "total_pages": 1000, "classes": {"unattributed": unattributed, "free": 500},
+            "slab": {"dentry": dentry}, "rings": {"i40e eth2 rx0": 233}, "orphaned_pages": orphaned}
+
+
+def run_diff(tmp_path, a, b, *extra):
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(a if isinstance(a, str) else json.dumps(a))
+    pb.write_text(b if isinstance(b, str) else json.dumps(b))
+    return CliRunner().invoke(main, ["diff", str(pa), str(pb), *extra])
+
+
+def test_diff_in_mb_and_mb_per_hour(tmp_path):
+    r = run_diff(tmp_path, snap(), snap(t=1800, orphaned=256, unattributed=356), "--json")
+    assert r.exit_code == 0, r.output
+    g = {x["name"]: x for x in json.loads(r.output)["growth"]}
+    assert g["orphaned pages"]["pages"] == 256 and g["orphaned pages"]["mb"] == 1.0
+    assert g["unattributed"]["mb_per_hour"] == 2.0
+    assert "dentry" not in g, "unchanged rows are left out without --all"
+
+
+def test_bad_snapshots_are_one_line_errors(tmp_path):
+    cases = [("not json", snap(), "not JSON"),
+             ({**snap(), "schema": "vmcore-tools/snapshot/0"}, snap(), "this vmcore-tools reads"),
+             ({"schema": SCHEMA, "host": "h"}, snap(), "snapshot lacks"),
+             (snap(host="a"), snap(host="b"), "different hosts")]
+    for a, b, message in cases:
+        r = run_diff(tmp_path, a, b)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert run_diff(tmp_path, snap(host="a"), snap(host="b"), "--any-host").exit_code == 0
+
+
+def test_steady_growth_needs_growth_at_every_step():
+    leak = [snap(t=i, orphaned=10 * i, dentry=10 + (i % 2)) for i in range(5)]
+    assert ("orphaned", "orphaned pages") in steady_growth(leak, 3)
+    assert ("slab", "dentry") not in steady_growth(leak, 3), "up and down is not a leak"
+    assert steady_growth(leak[:3], 3) == []
+
+
+def test_durations():
+    assert (_duration("30s"), _duration("10m"), _duration("1h"), _duration("5")) == (30, 600, 3600, 5)
+    for bad in ("x", "0s", "-1m"):
+        try:
+            _duration(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
