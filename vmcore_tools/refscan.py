@@ -4,8 +4,9 @@ point at a page?
 kmemleak cannot see pages taken straight from the page allocator.  We do
 what it would do for them: read the memory the kernel can reach -- writable
 image data and bss, the per-CPU areas, allocated slab objects, vmalloc areas
-(module data included), large kmalloc and page_frag pages, task stacks from
-their saved stack pointer up -- as 64-bit words, and look for any word that
+(module data included), large kmalloc, page_frag and NIC rx buffer pages
+(skb heads, whose ``skb_shared_info`` names the pages of their frags), task
+stacks from their saved stack pointer up -- as 64-bit words, and look for any word that
 is
 
 * the address of one of the candidate pages' ``struct page`` (any byte of it),
@@ -197,8 +198,10 @@ class ReferenceScan:
         cached = self.cached_stack_pfns()
         vm = np.nonzero((cls == PageClass.VMALLOC) | (cls == PageClass.PERCPU))[0]
         self.scan_pfns(np.setdiff1d(vm, cached), "vmalloc")
-        self.scan_pfns(np.nonzero((cls == PageClass.LARGE_KMALLOC) | (cls == PageClass.PAGE_FRAG))[0],
-                       "kernel pages")
+        # rx buffers and page_frag pages hold skb heads, and each head's
+        # skb_shared_info lists the pages of that skb's frags
+        self.scan_pfns(np.nonzero((cls == PageClass.LARGE_KMALLOC) | (cls == PageClass.PAGE_FRAG)
+                                  | (cls == PageClass.NIC_RING))[0], "kernel pages")
         self.kernel_mappings()
         # transitive closure: a referenced candidate is live memory too
         scanned: set[int] = set()
