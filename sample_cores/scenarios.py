@@ -22,12 +22,12 @@ from .build_modules import build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
 from .kernels import Kernel, fetch
-from .vm import BootError, Guest, GuestSpec, qemu_has_device, qemu_version
+from .vm import Guest, GuestSpec, KernelDied, qemu_has_device, qemu_version
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 REPO = GUEST_DIR.parent.parent
 BOOT_TIMEOUT = 900
-#: boots tried when the guest kernel dies before init runs (see vm.BootError)
+#: boots tried when the guest kernel dies on its own (see vm.KernelDied)
 BOOT_ATTEMPTS = 3
 
 
@@ -173,13 +173,13 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
 
 def _boot(spec: GuestSpec, run, line: str, log):
     """Start a guest and return ``run(guest)``; boot again (up to
-    ``BOOT_ATTEMPTS`` times) when the kernel dies before init runs."""
+    ``BOOT_ATTEMPTS`` times) when the kernel dies on its own."""
     for attempt in range(1, BOOT_ATTEMPTS + 1):
         guest = Guest(spec)
         guest.start()
         try:
             return run(guest)
-        except BootError as e:
+        except KernelDied as e:
             if attempt == BOOT_ATTEMPTS:
                 raise
             log(f"[{line}] {e}; booting again")

@@ -25,11 +25,13 @@ class VMError(RuntimeError):
     pass
 
 
-class BootError(VMError):
-    """The guest kernel died before its init said VMCT-BOOTED.  Under TCG a
+class KernelDied(VMError):
+    """The guest kernel died on its own: before its init said VMCT-BOOTED,
+    or in a panic the job did not ask for (no VMCT-CRASHING).  Under TCG a
     kernel sometimes oopses while it patches its own text (an int3 left by
-    static-key patching on another vCPU): a flake of the emulator, not of the
-    job, so the run may boot again."""
+    static-key patching on another vCPU) or on a spurious debug exception:
+    a flake of the emulator, not of the job (which only reads memory), so the
+    run may boot again."""
 
 
 def qemu_version() -> tuple[int, int]:
@@ -166,7 +168,9 @@ class Guest:
                     return m
             if self.proc and self.proc.poll() is not None:
                 if "VMCT-BOOTED" not in text:
-                    raise BootError(f"guest kernel died before init ran; see {self.spec.console}")
+                    raise KernelDied(f"guest kernel died before init ran; see {self.spec.console}")
+                if "Kernel panic - not syncing" in text and "VMCT-CRASHING" not in text:
+                    raise KernelDied(f"guest kernel panicked on its own; see {self.spec.console}")
                 raise VMError(f"QEMU exited ({self.proc.returncode}) before {markers}; "
                               f"see {self.spec.console} and {self.spec.run_dir / 'qemu.log'}")
             time.sleep(0.5)
