@@ -63,3 +63,20 @@ def leak_core(request) -> Core:
 def kdump_core() -> Core:
     """The i40e leak captured by a real kexec'd capture kernel, makedumpfile -c -d 31."""
     return sample_core("i40e-leak-kdump", "6.1")
+
+
+def run_probe_in_guest(kernel: str, probe: Path) -> dict:
+    """Boot the i40e-leak guest of ``kernel`` and run the Python script
+    ``probe`` in it with the kernel's vmlinux and module debug info as
+    arguments; return the JSON document it prints."""
+    import sys
+
+    from sample_cores.build_modules import build_modules
+    from sample_cores.kernels import fetch
+    from sample_cores.scenarios import live
+
+    k = fetch(kernel)
+    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
+    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(probe), str(k.vmlinux), *debug]))
+    assert rc == 0, err
+    return json.loads(out)

@@ -90,6 +90,14 @@ def _reading(target: str | None):
         sys.exit(2)
 
 
+def _analyze(core, vmlinux, debug_dirs, analysis: Callable[[drgn.Program], Any]) -> Any:
+    """Open the target and run ``analysis`` on it; bad input or memory the
+    analysis cannot read ends the command with one line and exit code 2."""
+    prog = _open(core, vmlinux, debug_dirs)
+    with _reading(core):
+        return analysis(prog)
+
+
 def _emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
     click.echo(json.dumps(data, indent=1) if as_json else text(data))
 
@@ -187,9 +195,7 @@ def pagetypeinfo_text(zones: list[dict[str, Any]]) -> str:
 @target_options
 def buddy(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Free memory: buddy free lists per zone, order and migrate type, and per-CPU lists."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        data = free_memory(prog, _progress(quiet))
+    data = _analyze(core, vmlinux, debug_dirs, lambda prog: free_memory(prog, _progress(quiet)))
     _emit(data, as_json, buddy_text)
 
 
@@ -207,9 +213,7 @@ def buddy_text(d: dict[str, Any]) -> str:
 @target_options
 def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Every physical page classified by owner, reconciled with the kernel's counters."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        c = run_census(prog, _progress(quiet))
+    c = _analyze(core, vmlinux, debug_dirs, lambda prog: run_census(prog, _progress(quiet)))
     _emit(c.to_json(), as_json, lambda _: census_text(c))
 
 
@@ -219,9 +223,7 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 @click.option("--top", default=0, help="show only the first N caches (0: all)")
 def slab(core, vmlinux, debug_dirs, as_json, quiet, sort, top) -> None:
     """Slab caches, slabtop-style, with the caches merged into each."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        caches = slab_caches(prog, sort)
+    caches = _analyze(core, vmlinux, debug_dirs, lambda prog: slab_caches(prog, sort))
     rows = caches[:top] if top else caches
     data = {"schema": "vmcore-tools/slab/1", "sort": sort,
             "total_pages": sum(c.pages for c in caches),
@@ -258,11 +260,9 @@ def rings_text(data: dict[str, Any]) -> str:
 @target_options
 def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """NIC rx rings (i40e family, virtio_net, e1000e) and page pools: the pages each holds."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        c = run_census(prog, _progress(quiet))
-        data = {"schema": "vmcore-tools/rings/1", "rings": c.ring_rows(), "walked": c.rings.walked,
-                "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
+    c = _analyze(core, vmlinux, debug_dirs, lambda prog: run_census(prog, _progress(quiet)))
+    data = {"schema": "vmcore-tools/rings/1", "rings": c.ring_rows(), "walked": c.rings.walked,
+            "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
     _emit(data, as_json, rings_text)
 
 
@@ -332,9 +332,7 @@ def orphans_text(r: OrphanReport, top: int) -> str:
 @click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
 def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
     """Allocated pages that no owner, ring or pointer in kernel memory accounts for."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        r = run_orphans(prog, progress=_progress(quiet))
+    r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
     _emit(r.to_json(), as_json, lambda _: orphans_text(r, top))
 
 
@@ -343,9 +341,7 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
 @click.option("--fail-on-leak", is_flag=True, help="exit 1 when orphaned pages are found")
 def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
     """The one-shot answer: where the memory went, and who leaked it."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        r = run_orphans(prog, progress=_progress(quiet))
+    r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
     c = r.census
     data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
@@ -382,9 +378,7 @@ def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the snapshot here (default: stdout)")
 def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
     """A compact JSON summary (classes, slab caches, rings, orphans) to compare later with ``diff``."""
-    prog = _open(core, vmlinux, debug_dirs)
-    with _reading(core):
-        doc = take_snapshot(prog, _progress(quiet))
+    doc = _analyze(core, vmlinux, debug_dirs, lambda prog: take_snapshot(prog, _progress(quiet)))
     text = json.dumps(doc, indent=1)
     if output:
         with open(output, "w") as f:

@@ -4,17 +4,11 @@ keeps growing.  Runs inside a guest on each kernel line."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from sample_cores.build_modules import build_modules
-from sample_cores.kernels import fetch
-from sample_cores.scenarios import live
-
-from ..conftest import KERNELS
+from ..conftest import KERNELS, run_probe_in_guest
 
 pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("growth_probe.py")
@@ -22,11 +16,7 @@ PROBE = Path(__file__).with_name("growth_probe.py")
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_diff_and_watch_see_the_leak_grow(kernel):
-    k = fetch(kernel)
-    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
-    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(PROBE), str(k.vmlinux), *debug]))
-    assert rc == 0, err
-    result = json.loads(out)
+    result = run_probe_in_guest(kernel, PROBE)
     assert result["grown_log_pages"] > 0, "fake_i40e logged the pages leak_more lost"
     growth = {(g["kind"], g["name"]): g for g in result["diff"]["growth"]}
     # exactly the pages the module logged as lost between the snapshots

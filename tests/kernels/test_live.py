@@ -4,17 +4,13 @@ census and finds the orphans of a kernel that keeps running while it is read."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from sample_cores.build_modules import build_modules
 from sample_cores.kernels import fetch
-from sample_cores.scenarios import live
 
-from ..conftest import KERNELS
+from ..conftest import KERNELS, run_probe_in_guest
 
 pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("live_probe.py")
@@ -22,11 +18,7 @@ PROBE = Path(__file__).with_name("live_probe.py")
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_drgn_reads_proc_kcore_in_guest(kernel):
-    k = fetch(kernel)
-    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
-    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(PROBE), str(k.vmlinux), *debug]))
-    assert rc == 0, err
-    result = json.loads(out)
+    result = run_probe_in_guest(kernel, PROBE)
     assert result["target"] == "/proc/kcore"
     assert result["release"] == fetch(kernel).abi
     assert result["leaks"], "the guest's fake_i40e logged planted leaks"
