@@ -21,7 +21,8 @@ def test_diff_and_watch_see_the_leak_grow(kernel):
     growth = {(g["kind"], g["name"]): g for g in result["diff"]["growth"]}
     # exactly the pages the module logged as lost between the snapshots
     assert growth[("orphaned", "orphaned pages")]["pages"] == result["grown_log_pages"], result["diff"]
-    assert growth[("class", "unattributed")]["pages"] >= result["grown_log_pages"]
+    # (the unattributed class is not compared: it also holds pages in transit,
+    # whose number moves with whatever else the guest is doing)
     assert result["diff"]["hours"] and growth[("orphaned", "orphaned pages")]["mb_per_hour"] > 0
     assert result["watch_rc"] == 0, result["watch_stderr"]
     samples = result["watch"]
