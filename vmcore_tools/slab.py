@@ -112,6 +112,8 @@ class SlabObjects:
         slab = prog.type("struct slab" if has_type(prog, "struct slab") else "struct page")
         self.slab_cache_offset = drgn.offsetof(slab, "slab_cache")
         self.freelist_offset = drgn.offsetof(slab, "freelist")
+        self.hardened = has_member(prog, "struct kmem_cache", "random")    # CONFIG_SLAB_FREELIST_HARDENED
+        self.has_red_left_pad = has_member(prog, "struct kmem_cache", "red_left_pad")
         self.cpu_slab_member = "slab" if has_member(prog, "struct kmem_cache_cpu", "slab") else "page"
         self.swab: bool | None = None         # decided on the first hardened chain
         self.caches: dict[int, _Cache] = {}
@@ -144,16 +146,14 @@ class SlabObjects:
         if addr not in self.caches:
             self.caches[addr] = self._cache(addr)
         cache = self.caches[addr]
-        lo = a.virt_of_pfn(head)
-        hi = a.virt_of_pfn(head + (1 << int(a.order[head])))
-        return cache, self._chain(cache, lambda: prog.read_u64(struct + self.freelist_offset), lo, hi)
+        return cache, self._chain(cache, lambda: prog.read_u64(struct + self.freelist_offset), *self._span(head))
 
     def _cache(self, addr: int) -> "_Cache":
         prog = self.prog
         s = drgn.Object(prog, "struct kmem_cache *", addr)
         cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
-                       s.random.value_() if has_member(prog, "struct kmem_cache", "random") else None,
-                       s.red_left_pad.value_() if has_member(prog, "struct kmem_cache", "red_left_pad") else 0)
+                       s.random.value_() if self.hardened else None,
+                       s.red_left_pad.value_() if self.has_red_left_pad else 0)
         cache.cpu_free = set()
         for cpu in for_each_online_cpu(prog):
             c = per_cpu_ptr(s.cpu_slab, cpu)
@@ -163,14 +163,16 @@ class SlabObjects:
             if prog.read_u64(slab + self.slab_cache_offset) != addr:
                 continue
             head = self.a.pfn_of_page_ptr(slab)
-            lo = self.a.virt_of_pfn(head)
-            hi = self.a.virt_of_pfn(head + (1 << int(self.a.order[head])))
-            chain = self._chain(cache, lambda c=c: c.freelist.value_(), lo, hi)
+            chain = self._chain(cache, lambda c=c: c.freelist.value_(), *self._span(head))
             if chain is None:
                 cache.cpu_free = None
                 break
             cache.cpu_free |= chain
         return cache
+
+    def _span(self, head: int) -> tuple[int, int]:
+        """Direct-map addresses ``[lo, hi)`` of the slab whose head page is ``head``."""
+        return self.a.virt_of_pfn(head), self.a.virt_of_pfn(head + (1 << int(self.a.order[head])))
 
     def _chain(self, cache: "_Cache", start: Callable[[], int], lo: int, hi: int) -> set[int] | None:
         """The free objects on a freelist whose objects lie in ``[lo, hi)``;
