@@ -187,7 +187,7 @@ class ReferenceScan:
 
     def run(self) -> ScanResult:
         t0 = time.monotonic()
-        prog, a, cls = self.prog, self.a, self.classes
+        a, cls = self.a, self.classes
         for name, fn in (("kernel data", self.scan_image), ("per-cpu areas", self.scan_percpu_first_chunk),
                          ("task stacks", self.scan_stacks)):
             try:

@@ -14,11 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.census import census
 from vmcore_tools.classify import PageClass
 
 from ..conftest import sample_core
