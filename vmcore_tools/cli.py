@@ -12,21 +12,23 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import asdict
 from typing import Any
 
 import click
 import drgn
-import numpy as np
 from tabulate import tabulate
 
 from .census import Census, census as run_census, free_memory, totalram_pages
-from .classify import KERNEL_CLASSES
 from .features import has_object, has_type
 from .orphans import OrphanReport, orphans as run_orphans, verdict
+from .htmlreport import report_html
 from .page import explain_page
+from .pictures import class_bar_svg, growth_svg, memory_map
 from .slab import SORT_KEYS, slab_caches
 from .snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
+from .tables import class_table, meminfo_table, mib as _mib, orphan_table, referenced_table, ring_table, suspect_table
 from .target import TargetError, open_program
 
 
@@ -102,6 +104,18 @@ def _emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], 
     click.echo(json.dumps(data, indent=1) if as_json else text(data))
 
 
+def _write(path: str | Path, content: str | bytes) -> None:
+    """Write an output file the user asked for; a path we cannot write is an input error."""
+    try:
+        if isinstance(content, bytes):
+            Path(path).write_bytes(content)
+        else:
+            Path(path).write_text(content)
+    except OSError as e:
+        click.echo(f"vmcore-tools: error: cannot write {path}: {e.strerror}", err=True)
+        sys.exit(2)
+
+
 @click.group()
 @click.version_option(package_name="vmcore-tools")
 def main() -> None:
@@ -121,6 +135,7 @@ def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
     uts = prog["init_uts_ns"].name
     page_size = prog["PAGE_SIZE"].value_() if has_object(prog, "PAGE_SIZE") else 4096
     data = {
+        "schema": "vmcore-tools/info/1",
         "target": core or "/proc/kcore",
         "release": uts.release.string_().decode(),
         "machine": uts.machine.string_().decode(),
@@ -128,7 +143,7 @@ def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
         "totalram_pages": totalram_pages(prog),
         "i40e_types": has_type(prog, "struct i40e_ring"),
     }
-    _emit(data, as_json, lambda d: "\n".join(f"{k:15} {v}" for k, v in d.items()))
+    _emit(data, as_json, lambda d: "\n".join(f"{k:15} {v}" for k, v in d.items() if k != "schema"))
 
 
 def _progress(quiet: bool):
@@ -146,21 +161,11 @@ def _problems(problems: list[str]) -> list[str]:
     return ["", "Problems found:", *(f"  - {p}" for p in problems)] if problems else []
 
 
-def _mib(pages: int, page_size: int) -> str:
-    return f"{pages * page_size / 2**20:,.1f}"
-
-
 def census_text(c: Census) -> str:
     d = c.to_json()
     ps = d["page_size"]
     total = d["total_pages"]
-    rows = sorted(d["classes"].items(), key=lambda kv: -kv[1])
-    kernel = {k.label for k in KERNEL_CLASSES}
-    out = [f"Page census of {d['release']}: {total} pages ({_mib(total, ps)} MiB)", ""]
-    out.append(tabulate(
-        [(name + (" *" if name in kernel else ""), n, _mib(n, ps), f"{100 * n / total:.1f}")
-         for name, n in rows if n],
-        headers=["class (* kernel)", "pages", "MiB", "%"], intfmt=",", disable_numparse=True))
+    out = [f"Page census of {d['release']}: {total} pages ({_mib(total, ps)} MiB)", "", class_table(d).text()]
     dec = d["decomposition"]
     out += ["", "T = U + K + S + C + F  (total = user + kernel + shared + cache + free)",
             "  " + " + ".join(f"{k} {_mib(dec[k], ps)}" for k in "UKSCF") + f"  =  T {_mib(dec['T'], ps)} MiB"]
@@ -169,9 +174,7 @@ def census_text(c: Census) -> str:
                if sys.stdout.isatty() else f"  unexplained kernel memory: {_mib(un, ps)} MiB ({un} pages)")
     out += ["", buddyinfo_text(d["zones"])]
     out += ["", "Census beside the kernel's own counters, /proc/meminfo style (kB)"]
-    out.append(tabulate([(name, row["census_kb"], "" if row["kernel_kb"] is None else row["kernel_kb"],
-                          row["note"]) for name, row in d["meminfo"].items()],
-                        headers=["", "census", "kernel", ""], intfmt=","))
+    out.append(meminfo_table(d).text())
     out += ["", pagetypeinfo_text(d["zones"])]
     return "\n".join(out + _problems(d["problems"]))
 
@@ -244,14 +247,7 @@ def slab_text(d: dict[str, Any]) -> str:
 
 
 def rings_text(data: dict[str, Any]) -> str:
-    out = [tabulate([(r["driver"], r["device"], f"{r['kind']}{r['queue']}", r["slots"], r["populated"],
-                      r["pages"], "/".join(map(str, r["orders"])) or "-", r["stack_held_slots"],
-                      r["bias_anomalies"],
-                      " ".join(f"{k.replace('next_to_', 'nt')}={v}" for k, v in r["indices"].items()),
-                      " ".join(f"{k}={v}" for k, v in r["stats"].items() if v))
-                     for r in data["rings"]],
-                    headers=["driver", "device", "ring", "slots", "populated", "pages", "orders",
-                             "stack refs", "bias<0", "indices", "driver stats"])]
+    out = [ring_table(data["rings"]).text()]
     out.append(f"\nwalkers that found their driver: {', '.join(data['walked']) or 'none'}")
     return "\n".join(out + _problems(data["problems"]))
 
@@ -307,23 +303,11 @@ def orphans_text(r: OrphanReport, top: int) -> str:
            f"{d['candidates']} candidates checked, {d['scan']['bytes'] / 2**20:,.0f} MiB of kernel memory "
            f"scanned in {d['scan']['seconds']:.2f} s", ""]
     if r.suspects:
-        out.append("Suspects")
-        out.append(tabulate([(s.id, s.pages, s.label) for s in r.suspects],
-                            headers=["#", "pages", "evidence"], maxcolwidths=[None, None, 100]))
-        out += ["", f"Orphans (first {top})"]
-        out.append(tabulate(
-            [(o.pfn, o.order, o.refcount, o.node, o.suspect,
-              f"{o.frame.dst} <- {o.frame.src} {o.frame.ethertype} @{o.frame.offset}"
-              + (f" ({o.frame.netdev})" if o.frame.netdev else "") if o.frame else "-")
-             for o in r.orphans[:top]],
-            headers=["pfn", "order", "refcount", "node", "suspect", "stale frame"]))
+        out += ["Suspects", suspect_table(d).text(), "", f"Orphans (first {top})", orphan_table(d, top).text()]
     else:
         out.append("No orphaned pages: every unattributed page is referenced from live kernel memory.")
     if r.referenced:
-        out += ["", f"Unattributed but referenced (first {top})"]
-        out.append(tabulate([(x.pfn, x.order, x.refcount, "; ".join(x.references[:2]))
-                             for x in r.referenced[:top]],
-                            headers=["pfn", "order", "refcount", "referenced from"]))
+        out += ["", f"Unattributed but referenced (first {top})", referenced_table(d, top).text()]
     return "\n".join(out + _problems(r.problems))
 
 
@@ -339,12 +323,23 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
 @main.command()
 @target_options
 @click.option("--fail-on-leak", is_flag=True, help="exit 1 when orphaned pages are found")
-def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="also write a self-contained HTML report (tables, memory map, bar) here")
+@click.option("--pictures", "pictures_dir", type=click.Path(file_okay=False),
+              help="also write memory-map.png and classes.svg into this directory")
+def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, pictures_dir) -> None:
     """The one-shot answer: where the memory went, and who leaked it."""
     r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
     c = r.census
     data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
+    if html_path:
+        _write(html_path, report_html(r, data))
+    if pictures_dir:
+        m = memory_map(c.classes, [(o.pfn, o.order) for o in r.orphans])
+        Path(pictures_dir).mkdir(parents=True, exist_ok=True)
+        _write(Path(pictures_dir) / "memory-map.png", m.png())
+        _write(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))
     _emit(data, as_json, lambda d: report_text(r, d))
     if fail_on_leak and r.orphans:
         sys.exit(1)
@@ -364,8 +359,7 @@ def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
            f"{_mib(r.orphaned_pages, ps)} MiB orphaned, "
            f"{_mib(sum(x.pages for x in r.referenced), ps)} MiB unattributed but referenced", ""]
     if r.suspects:
-        out.append(tabulate([(s.id, s.pages, s.label) for s in r.suspects[:5]],
-                            headers=["suspect", "pages", "evidence"], maxcolwidths=[None, None, 100]))
+        out.append(suspect_table(d["orphans"], 5).text())
     rings = [x for x in d["rings"] if x["populated"]]
     if rings:
         out += ["", "Rings: " + "; ".join(f"{x['driver']} {x['device']} {x['kind']}{x['queue']} "
@@ -381,8 +375,7 @@ def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
     doc = _analyze(core, vmlinux, debug_dirs, lambda prog: take_snapshot(prog, _progress(quiet)))
     text = json.dumps(doc, indent=1)
     if output:
-        with open(output, "w") as f:
-            f.write(text + "\n")
+        _write(output, text + "\n")
     else:
         click.echo(text)
 
@@ -393,13 +386,18 @@ def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--any-host", is_flag=True, help="compare snapshots of different hosts")
 @click.option("--all", "show_all", is_flag=True, help="also list what did not change")
-def diff(before, after, as_json, any_host, show_all) -> None:
+@click.option("--svg", "svg_path", type=click.Path(dir_okay=False), help="also draw the growth as an SVG chart here")
+@click.option("--quiet", is_flag=True, help="taken as by every command; diff shows no progress anyway")
+def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
     """Growth from snapshot BEFORE to AFTER: per class, slab cache and ring, in MB and MB/hour."""
     try:
-        d = diff_snapshots(load_snapshot(before), load_snapshot(after), any_host)
+        a, b = load_snapshot(before), load_snapshot(after)
+        d = diff_snapshots(a, b, any_host)
     except SnapshotError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)
         sys.exit(2)
+    if svg_path:
+        _write(svg_path, growth_svg([a, b]))
     if not show_all:
         d["growth"] = [g for g in d["growth"] if g["pages"] or g["kind"] == "orphaned"]
     _emit(d, as_json, diff_text)
@@ -419,7 +417,9 @@ def diff_text(d: dict[str, Any]) -> str:
 @click.option("--interval", default="10m", show_default=True, help="time between samples: 30s, 10m, 1h")
 @click.option("--count", default=0, help="stop after this many samples (0: run until interrupted)")
 @click.option("--steps", default=3, show_default=True, help="flag what grew at each of this many steps")
-def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps) -> None:
+@click.option("--svg", "svg_path", type=click.Path(dir_okay=False),
+              help="keep an SVG chart of the growth so far here, redrawn at every sample")
+def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg_path) -> None:
     """Sample a live kernel, print what grew, and flag what grows at every step (a leak)."""
     try:
         seconds = _duration(interval)
@@ -434,6 +434,8 @@ def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps) -> 
         with _reading(core):
             series.append(take_snapshot(prog))
         flagged = steady_growth(series, steps)
+        if len(series) > 1 and svg_path:
+            _write(svg_path, growth_svg(series))
         if len(series) > 1:
             d = diff_snapshots(series[-2], series[-1])
             grew = [g for g in d["growth"] if g["pages"]]
