@@ -44,13 +44,14 @@ def keep_leaking() -> None:
 
 leaker = threading.Thread(target=keep_leaking)
 leaker.start()
+SVG = Path("/tmp/growth.svg")
 cli = [sys.executable, "-m", "vmcore_tools.cli", "watch", "--interval", "1s", "--count", "5", "--steps", "3",
-       "--json", "--quiet", "-s", vmlinux, *(x for path in debug for x in ("-d", path))]
+       "--json", "--quiet", "--svg", str(SVG), "-s", vmlinux, *(x for path in debug for x in ("-d", path))]
 try:
     watch = subprocess.run(cli, capture_output=True, text=True, timeout=900)
 finally:
     stop.set()
     leaker.join()
 print(json.dumps({"grown_log_pages": grown_log, "before": a, "after": b, "diff": d,
-                  "watch_rc": watch.returncode, "watch_stderr": watch.stderr[-2000:],
+                  "watch_rc": watch.returncode, "watch_svg": SVG.read_text() if SVG.exists() else None, "watch_stderr": watch.stderr[-2000:],
                   "watch": [json.loads(line) for line in watch.stdout.splitlines() if line.startswith("{")]}))

@@ -1,10 +1,14 @@
 """Run inside a live guest: open /proc/kcore the way vmcore-tools does, read
 the struct page of every page fake_i40e logged as leaked, take a census and
-look for orphans in a kernel that keeps running while it is read.
+look for orphans in a kernel that keeps running while it is read.  Then run
+every subcommand with --json on the same program (as the drgn plugin does)
+and hand back the documents, for the host to check against the schemas.
 
     live_probe.py VMLINUX [DEBUG_INFO ...]
 """
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -13,6 +17,7 @@ import sys
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import open_program
+from vmcore_tools.cli import run_on
 from vmcore_tools.orphans import orphans
 
 prog = open_program(None, sys.argv[1], sys.argv[2:])
@@ -28,7 +33,19 @@ for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
     if leak["pfn"] in referenced:        # explains a miss
         leak["referenced_from"] = referenced[leak["pfn"]]
-print(json.dumps({"target": "/proc/kcore", "classes": c.totals(), "total_pages": c.total_pages,
+
+
+def command(*args: str) -> dict:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = run_on(prog, [*args, "--json", "--quiet"])
+    return {"rc": rc, "stderr": err.getvalue()[-2000:], "doc": json.loads(out.getvalue()) if rc == 0 else None}
+
+
+cli = {name: command(name) for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
+cli["page"] = command("page", str(leaks[0]["pfn"]))
+cli["report"] = command("report", "--html", "/tmp/report.html")
+print(json.dumps({"cli": cli, "target": "/proc/kcore", "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
                   "leaks": leaks, "problems": c.problems + r.problems,
                   "orphans": [{"pfn": o.pfn, "order": o.order, "refcount": o.refcount,

@@ -4,11 +4,13 @@ keeps growing.  Runs inside a guest on each kernel line."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from ..conftest import KERNELS, run_probe_in_guest
+from ..schemas import validate
 
 pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("growth_probe.py")
@@ -28,3 +30,9 @@ def test_diff_and_watch_see_the_leak_grow(kernel):
     samples = result["watch"]
     assert len(samples) == 4 and all(s["schema"] == "vmcore-tools/watch/1" for s in samples)
     assert {"kind": "orphaned", "name": "orphaned pages"} in samples[-1]["steady"], samples[-1]
+    for doc in (result["before"], result["after"], result["diff"], *samples):
+        validate(doc)
+    # watch --svg kept a chart of the growth, with the orphaned pages' line in it
+    svg = ET.fromstring(result["watch_svg"])
+    lines = {p.find("{http://www.w3.org/2000/svg}title").text for p in svg.iter("{http://www.w3.org/2000/svg}polyline")}
+    assert "orphaned" in lines

@@ -11,6 +11,7 @@ import pytest
 from sample_cores.kernels import fetch
 
 from ..conftest import KERNELS, run_probe_in_guest
+from ..schemas import validate
 
 pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("live_probe.py")
@@ -29,3 +30,10 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     # the leak is found live, with nothing else taken for one
     assert {o["pfn"] for o in result["orphans"]} == {leak["pfn"] for leak in result["leaks"]}, result
     assert any(s["netdev"] == "eth2" and s["driver"] == "i40e" for s in result["suspects"])
+    # every subcommand, live: exit 0 and --json valid against its schema
+    for name, run in result["cli"].items():
+        assert run["rc"] == 0, (name, run["stderr"])
+        validate(run["doc"])
+    assert result["cli"]["info"]["doc"]["target"] == "/proc/kcore"
+    assert result["cli"]["page"]["doc"]["class"] == "unattributed"
+    assert "i40e rx buffers of eth2" in result["cli"]["report"]["doc"]["verdict"]

@@ -1,0 +1,63 @@
+"""Every subcommand on every sample core (ELF dumps of three kernels, the
+kdump-compressed core, and the leak-free core): it runs, exits 0, and its
+``--json`` validates against the schema it names (vmcore_tools/schemas/).
+The live side is in test_live.py (the same commands inside a guest) and
+test_growth.py (``watch``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ..conftest import KERNELS, sample_core
+from ..schemas import validate
+
+pytestmark = pytest.mark.vm
+
+CORES = [("i40e-leak", k) for k in KERNELS] + [("i40e-leak-kdump", "6.1"), ("no-leak", "6.1")]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args], capture_output=True, text=True)
+
+
+def cli_json(*args: str) -> dict:
+    run = cli(*args, "--json", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert not run.stderr, run.stderr
+    doc = json.loads(run.stdout)
+    validate(doc)
+    return doc
+
+
+@pytest.mark.parametrize("scenario,kernel", CORES, ids=[f"{s}-{k}" for s, k in CORES])
+def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
+    core = sample_core(scenario, kernel)
+    docs = {name: cli_json(name, *core.args)
+            for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
+    leaks = core.manifest["planted_leaks"]
+    some_pfn = leaks[0]["pfn"] if leaks else docs["census"]["zones"][-1]["start_pfn"]
+    docs["page"] = cli_json("page", str(some_pfn), *core.args)
+    docs["report"] = cli_json("report", *core.args, "--html", str(tmp_path / "r.html"),
+                              "--pictures", str(tmp_path / "pictures"))
+    assert docs["info"]["release"] == docs["census"]["release"] == core.manifest["kernel"]["abi"]
+    assert docs["report"]["census"]["classes"] == docs["census"]["classes"]
+    assert docs["snapshot"]["orphaned_pages"] == docs["orphans"]["orphaned_pages"] \
+        == sum(1 << x["order"] for x in leaks)
+    if leaks:
+        assert docs["page"]["class"] == "unattributed" and docs["page"]["references"] == []
+
+    # diff of a snapshot with itself: valid, nothing grew; its growth chart is SVG
+    snap = tmp_path / "snap.json"
+    snap.write_text(json.dumps(docs["snapshot"]))
+    d = cli_json("diff", str(snap), str(snap), "--svg", str(tmp_path / "growth.svg"))
+    assert all(g["pages"] == 0 for g in d["growth"])
+    svg = ET.parse(tmp_path / "growth.svg").getroot()
+    assert svg.tag == f"{SVG}svg" and svg.findall(f"{SVG}polyline")
+    bar = ET.parse(tmp_path / "pictures" / "classes.svg").getroot()
+    assert len(bar.findall(f"{SVG}rect")) > len([v for v in docs["census"]["classes"].values() if v])
