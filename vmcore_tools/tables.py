@@ -17,13 +17,16 @@ class Table:
     headers: list[str]
     rows: list[tuple]
     maxcolwidths: list[int | None] | None = None
+    intfmt: str = ""
+    floatfmt: str = "g"
 
-    def text(self, **kw: Any) -> str:
+    def text(self) -> str:
         return tabulate(self.rows, headers=self.headers, maxcolwidths=self.maxcolwidths,
-                        disable_numparse=True, **kw)
+                        intfmt=self.intfmt, floatfmt=self.floatfmt)
 
     def html(self) -> str:
-        return tabulate(self.rows, headers=self.headers, tablefmt="html", disable_numparse=True)
+        return tabulate(self.rows, headers=self.headers, tablefmt="html", intfmt=self.intfmt,
+                        floatfmt=self.floatfmt)
 
 
 def mib(pages: int, page_size: int) -> str:
@@ -35,14 +38,15 @@ def class_table(census: dict[str, Any]) -> Table:
     ps, total = census["page_size"], census["total_pages"]
     kernel = {k.label for k in KERNEL_CLASSES}
     return Table(["class (* kernel)", "pages", "MiB", "%"],
-                 [(name + (" *" if name in kernel else ""), f"{n:,}", mib(n, ps), f"{100 * n / total:.1f}")
-                  for name, n in sorted(census["classes"].items(), key=lambda kv: -kv[1]) if n])
+                 [(name + (" *" if name in kernel else ""), n, n * ps / 2**20, 100 * n / total)
+                  for name, n in sorted(census["classes"].items(), key=lambda kv: -kv[1]) if n],
+                 intfmt=",", floatfmt=",.1f")
 
 
 def meminfo_table(census: dict[str, Any]) -> Table:
     return Table(["", "census", "kernel", ""],
-                 [(name, f"{row['census_kb']:,}", "" if row["kernel_kb"] is None else f"{row['kernel_kb']:,}",
-                   row["note"]) for name, row in census["meminfo"].items()])
+                 [(name, row["census_kb"], row["kernel_kb"], row["note"]) for name, row in census["meminfo"].items()],
+                 intfmt=",")
 
 
 def suspect_table(orphans: dict[str, Any], top: int | None = None) -> Table:
