@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,34 @@ def test_truncated_core(leak_core, tmp_path, cut):
         truncated.write_bytes(src.read(cut))
     proc = run_cli("census", "-c", str(truncated), "-s", leak_core.vmlinux)
     assert_clean_error(proc)
+
+
+def test_userspace_core(leak_core, tmp_path):
+    """A process core (gcore of a sleeping process) is not a kernel core."""
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        subprocess.run(["gcore", "-o", str(tmp_path / "core"), str(sleeper.pid)], capture_output=True, check=True)
+    finally:
+        sleeper.kill()
+    core = tmp_path / f"core.{sleeper.pid}"
+    assert_clean_error(run_cli("info", "-c", str(core), "-s", leak_core.vmlinux), "not a Linux kernel core")
+
+
+def test_no_debug_info_found(leak_core):
+    """Without -s, drgn's standard paths hold no debug info for a guest kernel."""
+    assert_clean_error(run_cli("census", "-c", str(leak_core.core)), "no kernel debug info found")
+
+
+def test_module_debug_info_missing(leak_core):
+    """vmlinux debug info but none for the NIC modules: each walker whose
+    driver is bound to a device says it was skipped, and the report still
+    runs and still finds every planted leak (the ring pages it cannot walk are
+    referenced from the rings' slot arrays, so they are not taken for leaks)."""
+    proc = run_cli("report", "--json", "--quiet", "-c", str(leak_core.core), "-s", leak_core.vmlinux)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    problems = doc["census"]["problems"]
+    for driver, dev in (("i40e", "eth2"), ("virtio_net", "eth0"), ("e1000e", "eth1")):
+        assert any(p.startswith(f"{driver}: bound to {dev}") and "-d" in p for p in problems), problems
+    assert not [r for r in doc["rings"] if r["driver"] in ("i40e", "virtio_net", "e1000e")]
+    assert {o["pfn"] for o in doc["orphans"]["orphans"]} == {x["pfn"] for x in leak_core.manifest["planted_leaks"]}

@@ -1,11 +1,13 @@
 """Every subcommand on every sample core (ELF dumps of three kernels, the
 kdump-compressed core, and the leak-free core): it runs, exits 0, and its
-``--json`` validates against the schema it names (vmcore_tools/schemas/).
+``--json`` validates against the schema it names (vmcore_tools/schemas/);
+and the core's bytes and mtime are the same afterwards.
 The live side is in test_live.py (the same commands inside a guest) and
 test_growth.py (``watch``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -35,9 +37,20 @@ def cli_json(*args: str) -> dict:
     return doc
 
 
+def fingerprint(path) -> tuple[int, int, str]:
+    """Size, mtime (ns) and SHA-256 of a file."""
+    st = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return st.st_size, st.st_mtime_ns, digest.hexdigest()
+
+
 @pytest.mark.parametrize("scenario,kernel", CORES, ids=[f"{s}-{k}" for s, k in CORES])
 def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
     core = sample_core(scenario, kernel)
+    before = fingerprint(core.core)
     docs = {name: cli_json(name, *core.args)
             for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
     leaks = core.manifest["planted_leaks"]
@@ -61,3 +74,5 @@ def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
     assert svg.tag == f"{SVG}svg" and svg.findall(f"{SVG}polyline")
     bar = ET.parse(tmp_path / "pictures" / "classes.svg").getroot()
     assert len(bar.findall(f"{SVG}rect")) > len([v for v in docs["census"]["classes"].values() if v])
+    # none of it wrote to the core
+    assert fingerprint(core.core) == before

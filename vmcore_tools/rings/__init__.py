@@ -12,7 +12,8 @@ family per module:
 * ``page_pool``: every registered pool and its pages in flight.
 
 A walker whose driver is not loaded (its types are missing from the debug
-info) is skipped quietly; one that meets a layout it does not understand says
+info) is skipped quietly, but if devices are bound to the driver, its module's
+debug info is what is missing, and the scan says so; a walker that meets a layout it does not understand says
 so in ``RingScan.problems`` and the others go on.
 
     >>> from vmcore_tools.rings import walk_rings
@@ -30,6 +31,7 @@ import drgn
 import numpy as np
 
 from ..pages import PageArrays
+from .common import bound_devices
 
 
 @dataclass
@@ -118,6 +120,12 @@ def walk_rings(prog: drgn.Program, a: PageArrays | None = None,
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():
         if not walker.present(prog):
+            users = bound_devices(prog, walker.name)
+            if users:
+                scan.problems.append(
+                    f"{walker.name}: bound to {', '.join(users[:4])}, but the debug info lacks its types, "
+                    f"so its rings are not walked and their pages look unattributed "
+                    f"(give the module's debug info with -d)")
             continue
         scan.walked.append(walker.name)
         try:

@@ -39,6 +39,20 @@ def pci_devs_of(prog: drgn.Program, driver: str) -> Iterator[drgn.Object]:
             yield pdev
 
 
+def bound_devices(prog: drgn.Program, driver: str) -> list[str]:
+    """Names of the net devices and PCI devices bound to ``driver``.
+
+    Fact: ``struct device`` and ``struct device_driver`` are vmlinux types,
+    so this works when the driver module's own debug info is missing -- the
+    case where its walker cannot run and must say so.
+    """
+    try:
+        names = [netdev_label(dev) for dev in netdevs_of(prog, driver)]
+        return names or [pci_label(pdev) for pdev in pci_devs_of(prog, driver)]
+    except (drgn.FaultError, LookupError):
+        return []
+
+
 def netdev_label(dev: drgn.Object) -> str:
     return netdev_name(dev).decode(errors="replace")
 
