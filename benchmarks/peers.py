@@ -1,0 +1,94 @@
+"""vmcore-tools beside its peers, on the same core, in one run: wall time and
+peak RSS of our ``census`` and ``report``, a naive drgn loop over
+``for_each_page()`` (naive_census.py), drgn-crash's ``kmem -i`` / ``kmem -p``
+and crash's ``kmem -i`` / ``kmem -p``.
+
+    .venv/bin/python benchmarks/peers.py [--scenario i40e-leak] [--kernel 6.1 ...]
+
+Each tool runs in its own process; its peak RSS comes from wait4(2).  A tool
+that fails (crash on a kernel newer than it knows) is reported as failed with
+its last line of output, not left out.  Results go to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+
+
+def measure(cmd: list[str], stdin: str | None = None) -> dict:
+    """Run ``cmd``; wall seconds, peak RSS (MB), exit code and the last line it printed."""
+    with tempfile.TemporaryFile("w+") as inp, tempfile.TemporaryFile("w+") as out:
+        if stdin is not None:
+            inp.write(stdin)
+            inp.seek(0)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        lines = [line for line in out.read().splitlines() if line.strip()]
+    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
+            "last": lines[-1][:100] if lines else ""}
+
+
+def tools(core, vmlinux: str, debug: list[str]) -> dict[str, tuple[list[str], str | None]]:
+    target = ["-c", str(core), "-s", vmlinux, *(x for d in debug for x in ("-d", d))]
+    modules = [x for d in debug if d.endswith(".ko") for x in ("-s", d)]
+    crash_in = "{}\nquit\n"
+    out = {
+        "vmcore-tools census": ([str(BIN / "vmcore-tools"), "census", "--json", "--quiet", *target], None),
+        "vmcore-tools report": ([str(BIN / "vmcore-tools"), "report", "--json", "--quiet", *target], None),
+        "naive drgn for_each_page loop": ([str(BIN / "drgn"), "-q", "-c", str(core), "-s", vmlinux, *modules,
+                                           str(REPO / "benchmarks" / "naive_census.py")], None),
+        "drgn-crash kmem -i": ([str(BIN / "drgn-crash"), vmlinux, str(core)], "kmem -i\n"),
+        "drgn-crash kmem -p": ([str(BIN / "drgn-crash"), vmlinux, str(core)], "kmem -p\n"),
+    }
+    if shutil.which("crash"):
+        for cmd in ("kmem -i", "kmem -p"):
+            out[f"crash {cmd}"] = (["crash", "-s", vmlinux, str(core)], crash_in.format(cmd))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", default="i40e-leak")
+    ap.add_argument("--kernel", nargs="+", default=["6.1"])
+    args = ap.parse_args()
+    from sample_cores.scenarios import build
+    for kernel in args.kernel:
+        core_dir = build(args.scenario, kernel, log=lambda m: print(m, file=sys.stderr))
+        manifest = json.loads((core_dir / "manifest.json").read_text())
+        k = manifest["kernel"]
+        core = core_dir / manifest["core"]["file"]
+        debug = [*k["test_modules"].values(), k["debug_modules_dir"]]
+        results = {name: measure(cmd, stdin) for name, (cmd, stdin) in tools(core, k["vmlinux"], debug).items()}
+        census = results["vmcore-tools census"]
+        doc = subprocess.run([str(BIN / "vmcore-tools"), "census", "--json", "--quiet", "-c", str(core),
+                              "-s", k["vmlinux"], *(x for d in debug for x in ("-d", d))],
+                             capture_output=True, text=True, check=True).stdout
+        pages = json.loads(doc)["total_pages"]
+        print(f"\n{args.scenario} on {kernel} ({manifest['core']['format']}, "
+              f"{core.stat().st_size / 2**30:.2f} GiB file, {pages} pages)")
+        print(f"{'tool':32} {'seconds':>8} {'peak RSS MB':>12} {'pages/s':>10} {'x census':>9}  result")
+        for name, r in results.items():
+            ok = r["rc"] == 0
+            print(f"{name:32} {r['seconds']:8.2f} {r['rss_mb']:12.0f} {pages / r['seconds'] / 1e6:9.2f}M "
+                  f"{r['seconds'] / census['seconds']:9.1f}  {'ok' if ok else 'FAILED (rc %d): %s' % (r['rc'], r['last'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
