@@ -72,6 +72,7 @@ live)
     echo $? > "$OUT/live.rc"
     sync
     say "LIVE-DONE"
+    sleep 1     # let the serial console drain, or the host may never see LIVE-DONE
     echo b > /proc/sysrq-trigger
     ;;
 esac
