@@ -12,8 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -333,10 +333,10 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
     c = r.census
     data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
+    m = memory_map(c.classes, [(o.pfn, o.order) for o in r.orphans]) if html_path or pictures_dir else None
     if html_path:
-        _write(html_path, report_html(r, data))
+        _write(html_path, report_html(data, m))
     if pictures_dir:
-        m = memory_map(c.classes, [(o.pfn, o.order) for o in r.orphans])
         Path(pictures_dir).mkdir(parents=True, exist_ok=True)
         _write(Path(pictures_dir) / "memory-map.png", m.png())
         _write(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))

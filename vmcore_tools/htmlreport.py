@@ -8,8 +8,7 @@ import base64
 from html import escape
 from typing import Any
 
-from .orphans import OrphanReport
-from .pictures import COLOURS, MemoryMap, class_bar_svg, hex_colour, label_of, memory_map
+from .pictures import COLOURS, MemoryMap, class_bar_svg, hex_colour, label_of
 from .tables import class_table, meminfo_table, mib, orphan_table, referenced_table, ring_table, suspect_table
 
 STYLE = """
@@ -36,11 +35,11 @@ def map_legend(m: MemoryMap, page_size: int) -> str:
     return f'<table class="legend"><tr><th></th><th>class</th><th>size</th></tr>{"".join(rows)}</table>'
 
 
-def report_html(r: OrphanReport, data: dict[str, Any]) -> str:
-    """The report of ``vmcore-tools report`` (``data`` is its JSON document) as HTML."""
+def report_html(data: dict[str, Any], m: MemoryMap) -> str:
+    """The report of ``vmcore-tools report`` (``data`` is its JSON document)
+    as HTML, with ``m`` the memory map of its census and orphans."""
     cj, oj = data["census"], data["orphans"]
     ps = cj["page_size"]
-    m = memory_map(r.census.classes, [(o.pfn, o.order) for o in r.orphans])
     png = base64.b64encode(m.png()).decode()
     dec = cj["decomposition"]
     problems = cj["problems"] + oj["problems"]
@@ -49,7 +48,7 @@ def report_html(r: OrphanReport, data: dict[str, Any]) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="verdict{"" if r.orphans else " clean"}" id="verdict">{escape(data["verdict"])}</p>',
+        f'<p class="verdict{"" if oj["orphans"] else " clean"}" id="verdict">{escape(data["verdict"])}</p>',
         "<p>T = U + K + S + C + F: " + " + ".join(f"{k} {mib(dec[k], ps)}" for k in "UKSCF")
         + f" = T {mib(dec['T'], ps)} MiB (user, kernel, shared, cache, free). "
         f"Unexplained kernel memory: <b>{mib(oj['orphaned_pages'], ps)} MiB orphaned</b>, "
