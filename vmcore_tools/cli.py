@@ -460,7 +460,8 @@ def watch_text(record: dict[str, Any], since: dict[str, Any]) -> str:
     for g in since["growth"]:
         if (g["kind"], g["name"]) in steady:
             rate = "" if g["mb_per_hour"] is None else f", {g['mb_per_hour']:+.1f} MB/hour"
-            lines.append(f"  GROWS STEADILY: {g['kind']} {g['name']}: {g['mb']:+.2f} MB since the first sample{rate}")
+            what = g["name"] if g["kind"] == "orphaned" else f"{g['kind']} {g['name']}"
+            lines.append(f"  GROWS STEADILY: {what}: {g['mb']:+.2f} MB since the first sample{rate}")
     return "\n".join(lines)
 
 
