@@ -8,7 +8,7 @@ import base64
 from html import escape
 from typing import Any
 
-from .pictures import COLOURS, MemoryMap, class_bar_svg, hex_colour, label_of
+from .pictures import HEX_COLOURS, MemoryMap, class_bar_svg
 from .tables import class_table, meminfo_table, mib, orphan_table, referenced_table, ring_table, suspect_table
 
 STYLE = """
@@ -28,8 +28,7 @@ th { background: #f0f0f0; }
 
 
 def map_legend(m: MemoryMap, page_size: int) -> str:
-    values = {label_of(v): v for v in COLOURS}
-    rows = [f'<tr><td style="background:{hex_colour(values[k])}"></td><td>{escape(k)}</td>'
+    rows = [f'<tr><td style="background:{HEX_COLOURS[k]}"></td><td>{escape(k)}</td>'
             f"<td>{mib(n, page_size)} MiB</td></tr>"
             for k, n in sorted(m.pages.items(), key=lambda kv: -kv[1]) if n]
     return f'<table class="legend"><tr><th></th><th>class</th><th>size</th></tr>{"".join(rows)}</table>'

@@ -71,8 +71,8 @@ def label_of(value: int) -> str:
     return ORPHANED_LABEL if value == ORPHANED else PageClass(value).label
 
 
-def hex_colour(value: int) -> str:
-    return "#%02x%02x%02x" % COLOURS[value]
+#: the colour of each label (a class, or ``orphaned``) as CSS/SVG wants it
+HEX_COLOURS: dict[str, str] = {label_of(v): "#%02x%02x%02x" % rgb for v, rgb in COLOURS.items()}
 
 
 @dataclass
@@ -192,14 +192,13 @@ def class_bar_svg(pages: dict[str, int], page_size: int, title: str = "Memory by
     items = sorted(((k, v) for k, v in pages.items() if v > 0), key=lambda kv: -kv[1])
     total = sum(v for _, v in items) or 1
     width, bar = 900, 36
-    colour = {label_of(v): hex_colour(v) for v in COLOURS}
     body, x = [], 0.0
     for label, v in items:
         w = v / total * width
-        body.append(f'<rect x="{x:.2f}" y="22" width="{max(w, 0.5):.2f}" height="{bar}" fill="{colour[label]}">'
+        body.append(f'<rect x="{x:.2f}" y="22" width="{max(w, 0.5):.2f}" height="{bar}" fill="{HEX_COLOURS[label]}">'
                     f"<title>{escape(label)}: {_size(v * page_size)}</title></rect>")
         x += w
-    legend = [(colour[k], f"{k} {_size(v * page_size)} ({100 * v / total:.1f}%)") for k, v in items]
+    legend = [(HEX_COLOURS[k], f"{k} {_size(v * page_size)} ({100 * v / total:.1f}%)") for k, v in items]
     rows = math.ceil(len(legend) / 3)
     body = ([f'<text x="0" y="14" font-weight="bold">{escape(title)}: {_size(total * page_size)}</text>']
             + body + _legend(legend, 0, 22 + bar + 12, 3, 300))
@@ -243,10 +242,9 @@ def growth_svg(series: list[dict], top: int = 8, title: str = "Growth over time"
         x = frac * xmax
         body.append(f'<text x="{px(x):.1f}" y="{top_ + h + 16}" text-anchor="middle">{x:.2f}</text>')
     body.append(f'<text x="{left + w / 2}" y="{top_ + h + 32}" text-anchor="middle">{unit} since the first sample</text>')
-    colour = {label_of(v): hex_colour(v) for v in COLOURS}
     legend = []
     for k, d in deltas.items():
-        c = colour.get(k, "#000")
+        c = HEX_COLOURS.get(k, "#000")
         points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, d))
         width = 3 if k == ORPHANED_LABEL else 1.5
         body.append(f'<polyline points="{points}" fill="none" stroke="{c}" stroke-width="{width}">'
