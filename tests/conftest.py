@@ -7,6 +7,8 @@ that needs one takes the fixture below.  Nothing here mocks a kernel.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,11 +67,27 @@ def kdump_core() -> Core:
     return sample_core("i40e-leak-kdump", "6.1")
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``vmcore-tools ARGS`` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args], capture_output=True, text=True)
+
+
+def cli_json(*args: str) -> dict:
+    """``vmcore-tools ARGS --json --quiet``: exit 0, nothing on stderr, and a
+    document that validates against the schema it names."""
+    from .schemas import validate
+    run = run_cli(*args, "--json", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert not run.stderr, run.stderr
+    doc = json.loads(run.stdout)
+    validate(doc)
+    return doc
+
+
 def run_probe_in_guest(kernel: str, probe: Path) -> dict:
     """Boot the i40e-leak guest of ``kernel`` and run the Python script
     ``probe`` in it with the kernel's vmlinux and module debug info as
     arguments; return the JSON document it prints."""
-    import sys
 
     from sample_cores.build_modules import build_modules
     from sample_cores.kernels import fetch

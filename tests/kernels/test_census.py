@@ -8,7 +8,6 @@ running (so only slowly moving figures are compared with them).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -16,6 +15,8 @@ import pytest
 
 from vmcore_tools.census import census
 from vmcore_tools.classify import PageClass
+
+from ..conftest import cli_json, run_cli
 
 pytestmark = pytest.mark.vm
 
@@ -121,9 +122,7 @@ def check_buddy(core):
     """``buddy`` walks the free lists alone: per zone and order the blocks
     equal ``free_area[order].nr_free``, the total equals NR_FREE_PAGES, and
     the zones are those of the guest's /proc/buddyinfo."""
-    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "buddy", "--json", *core.args],
-                         capture_output=True, text=True, check=True).stdout
-    doc = json.loads(out)
+    doc = cli_json("buddy", *core.args)
     assert doc["schema"] == "vmcore-tools/buddy/1"
     assert doc["free_pages_walked"] == doc["nr_free_pages"] > 0
     assert doc["pcp_pages"] >= 0 and not doc["problems"]
@@ -132,15 +131,14 @@ def check_buddy(core):
         assert sum(z["free_blocks"]) == sum(map(sum, z["free_by_migratetype"].values()))
     assert {(z["node"], z["zone"]) for z in doc["zones"]} == \
         {(z["node"], z["zone"]) for z in core.manifest["buddyinfo"]}
-    text = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "buddy", *core.args],
-                          capture_output=True, text=True, check=True).stdout
+    run = run_cli("buddy", *core.args)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
     assert "= NR_FREE_PAGES" in text and "pagetypeinfo" in text
 
 
 def test_cli_census_json(leak_core):
-    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "census", "--json", "--quiet",
-                          *leak_core.args], capture_output=True, text=True, check=True).stdout
-    doc = json.loads(out)
+    doc = cli_json("census", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/census/1"
     assert sum(doc["classes"].values()) == doc["total_pages"]
     assert doc["release"] == leak_core.manifest["kernel"]["abi"]
@@ -221,9 +219,7 @@ def test_slab_objects_agree_with_drgn(leak_census):
 
 
 def test_cli_slab_json(leak_core):
-    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "slab", "--json", "--sort", "objects",
-                          "--top", "5", *leak_core.args], capture_output=True, text=True, check=True).stdout
-    doc = json.loads(out)
+    doc = cli_json("slab", "--sort", "objects", "--top", "5", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/slab/1"
     objs = [x["objects"] for x in doc["caches"]]
     assert len(objs) == 5 and objs == sorted(objs, reverse=True)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from ..conftest import run_cli
+
 pytestmark = pytest.mark.vm
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args],
-                          capture_output=True, text=True)
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

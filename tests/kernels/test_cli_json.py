@@ -9,32 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from ..conftest import KERNELS, sample_core
-from ..schemas import validate
+from ..conftest import KERNELS, cli_json, sample_core
 
 pytestmark = pytest.mark.vm
 
 CORES = [("i40e-leak", k) for k in KERNELS] + [("i40e-leak-kdump", "6.1"), ("no-leak", "6.1")]
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args], capture_output=True, text=True)
-
-
-def cli_json(*args: str) -> dict:
-    run = cli(*args, "--json", "--quiet")
-    assert run.returncode == 0, run.stderr
-    assert not run.stderr, run.stderr
-    doc = json.loads(run.stdout)
-    validate(doc)
-    return doc
 
 
 def fingerprint(path) -> tuple[int, int, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +13,8 @@ from PIL import Image
 
 from vmcore_tools.pictures import COLOURS, MARKER_COLOUR, ORPHANED
 from vmcore_tools.classify import PageClass
+
+from ..conftest import run_cli
 
 pytestmark = pytest.mark.vm
 
@@ -29,9 +30,7 @@ def browser() -> str:
 @pytest.fixture(scope="module")
 def rendered(leak_core, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    run = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "report", "--quiet", *leak_core.args,
-                          "--html", str(out / "report.html"), "--pictures", str(out)],
-                         capture_output=True, text=True)
+    run = run_cli("report", "--quiet", *leak_core.args, "--html", str(out / "report.html"), "--pictures", str(out))
     assert run.returncode == 0, run.stderr
     return leak_core, out
 

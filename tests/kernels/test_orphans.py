@@ -9,7 +9,6 @@ caches, large kmalloc, nor anything the workload allocates.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from vmcore_tools import orphans
 from vmcore_tools.classify import PageClass
 
-from ..conftest import sample_core
+from ..conftest import cli_json, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -122,21 +121,15 @@ def test_no_orphans_without_a_leak():
     assert r.census.totals()["nic_ring"] > 0
 
 
-def _run_cli(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args, "--json", "--quiet"],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
-
-
 def test_cli_orphans_and_rings_json(leak_core):
-    doc = _run_cli("orphans", *leak_core.args)
+    doc = cli_json("orphans", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/orphans/1"
     sids = {s["id"] for s in doc["suspects"]}
     for o in doc["orphans"]:
         assert {"pfn", "order", "refcount", "suspect"} <= o.keys()
         assert o["suspect"] in sids
     assert {o["pfn"] for o in doc["orphans"]} == {l["pfn"] for l in leak_core.manifest["planted_leaks"]}
-    rings = _run_cli("rings", *leak_core.args)
+    rings = cli_json("rings", *leak_core.args)
     assert rings["schema"] == "vmcore-tools/rings/1"
     i40e = [x for x in rings["rings"] if x["driver"] == "i40e"]
     assert len(i40e) == 3 and all(x["bias_anomalies"] == 0 for x in i40e)
@@ -155,12 +148,11 @@ def test_drgn_orphans_helper_script(leak_core):
 
 
 def test_report_names_the_leak_and_fails_on_it(leak_core):
-    run = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "report", "--quiet", "--fail-on-leak",
-                          *leak_core.args], capture_output=True, text=True)
+    run = run_cli("report", "--quiet", "--fail-on-leak", *leak_core.args)
     assert run.returncode == 1, run.stderr
     verdict = next(line for line in run.stdout.splitlines() if line.startswith("Verdict:"))
     assert "leaked from the page allocator" in verdict and "i40e rx buffers of eth2" in verdict
-    doc = _run_cli("report", *leak_core.args)
+    doc = cli_json("report", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/report/1"
     assert doc["verdict"] == verdict.removeprefix("Verdict: ")
     assert doc["orphans"]["orphaned_pages"] == sum(1 << l["order"] for l in leak_core.manifest["planted_leaks"])
@@ -168,8 +160,7 @@ def test_report_names_the_leak_and_fails_on_it(leak_core):
 
 def test_report_says_no_leak_on_a_clean_core():
     core = sample_core("no-leak", "6.1")
-    run = subprocess.run([sys.executable, "-m", "vmcore_tools.cli", "report", "--quiet", "--fail-on-leak",
-                          *core.args], capture_output=True, text=True)
+    run = run_cli("report", "--quiet", "--fail-on-leak", *core.args)
     assert run.returncode == 0, run.stderr
     assert "Verdict: No page-allocator leak" in run.stdout
 
@@ -182,7 +173,7 @@ def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     core, r = leak_report
     c, prog = r.census, r.census.prog
     leak = core.manifest["planted_leaks"][0]
-    doc = _run_cli("page", str(leak["pfn"]), *core.args)
+    doc = cli_json("page", str(leak["pfn"]), *core.args)
     assert doc["schema"] == "vmcore-tools/page/1"
     assert (doc["class"], doc["order"], doc["refcount"], doc["references"]) == \
         ("unattributed", leak["order"], leak["refcount"], [])
