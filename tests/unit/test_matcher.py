@@ -1,0 +1,48 @@
+"""The reference scan's word matcher on a small, made-up memmap: which
+64-bit words count as references to which candidate pages."""
+
+import numpy as np
+
+from vmcore_tools.pages import PageArrays
+from vmcore_tools.refscan import Matcher, is_round
+
+NR = 1 << 15
+MEMMAP, PAGE_SIZE, DIRECT = 0xFFFFEA0000000000, 64, 0xFFFF888000000000
+
+
+def arrays() -> PageArrays:
+    z64, z32 = np.zeros(NR, np.uint64), np.zeros(NR, np.uint32)
+    order = np.zeros(NR, np.uint8)
+    order[16390] = 1
+    return PageArrays(base_pfn=0, valid=np.ones(NR, bool), readable=np.ones(NR, bool), flags=z64,
+                      refcount=np.ones(NR, np.int32), mapcount=z32, mapping=z64, compound_head=z64,
+                      private=z64, pp_magic=None, order=order, dtor=None, memmap=MEMMAP,
+                      page_size=PAGE_SIZE, direct_map=DIRECT, page_shift=12)
+
+
+def hits(words: list[int], physical: bool) -> list[tuple[int, int, str]]:
+    m = Matcher(arrays(), np.array([16384, 16390, 20001]))
+    w = np.array(words, np.uint64)
+    return sorted((int(i), int(h), kind) for idx, heads, kind in m.match(w, physical)
+                  for i, h in zip(idx, heads))
+
+
+def test_each_kind_of_reference_names_the_head():
+    words = [MEMMAP + 16384 * PAGE_SIZE + 8,     # inside its struct page
+             DIRECT + (16391 << 12) + 100,        # inside the tail of an order-1 page
+             (20001 << 12) + 0x40,                # a DMA address, 64-byte aligned
+             (20001 << 12) + 0x42,                # not aligned: not an address we take
+             DIRECT + (16386 << 12),              # not a candidate
+             0x1234]
+    assert hits(words, physical=True) == [(0, 16384, "struct page"), (1, 16390, "direct map"),
+                                          (2, 20001, "physical")]
+    assert hits(words, physical=False) == [(0, 16384, "struct page"), (1, 16390, "direct map")]
+
+
+def test_round_numbers_are_not_physical_addresses():
+    # 0x4000000 is PFN 16384's physical address and also "64 MiB"; 16390's is 0x4006000 (3 bits)
+    words = [16384 << 12, (16384 << 12) + 0x40, 16390 << 12, DIRECT + (16384 << 12)]
+    assert hits(words, physical=True) == [(1, 16384, "physical"), (2, 16390, "physical"),
+                                          (3, 16384, "direct map")]
+    assert is_round(np.array([64 << 20, 0xC0000000, 0x4006000, 0x4000040], np.uint64), 12).tolist() == \
+        [True, True, False, False]
