@@ -38,6 +38,24 @@ class Scenario:
     module_params: dict[str, str] = field(default_factory=dict)
     mode: str = "dump"          # "dump" (QMP ELF) or "kdump" (kexec + makedumpfile)
     memory_mb: int = 1024
+    #: sizes for workload.py (``page_cache``, ``anon``, ``shmem``, in MB); its defaults where empty
+    workload_mb: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def disk_mb(self) -> int:
+        """The scratch disk holds the page-cache file."""
+        return max(256, self.workload_mb.get("page_cache", 0) + 128)
+
+
+def _scaled(gb: int, mode: str = "dump") -> Scenario:
+    """A benchmark guest of ``gb`` GB with a quarter of its memory in page
+    cache, a quarter in anon and 1/16 in shmem (the rest is kernel and free)."""
+    mb = gb * 1024
+    return Scenario(f"scale-{gb}g{'-kdump' if mode == 'kdump' else ''}",
+                    f"benchmark guest of {gb} GB, half of it page cache and anon, i40e leak planted"
+                    + (" (kdump, makedumpfile -c -d 31)" if mode == "kdump" else ""),
+                    mode=mode, memory_mb=mb,
+                    workload_mb={"page_cache": mb // 4, "anon": mb // 4, "shmem": mb // 16})
 
 
 SCENARIOS = {
@@ -47,6 +65,8 @@ SCENARIOS = {
                  {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0"}),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
+        # benchmarks only (benchmarks/scaling.py); no test builds them
+        _scaled(1), _scaled(4), _scaled(8), _scaled(8, "kdump"),
     )
 }
 DEFAULT_SCENARIO = "i40e-leak"
@@ -89,6 +109,8 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     }
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
     lines.append("INSMOD=(" + " ".join(shlex.quote(i) for i in insmod) + ")")
+    wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
+    lines.append("WORKLOAD_ARGS=(" + " ".join(wargs) + ")")
     (out / "job.env").write_text("\n".join(lines) + "\n")
 
 
@@ -114,7 +136,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     run_dir.mkdir(parents=True)
     spec = GuestSpec(
         vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb, nics=_nics(),
-        cmdline=_cmdline("crashkernel=256M" if sc.mode == "kdump" else ""),
+        disk_mb=sc.disk_mb, cmdline=_cmdline("crashkernel=256M" if sc.mode == "kdump" else ""),
     )
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, sc.mode)
@@ -198,7 +220,7 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
     run_dir = cache_dir() / "live" / f"{line}-{name}-{time.time_ns()}"
     run_dir.mkdir(parents=True)
     spec = GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir,
-                     memory_mb=sc.memory_mb, nics=_nics(), cmdline=_cmdline())
+                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb, cmdline=_cmdline())
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
 

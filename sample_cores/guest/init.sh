@@ -47,7 +47,7 @@ for line in "${INSMOD[@]}"; do
 done
 udevadm settle 2>/dev/null || sleep 1
 
-"$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda > "$OUT/workload.log" 2>&1 &
+"$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda "${WORKLOAD_ARGS[@]}" > "$OUT/workload.log" 2>&1 &
 for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
 

@@ -142,14 +142,14 @@ def loopback_frags(n: int = 8) -> list[socket.socket]:
     return held
 
 
-def page_cache(disk: str) -> None:
+def page_cache(disk: str, mb: int) -> None:
     mnt = Path("/tmp/disk")
     mnt.mkdir(exist_ok=True)
     run("mkfs.ext4", "-q", "-F", disk)
     run("mount", disk, str(mnt))
     block = os.urandom(MB)
     with open(mnt / "cached.bin", "wb") as f:
-        for _ in range(48):
+        for _ in range(mb):
             f.write(block)
         f.flush()
         os.fsync(f.fileno())
@@ -162,18 +162,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--disk", default="/dev/vda")
+    ap.add_argument("--page-cache-mb", type=int, default=48)
+    ap.add_argument("--anon-mb", type=int, default=64)
+    ap.add_argument("--shmem-mb", type=int, default=24)
     args = ap.parse_args()
 
     if Path(args.disk).exists():
-        page_cache(args.disk)
-        log("page cache: 48 MB file on ext4")
-    anon = bytearray(64 * MB)
+        page_cache(args.disk, args.page_cache_mb)
+        log(f"page cache: {args.page_cache_mb} MB file on ext4")
+    anon = bytearray(args.anon_mb * MB)
     for i in range(0, len(anon), 4096):
         anon[i] = 1
-    log("anon: 64 MB")
+    log(f"anon: {args.anon_mb} MB")
+    block = os.urandom(MB)
     with open("/dev/shm/vmct-shmem", "wb") as f:
-        f.write(os.urandom(MB) * 24)
-    log("shmem: 24 MB")
+        for _ in range(args.shmem_mb):
+            f.write(block)
+    log(f"shmem: {args.shmem_mb} MB")
     many = Path("/tmp/many")
     many.mkdir()
     for i in range(20000):
