@@ -5,7 +5,9 @@ and crash's ``kmem -i`` / ``kmem -p``.
 
     .venv/bin/python benchmarks/peers.py [--scenario i40e-leak] [--kernel 6.1 ...]
 
-Each tool runs in its own process; its peak RSS comes from wait4(2).  A tool
+Each tool runs in its own process; its peak RSS comes from wait4(2).  The
+census runs once untimed first (warm caches); a tool that takes under 5 s is
+timed three times and its fastest run kept.  A tool
 that fails (crash on a kernel newer than it knows) is reported as failed with
 its last line of output, not left out.  Results go to benchmarks/RESULTS.md.
 """
@@ -38,10 +40,26 @@ def measure(cmd: list[str], stdin: str | None = None) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
+        # only the tail: kmem -p prints a line per page, and a parent grown by
+        # reading it would lend its RSS high-water mark to the next child
+        # (exec records the vfork'd parent's mm in the child's ru_maxrss)
+        out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
         lines = [line for line in out.read().splitlines() if line.strip()]
     return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
             "last": lines[-1][:100] if lines else ""}
+
+
+def best_of(cmd: list[str], stdin: str | None = None, runs: int = 3, quick: float = 5.0) -> dict:
+    """``measure``, repeated up to ``runs`` times while a run takes under
+    ``quick`` seconds; the fastest run is kept."""
+    best = measure(cmd, stdin)
+    for _ in range(runs - 1):
+        if best["seconds"] >= quick:
+            break
+        again = measure(cmd, stdin)
+        if again["seconds"] < best["seconds"]:
+            best = again
+    return best
 
 
 def tools(core, vmlinux: str, debug: list[str]) -> dict[str, tuple[list[str], str | None]]:
@@ -62,31 +80,42 @@ def tools(core, vmlinux: str, debug: list[str]) -> dict[str, tuple[list[str], st
     return out
 
 
+def run_core(scenario: str, kernel: str) -> dict:
+    """Every tool on one sample core: its description, page count and per-tool results."""
+    from sample_cores.scenarios import build
+    core_dir = build(scenario, kernel, log=lambda m: print(m, file=sys.stderr))
+    manifest = json.loads((core_dir / "manifest.json").read_text())
+    k = manifest["kernel"]
+    core = core_dir / manifest["core"]["file"]
+    debug = [*k["test_modules"].values(), k["debug_modules_dir"]]
+    # also the warm-up: the debug info and the core are in the page cache before anything is timed
+    doc = subprocess.run([str(BIN / "vmcore-tools"), "census", "--json", "--quiet", "-c", str(core),
+                          "-s", k["vmlinux"], *(x for d in debug for x in ("-d", d))],
+                         capture_output=True, text=True, check=True).stdout
+    results = {name: best_of(cmd, stdin) for name, (cmd, stdin) in tools(core, k["vmlinux"], debug).items()}
+    return {"title": f"{scenario} on {kernel} ({manifest['core']['format']}, "
+                     f"{core.stat().st_size / 2**30:.2f} GiB file",
+            "pages": json.loads(doc)["total_pages"], "results": results}
+
+
+def print_core(run: dict) -> None:
+    pages, results = run["pages"], run["results"]
+    census = results["vmcore-tools census"]
+    print(f"\n{run['title']}, {pages} pages)")
+    print(f"{'tool':32} {'seconds':>8} {'peak RSS MB':>12} {'pages/s':>10} {'x census':>9}  result")
+    for name, r in results.items():
+        ok = r["rc"] == 0
+        print(f"{name:32} {r['seconds']:8.2f} {r['rss_mb']:12.0f} {pages / r['seconds'] / 1e6:9.2f}M "
+              f"{r['seconds'] / census['seconds']:9.1f}  {'ok' if ok else 'FAILED (rc %d): %s' % (r['rc'], r['last'])}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", default="i40e-leak")
     ap.add_argument("--kernel", nargs="+", default=["6.1"])
     args = ap.parse_args()
-    from sample_cores.scenarios import build
     for kernel in args.kernel:
-        core_dir = build(args.scenario, kernel, log=lambda m: print(m, file=sys.stderr))
-        manifest = json.loads((core_dir / "manifest.json").read_text())
-        k = manifest["kernel"]
-        core = core_dir / manifest["core"]["file"]
-        debug = [*k["test_modules"].values(), k["debug_modules_dir"]]
-        results = {name: measure(cmd, stdin) for name, (cmd, stdin) in tools(core, k["vmlinux"], debug).items()}
-        census = results["vmcore-tools census"]
-        doc = subprocess.run([str(BIN / "vmcore-tools"), "census", "--json", "--quiet", "-c", str(core),
-                              "-s", k["vmlinux"], *(x for d in debug for x in ("-d", d))],
-                             capture_output=True, text=True, check=True).stdout
-        pages = json.loads(doc)["total_pages"]
-        print(f"\n{args.scenario} on {kernel} ({manifest['core']['format']}, "
-              f"{core.stat().st_size / 2**30:.2f} GiB file, {pages} pages)")
-        print(f"{'tool':32} {'seconds':>8} {'peak RSS MB':>12} {'pages/s':>10} {'x census':>9}  result")
-        for name, r in results.items():
-            ok = r["rc"] == 0
-            print(f"{name:32} {r['seconds']:8.2f} {r['rss_mb']:12.0f} {pages / r['seconds'] / 1e6:9.2f}M "
-                  f"{r['seconds'] / census['seconds']:9.1f}  {'ok' if ok else 'FAILED (rc %d): %s' % (r['rc'], r['last'])}")
+        print_core(run_core(args.scenario, kernel))
     return 0
 
 

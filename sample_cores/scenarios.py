@@ -210,8 +210,9 @@ def _boot(spec: GuestSpec, run, line: str, log):
 
 
 def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TIMEOUT,
-         cwd: Path = REPO) -> tuple[int, str, str]:
-    """Boot scenario ``name`` and run ``command`` (bash) inside the guest.
+         cwd: Path = REPO, cmdline: str = "") -> tuple[int, str, str]:
+    """Boot scenario ``name`` and run ``command`` (bash) inside the guest,
+    ``cmdline`` added to the kernel command line.
 
     Returns (exit code, stdout, stderr) of the command.
     """
@@ -220,7 +221,7 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
     run_dir = cache_dir() / "live" / f"{line}-{name}-{time.time_ns()}"
     run_dir.mkdir(parents=True)
     spec = GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir,
-                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb, cmdline=_cmdline())
+                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb, cmdline=_cmdline(cmdline))
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
 

@@ -1,0 +1,70 @@
+"""How vmcore-tools and its peers scale with memory: every tool of peers.py
+on the benchmark guests of 1, 4 and 8 GB (``scale-*g`` sample cores: a
+quarter of memory in page cache, a quarter in anon, the i40e leak planted),
+then a least-squares line through the three points per tool, extrapolated to
+a 128 GB and a 1 TB host.  The 8 GB kdump-compressed core (-d 31) is run too,
+for pages/s on that format.
+
+    .venv/bin/python benchmarks/scaling.py [--kernel 6.1] [--sizes 1 4 8] [--no-kdump]
+
+Building the cores the first time takes a few minutes each (TCG guests; the
+8 GB dump is an 8 GB file).  Results are recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import print_core, run_core  # noqa: E402
+
+#: 4 KiB pages on the hosts we extrapolate to
+HOSTS = {"128 GB": 128 << 18, "1 TB": 1 << 28}
+
+
+def fit(pages: list[int], values: list[float]) -> tuple[float, float]:
+    """Least-squares ``value = fixed + per_page * pages``; a tool that does
+    not grow with memory (a negative slope is noise) gets its mean as fixed."""
+    per_page, fixed = np.polyfit(np.array(pages, float), np.array(values, float), 1)
+    if per_page < 0:
+        return float(np.mean(values)), 0.0
+    return fixed, per_page
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--no-kdump", action="store_true")
+    args = ap.parse_args()
+    runs = [run_core(f"scale-{gb}g", args.kernel) for gb in args.sizes]
+    for run in runs:
+        print_core(run)
+    if not args.no_kdump:
+        print_core(run_core(f"scale-{max(args.sizes)}g-kdump", args.kernel))
+
+    pages = [r["pages"] for r in runs]
+    print(f"\nScaling fit over {', '.join(str(p) for p in pages)} pages "
+          f"(fixed + per page; each tool's own process)")
+    cols = "".join(f" {h + ' s':>10} {h + ' RSS':>12}" for h in HOSTS)
+    print(f"{'tool':32} {'fixed s':>8} {'us/page':>8} {'fixed MB':>9} {'B/page':>7}{cols}")
+    for name in runs[0]["results"]:
+        rs = [r["results"][name] for r in runs]
+        if any(r["rc"] != 0 for r in rs):
+            print(f"{name:32} failed on at least one size")
+            continue
+        t0, tp = fit(pages, [r["seconds"] for r in rs])
+        m0, mp = fit(pages, [r["rss_mb"] * 2**20 for r in rs])
+        line = f"{name:32} {t0:8.2f} {tp * 1e6:8.3f} {m0 / 2**20:9.0f} {mp:7.1f}"
+        for n in HOSTS.values():
+            line += f" {t0 + tp * n:10.1f} {(m0 + mp * n) / 2**30:10.2f}GB"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
