@@ -283,14 +283,21 @@ class ReferenceScan:
 
     def kernel_mappings(self) -> None:
         """Candidates mapped by a 4K leaf of ``init_mm`` outside the direct map
-        and outside the kernel image's own mapping (``_text.._end``): the
-        image's freed gaps (init memory, section padding) may still be mapped
-        there on older kernels, as aliases of pages reused since."""
+        and outside the kernel image's own mapping: the image's freed gaps
+        (init memory, section padding) may still be mapped there on older
+        kernels, as aliases of pages reused since.  That mapping is made of
+        whole PMDs (x86's ``cleanup_highmap()`` keeps ``_text`` up to
+        ``_brk_end`` rounded up to a PMD), so it also covers the free memory
+        after ``_end`` in its last PMD: pages the buddy allocator hands to
+        anyone (a leaked rx page too), still mapped there as 4K leaves once
+        ``set_memory_*()`` split that PMD."""
         walk = self.census.page_tables
         image = np.zeros(walk.kernel_leaf_vas.size, bool)
         if has_symbol(self.prog, "_text"):
+            pmd = 1 << (self.a.page_shift + 9)          # 512 entries per table
+            end = -(-self.prog.symbol("_end").address // pmd) * pmd
             image = ((walk.kernel_leaf_vas >= np.uint64(self.prog.symbol("_text").address))
-                     & (walk.kernel_leaf_vas < np.uint64(self.prog.symbol("_end").address)))
+                     & (walk.kernel_leaf_vas < np.uint64(end)))
         hit = np.nonzero(self.matcher.is_cand[walk.kernel_leaf_pfns] & ~image)[0]
         heads = self.matcher.heads[np.searchsorted(self.matcher.heads, walk.kernel_leaf_pfns[hit],
                                                    side="right") - 1]
