@@ -88,11 +88,10 @@ def run_core(scenario: str, kernel: str) -> dict:
     k = manifest["kernel"]
     core = core_dir / manifest["core"]["file"]
     debug = [*k["test_modules"].values(), k["debug_modules_dir"]]
+    runs = tools(core, k["vmlinux"], debug)
     # also the warm-up: the debug info and the core are in the page cache before anything is timed
-    doc = subprocess.run([str(BIN / "vmcore-tools"), "census", "--json", "--quiet", "-c", str(core),
-                          "-s", k["vmlinux"], *(x for d in debug for x in ("-d", d))],
-                         capture_output=True, text=True, check=True).stdout
-    results = {name: best_of(cmd, stdin) for name, (cmd, stdin) in tools(core, k["vmlinux"], debug).items()}
+    doc = subprocess.run(runs["vmcore-tools census"][0], capture_output=True, text=True, check=True).stdout
+    results = {name: best_of(cmd, stdin) for name, (cmd, stdin) in runs.items()}
     return {"title": f"{scenario} on {kernel} ({manifest['core']['format']}, "
                      f"{core.stat().st_size / 2**30:.2f} GiB file",
             "pages": json.loads(doc)["total_pages"], "results": results}
