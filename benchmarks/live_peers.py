@@ -45,11 +45,11 @@ def main() -> int:
     if args.inside:
         print(json.dumps(inside(args.inside[0], args.inside[1:])))
         return 0
-    from sample_cores.build_modules import build_modules
+    from sample_cores.build_modules import debug_info
     from sample_cores.kernels import fetch
     from sample_cores.scenarios import live
     k = fetch(args.kernel)
-    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
+    debug = debug_info(k, log=lambda m: print(m, file=sys.stderr))
     rc, out, err = live(args.scenario, args.kernel,
                         shlex.join([sys.executable, __file__, "--inside", str(k.vmlinux), *debug]),
                         log=lambda m: print(m, file=sys.stderr),

@@ -68,3 +68,10 @@ def build_modules(k: Kernel, log=print) -> dict[str, Path]:
             raise RuntimeError(f"building {name} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         shutil.copy(work / f"{name}.ko", result[name])
     return result
+
+
+def debug_info(k: Kernel, log=print) -> list[str]:
+    """What vmcore-tools takes with ``-d`` for a guest of ``k``: the test
+    modules (built here, so their ``.ko`` files carry DWARF) and the
+    kernel's module debug-info directory."""
+    return [*map(str, build_modules(k, log=log).values()), str(k.debug_modules_dir)]

@@ -89,12 +89,12 @@ def run_probe_in_guest(kernel: str, probe: Path) -> dict:
     ``probe`` in it with the kernel's vmlinux and module debug info as
     arguments; return the JSON document it prints."""
 
-    from sample_cores.build_modules import build_modules
+    from sample_cores.build_modules import debug_info
     from sample_cores.kernels import fetch
     from sample_cores.scenarios import live
 
     k = fetch(kernel)
-    debug = [*map(str, build_modules(k).values()), str(k.debug_modules_dir)]
+    debug = debug_info(k)
     rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(probe), str(k.vmlinux), *debug]))
     assert rc == 0, err
     return json.loads(out)
