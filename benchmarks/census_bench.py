@@ -25,12 +25,12 @@ from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
 from vmcore_tools.orphans import orphans
-from vmcore_tools.pages import read_pages
+from vmcore_tools.pages import Memmap
 args = target_args(__import__("pathlib").Path({core_dir!r}))
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
 rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter(); a = read_pages(prog); t_read = time.perf_counter() - t0
+t0 = time.perf_counter(); n = sum(w.nr for w in Memmap.from_program(prog).chunks()); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
 rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0

@@ -26,9 +26,10 @@ from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.pid import for_each_task
 
-from .classify import KERNEL_CLASSES, Evidence, PageClass, classify
+from .classify import (KERNEL_CLASSES, UNCLAIMED, Evidence, PageClass, ShmemMappings, claim, claim_range,
+                       class_counts, classify)
 from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
-from .pages import PageArrays, read_pages
+from .pages import CHUNK_PAGES, Memmap
 from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
 
@@ -62,8 +63,8 @@ class ZoneFree:
 @dataclass
 class Census:
     prog: drgn.Program
-    pages: PageArrays
-    classes: np.ndarray           # uint8 PageClass per PFN
+    memmap: Memmap                # where the struct pages are; compound heads and orders
+    classes: np.ndarray           # uint8 PageClass per PFN (the census's only per-page array)
     zones: list[ZoneFree]
     counters: dict[str, int]      # kernel's own counters, in pages
     problems: list[str]
@@ -75,15 +76,20 @@ class Census:
         return PageClass(int(self.classes[pfn]))
 
     def totals(self) -> dict[str, int]:
-        counts = np.bincount(self.classes, minlength=len(PageClass))
+        counts = class_counts(self.classes)
         return {c.label: int(counts[c]) for c in PageClass if c != PageClass.NO_PAGE}
 
     @property
     def total_pages(self) -> int:
-        return int(np.count_nonzero(self.classes != PageClass.NO_PAGE))
+        return int(self.classes.size - class_counts(self.classes)[PageClass.NO_PAGE])
 
-    def pfns_of(self, klass: PageClass) -> np.ndarray:
-        return np.nonzero(self.classes == klass)[0]
+    def pfns_of(self, *klasses: PageClass, step: int = 1 << 20) -> np.ndarray:
+        """PFNs in any of ``klasses``, found a slice at a time (no
+        page-sized temporary)."""
+        wanted = np.array(klasses, np.uint8)
+        out = [lo + np.flatnonzero(np.isin(self.classes[lo:lo + step], wanted))
+               for lo in range(0, self.classes.size, step)]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared
@@ -105,7 +111,7 @@ class Census:
         kernel's own counter for each (kB; ``kernel_kb`` None where the
         kernel keeps none), with why they may differ."""
         t = self.totals()
-        kb = (1 << self.pages.page_shift) // 1024
+        kb = (1 << self.memmap.page_shift) // 1024
         k = self.counters
 
         def row(ours: int, kernel: int | None, note: str = "") -> dict:
@@ -133,7 +139,7 @@ class Census:
         """Class totals per ``node N zone NAME`` (pages)."""
         out = {}
         for z in self.zones:
-            counts = np.bincount(self.classes[z.start_pfn:z.end_pfn], minlength=len(PageClass))
+            counts = class_counts(self.classes[z.start_pfn:z.end_pfn])
             out[f"node {z.node} {z.zone}"] = {c.label: int(counts[c]) for c in PageClass
                                               if c != PageClass.NO_PAGE and counts[c]}
         return out
@@ -144,23 +150,29 @@ class Census:
         ``page_count - pagecnt_bias`` is what the stack holds of a slot's page; a
         negative value means the ring believes it owns more references than the
         page has (a double put, or a page reused behind the ring's back)."""
-        a = self.pages
-        head_of = a.head_pfn()
+        m = self.memmap
         rows = []
         for r in self.rings.rings:
-            refcount = a.refcount[r.pfn].astype(np.int64) if r.pfn.size else np.zeros(0, np.int64)
+            refcount = self.refcounts(r.pfn)
             has_bias = r.bias >= 0
             stack = refcount[has_bias] - r.bias[has_bias]
-            heads = np.unique(head_of[r.all_pfns()])
+            heads = np.unique(m.heads_of(r.all_pfns()))
+            orders = m.order_of(heads).astype(np.int64)
             rows.append({
                 "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
-                "slots": r.count, "populated": r.populated, "pages": int(sum(1 << int(a.order[h]) for h in heads)),
-                "orders": sorted({int(a.order[h]) for h in heads}),
+                "slots": r.count, "populated": r.populated, "pages": int((1 << orders).sum()),
+                "orders": sorted(set(orders.tolist())),
                 "stack_held_slots": int(np.count_nonzero(stack > 0)),
                 "bias_anomalies": int(np.count_nonzero(stack < 0)),
                 "indices": r.indices, "stats": r.stats, "problems": r.problems,
             })
         return rows
+
+    def refcounts(self, pfns: np.ndarray) -> np.ndarray:
+        """``_refcount`` of each PFN (in the order given), read now from the memmap."""
+        pfns = np.asarray(pfns, np.int64)
+        w = self.memmap.read(pfns)
+        return w.refcount[np.searchsorted(w.pfn, pfns)].astype(np.int64) if pfns.size else np.zeros(0, np.int64)
 
     def to_json(self) -> dict:
         return {
@@ -189,7 +201,7 @@ def _migratetype_names(prog: drgn.Program) -> list[str]:
     return names
 
 
-def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
+def _list_pfns(m: Memmap, head: drgn.Object, member: str, where: str,
                problems: list[str]):
     """PFNs of the pages on a ``struct page`` list.
 
@@ -201,9 +213,9 @@ def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
     seen = 0
     try:
         for page in list_for_each_entry("struct page", head, member):
-            pfn = a.pfn_of_page_ptr(page.value_())
+            pfn = m.pfn_of_page_ptr(page.value_())
             seen += 1
-            if seen > a.nr or not 0 <= pfn < a.nr:
+            if seen > m.nr or not 0 <= pfn < m.nr:
                 problems.append(f"{where}: list leaves the memmap at entry {seen} (pfn {pfn})")
                 return
             yield pfn
@@ -211,15 +223,15 @@ def _list_pfns(a: PageArrays, head: drgn.Object, member: str, where: str,
         problems.append(f"{where}: list unreadable at entry {seen} ({e})")
 
 
-def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list[ZoneFree]]:
-    """Every zone's ``free_area[order].free_list[migratetype]``.
+def walk_free_lists(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = None) -> list[ZoneFree]:
+    """Every zone's ``free_area[order].free_list[migratetype]``, claiming
+    each free block's pages in ``classes`` when given.
 
     Fact: PageBuddy is set only on the first page of a free block and
     ``page_private`` holds its order; the block's other pages are free too.
     Lists are read by ``_list_pfns``, which reports a broken list instead of
     following it forever.
     """
-    starts = np.zeros(a.nr + 1, np.int32)
     zones = []
     mt_names = _migratetype_names(prog)
     for pgdat in for_each_online_pgdat(prog):
@@ -236,9 +248,9 @@ def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list
             for order in range(nr_orders):
                 for mt, head in enumerate(zone.free_area[order].free_list):
                     where = f"{name} order {order} {mt_names[mt]}"
-                    for pfn in _list_pfns(a, head.address_of_(), "lru", where, zprob):
-                        starts[pfn] += 1
-                        starts[min(pfn + (1 << order), a.nr)] -= 1
+                    for pfn in _list_pfns(m, head.address_of_(), "lru", where, zprob):
+                        if classes is not None:
+                            claim_range(classes, pfn, pfn + (1 << order), PageClass.FREE)
                         walked[order] += 1
                         by_mt[mt_names[mt]][order] += 1
                 if walked[order] != counted[order]:
@@ -247,11 +259,11 @@ def walk_free_lists(prog: drgn.Program, a: PageArrays) -> tuple[np.ndarray, list
             zones.append(ZoneFree(node, name, zone.zone_start_pfn.value_(),
                                   zone.zone_start_pfn.value_() + zone.spanned_pages.value_(),
                                   walked, counted, by_mt, 0, zprob))
-    free = np.cumsum(starts[:-1]) > 0
-    return free, zones
+    return zones
 
 
-def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> np.ndarray:
+def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
+                   classes: np.ndarray | None = None) -> None:
     """Free pages on per-CPU lists.
 
     Fact: the per-CPU pageset is ``zone->per_cpu_pageset`` (5.14+) or
@@ -259,8 +271,8 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
     ``page->lru``.  With more lists than ``MIGRATE_PCPTYPES`` (5.14+) list
     ``i`` holds order ``i // MIGRATE_PCPTYPES`` blocks, the last ones THP
     blocks (``pageblock_order``).
+    Their pages are claimed in ``classes`` when given.
     """
-    mask = np.zeros(a.nr + 1, np.int32)
     member = "pcp_list" if has_member(prog, "struct page", "pcp_list") else "lru"
     pcptypes = constant(prog, "MIGRATE_PCPTYPES") or 3
     costly = 3  # PAGE_ALLOC_COSTLY_ORDER
@@ -282,11 +294,10 @@ def walk_pcp_lists(prog: drgn.Program, a: PageArrays, zones: list[ZoneFree]) -> 
                         order = i // pcptypes if i < pcptypes * (costly + 1) else (
                             prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9)
                     where = f"{zf.zone} cpu {cpu} pcp list {i}"
-                    for pfn in _list_pfns(a, lists[i].address_of_(), member, where, zf.problems):
-                        mask[pfn] += 1
-                        mask[min(pfn + (1 << order), a.nr)] -= 1
+                    for pfn in _list_pfns(m, lists[i].address_of_(), member, where, zf.problems):
+                        if classes is not None:
+                            claim_range(classes, pfn, pfn + (1 << order), PageClass.FREE_PCP)
                         zf.pcp_pages += 1 << order
-    return np.cumsum(mask[:-1]) > 0
 
 
 @dataclass
@@ -312,21 +323,10 @@ class VmapPages:
         return int(self.vas[i]), self._names[caller]
 
 
-@dataclass
-class VmallocWalk:
-    vmalloc: np.ndarray     # bool per PFN
-    stacks: np.ndarray      # bool per PFN: thread stacks (VMAP_STACK)
-    percpu: np.ndarray      # bool per PFN: per-cpu chunks mapped after boot
-    pages: VmapPages
-
-    @classmethod
-    def empty(cls, prog: drgn.Program, nr: int) -> "VmallocWalk":
-        return cls(np.zeros(nr, bool), np.zeros(nr, bool), np.zeros(nr, bool),
-                   VmapPages(prog, np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
-
-
-def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> VmallocWalk:
-    """Pages of busy vmap areas: ``vm_struct.pages[nr_pages]``.
+def walk_vmalloc(prog: drgn.Program, m: Memmap, classes: np.ndarray) -> VmapPages:
+    """Pages of busy vmap areas, ``vm_struct.pages[nr_pages]``, claimed as
+    vmalloc, kernel stack or per-cpu in ``classes``; returns which area maps
+    each page.
 
     Thread stacks (VMAP_STACK) are the areas that start at a task's
     ``task_struct.stack`` (their recorded caller differs between versions:
@@ -334,12 +334,11 @@ def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> VmallocWalk:
     ``pcpu_get_vm_areas`` (the caller is a return address inside it) without
     a pages array, so their pages are found through the page tables.
     """
-    out = VmallocWalk.empty(prog, a.nr)
     page_shift = prog["PAGE_SHIFT"].value_()
     stack_bases = {task.stack.value_() for task in _all_tasks(prog)}
     has_caller = has_member(prog, "struct vm_struct", "caller")
     pcpu = prog.symbol("pcpu_get_vm_areas") if has_symbol(prog, "pcpu_get_vm_areas") else None
-    pfns, vas, callers = [], [], []
+    pfns, vas, callers, percpu = [], [], [], []
     for va in for_each_vmap_area(prog):
         vm = va.vm
         if not vm:
@@ -352,25 +351,24 @@ def walk_vmalloc(prog: drgn.Program, a: PageArrays) -> VmallocWalk:
                 ptrs = np.frombuffer(prog.read(vm.pages.value_(), nr * 8), "<u8")
             except drgn.FaultError:
                 continue
-            area = a.pfns_of_page_ptrs(ptrs)
+            area = m.pfns_of_page_ptrs(ptrs)
             ok = area >= 0
-            (out.stacks if start in stack_bases else out.vmalloc)[area[ok]] = True
+            claim(classes, area[ok], PageClass.KERNEL_STACK if start in stack_bases else PageClass.VMALLOC)
             pfns.append(area[ok])
-            vas.append(np.uint64(start) + (np.nonzero(ok)[0].astype(np.uint64) << np.uint64(page_shift)))
+            vas.append(np.uint64(start) + (np.flatnonzero(ok).astype(np.uint64) << np.uint64(page_shift)))
             callers.append(np.full(int(ok.sum()), caller, np.uint64))
         elif pcpu is not None and pcpu.address <= caller < pcpu.address + pcpu.size:
             for addr in range(start, va.va_end.value_(), 1 << page_shift):
                 try:
-                    pfn = vmalloc_to_pfn(prog, addr).value_()
+                    percpu.append(vmalloc_to_pfn(prog, addr).value_())
                 except drgn.FaultError:
                     continue
-                if 0 <= pfn < a.nr:
-                    out.percpu[pfn] = True
-    if pfns:
-        all_pfns = np.concatenate(pfns)
-        order = np.argsort(all_pfns, kind="stable")
-        out.pages = VmapPages(prog, all_pfns[order], np.concatenate(vas)[order], np.concatenate(callers)[order])
-    return out
+    claim(classes, np.array(percpu, np.int64), PageClass.PERCPU)
+    if not pfns:
+        return VmapPages(prog, np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+    all_pfns = np.concatenate(pfns)
+    order = np.argsort(all_pfns, kind="stable")
+    return VmapPages(prog, all_pfns[order], np.concatenate(vas)[order], np.concatenate(callers)[order])
 
 
 def _all_tasks(prog: drgn.Program):
@@ -390,17 +388,11 @@ def _symbol_name(prog: drgn.Program, addr: int) -> str:
         return ""
 
 
-def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
-    """Pages of page_frag caches: per-CPU ``netdev_alloc_cache`` and
-    ``napi_alloc_cache.page`` and each task's ``task_frag.page``.  The cache
-    holds a reference on its (order-3 compound) page while ``va`` is set."""
-    mask = np.zeros(a.nr, bool)
-
-    def mark_va(va: int) -> None:
-        pfn = a.pfn_of_virt(va)
-        if va and pfn >= 0:
-            mask[pfn] = True
-
+def walk_page_frags(prog: drgn.Program, m: Memmap) -> np.ndarray:
+    """Pages of page_frag caches (sorted PFNs): per-CPU ``netdev_alloc_cache``
+    and ``napi_alloc_cache.page`` and each task's ``task_frag.page``.  The
+    cache holds a reference on its (order-3 compound) page while ``va`` is set."""
+    found = set()
     for cpu in for_each_possible_cpu(prog):
         for name, path in (("netdev_alloc_cache", ()), ("napi_alloc_cache", ("page",))):
             if not has_object(prog, name):
@@ -409,49 +401,26 @@ def walk_page_frags(prog: drgn.Program, a: PageArrays) -> np.ndarray:
             for p in path:
                 if cache.type_.has_member(p):
                     cache = getattr(cache, p)
-            if cache.type_.has_member("va"):
-                mark_va(cache.va.value_())
+            if cache.type_.has_member("va") and cache.va.value_():
+                found.add(m.pfn_of_virt(cache.va.value_()))
     for task in for_each_task(prog):
-        pfn = a.pfn_of_page_ptr(task.task_frag.page.value_())
-        if pfn >= 0:
-            mask[pfn] = True
-    return mask
+        found.add(m.pfn_of_page_ptr(task.task_frag.page.value_()))
+    return np.array(sorted(p for p in found if p >= 0), np.int64)
 
 
-def shmem_mappings(prog: drgn.Program, a: PageArrays) -> set[int]:
-    """``address_space``s whose ``a_ops`` is ``shmem_aops`` (tmpfs, /dev/shm, memfd)."""
-    try:
-        shmem_aops = prog["shmem_aops"].address_of_().value_()
-    except KeyError:
-        return set()
-    off = drgn.offsetof(prog.type("struct address_space"), "a_ops")
-    out = set()
-    cand = np.unique(a.mapping[(a.mapping != 0) & ((a.mapping & np.uint64(3)) == 0)])
-    for m in cand.tolist():
-        try:
-            if prog.read_u64(m + off) == shmem_aops:
-                out.add(m)
-        except drgn.FaultError:
-            continue
-    return out
-
-
-def hugetlb_heads(prog: drgn.Program, a: PageArrays) -> np.ndarray | None:
+def hugetlb_dtor(prog: drgn.Program) -> int | None:
     """Before the hugetlb page type: the first tail's ``compound_dtor`` is
-    ``HUGETLB_PAGE_DTOR`` (VMCOREINFO); the reader decoded it for every head."""
-    dtor = vmcoreinfo_numbers(prog).get("HUGETLB_PAGE_DTOR")
-    if dtor is None or a.dtor is None:
+    ``HUGETLB_PAGE_DTOR`` (VMCOREINFO) on hugetlb pages."""
+    if not has_member(prog, "struct page", "compound_dtor"):
         return None
-    return (a.order > 0) & (a.dtor == dtor)
+    return vmcoreinfo_numbers(prog).get("HUGETLB_PAGE_DTOR")
 
 
-def ring_heads(a: PageArrays, rings: RingScan) -> np.ndarray:
-    """Compound heads of the pages the ring walkers found (a virtqueue
-    descriptor may point into a tail of an order-3 frag page)."""
-    mask = np.zeros(a.nr, bool)
-    held = rings.held_pfns()
-    mask[a.head_pfn()[held]] = True
-    return mask
+def ring_heads(m: Memmap, rings: RingScan) -> np.ndarray:
+    """Compound heads (sorted PFNs) of the pages the ring walkers found (a
+    virtqueue descriptor may point into a tail of an order-3 frag page),
+    read from those pages' ``compound_head``."""
+    return np.unique(m.read(rings.held_pfns()).head_pfn)
 
 
 # --- the kernel's own counters -----------------------------------------------
@@ -523,11 +492,11 @@ def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | 
     """The free lists alone (what ``buddy`` shows): every zone's buddy and
     per-CPU free pages, checked against ``nr_free`` and NR_FREE_PAGES,
     without classifying the other pages."""
-    a = read_pages(prog, (lambda d, t: progress("reading struct pages", d, t)) if progress else None)
-    _, zones = walk_free_lists(prog, a)
+    m = Memmap.from_program(prog)
+    zones = walk_free_lists(prog, m)
     problems = [p for z in zones for p in z.problems]
     try:
-        walk_pcp_lists(prog, a, zones)
+        walk_pcp_lists(prog, m, zones)
     except drgn.FaultError as e:
         problems.append(f"per-CPU free lists: walk abandoned, memory unreadable ({e})")
     walked = sum(z.free_pages for z in zones)
@@ -536,16 +505,23 @@ def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | 
         problems.append(f"buddy walk found {walked} free pages, NR_FREE_PAGES says {counted}")
     return {"schema": "vmcore-tools/buddy/1",
             "release": prog["init_uts_ns"].name.release.string_().decode(),
-            "page_size": 1 << a.page_shift, "free_pages_walked": walked, "nr_free_pages": counted,
+            "page_size": 1 << m.page_shift, "free_pages_walked": walked, "nr_free_pages": counted,
             "pcp_pages": sum(z.pcp_pages for z in zones),
             "zones": [z.to_json() for z in zones], "problems": problems}
 
 
-def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None) -> Census:
-    """Classify every physical page of ``prog``'s kernel."""
-    step = (lambda what: (lambda d, t: progress(what, d, t))) if progress else (lambda what: None)
-    a = read_pages(prog, step("reading struct pages"))
-    free, zones = walk_free_lists(prog, a)
+def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None,
+           chunk_pages: int = CHUNK_PAGES) -> Census:
+    """Classify every physical page of ``prog``'s kernel, reading
+    ``chunk_pages`` struct pages at a time.
+
+    The walks come first and claim the pages they find in the class array;
+    then one pass over the memmap, a chunk at a time, decides every page's
+    class (``classify``).  No decoded memmap is kept.
+    """
+    m = Memmap.from_program(prog)
+    classes = np.full(m.nr, UNCLAIMED, np.uint8)
+    zones = walk_free_lists(prog, m, classes)
     problems: list[str] = []
 
     def guarded(what: str, walk, default):
@@ -557,24 +533,27 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
             problems.append(f"{what}: walk abandoned, memory unreadable ({e})")
             return default
 
-    none = np.zeros(a.nr, bool)
-    tables = guarded("page tables", lambda: walk_page_tables(prog, a), PageTableWalk(none, np.zeros(0, np.int64), np.zeros(0, np.uint64)))
-    rings = walk_rings(prog, a)
+    none = np.zeros(0, np.int64)
+    tables = guarded("page tables", lambda: walk_page_tables(prog, m),
+                     PageTableWalk(none, none, np.zeros(0, np.uint64)))
+    claim(classes, tables.tables, PageClass.KERNEL_PAGE_TABLE)
+    rings = walk_rings(prog, m)
     problems += rings.problems
-    pcp = guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, a, zones), none)
-    vm = guarded("vmap areas", lambda: walk_vmalloc(prog, a), VmallocWalk.empty(prog, a.nr))
+    guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, m, zones, classes), None)
+    vmap = guarded("vmap areas", lambda: walk_vmalloc(prog, m, classes),
+                   VmapPages(prog, none, np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
     ev = Evidence(
-        free_buddy=free, free_pcp=pcp, vmalloc=vm.vmalloc, kernel_stack=vm.stacks, percpu=vm.percpu,
-        page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, a), none),
-        shmem_mappings=guarded("shmem mappings", lambda: shmem_mappings(prog, a), set()),
-        hugetlb_heads=guarded("hugetlb pages", lambda: hugetlb_heads(prog, a), None),
-        nic_ring=ring_heads(a, rings),
-        page_tables=tables.tables,
+        classes=classes,
+        page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, m), none),
+        nic_ring=ring_heads(m, rings),
+        shmem=ShmemMappings(prog),
+        hugetlb_dtor=hugetlb_dtor(prog),
     )
     problems[:0] = [p for z in zones for p in z.problems]
-    classes = classify(prog, a, ev)
+    classify(prog, m, ev, (lambda d, t: progress("reading struct pages", d, t)) if progress else None,
+             chunk_pages)
     counters = kernel_counters(prog)
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, a, classes, zones, counters, problems, rings, tables, vm.pages)
+    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap)

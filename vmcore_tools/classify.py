@@ -1,25 +1,30 @@
 """Who owns a page: one rule per owner class, in one place.
 
-The census (``census.py``) gathers the evidence: the decoded memmap
-(``pages.py``) and the sets of PFNs found by walking kernel structures (free
-lists, vmap areas, per-cpu chunks, page_frag caches).  This module turns that
-evidence into one class per page.  Rules run in the order of ``RULES``; the
-first that claims a page wins, so every page lands in exactly one class.
-Compound pages are classified by their head and the tails inherit its class,
-so a compound page counts as its full size.
+The census (``census.py``) gathers the evidence: the memmap, decoded a chunk
+at a time (``pages.py``), and the pages found by walking kernel structures
+(free lists, vmap areas, page tables, per-cpu chunks, page_frag caches, NIC
+rings).  This module turns that evidence into one class per page.  Rules run
+in the order of ``RULES``; the first that claims a page wins, so every page
+lands in exactly one class.  Compound pages are classified by their head and
+the tails inherit its class, so a compound page counts as its full size.
+
+Memory stays at one byte per page: the walks write what they found straight
+into the class array (``claim``; a page keeps the finding whose rule comes
+first, which is all "first rule wins" needs), and ``classify`` then turns
+that array into classes chunk by chunk, in place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 import drgn
 import numpy as np
 
 from .features import constant, has_member, vmcoreinfo_numbers
-from .pages import PageArrays
+from .pages import CHUNK_PAGES, Memmap, PageWords
 
 
 class PageClass(IntEnum):
@@ -104,23 +109,80 @@ class PageTypes:
         return (mapcount & mask) == np.uint32(self.BASE)
 
 
+#: The class array's value for a page no walk has claimed (before ``classify``).
+UNCLAIMED = 255
+
+
 @dataclass
 class Evidence:
-    """What the census found by walking kernel structures (PFN masks)."""
+    """What the census found by walking kernel structures.
 
-    free_buddy: np.ndarray        # bool per PFN: inside a free buddy block
-    free_pcp: np.ndarray          # bool per PFN: on a per-CPU free list
-    vmalloc: np.ndarray           # bool per PFN: in a vm_struct's pages[]
-    kernel_stack: np.ndarray      # bool per PFN: pages of vmalloc'd thread stacks
-    percpu: np.ndarray            # bool per PFN: populated per-cpu chunk pages
-    page_frag: np.ndarray         # bool per PFN: page of a known page_frag cache
-    nic_ring: np.ndarray | None = None  # bool per PFN: compound head held by a ring slot
-    page_tables: np.ndarray | None = None  # bool per PFN: reached by walking page tables
-    shmem_mappings: set[int] = field(default_factory=set)  # address_space of shmem files
-    hugetlb_heads: np.ndarray | None = None
+    Findings judged page by page (free blocks, per-CPU lists, vmalloc,
+    stack and per-cpu pages, page-table pages) are in ``classes`` itself,
+    put there by ``claim``.  Findings judged on the compound head are short
+    sorted PFN lists.
+    """
+
+    classes: np.ndarray            # uint8 per PFN: the claimed class, or UNCLAIMED
+    page_frag: np.ndarray          # sorted PFNs: pages of known page_frag caches
+    nic_ring: np.ndarray           # sorted PFNs: compound heads held by a ring slot
+    shmem: "ShmemMappings"
+    hugetlb_dtor: int | None = None  # HUGETLB_PAGE_DTOR, where compound_dtor tells hugetlb
 
 
-Rule = Callable[[PageArrays, Evidence, "Context"], np.ndarray]
+@dataclass
+class ChunkEvidence:
+    """``Evidence`` cut down to one chunk of pages, what the rules see."""
+
+    claimed: np.ndarray            # uint8: the claimed class of each page
+    page_frag: np.ndarray          # bool
+    nic_ring: np.ndarray           # bool
+    shmem: "ShmemMappings"
+    hugetlb_dtor: int | None
+
+    @classmethod
+    def of(cls, ev: Evidence, w: PageWords) -> "ChunkEvidence":
+        lo, hi = int(w.pfn[0]), int(w.pfn[-1]) + 1
+        return cls(ev.classes[lo:hi].copy(), _members(w.pfn, ev.page_frag), _members(w.pfn, ev.nic_ring),
+                   ev.shmem, ev.hugetlb_dtor)
+
+
+def _members(pfns: np.ndarray, sorted_list: np.ndarray) -> np.ndarray:
+    """Which of the (sorted) ``pfns`` are in ``sorted_list``."""
+    lo, hi = np.searchsorted(sorted_list, [pfns[0], pfns[-1] + 1])
+    return np.isin(pfns, sorted_list[lo:hi]) if hi > lo else np.zeros(pfns.size, bool)
+
+
+class ShmemMappings:
+    """Which ``address_space``s are shmem/tmpfs (``a_ops == &shmem_aops``),
+    read once per distinct mapping as the pass meets them."""
+
+    def __init__(self, prog: drgn.Program):
+        self.prog = prog
+        try:
+            self.aops: int | None = prog["shmem_aops"].address_of_().value_()
+        except KeyError:
+            self.aops = None
+        self.offset = drgn.offsetof(prog.type("struct address_space"), "a_ops")
+        self.known: dict[int, bool] = {}
+
+    def is_shmem(self, mapping: int) -> bool:
+        if mapping not in self.known:
+            try:
+                self.known[mapping] = self.prog.read_u64(mapping + self.offset) == self.aops
+            except drgn.FaultError:
+                self.known[mapping] = False
+        return self.known[mapping]
+
+    def mask(self, mapping: np.ndarray) -> np.ndarray:
+        if self.aops is None:
+            return np.zeros(mapping.size, bool)
+        files = np.unique(mapping[(mapping != 0) & ((mapping & np.uint64(3)) == 0)])
+        shmem = [m for m in files.tolist() if self.is_shmem(m)]
+        return np.isin(mapping, np.array(shmem, np.uint64)) if shmem else np.zeros(mapping.size, bool)
+
+
+Rule = Callable[[PageWords, ChunkEvidence, "Context"], np.ndarray]
 
 
 @dataclass
@@ -130,138 +192,136 @@ class Context:
     pg: dict[str, int]  # PG_* bit numbers
 
 
-def _flag(a: PageArrays, ctx: Context, name: str) -> np.ndarray:
+def _flag(w: PageWords, ctx: Context, name: str) -> np.ndarray:
     bit = ctx.pg.get(name)
     if bit is None:
-        return np.zeros(a.nr, bool)
-    return (a.flags & np.uint64(1 << bit)).astype(bool)
+        return np.zeros(w.nr, bool)
+    return (w.flags & np.uint64(1 << bit)).astype(bool)
 
 
-def rule_free(a, ev, ctx):
+def rule_free(w, ev, ctx):
     """Free buddy blocks: PageBuddy marks the first page of a block, whose
-    order is in ``page_private``; the census expands that to the whole block."""
-    return ev.free_buddy
+    order is in ``page_private``; the census claims the whole block."""
+    return ev.claimed == PageClass.FREE
 
 
-def rule_free_pcp(a, ev, ctx):
+def rule_free_pcp(w, ev, ctx):
     """Free pages on per-CPU lists (``zone->per_cpu_pageset``): not PageBuddy,
     refcount 0, found by walking the lists."""
-    return ev.free_pcp
+    return ev.claimed == PageClass.FREE_PCP
 
 
-def rule_reserved(a, ev, ctx):
+def rule_reserved(w, ev, ctx):
     """``PG_reserved``: kernel image, memblock allocations, firmware holes."""
-    return _flag(a, ctx, "reserved")
+    return _flag(w, ctx, "reserved")
 
 
-def rule_slab(a, ev, ctx):
+def rule_slab(w, ev, ctx):
     """Slab: ``PG_slab`` on the head page until 6.9, the ``slab`` page type
     from 6.10 (``PAGE_SLAB_MAPCOUNT_VALUE`` in VMCOREINFO).  Tail pages
     inherit from their head, so multi-page slabs count in full."""
     value = ctx.types.numbers.get("PAGE_SLAB_MAPCOUNT_VALUE")
     if value is not None:
-        return (a.mapcount >> np.uint32(24)) == np.uint32((value >> 24) & 0xFF)
-    return _flag(a, ctx, "slab")
+        return (w.mapcount >> np.uint32(24)) == np.uint32((value >> 24) & 0xFF)
+    return _flag(w, ctx, "slab")
 
 
-def rule_page_table(a, ev, ctx):
+def rule_page_table(w, ev, ctx):
     """Page tables: the ``table`` page type (4.18+; ``ptdesc`` from 6.5 is the
     same struct page)."""
-    return ctx.types.is_type(a.mapcount, "table")
+    return ctx.types.is_type(w.mapcount, "table")
 
 
-def rule_kernel_page_table(a, ev, ctx):
+def rule_kernel_page_table(w, ev, ctx):
     """Page-table pages without the PageTable type: the kernel's own tables
     and constructor-less upper levels, found by walking ``init_mm`` and each
     process's tables from the PGD (NR_PAGETABLE does not count them)."""
-    return ev.page_tables if ev.page_tables is not None else np.zeros(a.nr, bool)
+    return ev.claimed == PageClass.KERNEL_PAGE_TABLE
 
 
-def rule_hugetlb(a, ev, ctx):
+def rule_hugetlb(w, ev, ctx):
     """hugetlbfs pages: the ``hugetlb`` page type (6.9+), before that the
-    first tail's ``compound_dtor`` == ``HUGETLB_PAGE_DTOR``."""
-    mask = ctx.types.is_type(a.mapcount, "hugetlb")
-    if ev.hugetlb_heads is not None:
-        mask = mask | ev.hugetlb_heads
+    first tail's ``compound_dtor`` == ``HUGETLB_PAGE_DTOR`` (VMCOREINFO)."""
+    mask = ctx.types.is_type(w.mapcount, "hugetlb")
+    if ev.hugetlb_dtor is not None and w.dtor is not None:
+        mask = mask | ((w.order > 0) & (w.dtor == ev.hugetlb_dtor))
     return mask
 
 
-def rule_offline(a, ev, ctx):
+def rule_offline(w, ev, ctx):
     """Offline pages (virtio-mem, balloon inflation): the ``offline`` page type."""
-    return ctx.types.is_type(a.mapcount, "offline") | ctx.types.is_type(a.mapcount, "guard")
+    return ctx.types.is_type(w.mapcount, "offline") | ctx.types.is_type(w.mapcount, "guard")
 
 
-def rule_movable_nonlru(a, ev, ctx):
+def rule_movable_nonlru(w, ev, ctx):
     """zsmalloc and balloon pages: ``mapping & PAGE_MAPPING_FLAGS == PAGE_MAPPING_MOVABLE``
     (bit 1 only), or the ``zsmalloc`` page type (6.12+)."""
-    return ((a.mapping & np.uint64(3)) == 2) | ctx.types.is_type(a.mapcount, "zsmalloc")
+    return ((w.mapping & np.uint64(3)) == 2) | ctx.types.is_type(w.mapcount, "zsmalloc")
 
 
-def rule_page_pool(a, ev, ctx):
+def rule_page_pool(w, ev, ctx):
     """page_pool pages (5.14+): ``pp_magic`` holds ``PP_SIGNATURE`` (0x40 +
     POISON_POINTER_DELTA, 0xdead000000000000 on x86-64) once its low bits
     (and, from 6.15, the DMA index bits) are masked."""
-    if a.pp_magic is None:
-        return np.zeros(a.nr, bool)
-    return (a.pp_magic & np.uint64(0xFFFF0000000000FC)) == np.uint64(0xDEAD000000000040)
+    if w.pp_magic is None:
+        return np.zeros(w.nr, bool)
+    return (w.pp_magic & np.uint64(0xFFFF0000000000FC)) == np.uint64(0xDEAD000000000040)
 
 
-def rule_anon(a, ev, ctx):
+def rule_anon(w, ev, ctx):
     """Anonymous memory (and KSM): ``mapping & PAGE_MAPPING_ANON`` (bit 0).
     THP are compound: tails inherit from the head."""
-    return (a.mapping & np.uint64(1)).astype(bool)
+    return (w.mapping & np.uint64(1)).astype(bool)
 
 
-def rule_shmem(a, ev, ctx):
+def rule_shmem(w, ev, ctx):
     """shmem/tmpfs: page-cache pages whose ``address_space`` has ``a_ops ==
-    &shmem_aops`` (checked once per distinct mapping by the census)."""
-    if not ev.shmem_mappings:
-        return np.zeros(a.nr, bool)
-    return np.isin(a.mapping, np.fromiter(ev.shmem_mappings, np.uint64))
+    &shmem_aops`` (read once per distinct mapping, ``ShmemMappings``)."""
+    return ev.shmem.mask(w.mapping)
 
 
-def rule_file(a, ev, ctx):
+def rule_file(w, ev, ctx):
     """Page cache: ``mapping`` points to an ``address_space`` (low bits clear)."""
-    return (a.mapping != 0) & ((a.mapping & np.uint64(3)) == 0)
+    return (w.mapping != 0) & ((w.mapping & np.uint64(3)) == 0)
 
 
-def rule_kernel_stack(a, ev, ctx):
+def rule_kernel_stack(w, ev, ctx):
     """Thread stacks: vmalloc'd (VMAP_STACK) by ``alloc_thread_stack_node``."""
-    return ev.kernel_stack
+    return ev.claimed == PageClass.KERNEL_STACK
 
 
-def rule_vmalloc(a, ev, ctx):
+def rule_vmalloc(w, ev, ctx):
     """vmalloc: pages listed in a ``vm_struct.pages[]`` of a busy vmap area."""
-    return ev.vmalloc
+    return ev.claimed == PageClass.VMALLOC
 
 
-def rule_percpu(a, ev, ctx):
+def rule_percpu(w, ev, ctx):
     """Per-cpu chunks allocated after boot (``pcpu_get_vm_areas``); the
     first chunk is memblock memory and counts as reserved."""
-    return ev.percpu
+    return ev.claimed == PageClass.PERCPU
 
 
-def rule_page_frag(a, ev, ctx):
+def rule_page_frag(w, ev, ctx):
     """page_frag caches: per-CPU ``netdev_alloc_cache``/``napi_alloc_cache``
     and every task's ``task_frag``."""
     return ev.page_frag
 
 
-def rule_nic_ring(a, ev, ctx):
+def rule_nic_ring(w, ev, ctx):
     """Pages a NIC rx ring holds: found by the ring walkers (``rings/``), e.g.
     ``i40e_ring->rx_bi[i].page`` or a virtqueue descriptor's address."""
-    return ev.nic_ring if ev.nic_ring is not None else np.zeros(a.nr, bool)
+    return ev.nic_ring
 
 
-def rule_large_kmalloc(a, ev, ctx):
+def rule_large_kmalloc(w, ev, ctx):
     """Large kmalloc: marked by the ``large_kmalloc`` page type only from 6.15;
     before that it is an unmarked compound page."""
-    return ctx.types.is_type(a.mapcount, "large_kmalloc")
+    return ctx.types.is_type(w.mapcount, "large_kmalloc")
 
 
-def rule_zero_ref(a, ev, ctx):
+def rule_zero_ref(w, ev, ctx):
     """Refcount 0 but on no free list: pages being freed or allocated."""
-    return a.refcount == 0
+    return w.refcount == 0
 
 
 RULES: tuple[tuple[PageClass, Rule], ...] = (
@@ -304,22 +364,102 @@ def page_flag_bits(prog: drgn.Program) -> dict[str, int]:
     return out
 
 
-def classify(prog: drgn.Program, a: PageArrays, ev: Evidence) -> np.ndarray:
-    """One ``PageClass`` (uint8) per PFN."""
+#: Precedence of each class's rule (255 for UNCLAIMED): what ``claim`` compares.
+RANK = np.full(256, 255, np.uint8)
+for _i, (_klass, _) in enumerate(RULES):
+    RANK[_klass] = _i
+
+
+def claim(classes: np.ndarray, pfns: np.ndarray, klass: PageClass) -> None:
+    """A walk found ``pfns`` in ``klass``: record it, unless a finding whose
+    rule comes first is already there."""
+    pfns = np.asarray(pfns, np.int64)
+    pfns = pfns[(pfns >= 0) & (pfns < classes.size)]
+    better = RANK[klass] < RANK[classes[pfns]]
+    classes[pfns[better]] = klass
+
+
+def claim_range(classes: np.ndarray, lo: int, hi: int, klass: PageClass) -> None:
+    """``claim`` for the PFNs ``[lo, hi)`` (a free block)."""
+    span = classes[max(lo, 0):min(hi, classes.size)]
+    span[RANK[span] > RANK[klass]] = klass
+
+
+def class_counts(classes: np.ndarray, step: int = 1 << 18) -> np.ndarray:
+    """Pages per class value (256 counters), a slice at a time: ``np.bincount``
+    widens its input to 8-byte integers, which on the whole array would cost
+    8 bytes per page."""
+    out = np.zeros(256, np.int64)
+    for lo in range(0, classes.size, step):
+        out += np.bincount(classes[lo:lo + step], minlength=256)
+    return out
+
+
+def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
+             progress: Callable[[int, int], None] | None = None, chunk_pages: int = CHUNK_PAGES) -> np.ndarray:
+    """One ``PageClass`` (uint8) per PFN, made in place from ``ev.classes``
+    one memmap chunk at a time.  Records the compound heads and their orders
+    in ``m.heads``/``m.orders`` on the way."""
     ctx = Context(prog, PageTypes(prog), page_flag_bits(prog))
-    cls = np.full(a.nr, PageClass.UNATTRIBUTED, np.uint8)
-    cls[~a.valid] = PageClass.NO_PAGE
-    cls[a.valid & ~a.readable] = PageClass.UNREADABLE
-    todo = a.valid & a.readable
-    head = a.head_pfn()
-    is_tail = head != np.arange(a.nr)
+    classes = ev.classes
+    carry: dict[int, tuple[int, int]] = {}   # head PFN -> (end PFN, head verdict)
+    heads, orders = [], []
+    for w in m.chunks(progress, chunk_pages):
+        lo, hi = int(w.pfn[0]), int(w.pfn[-1]) + 1
+        carry = {h: v for h, v in carry.items() if v[0] > lo}
+        cls, verdict = classify_pages(w, ChunkEvidence.of(ev, w), ctx, carry)
+        classes[lo:hi] = cls
+        h = np.flatnonzero(w.is_head)
+        heads.append(w.pfn[h])
+        orders.append(w.order[h])
+        ends = w.pfn[h] + (1 << w.order[h].astype(np.int64))
+        for i in np.flatnonzero(ends > hi).tolist():
+            carry[int(w.pfn[h[i]])] = (int(ends[i]), int(verdict[h[i]]))
+    prev = 0
+    for start, end in m.ranges + [(m.nr, m.nr)]:
+        classes[prev:start] = PageClass.NO_PAGE
+        prev = max(prev, end)
+    m.heads = np.concatenate(heads) if heads else np.zeros(0, np.int64)
+    m.orders = np.concatenate(orders) if orders else np.zeros(0, np.uint8)
+    return classes
+
+
+def classify_pages(w: PageWords, ev: ChunkEvidence, ctx: Context,
+                   carry: dict[int, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of one chunk of pages, and for each page the first head-judged
+    rule it matches itself (UNCLAIMED if none): the verdict its tails in the
+    next chunks inherit through ``carry``.
+
+    A tail whose head is in this chunk follows the head's rules; one whose
+    head came earlier follows the verdict carried over; one whose head was
+    never seen (unreadable) is judged on its own words."""
+    n = w.nr
+    lo = int(w.pfn[0])
+    cls = np.full(n, PageClass.UNATTRIBUTED, np.uint8)
+    cls[~w.readable] = PageClass.UNREADABLE
+    todo = w.readable.copy()
+    tail = w.is_tail
+    local = tail & (w.head_pfn >= lo) & (w.head_pfn < lo + n)
+    at = w.head_pfn[local] - lo
+    carried = np.full(n, UNCLAIMED, np.uint8)
+    known = np.zeros(n, bool)
+    remote = tail & ~local
+    if remote.any():
+        for head in np.unique(w.head_pfn[remote]).tolist():
+            if head in carry:
+                sel = remote & (w.head_pfn == head)
+                carried[sel] = carry[head][1]
+                known |= sel
+    own = ~(local | known)
+    verdict = np.full(n, UNCLAIMED, np.uint8)
     for klass, rule in RULES:
-        mask = rule(a, ev, ctx)
+        mask = rule(w, ev, ctx)
         if klass not in _PER_PAGE:
-            mask = mask & ~is_tail
-            # a tail follows its head's verdict
-            mask = mask | (is_tail & mask[head])
+            verdict[(verdict == UNCLAIMED) & mask] = klass
+            on_head = mask & own
+            mask = on_head | (known & (carried == klass))
+            mask[local] = on_head[at]
         hit = todo & mask
         cls[hit] = klass
         todo &= ~hit
-    return cls
+    return cls, verdict

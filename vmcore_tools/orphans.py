@@ -33,7 +33,7 @@ from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
 from .classify import PageClass
-from .pages import PageArrays
+from .pages import Memmap
 from .refscan import Reference, ScanResult, scan_references
 from .rings.common import driver_name, netdev_label
 
@@ -106,7 +106,7 @@ class OrphanReport:
         return {
             "schema": "vmcore-tools/orphans/1",
             "release": c.prog["init_uts_ns"].name.release.string_().decode(),
-            "page_size": 1 << c.pages.page_shift,
+            "page_size": 1 << c.memmap.page_shift,
             "candidates": len(self.orphans) + len(self.referenced),
             "orphaned_pages": self.orphaned_pages,
             "referenced_pages": sum(r.pages for r in self.referenced),
@@ -124,7 +124,7 @@ class OrphanReport:
 def candidate_heads(c: Census) -> np.ndarray:
     """Unattributed order-0 pages and compound heads: one per allocation."""
     un = c.pfns_of(PageClass.UNATTRIBUTED)
-    return un[c.pages.head_pfn()[un] == un]
+    return un[c.memmap.heads_of(un) == un]
 
 
 def orphans(prog: drgn.Program, census: Census | None = None,
@@ -132,7 +132,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     """Census (unless given), reference scan, evidence and suspects."""
     t0 = time.monotonic()
     c = census if census is not None else run_census(prog, progress)
-    a = c.pages
+    a = c.memmap
     heads = candidate_heads(c)
     scan = scan_references(c, heads, progress)
     problems = list(scan.problems)
@@ -147,9 +147,10 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     offsets = rx_offsets(c)
     where = Describer(c)
     orphaned, referenced = [], []
-    for pfn in heads.tolist():
-        ev = PageEvidence(pfn, int(a.order[pfn]), int(a.refcount[pfn]), nodes(pfn),
-                          int(a.refcount[pfn]) >= BIAS_LIKE)
+    refcounts = c.refcounts(heads).tolist()
+    orders = a.order_of(heads).tolist()
+    for pfn, refcount, order in zip(heads.tolist(), refcounts, orders):
+        ev = PageEvidence(pfn, order, refcount, nodes(pfn), refcount >= BIAS_LIKE)
         refs = references.get(pfn)
         if refs:
             ev.references = [where(r) for r in refs]
@@ -175,7 +176,7 @@ def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Refer
     heads2 = candidate_heads(again)
     scan2 = scan_references(again, heads2, progress)
     unreferenced = np.array([h for h in heads.tolist() if h not in references], np.int64)
-    same = np.isin(unreferenced, heads2) & (again.pages.order[unreferenced] == c.pages.order[unreferenced])
+    same = np.isin(unreferenced, heads2) & (again.memmap.order_of(unreferenced) == c.memmap.order_of(unreferenced))
     for h in unreferenced[same].tolist():
         if h in scan2.references:
             references[h] = scan2.references[h]
@@ -185,7 +186,7 @@ def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Refer
 def verdict(r: OrphanReport) -> str:
     """The answer in one plain sentence or two."""
     c = r.census
-    ps = 1 << c.pages.page_shift
+    ps = 1 << c.memmap.page_shift
     t = c.totals()
     slab_share = t["slab"] / max(c.total_pages, 1)
     if not r.orphans:
@@ -251,13 +252,13 @@ def _mac(b: bytes) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def sniff_frame(prog: drgn.Program, a: PageArrays, pfn: int, offsets: list[int],
+def sniff_frame(prog: drgn.Program, a: Memmap, pfn: int, offsets: list[int],
                 netdevs: dict[bytes, tuple[str, str]]) -> Frame | None:
     """A stale received frame in the page: at an rx offset, in either half of
     the page (rx buffers are flipped between halves), a destination MAC, a
     unicast source MAC and a known ethertype.  A frame sent to a local net
     device wins over a broadcast or multicast one."""
-    size = (1 << a.page_shift) << int(a.order[pfn])
+    size = (1 << a.page_shift) << a.order_of(pfn)
     try:
         data = prog.read(a.virt_of_pfn(pfn), size)
     except drgn.FaultError:
@@ -289,7 +290,7 @@ class Describer:
 
     def __init__(self, c: Census):
         self.prog = c.prog
-        self.a = c.pages
+        self.a = c.memmap
         self.vmap = c.vmap
 
     def __call__(self, ref: Reference) -> str:
@@ -344,7 +345,7 @@ class Describer:
 def group_suspects(orphans: list[PageEvidence], c: Census) -> list[Suspect]:
     """Group orphans by order, refcount pattern and the device their frames
     were sent to, largest group first; each orphan gets its group's id."""
-    ring_orders = c.rings.orders_by_driver(c.pages)
+    ring_orders = c.rings.orders_by_driver(c.memmap)
     groups: dict[tuple, list[PageEvidence]] = {}
     for o in orphans:
         pattern = "bias" if o.bias_like else ("fresh" if o.refcount == 1 else "other")

@@ -51,7 +51,7 @@ class PageReport:
 
 def resolve_pfn(prog: drgn.Program, c: Census, value: int) -> tuple[int, str]:
     """The PFN ``value`` names, and what it was taken for."""
-    a = c.pages
+    a = c.memmap
     if 0 <= value < a.nr:
         return value, "pfn"
     if a.pfn_of_page_ptr(value) >= 0:
@@ -67,19 +67,22 @@ def resolve_pfn(prog: drgn.Program, c: Census, value: int) -> tuple[int, str]:
 def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = True) -> PageReport:
     """Explain the page ``value`` names (see ``resolve_pfn``).  For an
     unattributed page, ``references`` runs a reference scan for it alone."""
-    a = c.pages
+    a = c.memmap
     pfn, given = resolve_pfn(prog, c, value)
-    if not a.valid[pfn]:
+    klass = c.class_of(pfn)
+    if klass == PageClass.NO_PAGE:
         raise ValueError(f"pfn {pfn} has no struct page (a hole in physical memory)")
     head = a.head_of(pfn)
-    klass = c.class_of(pfn)
+    words = a.read(np.array([pfn, head]))
     page = pfn_to_page(prog, pfn)
     try:
         flags = decode_page_flags(page)
     except drgn.FaultError:
         flags = "(unreadable)"
-    report = PageReport(pfn, given, head, int(a.order[head]), klass.label, flags,
-                        int(a.refcount[head]), int(a.mapcount[pfn].astype(np.int32)), int(a.mapping[head]), "")
+    at = {int(p): i for i, p in enumerate(words.pfn)}
+    report = PageReport(pfn, given, head, a.order_of(head), klass.label, flags,
+                        int(words.refcount[at[head]]), int(words.mapcount[at[pfn]].astype(np.int32)),
+                        int(words.mapping[at[head]]), "")
     try:
         report.owner = owner_of(prog, c, pfn, head, klass)
     except (drgn.FaultError, LookupError, ValueError) as e:
@@ -94,7 +97,7 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
 
 def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClass) -> str:
     """Who owns the page, for the classes where the kernel says."""
-    a = c.pages
+    a = c.memmap
     if klass == PageClass.SLAB:
         obj = SlabObjects(prog, a)(a.virt_of_pfn(pfn))
         return f"slab cache {obj.cache}" if obj else ""
@@ -123,6 +126,7 @@ def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClas
             break
         return f"inode {inode.i_ino.value_()} {path or '(no dentry)'} index {page.index.value_()}"
     if klass == PageClass.ANON:
-        thp = f", a transparent huge page of order {int(a.order[head])}" if a.order[head] else ""
-        return f"anonymous memory, anon_vma {int(a.mapping[head]) & ~3:#x}{thp}"
+        order = a.order_of(head)
+        thp = f", a transparent huge page of order {order}" if order else ""
+        return f"anonymous memory, anon_vma {int(a.read(np.array([head])).mapping[0]) & ~3:#x}{thp}"
     return ""

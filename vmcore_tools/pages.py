@@ -1,17 +1,23 @@
-"""Bulk ``struct page`` reading: the whole memmap as numpy arrays.
+"""Bulk ``struct page`` reading, in bounded chunks.
 
 Millions of pages cannot go through one drgn ``Object`` each.  We read the
 memmap one valid PFN range at a time (drgn's ``for_each_valid_page_range``
-walks ``mem_section``), in bounded chunks, and cut the words the classifier
-needs out of the raw bytes with offsets taken from the DWARF ``struct page``.
-A chunk that cannot be read (a filtered dump, a hole) is marked unreadable,
-never guessed.
+walks ``mem_section``), ``CHUNK_PAGES`` at a time, and cut the words the
+classifier needs out of the raw bytes with offsets taken from the DWARF
+``struct page``.  A chunk that cannot be read (a filtered dump, a hole) is
+marked unreadable, never guessed.
+
+Nothing keeps the whole decoded memmap: ``Memmap.chunks()`` hands out one
+decoded chunk at a time (the census classifies it and drops it), and
+``Memmap.read()`` decodes just the pages a report asks about.  What the
+census learns on the way that later questions need -- the compound heads
+and their orders -- is kept sparse in ``Memmap.heads``/``Memmap.orders``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import drgn
 import numpy as np
@@ -41,6 +47,7 @@ class PageLayout:
     order_offset: int
     #: page[1].compound_dtor (up to 6.2): tells hugetlb from other compound pages
     dtor_offset: int | None
+    head_bit: int          # PG_head
 
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "PageLayout":
@@ -64,15 +71,16 @@ class PageLayout:
             order_offset=order_offset,
             dtor_offset=(page.size + drgn.offsetof(page, "compound_dtor")
                          if page.has_member("compound_dtor") else None),
+            head_bit=prog.constant("PG_head").value_(),
         )
 
 
 @dataclass
-class PageArrays:
-    """Decoded memmap: one entry per PFN in ``[0, max_pfn)``."""
+class PageWords:
+    """Decoded ``struct page`` words of some pages: a chunk ``[lo, hi)`` of
+    the memmap, or the PFNs a report asked about (``pfn``)."""
 
-    base_pfn: int
-    valid: np.ndarray        # bool: the PFN has a struct page (section present)
+    pfn: np.ndarray          # int64 PFN of each entry
     readable: np.ndarray     # bool: its struct page could be read
     flags: np.ndarray        # uint64
     refcount: np.ndarray     # int32
@@ -83,14 +91,49 @@ class PageArrays:
     pp_magic: np.ndarray | None
     order: np.ndarray        # uint8: compound order of heads, 0 elsewhere
     dtor: np.ndarray | None  # uint8: page[1].compound_dtor of heads, where the kernel has it
-    memmap: int              # address of struct page for PFN 0
-    page_size: int           # sizeof(struct page)
-    direct_map: int          # virtual address of PFN 0 in the kernel's direct map
-    page_shift: int
+    head_pfn: np.ndarray     # int64: PFN of each page's compound head (itself when not a tail)
+    is_head: np.ndarray      # bool: PG_head
 
     @property
     def nr(self) -> int:
-        return self.flags.size
+        return self.pfn.size
+
+    @property
+    def is_tail(self) -> np.ndarray:
+        return self.head_pfn != self.pfn
+
+
+@dataclass
+class Memmap:
+    """The ``struct page`` array: where it is, how to read it, and the PFN
+    and address conversions every walker needs."""
+
+    prog: drgn.Program
+    layout: PageLayout
+    ranges: list[tuple[int, int]]   # valid PFN ranges [start, end)
+    nr: int                  # PFNs 0 .. nr-1 (max_pfn)
+    memmap: int              # address of struct page for PFN 0 (vmemmap)
+    page_size: int           # sizeof(struct page)
+    direct_map: int          # virtual address of PFN 0 in the kernel's direct map
+    page_shift: int
+    #: compound heads (sorted PFNs) and their orders, filled in by the census pass
+    heads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+
+    @classmethod
+    def from_program(cls, prog: drgn.Program) -> "Memmap":
+        ranges = [(start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)]
+        if not ranges:
+            raise ValueError("no valid page ranges found in mem_section")
+        return cls(prog, PageLayout.from_program(prog), [(s, e) for s, e, _ in ranges],
+                   max(end for _, end, _ in ranges), ranges[0][2], prog.type("struct page").size,
+                   pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_())
+
+    @property
+    def valid_pages(self) -> int:
+        return sum(e - s for s, e in self.ranges)
+
+    # -- conversions ----------------------------------------------------------
 
     def pfn_of_page_ptr(self, addr: int) -> int:
         """PFN of a ``struct page *`` (-1 if it is not in the memmap)."""
@@ -119,132 +162,117 @@ class PageArrays:
     def virt_of_pfn(self, pfn: int) -> int:
         return self.direct_map + (pfn << self.page_shift)
 
+    # -- compound pages (known after the census pass) ---------------------------
+
+    def order_of(self, pfns: np.ndarray | int) -> np.ndarray | int:
+        """Compound order of each PFN that is a compound head, 0 elsewhere."""
+        p = np.atleast_1d(np.asarray(pfns, np.int64))
+        out = np.zeros(p.size, np.uint8)
+        if self.heads.size:
+            i = np.minimum(np.searchsorted(self.heads, p), self.heads.size - 1)
+            hit = self.heads[i] == p
+            out[hit] = self.orders[i[hit]]
+        return int(out[0]) if np.ndim(pfns) == 0 else out
+
+    def heads_of(self, pfns: np.ndarray) -> np.ndarray:
+        """PFN of the compound head of each PFN (itself outside a compound page)."""
+        p = np.asarray(pfns, np.int64)
+        if not self.heads.size:
+            return p.copy()
+        i = np.searchsorted(self.heads, p, side="right") - 1
+        j = np.maximum(i, 0)
+        inside = (i >= 0) & (p < self.heads[j] + (1 << self.orders[j].astype(np.int64)))
+        return np.where(inside, self.heads[j], p)
+
     def head_of(self, pfn: int) -> int:
-        """PFN of the compound head of ``pfn`` (itself when not a tail)."""
-        ch = int(self.compound_head[pfn])
-        return (ch - 1 - self.memmap) // self.page_size if ch & 1 else pfn
+        return int(self.heads_of(np.array([pfn]))[0])
 
-    def head_pfn(self) -> np.ndarray:
-        """PFN of each page's compound head (itself when not a tail)."""
-        pfns = np.arange(self.nr, dtype=np.int64)
-        tail = (self.compound_head & 1).astype(bool) & self.readable
+    # -- reading -------------------------------------------------------------
+
+    def chunks(self, progress: Callable[[int, int], None] | None = None,
+               chunk_pages: int = CHUNK_PAGES) -> Iterator[PageWords]:
+        """Every valid ``struct page``, decoded ``chunk_pages`` at a time."""
+        total, done = self.valid_pages, 0
+        for start, end in self.ranges:
+            for lo in range(start, end, chunk_pages):
+                hi = min(end, lo + chunk_pages)
+                # one page more, for the order of a head at hi - 1 (kept in page[1])
+                yield self._decode(lo, hi)
+                done += hi - lo
+                if progress:
+                    progress(done, total)
+
+    def read(self, pfns: np.ndarray) -> PageWords:
+        """Decoded words of the given PFNs (sorted and unique on return), read
+        in windows of the memmap that cover many of them at once."""
+        pfns = np.unique(np.asarray(pfns, np.int64))
+        pfns = pfns[(pfns >= 0) & (pfns < self.nr)]
+        window = pfns // CHUNK_PAGES
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        parts = [self._decode(int(p[0]), int(p[-1]) + 1, p) for p in np.split(pfns, cuts) if p.size]
+        if not parts:
+            return self._decode(0, 0)
+        return PageWords(**{f: (None if getattr(parts[0], f) is None
+                                else np.concatenate([getattr(p, f) for p in parts]))
+                            for f in PageWords.__dataclass_fields__})
+
+    def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw struct pages ``[lo, hi)`` (bytes, shape (n, size)) and which were readable."""
         size = self.page_size
-        heads = ((self.compound_head[tail] - 1 - np.uint64(self.memmap)) // np.uint64(size)).astype(np.int64)
-        ok = (heads >= 0) & (heads < self.nr)
-        out = pfns.copy()
-        idx = np.nonzero(tail)[0]
-        out[idx[ok]] = heads[ok]
-        return out
+        try:
+            data = self.prog.read(self.memmap + lo * size, (hi - lo) * size)
+            return np.frombuffer(data, np.uint8).reshape(hi - lo, size), np.ones(hi - lo, bool)
+        except drgn.FaultError:
+            pass
+        if hi - lo <= 64:
+            # a filtered dump lacks whole memmap pages: 64 struct pages per 4 KiB
+            return np.zeros((hi - lo, size), np.uint8), np.zeros(hi - lo, bool)
+        mid = lo + (hi - lo) // 2
+        (r1, ok1), (r2, ok2) = self._read(lo, mid), self._read(mid, hi)
+        return np.concatenate([r1, r2]), np.concatenate([ok1, ok2])
 
+    def _decode(self, lo: int, hi: int, pick: np.ndarray | None = None) -> PageWords:
+        """Decode ``[lo, hi)``, or only the PFNs ``pick`` in it."""
+        L, size = self.layout, self.page_size
+        raw, readable = self._read(lo, hi) if hi > lo else (np.zeros((0, size), np.uint8), np.zeros(0, bool))
+        idx = np.arange(hi - lo) if pick is None else (pick - lo)
 
-def read_pages(prog: drgn.Program, progress: Callable[[int, int], None] | None = None,
-               chunk_pages: int = CHUNK_PAGES) -> PageArrays:
-    """Read and decode every valid ``struct page``.
+        def field_(off: int, dtype: str) -> np.ndarray:
+            width = np.dtype(dtype).itemsize
+            return raw[idx, off:off + width].copy().view(dtype).reshape(-1)
 
-    ``progress(done, total)`` is called after each chunk.
-    """
-    layout = PageLayout.from_program(prog)
-    ranges = [(start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)]
-    if not ranges:
-        raise ValueError("no valid page ranges found in mem_section")
-    max_pfn = max(end for _, end, _ in ranges)
-    memmap = ranges[0][2]
-    n = max_pfn
-    arrays = PageArrays(
-        base_pfn=0,
-        valid=np.zeros(n, bool), readable=np.zeros(n, bool),
-        flags=np.zeros(n, np.uint64), refcount=np.zeros(n, np.int32),
-        mapcount=np.zeros(n, np.uint32), mapping=np.zeros(n, np.uint64),
-        compound_head=np.zeros(n, np.uint64), private=np.zeros(n, np.uint64),
-        pp_magic=np.zeros(n, np.uint64) if layout.pp_magic is not None else None,
-        order=np.zeros(n, np.uint8),
-        dtor=np.zeros(n, np.uint8) if layout.dtor_offset is not None else None,
-        memmap=memmap, page_size=layout.size,
-        direct_map=pfn_to_virt(prog, 0).value_(), page_shift=prog["PAGE_SHIFT"].value_(),
-    )
-    total = sum(end - start for start, end, _ in ranges)
-    done = 0
-    for start, end, mm in ranges:
-        arrays.valid[start:end] = True
-        for lo in range(start, end, chunk_pages):
-            hi = min(end, lo + chunk_pages)
-            _decode_chunk(prog, layout, arrays, mm, lo, hi)
-            done += hi - lo
-            if progress:
-                progress(done, total)
-    _decode_orders(prog, layout, arrays)
-    return arrays
-
-
-def _read_chunk(prog: drgn.Program, addr: int, size: int) -> bytes | None:
-    try:
-        return prog.read(addr, size)
-    except drgn.FaultError:
-        return None
-
-
-def _decode_chunk(prog: drgn.Program, layout: PageLayout, a: PageArrays, mm: int,
-                  lo: int, hi: int) -> None:
-    size = layout.size
-    data = _read_chunk(prog, mm + lo * size, (hi - lo) * size)
-    if data is None:
-        # Split until the unreadable part is isolated (a filtered dump may
-        # lack single memmap pages): 64 struct pages per 4 KiB of memmap.
-        if hi - lo > 64:
-            mid = lo + (hi - lo) // 2
-            _decode_chunk(prog, layout, a, mm, lo, mid)
-            _decode_chunk(prog, layout, a, mm, mid, hi)
-        return
-    raw = np.frombuffer(data, np.uint8).reshape(hi - lo, size)
-
-    def field(off: int, dtype: str) -> np.ndarray:
-        width = np.dtype(dtype).itemsize
-        return raw[:, off:off + width].copy().view(dtype).reshape(-1)
-
-    a.readable[lo:hi] = True
-    a.flags[lo:hi] = field(layout.flags, "<u8")
-    a.refcount[lo:hi] = field(layout.refcount, "<i4")
-    a.mapcount[lo:hi] = field(layout.mapcount, "<u4")
-    a.mapping[lo:hi] = field(layout.mapping, "<u8")
-    a.compound_head[lo:hi] = field(layout.compound_head, "<u8")
-    a.private[lo:hi] = field(layout.private, "<u8")
-    if a.pp_magic is not None and layout.pp_magic is not None:
-        a.pp_magic[lo:hi] = field(layout.pp_magic, "<u8")
-
-
-def head_flag_mask(prog: drgn.Program) -> int:
-    return 1 << prog.constant("PG_head").value_()
-
-
-def _decode_orders(prog: drgn.Program, layout: PageLayout, a: PageArrays) -> None:
-    """Compound order (and destructor) of every head page, read from the page after it."""
-    heads = np.nonzero((a.flags & np.uint64(head_flag_mask(prog))).astype(bool) & a.readable)[0]
-    # The order byte lives in the first tail's struct page (page[1]) or the
-    # folio that spans it, right after the head in the memmap: read windows
-    # of the memmap that cover many heads at once.
-    size = layout.size
-    for lo, hi in _spans(heads, size):
-        data = _read_chunk(prog, a.memmap + lo * size, (hi - lo) * size)
-        if data is None:
-            continue
-        raw = np.frombuffer(data, np.uint8)
-        sel = heads[(heads >= lo) & (heads + 1 < hi)]
-        a.order[sel] = raw[(sel - lo) * size + layout.order_offset]
-        if a.dtor is not None and layout.dtor_offset is not None:
-            a.dtor[sel] = raw[(sel - lo) * size + layout.dtor_offset]
-
-
-def _spans(heads: np.ndarray, size: int, max_pages: int = CHUNK_PAGES) -> Iterator[tuple[int, int]]:
-    """Contiguous PFN windows covering each head and the page after it."""
-    if heads.size == 0:
-        return
-    lo = int(heads[0])
-    hi = lo + 2
-    for h in heads[1:]:
-        h = int(h)
-        if h + 2 - lo <= max_pages:
-            hi = h + 2
-        else:
-            yield lo, hi
-            lo, hi = h, h + 2
-    yield lo, hi
+        flags = field_(L.flags, "<u8")
+        head = field_(L.compound_head, "<u8")
+        ok = readable[idx]
+        pfn = idx.astype(np.int64) + lo
+        is_head = ok & ((flags >> np.uint64(L.head_bit)) & np.uint64(1)).astype(bool)
+        # The order sits in page[1] (or the folio spanning it), a byte at a
+        # fixed offset from the head's struct page; a head at hi - 1 needs
+        # one struct page past the window.
+        order = np.zeros(idx.size, np.uint8)
+        dtor = np.zeros(idx.size, np.uint8) if L.dtor_offset is not None else None
+        inner = is_head & (idx + 1 < hi - lo)
+        flat = raw.reshape(-1)
+        order[inner] = flat[idx[inner] * size + L.order_offset]
+        if dtor is not None:
+            dtor[inner] = flat[idx[inner] * size + L.dtor_offset]
+        last = np.flatnonzero(is_head & ~inner)
+        if last.size:
+            try:
+                after = self.prog.read(self.memmap + (hi - 1) * size, 2 * size)
+                order[last] = after[L.order_offset]
+                if dtor is not None:
+                    dtor[last] = after[L.dtor_offset]
+            except drgn.FaultError:
+                pass
+        tail = ok & (head & np.uint64(1)).astype(bool)
+        head_pfn = pfn.copy()
+        hp = ((head[tail] - np.uint64(1) - np.uint64(self.memmap)) // np.uint64(size)).astype(np.int64)
+        inside = (head[tail] > np.uint64(self.memmap)) & (hp < self.nr)
+        head_pfn[np.flatnonzero(tail)[inside]] = hp[inside]
+        return PageWords(
+            pfn=pfn, readable=ok, flags=flags, refcount=field_(L.refcount, "<i4"),
+            mapcount=field_(L.mapcount, "<u4"), mapping=field_(L.mapping, "<u8"), compound_head=head,
+            private=field_(L.private, "<u8"),
+            pp_magic=field_(L.pp_magic, "<u8") if L.pp_magic is not None else None,
+            order=order, dtor=dtor, head_pfn=head_pfn, is_head=is_head)

@@ -25,7 +25,7 @@ from drgn.helpers.linux.mm import follow_phys
 from drgn.helpers.linux.pid import for_each_task
 
 from .features import has_object, vmcoreinfo_numbers
-from .pages import PageArrays
+from .pages import Memmap
 
 _PRESENT = np.uint64(1)
 _HUGE = np.uint64(0x80)
@@ -33,15 +33,15 @@ _HUGE = np.uint64(0x80)
 
 @dataclass
 class PageTableWalk:
-    tables: np.ndarray          # bool per PFN: a page-table page
+    tables: np.ndarray          # sorted PFNs of the page-table pages
     kernel_leaf_pfns: np.ndarray  # PFNs init_mm maps outside the direct map (4K leaves)
     kernel_leaf_vas: np.ndarray   # the virtual address each is mapped at
 
 
-def walk_page_tables(prog: drgn.Program, a: PageArrays) -> PageTableWalk:
+def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
     """Walk the kernel's and every process's page tables from the PGD."""
-    tables = np.zeros(a.nr, bool)
-    empty = PageTableWalk(tables, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    tables: set[int] = set()
+    empty = PageTableWalk(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
     if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
         return empty
     levels = 5 if vmcoreinfo_numbers(prog).get("pgtable_l5_enabled") else 4
@@ -75,9 +75,9 @@ def walk_page_tables(prog: drgn.Program, a: PageArrays) -> PageTableWalk:
         span = 1 << (shift + 9 * (depth - 1))     # bytes one entry maps
         nxt = []
         for pfn, base in level:
-            if not 0 <= pfn < a.nr or tables[pfn]:     # kernel halves are shared
+            if not 0 <= pfn < a.nr or pfn in tables:     # kernel halves are shared
                 continue
-            tables[pfn] = True
+            tables.add(pfn)
             e = entries(pfn)
             if e is None:
                 continue
@@ -100,11 +100,11 @@ def walk_page_tables(prog: drgn.Program, a: PageArrays) -> PageTableWalk:
 
     # processes: only the table pages matter (their leaves are anon or file pages)
     pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in for_each_task(prog) if t.mm}
-    frontier = [p for p in pgds if p >= 0 and not tables[p]]
+    frontier = [p for p in pgds if p >= 0 and p not in tables]
     for depth in range(levels, 0, -1):
         nxt_pfns: set[int] = set()
         for pfn in frontier:
-            tables[pfn] = True
+            tables.add(pfn)
             if depth == 1:
                 continue
             e = entries(pfn)
@@ -114,8 +114,8 @@ def walk_page_tables(prog: drgn.Program, a: PageArrays) -> PageTableWalk:
             if depth in (2, 3):
                 present &= ~(e & _HUGE).astype(bool)
             nxt_pfns.update(((e[present] & addr_mask) >> np.uint64(shift)).astype(np.int64).tolist())
-        frontier = [p for p in nxt_pfns if 0 <= p < a.nr and not tables[p]]
+        frontier = [p for p in nxt_pfns if 0 <= p < a.nr and p not in tables]
     pfns = np.concatenate(leaf_pfns) if leaf_pfns else np.zeros(0, np.int64)
     vas = np.concatenate(leaf_vas) if leaf_vas else np.zeros(0, np.uint64)
     ok = (pfns >= 0) & (pfns < a.nr)
-    return PageTableWalk(tables, pfns[ok], vas[ok])
+    return PageTableWalk(np.array(sorted(tables), np.int64), pfns[ok], vas[ok])

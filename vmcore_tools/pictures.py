@@ -24,7 +24,7 @@ from html import escape
 
 import numpy as np
 
-from .classify import PageClass
+from .classify import PageClass, class_counts
 
 #: map value of an orphaned page: not a census class, the reference scan's verdict on top of one
 ORPHANED = 255
@@ -137,7 +137,7 @@ def memory_map(classes: np.ndarray, orphans: Iterable[tuple[int, int]] = ()) -> 
         palette[v] = rgb
     rgb = palette[chosen].reshape(height, width, 3)
     _mark(rgb, np.nonzero(chosen == ORPHANED)[0], width)
-    tally = np.bincount(values, minlength=256)
+    tally = class_counts(values)
     return MemoryMap(rgb=rgb, pages_per_pixel=per_pixel,
                      pages={label_of(v): int(tally[v]) for v in present if v != PageClass.NO_PAGE})
 

@@ -48,11 +48,11 @@ from drgn.helpers.linux.percpu import per_cpu
 from .census import Census, _all_tasks
 from .classify import PageClass
 from .features import has_member, has_object, has_symbol
-from .pages import PageArrays
+from .pages import Memmap
 from .slab import SlabObjects
 
 #: Bytes read and scanned at a time.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 #: References kept per page: enough to show where it is held.
 MAX_REFS = 4
 #: Physical addresses below this are not taken as references (small integers abound).
@@ -97,14 +97,11 @@ def is_round(words: np.ndarray, page_shift: int) -> np.ndarray:
 class Matcher:
     """Maps 64-bit words to candidate pages, vectorized."""
 
-    def __init__(self, a: PageArrays, heads: np.ndarray):
+    def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
         self.heads = np.sort(heads.astype(np.int64))
-        self.ends = self.heads + (1 << a.order[self.heads].astype(np.int64))
-        edges = np.zeros(a.nr + 1, np.int32)     # +1 where an extent starts, -1 past its end
-        np.add.at(edges, self.heads, 1)
-        np.add.at(edges, np.minimum(self.ends, a.nr), -1)
-        self.is_cand = np.cumsum(edges[:-1]) > 0
+        self.ends = self.heads + (1 << a.order_of(self.heads).astype(np.int64))
+        self.bits = _extent_bits(self.heads, self.ends, a.nr)
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.page_size)
         self.direct = np.uint64(a.direct_map)
@@ -127,11 +124,34 @@ class Matcher:
                 continue
             off = words[idx] - base
             pfn = (off // div if div is not None else off >> np.uint64(shift)).astype(np.int64)
-            hit = self.is_cand[pfn]
+            head = self.candidate(pfn)
+            hit = head >= 0
             if hit.any():
-                pfn = pfn[hit]
-                head = self.heads[np.searchsorted(self.heads, pfn, side="right") - 1]
-                yield idx[hit], head, kind
+                yield idx[hit], head[hit], kind
+
+    def candidate(self, pfns: np.ndarray) -> np.ndarray:
+        """The candidate (head PFN) each PFN lies in, -1 where none."""
+        out = np.full(pfns.size, -1, np.int64)
+        inside = ((self.bits[pfns >> 3] >> (pfns & 7).astype(np.uint8)) & 1).astype(bool)
+        if inside.any():
+            out[inside] = self.heads[np.searchsorted(self.heads, pfns[inside], side="right") - 1]
+        return out
+
+
+def _extent_bits(heads: np.ndarray, ends: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
+    """A bitmap of the PFNs inside ``[heads[i], ends[i])`` (1 bit per page),
+    built a slice at a time."""
+    bits = np.zeros(-(-nr // step) * step // 8, np.uint8)
+    for lo in range(0, nr, step):
+        first, last = np.searchsorted(ends, lo, side="right"), np.searchsorted(heads, lo + step)
+        if first >= last:
+            continue
+        edges = np.zeros(step + 1, np.int32)
+        np.add.at(edges, np.clip(heads[first:last] - lo, 0, step), 1)
+        np.add.at(edges, np.clip(ends[first:last] - lo, 0, step), -1)
+        inside = np.cumsum(edges[:-1], dtype=np.int32) > 0
+        bits[lo // 8:(lo + step) // 8] = np.packbits(inside, bitorder="little")
+    return bits
 
 
 class ReferenceScan:
@@ -139,12 +159,11 @@ class ReferenceScan:
                  progress: Callable[[str, int, int], None] | None = None):
         self.census = census
         self.prog = census.prog
-        self.a = a = census.pages
-        self.classes = census.classes
+        self.a = a = census.memmap
         self.heads = heads
         self.matcher = Matcher(a, heads)
         #: order-0 candidates with refcount 1: what an alloc_pages_exact() run is made of
-        self.singles = set(heads[(a.order[heads] == 0) & (a.refcount[heads] == 1)].tolist())
+        self.singles = set(heads[(a.order_of(heads) == 0) & (census.refcounts(heads) == 1)].tolist())
         self.result = ScanResult({})
         self.progress = progress
         self.slab_objects = SlabObjects(self.prog, a)
@@ -200,21 +219,20 @@ class ReferenceScan:
 
     def run(self) -> ScanResult:
         t0 = time.monotonic()
-        a, cls = self.a, self.classes
+        a, c = self.a, self.census
         for name, fn in (("kernel data", self.scan_image), ("per-cpu areas", self.scan_percpu_first_chunk),
                          ("task stacks", self.scan_stacks)):
             try:
                 fn()
             except (drgn.FaultError, LookupError) as e:
                 self.result.problems.append(f"{name}: not scanned ({e})")
-        self.scan_pfns(np.nonzero(cls == PageClass.SLAB)[0], "slab")
+        self.scan_pfns(c.pfns_of(PageClass.SLAB), "slab")
         cached = self.cached_stack_pfns()
-        vm = np.nonzero((cls == PageClass.VMALLOC) | (cls == PageClass.PERCPU))[0]
-        self.scan_pfns(np.setdiff1d(vm, cached), "vmalloc")
+        self.scan_pfns(np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), cached), "vmalloc")
         # rx buffers and page_frag pages hold skb heads, and each head's
         # skb_shared_info lists the pages of that skb's frags
-        self.scan_pfns(np.nonzero((cls == PageClass.LARGE_KMALLOC) | (cls == PageClass.PAGE_FRAG)
-                                  | (cls == PageClass.NIC_RING))[0], "kernel pages")
+        self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG, PageClass.NIC_RING),
+                       "kernel pages")
         self.kernel_mappings()
         # transitive closure: a referenced candidate is live memory too
         scanned: set[int] = set()
@@ -225,7 +243,7 @@ class ReferenceScan:
                 break
             for head in todo:
                 scanned.add(head)
-                self.scan_pfns(np.arange(head, head + (1 << int(a.order[head]))), "referenced page")
+                self.scan_pfns(np.arange(head, head + (1 << a.order_of(head))), "referenced page")
         if self.prog.flags & drgn.ProgramFlags.IS_LIVE:
             self.drop_unstable()
         self.vmcoreinfo_dropped_at_panic()
@@ -270,7 +288,7 @@ class ReferenceScan:
         if not safe or safe != prog["vmcoreinfo_data"].value_():
             return
         for head in self.heads.tolist():
-            if head in self.result.references or self.a.order[head]:
+            if head in self.result.references or self.a.order_of(head):
                 continue
             try:
                 text = prog.read(self.a.virt_of_pfn(head), 10)
@@ -298,9 +316,9 @@ class ReferenceScan:
             end = -(-self.prog.symbol("_end").address // pmd) * pmd
             image = ((walk.kernel_leaf_vas >= np.uint64(self.prog.symbol("_text").address))
                      & (walk.kernel_leaf_vas < np.uint64(end)))
-        hit = np.nonzero(self.matcher.is_cand[walk.kernel_leaf_pfns] & ~image)[0]
-        heads = self.matcher.heads[np.searchsorted(self.matcher.heads, walk.kernel_leaf_pfns[hit],
-                                                   side="right") - 1]
+        cand = self.matcher.candidate(walk.kernel_leaf_pfns)
+        hit = np.flatnonzero((cand >= 0) & ~image)
+        heads = cand[hit]
         heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
         for head, va in zip(heads.tolist(), walk.kernel_leaf_vas[hit[first]].tolist()):
             self.result.references.setdefault(head, []).append(

@@ -20,7 +20,7 @@ from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases
                                      slab_cache_pages_per_slab, slab_cache_usage, slab_object_info)
 
 from .features import has_member, has_type
-from .pages import PageArrays
+from .pages import Memmap
 
 
 @dataclass
@@ -103,8 +103,11 @@ class SlabObjects:
 
     #: a freelist that keeps changing under a live read is given up after this many tries
     TRIES = 20
+    #: slabs whose free objects are remembered: a scan asks about the slab it
+    #: is reading, so a short memory serves it and keeps it from growing with slab
+    MAX_SLABS = 4096
 
-    def __init__(self, prog: drgn.Program, pages: PageArrays):
+    def __init__(self, prog: drgn.Program, pages: Memmap):
         self.prog, self.a = prog, pages
         self.live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
         self.slub = (has_member(prog, "struct kmem_cache", "cpu_slab")
@@ -129,6 +132,8 @@ class SlabObjects:
             return None
         head = a.head_of(pfn)
         if head not in self.slabs:
+            if len(self.slabs) >= self.MAX_SLABS:
+                del self.slabs[next(iter(self.slabs))]      # the oldest
             self.slabs[head] = self._slab(head)
         cache, free = self.slabs[head]
         first = a.virt_of_pfn(head) + cache.red_left_pad
@@ -172,7 +177,7 @@ class SlabObjects:
 
     def _span(self, head: int) -> tuple[int, int]:
         """Direct-map addresses ``[lo, hi)`` of the slab whose head page is ``head``."""
-        return self.a.virt_of_pfn(head), self.a.virt_of_pfn(head + (1 << int(self.a.order[head])))
+        return self.a.virt_of_pfn(head), self.a.virt_of_pfn(head + (1 << self.a.order_of(head)))
 
     def _chain(self, cache: "_Cache", start: Callable[[], int], lo: int, hi: int) -> set[int] | None:
         """The free objects on a freelist whose objects lie in ``[lo, hi)``;

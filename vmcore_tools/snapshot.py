@@ -53,7 +53,7 @@ def take_snapshot(prog: drgn.Program, progress: Callable[[str, int, int], None] 
         "host": uts.nodename.string_().decode(errors="replace"),
         "release": uts.release.string_().decode(errors="replace"),
         "taken_at": kernel_time(prog),
-        "page_size": 1 << c.pages.page_shift,
+        "page_size": 1 << c.memmap.page_shift,
         "total_pages": c.total_pages,
         "classes": c.totals(),
         "slab": {x.name: x.pages for x in slab_caches(prog, "name")},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from vmcore_tools.census import census
@@ -34,7 +35,7 @@ def test_every_page_in_exactly_one_class(leak_census):
     core, c = leak_census
     totals = c.totals()
     assert sum(totals.values()) == c.total_pages
-    assert c.total_pages == c.pages.valid.sum()
+    assert c.total_pages == c.memmap.valid_pages
     assert totals["unreadable"] == 0, "an ELF dump holds every struct page"
     d = c.decomposition()
     assert d["U"] + d["K"] + d["S"] + d["C"] + d["F"] == d["T"]
@@ -99,6 +100,31 @@ def test_decoys_are_allocated_kernel_memory(leak_census):
     core, c = leak_census
     for d in core.manifest["decoys"]:
         assert c.class_of(d["pfn"]) in (PageClass.UNATTRIBUTED, PageClass.PAGE_FRAG), d
+
+
+def test_classes_do_not_depend_on_the_chunk_size(leak_census):
+    """The census reads the memmap a chunk at a time and keeps only the class
+    array; a compound page cut by a chunk border (at 97 pages, every slab
+    of order >= 1 and every THP is cut somewhere) gets the same classes and
+    the same recorded heads as with the default chunks."""
+    core, c = leak_census
+    small = census(c.prog, chunk_pages=97)
+    assert (small.classes == c.classes).all()
+    assert (small.memmap.heads == c.memmap.heads).all() and (small.memmap.orders == c.memmap.orders).all()
+    starts = np.array([s for s, _ in c.memmap.ranges])
+    offset = c.memmap.heads - starts[np.searchsorted(starts, c.memmap.heads, side="right") - 1]
+    spanning = c.memmap.heads[offset % 97 + (1 << c.memmap.orders.astype(int)) > 97]
+    assert spanning.size > 10, "no compound page crossed a chunk border: the test proves nothing"
+
+
+def test_census_keeps_one_byte_per_page(leak_census):
+    """No decoded memmap outlives the pass: per page, the census holds its
+    class (1 byte); compound heads are a sparse list."""
+    core, c = leak_census
+    assert c.classes.dtype == "uint8" and c.classes.size == c.memmap.nr
+    assert not any(isinstance(v, np.ndarray) and v.size >= c.memmap.nr and v is not c.classes
+                   for v in vars(c).values())
+    assert c.memmap.heads.size < c.memmap.nr // 8
 
 
 def test_census_on_kdump_compressed_core(kdump_core):
@@ -205,7 +231,7 @@ def test_slab_objects_agree_with_drgn(leak_census):
 
     from vmcore_tools.slab import SlabObjects
     core, c = leak_census
-    a = c.pages
+    a = c.memmap
     objects = SlabObjects(c.prog, a)
     pfns = c.pfns_of(PageClass.SLAB)
     addrs = [a.virt_of_pfn(int(p)) + (i * 1576) % 4096 // 8 * 8 for i, p in enumerate(pfns[::4])]

@@ -86,12 +86,12 @@ def test_i40e_rings_by_both_routes(leak_report):
     eth2 = [x for x in rings.values() if x.driver == "i40e" and x.device == "eth2"]
     fdir = [x for x in rings.values() if x.driver == "i40e" and "vsi1" in x.device]
     assert len(eth2) == 2 and len(fdir) == 1
-    a = r.census.pages
+    c = r.census
     for ring in eth2 + fdir:
         assert 0 < ring.populated <= ring.count
         # the ring's own references never exceed the page's
-        assert (a.refcount[ring.pfn] >= ring.bias).all(), ring.name
-        assert {int(a.order[p]) for p in ring.pfn} == {1 if ring.indices["rx_buf_len"] > 2048 else 0}
+        assert (c.refcounts(ring.pfn) >= ring.bias).all(), ring.name
+        assert set(c.memmap.order_of(ring.pfn).tolist()) == {1 if ring.indices["rx_buf_len"] > 2048 else 0}
         assert all(r.census.class_of(p) == PageClass.NIC_RING for p in ring.pfn)
 
 
@@ -99,9 +99,8 @@ def test_virtio_and_e1000e_rings_hold_pages(leak_report):
     core, r = leak_report
     drivers = {x.driver for x in r.census.rings.rings if x.populated}
     assert {"virtio_net", "e1000e"} <= drivers
-    a = r.census.pages
     for ring in r.census.rings.rings:
-        heads = a.head_pfn()[ring.all_pfns()]
+        heads = r.census.memmap.heads_of(ring.all_pfns())
         classes = {r.census.class_of(int(h)) for h in heads}
         assert PageClass.UNATTRIBUTED not in classes, (ring.name, classes)
         assert PageClass.FREE not in classes, ring.name
@@ -178,12 +177,12 @@ def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     assert (doc["class"], doc["order"], doc["refcount"], doc["references"]) == \
         ("unattributed", leak["order"], leak["refcount"], [])
     ring = next(x for x in c.rings.rings if x.driver == "i40e" and x.populated)
-    slot = explain_page(prog, c.pages.memmap + int(ring.pfn[0]) * c.pages.page_size, c)
+    slot = explain_page(prog, c.memmap.memmap + int(ring.pfn[0]) * c.memmap.page_size, c)
     assert slot.given == "struct page" and slot.klass == "nic_ring"
     assert slot.owner.startswith(f"ring {ring.name} slot {int(ring.slot[0])},")
     referenced = {x.pfn for x in r.referenced}
     decoy = next(d for d in core.manifest["decoys"] if d["pfn"] in referenced)
-    page = explain_page(prog, c.pages.virt_of_pfn(decoy["pfn"]), c)
+    page = explain_page(prog, c.memmap.virt_of_pfn(decoy["pfn"]), c)
     assert page.given == "direct-map address" and page.references
     image = explain_page(prog, prog["jiffies"].address_, c, references=False)
     assert image.given == "kernel virtual address" and image.klass == "reserved"

@@ -3,25 +3,22 @@
 
 import numpy as np
 
-from vmcore_tools.pages import PageArrays
+from vmcore_tools.pages import Memmap
 from vmcore_tools.refscan import Matcher, is_round
 
 NR = 1 << 15
 MEMMAP, PAGE_SIZE, DIRECT = 0xFFFFEA0000000000, 64, 0xFFFF888000000000
 
 
-def arrays() -> PageArrays:
-    z64, z32 = np.zeros(NR, np.uint64), np.zeros(NR, np.uint32)
-    order = np.zeros(NR, np.uint8)
-    order[16390] = 1
-    return PageArrays(base_pfn=0, valid=np.ones(NR, bool), readable=np.ones(NR, bool), flags=z64,
-                      refcount=np.ones(NR, np.int32), mapcount=z32, mapping=z64, compound_head=z64,
-                      private=z64, pp_magic=None, order=order, dtor=None, memmap=MEMMAP,
-                      page_size=PAGE_SIZE, direct_map=DIRECT, page_shift=12)
+def memmap() -> Memmap:
+    """Geometry only (no program to read): PFN 16390 is an order-1 head."""
+    return Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=MEMMAP, page_size=PAGE_SIZE,
+                  direct_map=DIRECT, page_shift=12, heads=np.array([16390], np.int64),
+                  orders=np.array([1], np.uint8))
 
 
 def hits(words: list[int], physical: bool) -> list[tuple[int, int, str]]:
-    m = Matcher(arrays(), np.array([16384, 16390, 20001]))
+    m = Matcher(memmap(), np.array([16384, 16390, 20001]))
     w = np.array(words, np.uint64)
     return sorted((int(i), int(h), kind) for idx, heads, kind in m.match(w, physical)
                   for i, h in zip(idx, heads))
@@ -46,3 +43,10 @@ def test_round_numbers_are_not_physical_addresses():
                                           (3, 16384, "direct map")]
     assert is_round(np.array([64 << 20, 0xC0000000, 0x4006000, 0x4000040], np.uint64), 12).tolist() == \
         [True, True, False, False]
+
+
+def test_compound_heads_and_orders_from_the_sparse_list():
+    m = memmap()
+    assert m.order_of(np.array([16389, 16390, 16391])).tolist() == [0, 1, 0]
+    assert m.order_of(16390) == 1
+    assert m.heads_of(np.array([16389, 16390, 16391, 16392])).tolist() == [16389, 16390, 16390, 16392]

@@ -30,7 +30,7 @@ from typing import Protocol
 import drgn
 import numpy as np
 
-from ..pages import PageArrays
+from ..pages import Memmap
 from .common import bound_devices
 
 
@@ -80,13 +80,14 @@ class RingScan:
             return np.zeros(0, np.int64)
         return np.unique(np.concatenate([r.all_pfns() for r in self.rings]))
 
-    def orders_by_driver(self, a: PageArrays) -> dict[int, list[str]]:
-        """Page order -> rings that hold pages of that order (evidence for orphans)."""
+    def orders_by_driver(self, a: Memmap) -> dict[int, list[str]]:
+        """Page order -> rings that hold pages of that order (evidence for
+        orphans); the orders are known once the census has run."""
         out: dict[int, list[str]] = {}
         for r in self.rings:
             if r.kind != "rx" or not r.pfn.size:
                 continue
-            for order in np.unique(a.order[r.pfn]).tolist():
+            for order in np.unique(a.order_of(r.pfn)).tolist():
                 out.setdefault(int(order), []).append(r.name)
         return out
 
@@ -98,7 +99,7 @@ class Walker(Protocol):
     def present(self, prog: drgn.Program) -> bool:
         """Whether the driver's types are in the debug info (else: skipped quietly)."""
 
-    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+    def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
         """Every ring of this driver, found from global kernel state."""
 
 
@@ -107,15 +108,14 @@ def all_walkers() -> list[Walker]:
     return [*intel.WALKERS, virtio_net.VirtioNet(), e1000e.E1000e(), page_pool.PagePools()]
 
 
-def walk_rings(prog: drgn.Program, a: PageArrays | None = None,
+def walk_rings(prog: drgn.Program, a: Memmap | None = None,
                walkers: list[Walker] | None = None) -> RingScan:
     """Run every walker whose driver is present.
 
-    ``a`` (the decoded memmap from ``pages.read_pages``) is read when not given.
+    ``a`` (the memmap's geometry, ``pages.Memmap``) is found when not given.
     """
     if a is None:
-        from ..pages import read_pages
-        a = read_pages(prog)
+        a = Memmap.from_program(prog)
     scan = RingScan([], [], [])
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():

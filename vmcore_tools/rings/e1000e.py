@@ -16,7 +16,7 @@ import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
 from ..features import has_type
-from ..pages import PageArrays
+from ..pages import Memmap
 from . import Ring
 from .common import netdev_label, netdevs_of, struct_array
 from .skb import skb_pfns
@@ -28,14 +28,14 @@ class E1000e:
     def present(self, prog: drgn.Program) -> bool:
         return has_type(prog, "struct e1000_adapter") and has_type(prog, "struct e1000_buffer")
 
-    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+    def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
         for dev in netdevs_of(prog, self.name):
             adapter = netdev_priv(dev, "struct e1000_adapter")
             rx = adapter.rx_ring
             if rx:
                 yield self.read_ring(prog, a, netdev_label(dev), rx)
 
-    def read_ring(self, prog: drgn.Program, a: PageArrays, label: str, rx: drgn.Object) -> Ring:
+    def read_ring(self, prog: drgn.Program, a: Memmap, label: str, rx: drgn.Object) -> Ring:
         count = rx.count.value_()
         ring = Ring(self.name, label, 0, "rx", rx.value_(), count)
         ring.indices = {"next_to_use": rx.next_to_use.value_(), "next_to_clean": rx.next_to_clean.value_()}

@@ -21,7 +21,7 @@ import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
 from ..features import has_type
-from ..pages import PageArrays
+from ..pages import Memmap
 from . import Ring
 from .common import (int_members, member_or, netdev_label, netdevs_of, pci_devs_of, pci_label,
                      struct_array)
@@ -44,7 +44,7 @@ class Family:
     def present(self, prog: drgn.Program) -> bool:
         return has_type(prog, self.buffer_type) and has_type(prog, self.priv_type)
 
-    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+    def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
         for dev in netdevs_of(prog, self.name):
             priv = netdev_priv(dev, self.priv_type)
             for label, ring, kind in self.from_priv(prog, priv, netdev_label(dev)):
@@ -54,7 +54,7 @@ class Family:
                 for label, ring, kind in self.from_pci(prog, pdev):
                     yield self.read_ring(prog, a, label, ring, kind)
 
-    def read_ring(self, prog: drgn.Program, a: PageArrays, label: str, ring: drgn.Object,
+    def read_ring(self, prog: drgn.Program, a: Memmap, label: str, ring: drgn.Object,
                   kind: str) -> Ring:
         count = ring.count.value_()
         out = Ring(self.name, label, member_or(ring, "queue_index", member_or(ring, "q_index", 0)),
@@ -102,7 +102,7 @@ def _rx_stats(ring: drgn.Object) -> dict[str, int]:
     return {}
 
 
-def _parked_pfns(prog: drgn.Program, a: PageArrays, ring: drgn.Object) -> list[int]:
+def _parked_pfns(prog: drgn.Program, a: Memmap, ring: drgn.Object) -> list[int]:
     """Pages of a frame the ring is still building: ``ring->skb`` (before 6.4)
     or the ``xdp_buff`` context (i40e 6.4+, whose ``data_hard_start`` is in
     the first buffer's page)."""
@@ -117,7 +117,7 @@ def _parked_pfns(prog: drgn.Program, a: PageArrays, ring: drgn.Object) -> list[i
     return out
 
 
-def _read_xdp_tx_slots(prog: drgn.Program, a: PageArrays, ring: drgn.Object, count: int,
+def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: int,
                        out: Ring) -> None:
     """XDP tx rings hold ``xdp_frame``s, which sit in the headroom of their own page."""
     array = ring.tx_bi.value_() if ring.type_.type.has_member("tx_bi") else 0

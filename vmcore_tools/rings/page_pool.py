@@ -16,7 +16,7 @@ import drgn
 from drgn.helpers.linux.xarray import xa_for_each
 
 from ..features import has_object
-from ..pages import PageArrays
+from ..pages import Memmap
 from . import Ring
 from .common import netdev_label
 
@@ -27,7 +27,7 @@ class PagePools:
     def present(self, prog: drgn.Program) -> bool:
         return has_object(prog, "page_pools")
 
-    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+    def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
         for index, entry in xa_for_each(prog["page_pools"].address_of_()):
             pool = drgn.cast("struct page_pool *", entry)
             netdev = pool.slow.netdev if pool.type_.type.has_member("slow") else pool.user.netdev

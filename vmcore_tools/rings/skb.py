@@ -5,10 +5,10 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.net import skb_shinfo
 
-from ..pages import PageArrays
+from ..pages import Memmap
 
 
-def skb_pfns(prog: drgn.Program, a: PageArrays, skb: drgn.Object) -> list[int]:
+def skb_pfns(prog: drgn.Program, a: Memmap, skb: drgn.Object) -> list[int]:
     """PFNs of ``skb->head`` and of every ``skb_shinfo(skb)->frags[]`` page.
 
     Fact: a frag is a ``bio_vec`` (``bv_page``) up to 6.5 and a ``skb_frag``

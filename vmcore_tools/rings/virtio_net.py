@@ -19,7 +19,7 @@ import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
 from ..features import has_type
-from ..pages import PageArrays
+from ..pages import Memmap
 from . import Ring
 from .common import netdev_label, netdevs_of, struct_array
 
@@ -33,14 +33,14 @@ class VirtioNet:
     def present(self, prog: drgn.Program) -> bool:
         return has_type(prog, "struct virtnet_info") and has_type(prog, "struct vring_virtqueue")
 
-    def rings(self, prog: drgn.Program, a: PageArrays) -> Iterator[Ring]:
+    def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
         for dev in netdevs_of(prog, self.name):
             vi = netdev_priv(dev, "struct virtnet_info")
             for q in range(vi.max_queue_pairs.value_()):
                 rq = vi.rq[q]
                 yield self.read_queue(prog, a, netdev_label(dev), q, rq)
 
-    def read_queue(self, prog: drgn.Program, a: PageArrays, label: str, q: int,
+    def read_queue(self, prog: drgn.Program, a: Memmap, label: str, q: int,
                    rq: drgn.Object) -> Ring:
         vvq = drgn.container_of(rq.vq, "struct vring_virtqueue", "vq")
         ring = Ring(self.name, label, q, "rx", vvq.value_())
@@ -61,7 +61,7 @@ class VirtioNet:
         ring.extra_pfns = [p for p in extra if p >= 0]
         return ring
 
-    def _split_slots(self, prog: drgn.Program, a: PageArrays, split: drgn.Object, ring: Ring) -> None:
+    def _split_slots(self, prog: drgn.Program, a: Memmap, split: drgn.Object, ring: Ring) -> None:
         num = split.vring.num.value_()
         ring.count = num
         state = struct_array(prog, split.desc_state.value_(), "struct vring_desc_state_split", num,
