@@ -4,6 +4,11 @@ look for orphans in a kernel that keeps running while it is read.  Then run
 every subcommand with --json on the same program (as the drgn plugin does)
 and hand back the documents, for the host to check against the schemas.
 
+While the tool reads, a churn process forces the kernel to change under
+it: it maps, touches and unmaps anonymous memory, writes and deletes shmem
+files and forks short-lived children (page tables, stacks, slab objects,
+free lists), so struct pages and lists change between two reads.
+
     live_probe.py VMLINUX [DEBUG_INFO ...]
 """
 
@@ -13,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 from drgn.helpers.linux.mm import pfn_to_page
 
@@ -20,14 +26,49 @@ from vmcore_tools import open_program
 from vmcore_tools.cli import run_on
 from vmcore_tools.orphans import orphans
 
+CHURN = """
+import mmap, os
+n = 0
+while True:
+    m = mmap.mmap(-1, 8 << 20)
+    for off in range(0, 8 << 20, 4096):
+        m[off] = 1
+    with open(f"/dev/shm/churn{n % 4}", "wb") as f:
+        f.write(b"x" * (1 << 20))
+    if n % 4 == 3:
+        for i in range(4):
+            os.unlink(f"/dev/shm/churn{i}")
+    m.close()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def churned() -> int:
+    """Rounds the churn process has finished so far."""
+    with open("/tmp/churn.log") as f:
+        rounds = f.read().split()
+    return int(rounds[-1]) if rounds else 0
+
+
 prog = open_program(None, sys.argv[1], sys.argv[2:])
 log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
 leaks = [{"pfn": int(p), "refcount": int(r)}
          for p, r in re.findall(r"fake_i40e: leaked pfn=(\d+) order=\d+ refcount=(-?\d+)", log)]
 for leak in leaks:
     leak["refcount_read"] = pfn_to_page(prog, leak["pfn"])._refcount.counter.value_()
+with open("/tmp/churn.log", "w") as log_file:
+    churn = subprocess.Popen([sys.executable, "-c", CHURN], stdout=log_file)
+while not churned():
+    time.sleep(0.1)
+before = churned()
 r = orphans(prog)
 c = r.census
+churn_rounds = churned() - before
 referenced = {x.pfn: x.references for x in r.referenced}
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
@@ -45,7 +86,8 @@ def command(*args: str) -> dict:
 cli = {name: command(name) for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
 cli["page"] = command("page", str(leaks[0]["pfn"]))
 cli["report"] = command("report", "--html", "/tmp/report.html")
-print(json.dumps({"cli": cli, "target": "/proc/kcore", "classes": c.totals(), "total_pages": c.total_pages,
+churn.kill()
+print(json.dumps({"cli": cli, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
                   "leaks": leaks, "problems": c.problems + r.problems,
                   "orphans": [{"pfn": o.pfn, "order": o.order, "refcount": o.refcount,

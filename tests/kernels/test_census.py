@@ -127,6 +127,23 @@ def test_census_keeps_one_byte_per_page(leak_census):
     assert c.memmap.heads.size < c.memmap.nr // 8
 
 
+def test_census_memory_is_bounded_by_the_chunk_not_the_memmap(leak_census):
+    """Peak Python/numpy memory of a census (tracemalloc sees numpy's
+    buffers) stays far below the size of the struct page array: the chunked
+    reader never holds the memmap, only a chunk of it and the class byte per
+    page.  With the old whole-memmap reader the peak was over 2x the memmap."""
+    import tracemalloc
+    core, c = leak_census
+    memmap_bytes = c.memmap.valid_pages * c.memmap.page_size
+    tracemalloc.start()
+    try:
+        census(c.prog, chunk_pages=2048)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < memmap_bytes / 4, (peak, memmap_bytes)
+
+
 def test_census_on_kdump_compressed_core(kdump_core):
     c = census(kdump_core.program())
     t = c.totals()

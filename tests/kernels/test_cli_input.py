@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,23 @@ def test_vmlinux_of_another_kernel(leak_core):
     from sample_cores.kernels import KERNEL_LINES, fetch
     other = next(k for k in KERNEL_LINES if k != leak_core.manifest["kernel"]["line"])
     proc = run_cli("census", "-c", str(leak_core.core), "-s", str(fetch(other).vmlinux))
+    assert_clean_error(proc, "does not match")
+
+
+def test_vmlinux_of_another_build_of_the_same_kernel(leak_core, tmp_path):
+    """Same release and banner, another build: a copy of the core's own
+    vmlinux whose GNU build ID differs in one byte (what a rebuild of the
+    same source gives).  The banner check alone would accept it; the build
+    ID (in VMCOREINFO since 5.9) refuses it."""
+    build_id = leak_core.program().main_module().build_id
+    data = bytearray(Path(leak_core.vmlinux).read_bytes())
+    at = data.find(build_id)
+    assert at > 0 and data.find(build_id, at + 1) == -1
+    data[at] ^= 0xFF
+    other = tmp_path / Path(leak_core.vmlinux).name
+    other.write_bytes(data)
+    del data
+    proc = run_cli("census", "-c", str(leak_core.core), "-s", str(other))
     assert_clean_error(proc, "does not match")
 
 
