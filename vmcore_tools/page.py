@@ -84,7 +84,7 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
                         int(words.refcount[at[head]]), int(words.mapcount[at[pfn]].astype(np.int32)),
                         int(words.mapping[at[head]]), "")
     try:
-        report.owner = owner_of(prog, c, pfn, head, klass)
+        report.owner = owner_of(prog, c, report, klass)
     except (drgn.FaultError, LookupError, ValueError) as e:
         report.problems.append(f"owner not read: {e}")
     if references and klass == PageClass.UNATTRIBUTED:
@@ -95,9 +95,11 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
     return report
 
 
-def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClass) -> str:
-    """Who owns the page, for the classes where the kernel says."""
+def owner_of(prog: drgn.Program, c: Census, report: PageReport, klass: PageClass) -> str:
+    """Who owns the page, for the classes where the kernel says (from the
+    words ``report`` already holds where they suffice)."""
     a = c.memmap
+    pfn, head = report.pfn, report.head
     if klass == PageClass.SLAB:
         obj = SlabObjects(prog, a)(a.virt_of_pfn(pfn))
         return f"slab cache {obj.cache}" if obj else ""
@@ -126,7 +128,6 @@ def owner_of(prog: drgn.Program, c: Census, pfn: int, head: int, klass: PageClas
             break
         return f"inode {inode.i_ino.value_()} {path or '(no dentry)'} index {page.index.value_()}"
     if klass == PageClass.ANON:
-        order = a.order_of(head)
-        thp = f", a transparent huge page of order {order}" if order else ""
-        return f"anonymous memory, anon_vma {int(a.read(np.array([head])).mapping[0]) & ~3:#x}{thp}"
+        thp = f", a transparent huge page of order {report.order}" if report.order else ""
+        return f"anonymous memory, anon_vma {report.mapping & ~3:#x}{thp}"
     return ""
