@@ -108,7 +108,7 @@ class Kernel:
         return None
 
 
-def _extract_deb(deb: Path, dest: Path, members: tuple[str, ...] = ()) -> None:
+def extract_deb(deb: Path, dest: Path, members: tuple[str, ...] = ()) -> None:
     """Unpack ``deb`` into ``dest``; with ``members``, only paths starting so."""
     dest.mkdir(parents=True, exist_ok=True)
     fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
@@ -150,7 +150,7 @@ def _fix_headers(k: Kernel, headers_root: Path) -> None:
 
 
 def _extract_source(deb: Path, k: Kernel, scratch: Path) -> None:
-    _extract_deb(deb, scratch, ("usr/src/",))
+    extract_deb(deb, scratch, ("usr/src/",))
     tarballs = list((scratch / "usr" / "src").glob("linux-source-*.tar.*"))
     if not tarballs:
         raise RuntimeError(f"{deb} holds no linux-source tarball")
@@ -206,7 +206,7 @@ def fetch(line_name: str, log=print) -> Kernel:
 
     log(f"[{line_name}] unpacking image and modules")
     scratch = k.root / "scratch"
-    _extract_deb(image, scratch, ("boot/", "lib/modules/", "usr/lib/modules/"))
+    extract_deb(image, scratch, ("boot/", "lib/modules/", "usr/lib/modules/"))
     shutil.move(scratch / "boot" / f"vmlinuz-{abi}", k.vmlinuz)
     shutil.move(scratch / "boot" / f"config-{abi}", k.config)
     mods = next(p for p in (scratch / "lib" / "modules" / abi, scratch / "usr" / "lib" / "modules" / abi) if p.exists())
@@ -220,11 +220,11 @@ def fetch(line_name: str, log=print) -> Kernel:
     members = ["usr/lib/debug/boot/"] + [
         f"{dbg_prefix}lib/modules/{abi}/kernel/{d}" for d in DEBUG_MODULE_DIRS
     ]
-    _extract_deb(dbg, k.root / "dbg", tuple(members))
+    extract_deb(dbg, k.root / "dbg", tuple(members))
 
     log(f"[{line_name}] unpacking headers and driver sources")
     for deb in (headers, common, kbuild):
-        _extract_deb(deb, k.root / "headers")
+        extract_deb(deb, k.root / "headers")
     _fix_headers(k, k.root / "headers")
     _extract_source(source, k, scratch)
     shutil.rmtree(scratch)

@@ -8,6 +8,8 @@ results are measured against; the analyzer itself never reads it.
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -98,6 +100,7 @@ def guest_truth(out_dir: Path) -> dict:
         "osrelease": read("osrelease").strip(),
         "planted_leaks": leaks,
         "decoys": decoys,
+        "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),
         "vmstat": parse_kv(read("vmstat")),
         "buddyinfo": parse_buddyinfo(read("buddyinfo")),

@@ -22,7 +22,8 @@ from .build_modules import build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
 from .kernels import Kernel, fetch
-from .vm import Guest, GuestSpec, KernelDied, qemu_has_device, qemu_version
+from .qemu import qemu
+from .vm import Guest, GuestSpec, KernelDied
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 REPO = GUEST_DIR.parent.parent
@@ -75,7 +76,7 @@ DEFAULT_KERNEL = "6.1"
 
 def _nics() -> tuple[str, ...]:
     nics = ["virtio-net-pci", "e1000e"]
-    if qemu_version() >= (8, 0) and qemu_has_device("igb"):
+    if qemu().has_device("igb"):
         nics.append("igb")
     return tuple(nics)
 
@@ -127,7 +128,8 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     """Build scenario ``name`` on kernel line ``line``; return its directory."""
     sc = SCENARIOS[name]
     k, modules, initrd = _prepare(sc, line, log)
-    key = _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics())
+    key = _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
+                  qemu().version)
     dest = core_dir(name, line) / key
     if (dest / "manifest.json").exists() and not force:
         return dest
@@ -178,7 +180,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
             "test_modules": {n: str(p) for n, p in modules.items()},
         },
         "guest": {"memory_mb": sc.memory_mb, "cpus": spec.cpus, "nics": list(spec.nics),
-                  "qemu": ".".join(map(str, qemu_version())),
+                  "qemu": ".".join(map(str, qemu().version)),
                   "module_params": sc.module_params},
         **truth,
     }

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .initramfs import HOST_ROOT_TAG, OUT_TAG
+from .qemu import qemu
 
 
 class VMError(RuntimeError):
@@ -32,19 +33,6 @@ class KernelDied(VMError):
     static-key patching on another vCPU) or on a spurious debug exception:
     a flake of the emulator, not of the job (which only reads memory), so the
     run may boot again."""
-
-
-def qemu_version() -> tuple[int, int]:
-    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                         text=True, check=True).stdout
-    major, minor = out.split("version ")[1].split(".")[:2]
-    return int(major), int(minor)
-
-
-def qemu_has_device(name: str) -> bool:
-    out = subprocess.run(["qemu-system-x86_64", "-device", "help"], capture_output=True,
-                         text=True).stdout
-    return f'name "{name}"' in out
 
 
 @dataclass
@@ -121,10 +109,11 @@ class Guest:
     def command(self) -> list[str]:
         s = self.spec
         accel = os.environ.get("VMCT_ACCEL", "tcg")
+        q = qemu()
         cmd = [
-            "qemu-system-x86_64", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
-            "-m", str(s.memory_mb), "-smp", str(s.cpus),
-            "-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
+            *q.argv(), "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
+            "-m", str(s.memory_mb), "-smp", str(s.cpus), *q.guest_options(),
+            "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",
             "-qmp", f"unix:{s.qmp_path},server=on,wait=off",
@@ -148,7 +137,7 @@ class Guest:
         with open(s.run_dir / "disk.img", "wb") as f:
             f.truncate(s.disk_mb * 1024 * 1024)
         s.qmp_path.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu().environ(),
                                      stdout=open(s.run_dir / "qemu.log", "w"),
                                      stderr=subprocess.STDOUT)
 

@@ -40,6 +40,10 @@ class Core:
         k = self.manifest["kernel"]
         return [*k["test_modules"].values(), k["debug_modules_dir"]]
 
+    def netdevs(self, driver: str) -> list[str]:
+        """The guest's net devices bound to ``driver`` (recorded by the workload)."""
+        return sorted(n for n, d in self.manifest["netdevs"].items() if d["driver"] == driver)
+
     def program(self):
         from vmcore_tools import open_program
         return open_program(self.core, self.vmlinux, self.debug)

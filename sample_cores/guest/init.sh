@@ -38,13 +38,15 @@ fi
 say "BOOTED $(uname -r)"
 hostname vmct-guest
 ip link set lo up
-for m in qemu_fw_cfg virtio_net e1000e igb virtio_blk ext4; do
-    modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"
-done
+load() { for m in "$@"; do modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"; done; }
+load qemu_fw_cfg virtio_net e1000e virtio_blk ext4
 for line in "${INSMOD[@]}"; do
     # shellcheck disable=SC2086
     insmod $line || die "insmod $line"
 done
+# igb after the test modules, so fake_i40e's net device is eth2 whether or
+# not this QEMU emulates igb
+load igb
 udevadm settle 2>/dev/null || sleep 1
 
 "$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda "${WORKLOAD_ARGS[@]}" > "$OUT/workload.log" 2>&1 &

@@ -16,6 +16,7 @@ its sockets are part of what the dump must contain:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -37,19 +38,25 @@ def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def nic_drivers() -> dict[str, str]:
+def nics() -> dict[str, dict]:
+    """Each net device bound to a driver: driver, PCI device, MAC."""
     out = {}
     for dev in sorted(Path("/sys/class/net").iterdir()):
         drv = dev / "device" / "driver"
         if drv.exists():
-            out[dev.name] = os.path.basename(os.readlink(drv))
+            out[dev.name] = {
+                "driver": os.path.basename(os.readlink(drv)),
+                "device": (dev / "device").resolve().name,
+                "address": (dev / "address").read_text().strip(),
+            }
     return out
 
 
-def setup_network() -> list[tuple[str, str]]:
+def setup_network(devices: dict[str, dict]) -> list[tuple[str, str]]:
     """One namespace per real NIC; returns [(netns, address)] of those set up."""
     up = []
-    for ifname, driver in nic_drivers().items():
+    for ifname, nic in devices.items():
+        driver = nic["driver"]
         if driver not in NETNS:
             run("ip", "link", "set", ifname, "up")  # e.g. the fake i40e netdev
             continue
@@ -59,6 +66,7 @@ def setup_network() -> list[tuple[str, str]]:
         run("ip", "-n", ns, "link", "set", "lo", "up")
         run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
         run("ip", "-n", ns, "link", "set", ifname, "up")
+        nic["netns"] = ns
         up.append((ns, addr))
         log(f"{ifname} ({driver}) -> {ns} {addr}")
     return up
@@ -186,7 +194,10 @@ def main() -> int:
     log("slab: 20000 tmpfs files")
     held = loopback_frags()
     log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
-    procs = net_traffic(setup_network())
+    devices = nics()
+    procs = net_traffic(setup_network(devices))
+    # ground truth for the ring walkers: which driver each net device has
+    (Path(args.out) / "netdevs.json").write_text(json.dumps(devices, indent=1, sort_keys=True))
     Path("/run/vmct-workload-ready").write_text(str(os.getpid()))
     log("ready")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
