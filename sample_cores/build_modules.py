@@ -33,6 +33,8 @@ def features(k: Kernel) -> list[str]:
     flags = []
     if re.search(r"\brx_offset;", ring):
         flags.append("-DHAVE_RX_OFFSET")
+    if re.search(r"\bstruct xdp_buff xdp;", ring):
+        flags.append("-DHAVE_RING_XDP_BUFF")     # 6.4+: ring->xdp replaces ring->skb
     if "eth_hw_addr_set" in etherdevice.read_text():
         flags.append("-DHAVE_ETH_HW_ADDR_SET")
     return flags

@@ -28,6 +28,8 @@ KPF_BITS = {
 
 LEAK_RE = re.compile(
     r"fake_i40e: leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+PARKED_RE = re.compile(
+    r"fake_i40e: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
 DECOY_RE = re.compile(
     r"vmct_workload: decoy kind=(\S+) pfn=(\d+) order=(\d+) refcount=(-?\d+)")
 
@@ -90,16 +92,25 @@ def parse_log(text: str) -> tuple[list[dict], list[dict]]:
     return leaks, decoys
 
 
+def parse_parked(text: str) -> list[dict]:
+    """Pages fake_i40e left held outside its rx slots: a frame in progress
+    (kind ``skb`` or ``xdp``) and a frame on the XDP tx ring (``xdp-tx``)."""
+    return [{"pfn": int(m[0]), "order": int(m[1]), "refcount": int(m[2]), "kind": m[3], "ring": m[4]}
+            for m in PARKED_RE.findall(text)]
+
+
 def guest_truth(out_dir: Path) -> dict:
     """The manifest sections that come from the guest's own capture."""
     proc = out_dir / "proc"
     read = lambda name: (proc / name).read_text()  # noqa: E731
-    leaks, decoys = parse_log((out_dir / "dmesg.txt").read_text(errors="replace"))
+    dmesg = (out_dir / "dmesg.txt").read_text(errors="replace")
+    leaks, decoys = parse_log(dmesg)
     kpageflags, kpagecount = kpage_summary(proc)
     return {
         "osrelease": read("osrelease").strip(),
         "planted_leaks": leaks,
         "decoys": decoys,
+        "parked": parse_parked(dmesg),
         "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),
         "vmstat": parse_kv(read("vmstat")),

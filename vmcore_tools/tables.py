@@ -75,10 +75,11 @@ def referenced_table(orphans: dict[str, Any], top: int) -> Table:
 
 
 def ring_table(rings: list[dict[str, Any]]) -> Table:
-    return Table(["driver", "device", "ring", "slots", "populated", "pages", "orders",
+    return Table(["driver", "device", "ring", "slots", "populated", "outside", "pages", "orders",
                   "stack refs", "bias<0", "indices", "driver stats"],
                  [(r["driver"], r["device"], f"{r['kind']}{r['queue']}", r["slots"], r["populated"],
-                   r["pages"], "/".join(map(str, r["orders"])) or "-", r["stack_held_slots"],
+                   r["outside_slots"], r["pages"], "/".join(map(str, r["orders"])) or "-",
+                   r["stack_held_slots"],
                    r["bias_anomalies"],
                    " ".join(f"{k.replace('next_to_', 'nt')}={v}" for k, v in r["indices"].items()),
                    " ".join(f"{k}={v}" for k, v in r["stats"].items() if v))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmcore_tools import orphans
@@ -84,9 +85,11 @@ def test_i40e_rings_by_both_routes(leak_report):
     VSI has no net device, so only the PCI route (pf->vsi[]) reaches it."""
     core, r = leak_report
     rings = {(x.driver, x.device, x.queue): x for x in r.census.rings.rings}
-    eth2 = [x for x in rings.values() if x.driver == "i40e" and x.device == "eth2"]
+    eth2 = [x for x in r.census.rings.rings if x.driver == "i40e" and x.device == "eth2" and x.kind == "rx"]
     fdir = [x for x in rings.values() if x.driver == "i40e" and "vsi1" in x.device]
+    xdp = [x for x in r.census.rings.rings if x.driver == "i40e" and x.kind == "xdp-tx"]
     assert len(eth2) == 2 and len(fdir) == 1
+    assert [(x.device, x.queue) for x in xdp] == [("eth2", 0)], "vsi->xdp_rings, between tx and rx rings"
     c = r.census
     for ring in eth2 + fdir:
         assert 0 < ring.populated <= ring.count
@@ -110,6 +113,40 @@ def test_every_real_nic_ring_is_walked(leak_report):
         classes = {r.census.class_of(int(h)) for h in heads}
         assert PageClass.UNATTRIBUTED not in classes, (ring.name, classes)
         assert PageClass.FREE not in classes, ring.name
+
+
+def test_pages_held_outside_the_rx_slots(leak_report):
+    """fake_i40e leaves a frame in progress on eth2's order-1 ring (an skb in
+    ring->skb before 6.4, the ring->xdp buff from 6.4) and a frame sent by
+    XDP_TX on the XDP tx ring (an xdp_frame in its page's headroom).  Before
+    6.4 and on the XDP tx ring the rx slot was emptied, so the page is held
+    only there; the walkers still own it, and it is never orphaned."""
+    core, r = leak_report
+    c = r.census
+    parked = core.manifest["parked"]
+    kinds = {p["kind"] for p in parked}
+    assert kinds in ({"skb", "xdp-tx"}, {"xdp", "xdp-tx"}), parked
+    orphaned = {o.pfn for o in r.orphans}
+    for p in parked:
+        want = "xdp-tx" if p["kind"] == "xdp-tx" else "rx"
+        ring = next(x for x in c.rings.rings
+                    if x.driver == "i40e" and x.kind == want and f"{x.device}/{x.queue}" == p["ring"])
+        slots = set(c.memmap.heads_of(ring.pfn).tolist())
+        outside = set(c.memmap.heads_of(np.asarray(ring.extra_pfns, np.int64)).tolist())
+        if p["kind"] == "xdp-tx":
+            assert p["pfn"] in slots, ring.name
+        elif p["kind"] == "skb":
+            assert p["pfn"] in outside and p["pfn"] not in slots, ring.name
+        else:       # xdp: the buffers stay in their slots until the frame completes
+            assert p["pfn"] in outside and p["pfn"] in slots, ring.name
+        assert c.class_of(p["pfn"]) == PageClass.NIC_RING, p
+        assert p["pfn"] not in orphaned
+        assert int(c.memmap.order_of(np.array([p["pfn"]]))[0]) == p["order"]
+        assert int(c.refcounts(np.array([p["pfn"]]))[0]) == p["refcount"]
+    rows = {(x["device"], x["kind"], x["queue"]): x for x in c.ring_rows() if x["driver"] == "i40e"}
+    frame = next(p for p in parked if p["kind"] != "xdp-tx")
+    dev, queue = frame["ring"].split("/")
+    assert rows[(dev, "rx", int(queue))]["outside_slots"] == (1 if frame["kind"] == "skb" else 0)
 
 
 def test_igb_rings_of_a_real_82576(leak_report):
@@ -166,9 +203,11 @@ def test_cli_orphans_and_rings_json(leak_core):
     assert {o["pfn"] for o in doc["orphans"]} == {l["pfn"] for l in leak_core.manifest["planted_leaks"]}
     rings = cli_json("rings", *leak_core.args)
     assert rings["schema"] == "vmcore-tools/rings/1"
-    i40e = [x for x in rings["rings"] if x["driver"] == "i40e"]
+    i40e = [x for x in rings["rings"] if x["driver"] == "i40e" and x["kind"] == "rx"]
     assert len(i40e) == 3 and all(x["bias_anomalies"] == 0 for x in i40e)
     assert all("page_reuse_count" in x["stats"] for x in i40e)
+    xdp = [x for x in rings["rings"] if x["driver"] == "i40e" and x["kind"] == "xdp-tx"]
+    assert len(xdp) == 1 and xdp[0]["populated"] == 1 and "page_reuse_count" not in xdp[0]["stats"]
 
 
 def test_drgn_orphans_helper_script(leak_core):

@@ -1,6 +1,6 @@
 """Pure-logic tests of the ground-truth parsers (in addition to the kernel tests)."""
 
-from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_slabinfo
+from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_parked, parse_slabinfo
 
 
 def test_parse_meminfo_and_vmstat():
@@ -29,3 +29,11 @@ def test_parse_log_ground_truth():
         "[    5.57] vmct_workload: decoy kind=large_kmalloc pfn=15104 order=8 refcount=1\n")
     assert leaks == [{"pfn": 13917, "order": 1, "refcount": 65533, "ring": "eth2/1"}]
     assert decoys == [{"kind": "large_kmalloc", "pfn": 15104, "order": 8, "refcount": 1}]
+
+
+def test_parse_parked_pages():
+    parked = parse_parked(
+        "[    5.58] fake_i40e: parked pfn=20001 order=1 refcount=1 kind=skb ring=eth2/1\n"
+        "[    5.58] fake_i40e: parked pfn=20002 order=0 refcount=1 kind=xdp-tx ring=eth2/0\n")
+    assert parked == [{"pfn": 20001, "order": 1, "refcount": 1, "kind": "skb", "ring": "eth2/1"},
+                      {"pfn": 20002, "order": 0, "refcount": 1, "kind": "xdp-tx", "ring": "eth2/0"}]

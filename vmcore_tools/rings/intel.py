@@ -62,7 +62,7 @@ class Family:
         for idx in ("next_to_use", "next_to_clean", "next_to_alloc", "next_to_process", "rx_buf_len"):
             if ring.type_.type.has_member(idx):
                 out.indices[idx] = getattr(ring, idx).value_()
-        out.stats = _rx_stats(ring)
+        out.stats = _ring_stats(ring, kind)
         if kind == "xdp-tx":
             _read_xdp_tx_slots(prog, a, ring, count, out)
             return out
@@ -92,13 +92,18 @@ class Family:
         return out
 
 
-def _rx_stats(ring: drgn.Object) -> dict[str, int]:
-    """The driver's per-ring rx counters (``rx_stats``, or ``ring_stats->rx_stats`` on ice)."""
+def _ring_stats(ring: drgn.Object, kind: str) -> dict[str, int]:
+    """The driver's per-ring counters: ``rx_stats`` (or ``ring_stats->rx_stats``
+    on ice), and ``tx_stats`` for an XDP tx ring.
+
+    Fact: i40e, ice and iavf keep ``tx_stats`` and ``rx_stats`` in one union,
+    so a tx ring's ``rx_stats`` would be its tx counters under other names."""
+    which = "tx_stats" if kind == "xdp-tx" else "rx_stats"
     t = ring.type_.type
-    if t.has_member("rx_stats"):
-        return int_members(ring.rx_stats)
+    if t.has_member(which):
+        return int_members(getattr(ring, which))
     if t.has_member("ring_stats") and ring.ring_stats:
-        return int_members(ring.ring_stats.rx_stats)
+        return int_members(getattr(ring.ring_stats, which))
     return {}
 
 
@@ -141,8 +146,9 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
 def _vsi_rings(vsi: drgn.Object, label: str, queues: str) -> Iterator[Found]:
     """i40e/ice: ``vsi->rx_rings[]`` (and i40e's ``xdp_rings[]``).
 
-    Fact (i40e_vsi_alloc_arrays): ``rx_rings = &tx_rings[alloc_queue_pairs]``
-    and ``xdp_rings`` follows; unused entries are NULL.
+    Fact (i40e_vsi_alloc_arrays): one array holds the tx rings, then the XDP
+    tx rings when an XDP program is attached, then the rx rings; ``xdp_rings``
+    is NULL without XDP, and unused entries are NULL.
     """
     n = getattr(vsi, queues).value_()
     for i in range(n):

@@ -254,6 +254,147 @@ static void fake_traffic(struct i40e_ring *ring, const struct ring_plan *plan)
 			fake_receive(ring, plan->scheme);
 }
 
+static void report_parked(struct i40e_ring *ring, struct page *page, const char *kind)
+{
+	pr_info("fake_i40e: parked pfn=%lu order=%u refcount=%d kind=%s ring=%s/%u\n",
+		page_to_pfn(page), compound_order(page), page_ref_count(page), kind,
+		ring->netdev ? netdev_name(ring->netdev) : "vsi-without-netdev",
+		ring->queue_index);
+}
+
+/*
+ * The buffer at next_to_clean leaves the ring without being recycled
+ * (i40e_can_reuse_rx_page() said no, e.g. a page from a remote node): the
+ * ring drops its remaining references and empties the slot; the one
+ * reference handed out (pagecnt_bias--) is now the page's only holder.
+ */
+static struct page *fake_take_buffer(struct i40e_ring *ring, u8 **va)
+{
+	struct i40e_rx_buffer *bi = &ring->rx_bi[ring->next_to_clean];
+	struct page *page = bi->page;
+
+	if (!page)
+		return NULL;
+	write_frame(ring, bi);
+	*va = page_address(page) + bi->page_offset;
+	bi->pagecnt_bias--;
+	dma_unmap_page_attrs(ring->dev, bi->dma, i40e_rx_pg_size(ring),
+			     DMA_FROM_DEVICE, I40E_RX_DMA_ATTR);
+	__page_frag_cache_drain(page, bi->pagecnt_bias);
+	bi->page = NULL;
+	ring->next_to_clean = (ring->next_to_clean + 1) % ring->count;
+	return page;
+}
+
+/*
+ * A frame still being built when memory is dumped: its first buffer has
+ * arrived, its last has not.  Before 6.4 the ring keeps the frame in
+ * ring->skb (i40e_build_skb() on the buffer), and the skb may be the page's
+ * only holder.  From 6.4 the frame is ring->xdp, an xdp_buff whose buffers
+ * stay in their slots from next_to_clean to next_to_process until the frame
+ * is complete.
+ */
+static void fake_park_frame(struct i40e_ring *ring)
+{
+	unsigned int headroom = fake_rx_offset(ring);
+	unsigned int truesize = i40e_rx_pg_size(ring) / 2;
+#ifdef HAVE_RING_XDP_BUFF
+	struct i40e_rx_buffer *bi = &ring->rx_bi[ring->next_to_clean];
+	u8 *va;
+
+	if (!bi->page)
+		return;
+	write_frame(ring, bi);
+	va = page_address(bi->page) + bi->page_offset;
+	xdp_init_buff(&ring->xdp, truesize, &ring->xdp_rxq);
+	xdp_prepare_buff(&ring->xdp, va - headroom, headroom, 128, true);
+	ring->next_to_process = (ring->next_to_clean + 1) % ring->count;
+	report_parked(ring, bi->page, "xdp");
+#else
+	struct sk_buff *skb;
+	struct page *page;
+	u8 *va;
+
+	page = fake_take_buffer(ring, &va);
+	if (!page)
+		return;
+	skb = build_skb(va - headroom, truesize);
+	if (!skb) {
+		put_page(page);
+		return;
+	}
+	skb_reserve(skb, headroom);
+	__skb_put(skb, 128);
+	ring->skb = skb;
+	report_parked(ring, page, "skb");
+#endif
+}
+
+/*
+ * XDP_TX of the buffer at next_to_clean: xdp_convert_buff_to_frame() puts
+ * the xdp_frame in the buffer's own headroom and the XDP tx ring's slot
+ * points at it (i40e_xmit_xdp_ring()) until the NIC has sent it.
+ */
+static void fake_xdp_tx(struct i40e_ring *rx, struct i40e_ring *xdp_ring)
+{
+	unsigned int headroom = fake_rx_offset(rx);
+	struct i40e_tx_buffer *tx;
+	struct xdp_frame *xdpf;
+	struct page *page;
+	u8 *va;
+
+	if (headroom < sizeof(*xdpf))
+		return;
+	page = fake_take_buffer(rx, &va);
+	if (!page)
+		return;
+	xdpf = (struct xdp_frame *)(va - headroom);
+	memset(xdpf, 0, sizeof(*xdpf));
+	xdpf->data = va;
+	xdpf->len = 128;
+	xdpf->headroom = headroom - sizeof(*xdpf);
+	xdpf->frame_sz = i40e_rx_pg_size(rx) / 2;
+	tx = &xdp_ring->tx_bi[xdp_ring->next_to_use];
+	tx->xdpf = xdpf;
+	tx->bytecount = xdpf->len;
+	tx->gso_segs = 1;
+	xdp_ring->next_to_use = (xdp_ring->next_to_use + 1) % xdp_ring->count;
+	report_parked(xdp_ring, page, "xdp-tx");
+}
+
+static struct i40e_ring *fake_xdp_ring(struct i40e_vsi *vsi, struct device *dev, u16 q)
+{
+	struct i40e_ring *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+
+	if (!ring)
+		return NULL;
+	ring->vsi = vsi;
+	ring->netdev = vsi->netdev;
+	ring->dev = dev;
+	ring->queue_index = q;
+	ring->count = 64;
+	set_ring_xdp(ring);
+	ring->tx_bi = kcalloc(ring->count, sizeof(*ring->tx_bi), GFP_KERNEL);
+	if (!ring->tx_bi) {
+		kfree(ring);
+		return NULL;
+	}
+	return ring;
+}
+
+static void fake_free_xdp_ring(struct i40e_ring *ring)
+{
+	u16 i;
+
+	if (!ring)
+		return;
+	for (i = 0; i < ring->count; i++)
+		if (ring->tx_bi[i].xdpf)
+			page_frag_free(ring->tx_bi[i].xdpf);
+	kfree(ring->tx_bi);
+	kfree(ring);
+}
+
 static void fake_free_ring(struct i40e_ring *ring)
 {
 	u16 i;
@@ -269,6 +410,9 @@ static void fake_free_ring(struct i40e_ring *ring)
 				     DMA_FROM_DEVICE, I40E_RX_DMA_ATTR);
 		__page_frag_cache_drain(bi->page, bi->pagecnt_bias);
 	}
+#ifndef HAVE_RING_XDP_BUFF
+	dev_kfree_skb_any(ring->skb);
+#endif
 	kfree(ring->rx_bi);
 	kfree(ring);
 }
@@ -285,7 +429,7 @@ static const struct net_device_ops fake_netdev_ops = {
 
 static struct i40e_vsi *fake_vsi(struct i40e_pf *pf, struct device *dev, u16 idx,
 				 enum i40e_vsi_type type, struct net_device *netdev,
-				 const struct ring_plan *plans, u16 nplans)
+				 const struct ring_plan *plans, u16 nplans, bool xdp)
 {
 	struct i40e_vsi *vsi = kzalloc(sizeof(*vsi), GFP_KERNEL);
 	u16 q;
@@ -300,13 +444,19 @@ static struct i40e_vsi *fake_vsi(struct i40e_pf *pf, struct device *dev, u16 idx
 	vsi->base_queue = idx * 8;
 	vsi->alloc_queue_pairs = nplans;
 	vsi->num_queue_pairs = nplans;
-	/* i40e_vsi_alloc_arrays(): tx rings, then (xdp rings), then rx rings */
-	vsi->tx_rings = kcalloc(2 * nplans, sizeof(struct i40e_ring *), GFP_KERNEL);
+	/* i40e_vsi_alloc_arrays(): tx rings, then xdp rings (with an XDP
+	 * program), then rx rings */
+	vsi->tx_rings = kcalloc((xdp ? 3 : 2) * nplans, sizeof(struct i40e_ring *), GFP_KERNEL);
 	if (!vsi->tx_rings) {
 		kfree(vsi);
 		return NULL;
 	}
 	vsi->rx_rings = vsi->tx_rings + nplans;
+	if (xdp) {
+		vsi->xdp_rings = vsi->rx_rings;
+		vsi->rx_rings += nplans;
+		vsi->xdp_rings[0] = fake_xdp_ring(vsi, dev, 0);
+	}
 	for (q = 0; q < nplans; q++)
 		vsi->rx_rings[q] = fake_ring(vsi, dev, q, &plans[q]);
 	pf->vsi[idx] = vsi;
@@ -328,8 +478,11 @@ static void fake_free_vsi(struct i40e_vsi *vsi)
 
 	if (!vsi)
 		return;
-	for (q = 0; q < vsi->alloc_queue_pairs; q++)
+	for (q = 0; q < vsi->alloc_queue_pairs; q++) {
 		fake_free_ring(vsi->rx_rings[q]);
+		if (vsi->xdp_rings)
+			fake_free_xdp_ring(vsi->xdp_rings[q]);
+	}
 	kfree(vsi->tx_rings);
 	kfree(vsi);
 }
@@ -411,10 +564,10 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 #endif
 	np = netdev_priv(netdev);
 	np->vsi = fake_vsi(pf, &pdev->dev, 0, I40E_VSI_MAIN, netdev, main_plans,
-			   ARRAY_SIZE(main_plans));
+			   ARRAY_SIZE(main_plans), true);
 	pf->lan_vsi = 0;
 	/* A Flow Director VSI has rings but no netdev: only the PCI route sees it. */
-	fake_vsi(pf, &pdev->dev, 1, I40E_VSI_FDIR, NULL, fdir_plans, ARRAY_SIZE(fdir_plans));
+	fake_vsi(pf, &pdev->dev, 1, I40E_VSI_FDIR, NULL, fdir_plans, ARRAY_SIZE(fdir_plans), false);
 
 	err = register_netdev(netdev);
 	if (err) {
@@ -423,6 +576,13 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	fake_vsi_traffic(pf->vsi[0], main_plans);
 	fake_vsi_traffic(pf->vsi[1], fdir_plans);
+	/* pages held outside the rx slots: a frame in progress on the order-1
+	 * ring, and a frame sent back out by XDP_TX from the order-0 ring */
+	if (np->vsi) {
+		fake_park_frame(np->vsi->rx_rings[1]);
+		if (np->vsi->xdp_rings[0])
+			fake_xdp_tx(np->vsi->rx_rings[0], np->vsi->xdp_rings[0]);
+	}
 	growth_ring = pf->vsi[0]->rx_rings[0];
 	pr_info("fake_i40e: %s ready on %s\n", netdev_name(netdev), pci_name(pdev));
 	return 0;
