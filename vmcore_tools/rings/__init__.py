@@ -31,7 +31,7 @@ import drgn
 import numpy as np
 
 from ..pages import Memmap
-from .common import bound_devices
+from .common import UnknownLayout, bound_devices
 
 
 @dataclass
@@ -136,6 +136,8 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
                 seen.add(key)
                 scan.rings.append(ring)
                 scan.problems += [f"{ring.name}: {p}" for p in ring.problems]
+        except UnknownLayout as e:
+            scan.problems.append(f"{walker.name}: {e}; its rings are not walked")
         except (drgn.FaultError, LookupError, AttributeError, ValueError, TypeError) as e:
             scan.problems.append(f"{walker.name}: walker stopped, {type(e).__name__}: {e}")
     return scan

@@ -12,6 +12,19 @@ from drgn.helpers.linux.pci import for_each_pci_dev, pci_name
 _UINT = {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
 
 
+class UnknownLayout(LookupError):
+    """The driver's types on this kernel lack a member the walker's route needs."""
+
+
+def target_type(ty: drgn.Type) -> drgn.Type:
+    """The struct an object of type ``ty`` leads to: typedefs, qualifiers,
+    pointers and arrays stripped (``struct i40e_ring **`` -> ``struct i40e_ring``)."""
+    ty = ty.unaliased()
+    while ty.kind in (drgn.TypeKind.POINTER, drgn.TypeKind.ARRAY):
+        ty = ty.type.unaliased()
+    return ty
+
+
 def driver_name(dev: drgn.Object) -> str:
     """Name of the driver bound to a ``struct device`` ("" when unbound).
 
@@ -61,7 +74,7 @@ def pci_label(pdev: drgn.Object) -> str:
     return pci_name(pdev)
 
 
-def struct_array(prog: drgn.Program, addr: int, type_name: str, count: int,
+def struct_array(prog: drgn.Program, addr: int, type_name: str | drgn.Type, count: int,
                  members: dict[str, str]) -> dict[str, np.ndarray]:
     """Decode ``count`` consecutive structs at ``addr`` in one read.
 

@@ -7,13 +7,20 @@ slots ``{dma, page, page_offset, pagecnt_bias}`` (``i40e_rx_buffer``,
 ``pagecnt_bias`` references that belong to the ring; ``page_count -
 pagecnt_bias`` is what the stack still holds.  Recycled pages wait at
 ``next_to_alloc``, so all ``count`` slots are read, not only the span between
-``next_to_clean`` and ``next_to_use``.  Only where a driver finds its rings
-differs, and that is all a ``Family`` describes.
+``next_to_clean`` and ``next_to_use``.
+
+Only where a driver keeps its rings differs, and a ``Family`` says that as
+data: the members from ``netdev_priv()`` to the object holding the ring
+array, the array and its count, and the slot array's member in the ring.
+The ring and slot types are then taken from the DWARF along that route, and
+``Family.layout_problems`` checks every member of it before a ring is read,
+so a kernel whose driver changed shape gets a one-line problem, not a
+half-read ring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import drgn
@@ -23,36 +30,109 @@ from drgn.helpers.linux.net import netdev_priv
 from ..features import has_type
 from ..pages import Memmap
 from . import Ring
-from .common import (int_members, member_or, netdev_label, netdevs_of, pci_devs_of, pci_label,
-                     struct_array)
+from .common import (UnknownLayout, int_members, member_or, netdev_label, netdevs_of,
+                     pci_devs_of, pci_label, struct_array, target_type)
 from .skb import skb_pfns
-
-#: (label, ring object, kind) as a route finds them
-Found = tuple[str, drgn.Object, str]
 
 
 @dataclass(frozen=True)
 class Family:
     name: str                       # the PCI driver's name
-    buffer_type: str
-    buffers: tuple[str, ...]        # ring member holding the slot array (first one present)
     priv_type: str                  # netdev_priv() of its net devices
-    from_priv: Callable[[drgn.Program, drgn.Object, str], Iterator[Found]]
-    #: PCI drvdata -> rings, for drivers whose drvdata reaches rings that have no netdev
-    from_pci: Callable[[drgn.Program, drgn.Object], Iterator[Found]] | None = None
+    #: members from the priv to the object holding the rings (() for the priv itself)
+    to_holder: tuple[str, ...]
+    array: str                      # the holder's ring array ...
+    count: str                      # ... and how many of its entries are in use
+    buffers: tuple[str, ...]        # ring member holding the slot array (first one present)
+    #: the array holds the rings themselves, not pointers to them (iavf)
+    contiguous: bool = False
+    #: PCI drvdata is this PF type, whose ``vsi[0..num_alloc_vsi)`` holders
+    #: include VSIs without a net device (i40e, ice)
+    pf_type: str | None = None
+    #: the holder's ``xdp_rings`` are XDP tx rings with ``tx_bi[].xdpf`` (i40e)
+    xdp_tx: bool = False
 
     def present(self, prog: drgn.Program) -> bool:
-        return has_type(prog, self.buffer_type) and has_type(prog, self.priv_type)
+        """Whether the driver's debug info is loaded (its ``netdev_priv`` type exists)."""
+        return has_type(prog, self.priv_type)
+
+    def layout_problems(self, prog: drgn.Program) -> list[str]:
+        """What this kernel's driver lacks of the route the walker takes:
+        each member from the priv type to the slot's ``page``."""
+        try:
+            holder = prog.type(self.priv_type)
+        except LookupError:
+            return [f"no {self.priv_type} in the debug info"]
+        for m in self.to_holder:
+            if not holder.has_member(m):
+                return [f"{holder.type_name()} has no member {m}"]
+            holder = target_type(holder.member(m).type)
+        out = [f"{holder.type_name()} has no member {m}" for m in (self.array, self.count)
+               if not holder.has_member(m)]
+        if self.pf_type is not None:
+            try:
+                pf = prog.type(self.pf_type)
+                out += [f"{self.pf_type} has no member {m}" for m in ("vsi", "num_alloc_vsi")
+                        if not pf.has_member(m)]
+            except LookupError:
+                out.append(f"no {self.pf_type} in the debug info")
+        if out:
+            return out
+        ring = target_type(holder.member(self.array).type)
+        if not ring.has_member("count"):
+            return [f"{ring.type_name()} has no member count"]
+        member = next((m for m in self.buffers if ring.has_member(m)), None)
+        if member is None:
+            return [f"{ring.type_name()} has none of {', '.join(self.buffers)}: "
+                    "its rx buffers are not page slots on this kernel"]
+        buf = target_type(ring.member(member).type)
+        if buf.kind not in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION) or not buf.has_member("page"):
+            return [f"{ring.type_name()}.{member} is not an array of slots with a page"]
+        return []
 
     def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
-        for dev in netdevs_of(prog, self.name):
-            priv = netdev_priv(dev, self.priv_type)
-            for label, ring, kind in self.from_priv(prog, priv, netdev_label(dev)):
-                yield self.read_ring(prog, a, label, ring, kind)
-        if self.from_pci is not None:
-            for pdev in pci_devs_of(prog, self.name):
-                for label, ring, kind in self.from_pci(prog, pdev):
-                    yield self.read_ring(prog, a, label, ring, kind)
+        devs = list(netdevs_of(prog, self.name))
+        pdevs = list(pci_devs_of(prog, self.name)) if self.pf_type else []
+        if not devs and not pdevs:
+            return
+        problems = self.layout_problems(prog)
+        if problems:
+            raise UnknownLayout("; ".join(problems))
+        for dev in devs:
+            holder = netdev_priv(dev, self.priv_type)
+            for m in self.to_holder:
+                holder = getattr(holder, m)
+            if holder:
+                yield from self._holder_rings(prog, a, holder, netdev_label(dev))
+        for pdev in pdevs:
+            pf = drgn.cast(f"{self.pf_type} *", pdev.dev.driver_data)
+            for i in range(pf.num_alloc_vsi.value_() if pf else 0):
+                vsi = pf.vsi[i]
+                if vsi:
+                    label = netdev_label(vsi.netdev) if vsi.netdev else f"{pci_label(pdev)} vsi{vsi.idx.value_()}"
+                    yield from self._holder_rings(prog, a, vsi, label)
+
+    def _holder_rings(self, prog: drgn.Program, a: Memmap, holder: drgn.Object,
+                      label: str) -> Iterator[Ring]:
+        """``holder.<array>[0..holder.<count>)``, then (i40e) the XDP tx rings.
+
+        Fact (i40e_vsi_alloc_arrays): one array holds the tx rings, then the
+        XDP tx rings when an XDP program is attached, then the rx rings;
+        ``xdp_rings`` is NULL without XDP, and unused entries are NULL.
+        """
+        n = getattr(holder, self.count).value_()
+        array = getattr(holder, self.array)
+        if not array:
+            return
+        for i in range(n):
+            ring = array[i].address_of_() if self.contiguous else array[i]
+            if ring:
+                yield self.read_ring(prog, a, label, ring, "rx")
+        if self.xdp_tx and holder.xdp_rings:
+            for i in range(n):
+                ring = holder.xdp_rings[i]
+                if ring:
+                    yield self.read_ring(prog, a, label, ring, "xdp-tx")
 
     def read_ring(self, prog: drgn.Program, a: Memmap, label: str, ring: drgn.Object,
                   kind: str) -> Ring:
@@ -66,18 +146,12 @@ class Family:
         if kind == "xdp-tx":
             _read_xdp_tx_slots(prog, a, ring, count, out)
             return out
-        member = next((m for m in self.buffers if ring.type_.type.has_member(m)), None)
-        if member is None:
-            out.problems.append(f"{ring.type_.type.type_name()} has none of {', '.join(self.buffers)}: slots not read")
-            return out
-        array = getattr(ring, member).value_()
+        member = next(m for m in self.buffers if ring.type_.type.has_member(m))
+        array = getattr(ring, member)
         if not array or not count:
             return out
-        slots = struct_array(prog, array, self.buffer_type, count,
+        slots = struct_array(prog, array.value_(), target_type(array.type_), count,
                              {"page": "page", "offset": "page_offset", "bias": "pagecnt_bias"})
-        if "page" not in slots:
-            out.problems.append(f"{self.buffer_type} has no page member: slots not read")
-            return out
         idx = np.nonzero(slots["page"])[0]
         pfn = a.pfns_of_page_ptrs(slots["page"][idx])
         ok = pfn >= 0
@@ -141,85 +215,21 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     out.bias = np.full(out.slot.size, -1, np.int64)
 
 
-# --- how each driver reaches its rings -----------------------------------------------
-
-def _vsi_rings(vsi: drgn.Object, label: str, queues: str) -> Iterator[Found]:
-    """i40e/ice: ``vsi->rx_rings[]`` (and i40e's ``xdp_rings[]``).
-
-    Fact (i40e_vsi_alloc_arrays): one array holds the tx rings, then the XDP
-    tx rings when an XDP program is attached, then the rx rings; ``xdp_rings``
-    is NULL without XDP, and unused entries are NULL.
-    """
-    n = getattr(vsi, queues).value_()
-    for i in range(n):
-        ring = vsi.rx_rings[i]
-        if ring:
-            yield label, ring, "rx"
-    if vsi.type_.type.has_member("xdp_rings") and vsi.xdp_rings:
-        for i in range(n):
-            ring = vsi.xdp_rings[i]
-            if ring:
-                yield label, ring, "xdp-tx"
-
-
-def _vsi_label(vsi: drgn.Object, pci: str) -> str:
-    if vsi.netdev:
-        return netdev_label(vsi.netdev)
-    return f"{pci} vsi{vsi.idx.value_()}"
-
-
-def _i40e_from_priv(prog, priv, name):
-    if priv.vsi:
-        yield from _vsi_rings(priv.vsi, name, "alloc_queue_pairs")
-
-
-def _pf_vsis(prog: drgn.Program, pdev: drgn.Object, pf_type: str, queues: str) -> Iterator[Found]:
-    """PCI route: drvdata is the PF, ``pf->vsi[0..num_alloc_vsi)`` -- this also
-    reaches VSIs without a net device (Flow Director, VF, VMDq)."""
-    pf = drgn.cast(f"{pf_type} *", pdev.dev.driver_data)
-    if not pf:
-        return
-    for i in range(pf.num_alloc_vsi.value_()):
-        vsi = pf.vsi[i]
-        if vsi:
-            yield from _vsi_rings(vsi, _vsi_label(vsi, pci_label(pdev)), queues)
-
-
-def _ice_from_priv(prog, priv, name):
-    if priv.vsi:
-        yield from _vsi_rings(priv.vsi, name, "alloc_rxq")
-
-
-def _adapter_ring_ptrs(prog, adapter, name):
-    """ixgbe, ixgbevf, igb, igc: ``adapter->rx_ring[0..num_rx_queues)``, an array of pointers."""
-    for i in range(adapter.num_rx_queues.value_()):
-        ring = adapter.rx_ring[i]
-        if ring:
-            yield name, ring, "rx"
-
-
-def _iavf_from_priv(prog, adapter, name):
-    """iavf (before 6.10): ``adapter->rx_rings`` is one contiguous array of rings."""
-    if adapter.rx_rings:
-        for i in range(adapter.num_active_queues.value_()):
-            yield name, adapter.rx_rings[i].address_of_(), "rx"
+def _adapter(name: str) -> Family:
+    """ixgbe, ixgbevf, igb, igc: ``adapter->rx_ring[0..num_rx_queues)``, an
+    array of ring pointers in the netdev's priv, slots in ``rx_buffer_info``."""
+    return Family(name, f"struct {name}_adapter", (), "rx_ring", "num_rx_queues", ("rx_buffer_info",))
 
 
 WALKERS = [
-    Family("i40e", "struct i40e_rx_buffer", ("rx_bi",),
-           "struct i40e_netdev_priv", _i40e_from_priv,
-           lambda prog, pdev: _pf_vsis(prog, pdev, "struct i40e_pf", "alloc_queue_pairs")),
-    Family("ice", "struct ice_rx_buf", ("rx_buf",),
-           "struct ice_netdev_priv", _ice_from_priv,
-           lambda prog, pdev: _pf_vsis(prog, pdev, "struct ice_pf", "alloc_rxq")),
-    Family("iavf", "struct iavf_rx_buffer", ("rx_bi",),
-           "struct iavf_adapter", _iavf_from_priv),
-    Family("ixgbe", "struct ixgbe_rx_buffer", ("rx_buffer_info",),
-           "struct ixgbe_adapter", _adapter_ring_ptrs),
-    Family("ixgbevf", "struct ixgbevf_rx_buffer", ("rx_buffer_info",),
-           "struct ixgbevf_adapter", _adapter_ring_ptrs),
-    Family("igb", "struct igb_rx_buffer", ("rx_buffer_info",),
-           "struct igb_adapter", _adapter_ring_ptrs),
-    Family("igc", "struct igc_rx_buffer", ("rx_buffer_info",),
-           "struct igc_adapter", _adapter_ring_ptrs),
+    # net device -> priv->vsi, and PCI drvdata -> pf->vsi[]: both reach vsi->rx_rings[]
+    Family("i40e", "struct i40e_netdev_priv", ("vsi",), "rx_rings", "alloc_queue_pairs", ("rx_bi",),
+           pf_type="struct i40e_pf", xdp_tx=True),
+    Family("ice", "struct ice_netdev_priv", ("vsi",), "rx_rings", "alloc_rxq", ("rx_buf",),
+           pf_type="struct ice_pf"),
+    # iavf before 6.10: one contiguous array of rings; 6.10+ receives through
+    # page_pool (libeth), which the page_pool walker covers
+    Family("iavf", "struct iavf_adapter", (), "rx_rings", "num_active_queues", ("rx_bi",),
+           contiguous=True),
+    *(_adapter(name) for name in ("ixgbe", "ixgbevf", "igb", "igc")),
 ]

@@ -1,0 +1,50 @@
+"""The Intel family's walkers against the real DWARF of every Intel driver.
+
+QEMU emulates igb alone of the family (its rings are checked slot by slot in
+test_orphans, with the fake i40e's).  The guests also load ixgbe, ixgbevf,
+ice, iavf and igc, which bind no device but bring their debug info into the
+program, so each walker's route -- priv, ring array and count, ring, slot
+array, slot page -- is checked member by member against the kernel's own
+types of 5.10, 6.1 and 6.12.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vmcore_tools.rings import all_walkers, intel, walk_rings
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def prog(leak_core):
+    return leak_core.program()
+
+
+def test_every_intel_driver_is_loaded_with_debug_info(prog):
+    assert {f.name for f in intel.WALKERS if f.present(prog)} == {f.name for f in intel.WALKERS}
+
+
+def test_every_route_matches_the_kernels_types(leak_core, prog):
+    """Every family's route exists as the walker expects, except iavf from
+    6.10 on: it receives through page_pool (libeth) and has no page slots."""
+    problems = {f.name: f.layout_problems(prog) for f in intel.WALKERS}
+    if leak_core.manifest["kernel"]["line"] == "6.12":
+        iavf = problems.pop("iavf")
+        assert len(iavf) == 1 and "has none of rx_bi" in iavf[0], iavf
+    assert problems == {f.name: [] for f in intel.WALKERS if f.name in problems}
+
+
+def test_a_route_the_kernel_lacks_is_one_problem_not_a_crash(leak_core, prog):
+    """A walker for a layout this kernel does not have (an igb whose adapter
+    has no ``rx_rings_v2``) is stopped before it reads a ring, says what is
+    missing, and the other walkers go on."""
+    igb = next(f for f in intel.WALKERS if f.name == "igb")
+    changed = dataclasses.replace(igb, array="rx_rings_v2")
+    scan = walk_rings(prog, walkers=[changed, *(w for w in all_walkers() if w.name != "igb")])
+    assert scan.problems == ["igb: struct igb_adapter has no member rx_rings_v2; its rings are not walked"]
+    assert not [r for r in scan.rings if r.driver == "igb"]
+    assert {r.driver for r in scan.rings} >= {"i40e", "e1000e", "virtio_net"}
