@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from .kernels import KERNEL_LINES, fetch
-from .scenarios import DEFAULT_KERNEL, DEFAULT_SCENARIO, SCENARIOS, build, live
+from .scenarios import DEFAULT_KERNEL, DEFAULT_SCENARIO, SCENARIOS, build, live, prune
 
 
 def _log(msg: str) -> None:
@@ -45,13 +45,17 @@ def summary(core_dir: Path) -> str:
         f"scenario      {m['scenario']}: {m['description']}",
         f"kernel        {m['kernel']['abi']} ({m['kernel']['package_version']})",
         f"core          {m['core']['file']} ({m['core']['format']}, {m['core']['bytes'] >> 20} MiB)",
-        f"guest         {m['guest']['memory_mb']} MB, NICs: {', '.join(m['guest']['nics'])}",
+        f"guest         {m['guest']['memory_mb']} MB, QEMU {m['guest']['qemu']}, "
+        f"NICs: {', '.join(m['guest']['nics'])}",
+        "net devices   " + ", ".join(f"{n} ({d['driver']})" for n, d in sorted(m["netdevs"].items())),
         f"meminfo       MemTotal {mi['MemTotal'] >> 10} MiB, MemFree {mi['MemFree'] >> 10} MiB, "
         f"Slab {mi['Slab'] >> 10} MiB",
         f"planted leaks {len(m['planted_leaks'])} pages (ground truth, for tests only):",
     ]
     lines += [f"  {n:4} order-{o} pages, {kind}" for (o, kind), n in sorted(leaks.items())]
     lines.append(f"decoys        {len(m['decoys'])} (large kmalloc, page_frag): not leaks")
+    lines.append(f"parked        {len(m['parked'])} pages held outside the rx slots ("
+                 + ", ".join(sorted(p["kind"] for p in m["parked"])) + "): not leaks")
     return "\n".join(lines)
 
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fetch", help="download and unpack a kernel line")
     f.add_argument("--kernel", default="all", choices=kernels + ["all"])
     sub.add_parser("list", help="list scenarios and kernel lines")
+    sub.add_parser("prune", help="delete cached cores that are not the current build of their scenario")
     args = ap.parse_args(argv)
 
     try:
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             for sc in SCENARIOS.values():
                 print(f"{sc.name:18} {sc.description}")
             print("kernels:", " ".join(kernels))
+        elif args.cmd == "prune":
+            removed = prune(log=_log)
+            print(f"removed {len(removed)} stale core directories")
         elif args.cmd == "fetch":
             for line in kernels if args.kernel == "all" else [args.kernel]:
                 print(fetch(line, log=_log).root)

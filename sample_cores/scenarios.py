@@ -21,7 +21,7 @@ from . import manifest
 from .build_modules import build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
-from .kernels import Kernel, fetch
+from .kernels import KERNEL_LINES, Kernel, fetch
 from .qemu import qemu
 from .vm import Guest, GuestSpec, KernelDied
 
@@ -124,13 +124,39 @@ def core_dir(name: str, line: str) -> Path:
     return cache_dir() / "cores" / line / name
 
 
+def _key(sc: Scenario, k: Kernel, modules: dict[str, Path]) -> str:
+    """What a built core depends on: scenario, kernel, test modules, guest files, QEMU."""
+    return _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
+                   qemu().version)
+
+
+def prune(log=print) -> list[Path]:
+    """Delete every cached core that a build would not return now (older
+    keys, unknown scenarios or kernel lines, half-built runs) and the run
+    directories failed live guests left.  Not to be run beside a build."""
+    removed = []
+    for run_dir in sorted((cache_dir() / "live").glob("*")):
+        shutil.rmtree(run_dir)
+        removed.append(run_dir)
+    for line_dir in sorted((cache_dir() / "cores").glob("*")):
+        for name_dir in sorted(line_dir.glob("*")):
+            keep = None
+            if line_dir.name in KERNEL_LINES and name_dir.name in SCENARIOS:
+                sc = SCENARIOS[name_dir.name]
+                k, modules, _ = _prepare(sc, line_dir.name, log)
+                keep = _key(sc, k, modules)
+            for d in sorted(name_dir.iterdir()):
+                if d.name != keep:
+                    shutil.rmtree(d)
+                    removed.append(d)
+    return removed
+
+
 def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False) -> Path:
     """Build scenario ``name`` on kernel line ``line``; return its directory."""
     sc = SCENARIOS[name]
     k, modules, initrd = _prepare(sc, line, log)
-    key = _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
-                  qemu().version)
-    dest = core_dir(name, line) / key
+    dest = core_dir(name, line) / _key(sc, k, modules)
     if (dest / "manifest.json").exists() and not force:
         return dest
     run_dir = dest.with_name(dest.name + ".run")
