@@ -327,9 +327,18 @@ class ReferenceScan:
     def extend_runs(self) -> None:
         """``alloc_pages_exact()`` leaves a run of order-0 pages with refcount
         1 of which only the first is pointed to: a referenced page extends to
-        the run of such candidates right after it."""
+        the run of such candidates right after it.
+
+        Fact: ``alloc_pages_exact()`` returns a kernel virtual address and
+        ``free_pages_exact()`` takes one, so the owner of a run holds its
+        address (direct-map, or physical for DMA), never a ``struct page *``;
+        a page referenced only through its ``struct page`` (an rx slot's page
+        whose walker could not run) does not start a run, or the leaked page
+        that happens to follow it would be taken for its tail."""
         a, refs, single = self.a, self.result.references, self.singles
-        for head in sorted(h for h in refs if h in single):
+        by_address = ("direct map", "physical")
+        for head in sorted(h for h in refs if h in single
+                           and any(r.kind in by_address for r in refs[h])):
             nxt = head + 1
             while nxt in single and nxt not in refs:
                 refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
