@@ -67,14 +67,32 @@ def slab_caches(prog: drgn.Program, sort: str = "size") -> list[SlabCache]:
     out = []
     for cache in for_each_slab_cache(prog):
         name = cache.name.string_().decode(errors="replace")
-        try:
-            usage = slab_cache_usage(cache)
-        except (drgn.FaultError, ValueError) as e:
-            raise ValueError(f"slab cache {name}: {e}") from e
+        usage = _usage(prog, cache, name)
         out.append(SlabCache(name, usage.num_objs, usage.num_objs - usage.free_objs,
                              cache.size.value_(), usage.num_slabs,
                              slab_cache_pages_per_slab(cache), page_size, sorted(merged.get(name, []))))
     return sorted(out, key=SORT_KEYS[sort])
+
+
+#: how many times a live kernel's cache is read again when its freelists changed under the walk
+LIVE_ATTEMPTS = 10
+
+
+def _usage(prog: drgn.Program, cache: drgn.Object, name: str):
+    """``slab_cache_usage(cache)``, read again while a live kernel tears it.
+
+    Fact: drgn counts free objects by following each freelist pointer by
+    pointer; on a live kernel an allocation or a free between two reads can
+    leave the walk on a pointer of an older state (it faults, or the chain
+    does not end).  The same walk a moment later is consistent again."""
+    attempts = LIVE_ATTEMPTS if prog.flags & drgn.ProgramFlags.IS_LIVE else 1
+    for _ in range(attempts):
+        try:
+            return slab_cache_usage(cache)
+        except (drgn.FaultError, ValueError) as e:
+            error = e
+    raise ValueError(f"slab cache {name}: {error}"
+                     + (f" ({attempts} reads, the kernel changed it each time)" if attempts > 1 else ""))
 
 
 @dataclass
