@@ -2,8 +2,8 @@
 on the benchmark guests of 1, 4 and 8 GB (``scale-*g`` sample cores: a
 quarter of memory in page cache, a quarter in anon, the i40e leak planted),
 then a least-squares line through the three points per tool, extrapolated to
-a 128 GB and a 1 TB host.  The 8 GB kdump-compressed core (-d 31) is run too,
-for pages/s on that format.
+a 128 GB and a 1 TB host.  The same three sizes as kdump-compressed cores
+(-d 31, written by makedumpfile in a kdump capture kernel) get their own fit.
 
     .venv/bin/python benchmarks/scaling.py [--kernel 6.1] [--sizes 1 4 8] [--no-kdump]
 
@@ -35,20 +35,10 @@ def fit(pages: list[int], values: list[float]) -> tuple[float, float]:
     return fixed, per_page
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--kernel", default="6.1")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
-    ap.add_argument("--no-kdump", action="store_true")
-    args = ap.parse_args()
-    runs = [run_core(f"scale-{gb}g", args.kernel) for gb in args.sizes]
-    for run in runs:
-        print_core(run)
-    if not args.no_kdump:
-        print_core(run_core(f"scale-{max(args.sizes)}g-kdump", args.kernel))
-
+def print_fit(runs: list[dict], title: str) -> None:
+    """Fixed cost and cost per page of every tool over ``runs``, extrapolated."""
     pages = [r["pages"] for r in runs]
-    print(f"\nScaling fit over {', '.join(str(p) for p in pages)} pages "
+    print(f"\nScaling fit, {title}, over {', '.join(str(p) for p in pages)} pages "
           f"(fixed + per page; each tool's own process)")
     cols = "".join(f" {h + ' s':>10} {h + ' RSS':>12}" for h in HOSTS)
     print(f"{'tool':32} {'fixed s':>8} {'us/page':>8} {'fixed MB':>9} {'B/page':>7}{cols}")
@@ -63,6 +53,23 @@ def main() -> int:
         for n in HOSTS.values():
             line += f" {t0 + tp * n:10.1f} {(m0 + mp * n) / 2**30:10.2f}GB"
         print(line)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--no-kdump", action="store_true", help="ELF cores only")
+    args = ap.parse_args()
+    formats = [("ELF", "")] + ([] if args.no_kdump else [("kdump-compressed -d 31", "-kdump")])
+    fits = []
+    for title, suffix in formats:
+        runs = [run_core(f"scale-{gb}g{suffix}", args.kernel) for gb in args.sizes]
+        for run in runs:
+            print_core(run)
+        fits.append((runs, title))
+    for runs, title in fits:
+        print_fit(runs, title)
     return 0
 
 

@@ -50,12 +50,13 @@ class Scenario:
 
 def _scaled(gb: int, mode: str = "dump") -> Scenario:
     """A benchmark guest of ``gb`` GB with a quarter of its memory in page
-    cache, a quarter in anon and 1/16 in shmem (the rest is kernel and free)."""
+    cache, a quarter in anon and 1/16 in shmem (the rest is kernel and free).
+    A kdump guest has 256 MB more, what ``crashkernel=256M`` reserves."""
     mb = gb * 1024
     return Scenario(f"scale-{gb}g{'-kdump' if mode == 'kdump' else ''}",
                     f"benchmark guest of {gb} GB, half of it page cache and anon, i40e leak planted"
                     + (" (kdump, makedumpfile -c -d 31)" if mode == "kdump" else ""),
-                    mode=mode, memory_mb=mb,
+                    mode=mode, memory_mb=mb + (256 if mode == "kdump" else 0),
                     workload_mb={"page_cache": mb // 4, "anon": mb // 4, "shmem": mb // 16})
 
 
@@ -67,7 +68,7 @@ SCENARIOS = {
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
         # benchmarks only (benchmarks/scaling.py); no test builds them
-        _scaled(1), _scaled(4), _scaled(8), _scaled(8, "kdump"),
+        _scaled(1), _scaled(4), _scaled(8), _scaled(1, "kdump"), _scaled(4, "kdump"), _scaled(8, "kdump"),
     )
 }
 DEFAULT_SCENARIO = "i40e-leak"
