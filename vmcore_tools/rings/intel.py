@@ -31,7 +31,7 @@ from ..features import has_type
 from ..pages import Memmap
 from . import Ring
 from .common import (UnknownLayout, int_members, member_or, netdev_label, netdevs_of,
-                     pci_devs_of, pci_label, struct_array, target_type)
+                     pci_devs_of, pci_label, struct_array, struct_type, target_type)
 from .skb import skb_pfns
 
 
@@ -128,7 +128,7 @@ class Family:
             ring = array[i].address_of_() if self.contiguous else array[i]
             if ring:
                 yield self.read_ring(prog, a, label, ring, "rx")
-        if self.xdp_tx and holder.xdp_rings:
+        if self.xdp_tx and struct_type(holder).has_member("xdp_rings") and holder.xdp_rings:
             for i in range(n):
                 ring = holder.xdp_rings[i]
                 if ring:
