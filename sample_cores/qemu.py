@@ -135,10 +135,9 @@ def qemu(log=print) -> Qemu:
     emulates igb, else bookworm-backports' (unpacked into the cache)."""
     global _chosen
     if _chosen is None:
-        system = _system()
         if override := os.environ.get("VMCT_QEMU"):
             _chosen = Qemu(Path(override))
-        elif system is not None and system.version >= (8, 0) and system.has_device(REQUIRED_DEVICE):
+        elif (system := _system()) is not None and system.has_device(REQUIRED_DEVICE):
             _chosen = system
         else:
             _chosen = _backport(log)
