@@ -158,7 +158,7 @@ class Census:
             stack = refcount[has_bias] - r.bias[has_bias]
             heads = np.unique(m.heads_of(r.all_pfns()))
             orders = m.order_of(heads).astype(np.int64)
-            outside = np.setdiff1d(m.heads_of(np.asarray(r.extra_pfns, np.int64)), m.heads_of(r.pfn))
+            outside = np.setdiff1d(r.extra_heads(m), m.heads_of(r.pfn))
             rows.append({
                 "driver": r.driver, "device": r.device, "kind": r.kind, "queue": r.queue,
                 "slots": r.count, "populated": r.populated, "pages": int((1 << orders).sum()),

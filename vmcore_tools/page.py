@@ -110,7 +110,7 @@ def owner_of(prog: drgn.Program, c: Census, report: PageReport, klass: PageClass
                 i = int(hit[0])
                 bias = f", pagecnt_bias {int(ring.bias[i])}" if ring.bias[i] >= 0 else ""
                 return f"ring {ring.name} slot {int(ring.slot[i])}, offset {int(ring.offset[i]):#x}{bias}"
-            if ring.extra_pfns and head in a.heads_of(np.asarray(ring.extra_pfns, np.int64)):
+            if head in ring.extra_heads(a):
                 return f"ring {ring.name} (outside the slots: a partly built frame or its frag cache)"
         return ""
     if klass == PageClass.PERCPU:

@@ -64,6 +64,11 @@ class Ring:
     def populated(self) -> int:
         return int(self.pfn.size)
 
+    def extra_heads(self, a: Memmap) -> np.ndarray:
+        """Compound heads of the pages held outside the slots (an skb's head
+        buffer may sit in a tail page of the compound rx page)."""
+        return a.heads_of(np.asarray(self.extra_pfns, np.int64))
+
     def all_pfns(self) -> np.ndarray:
         return np.concatenate([self.pfn, np.asarray(self.extra_pfns, np.int64)])
 
