@@ -9,7 +9,6 @@ results are measured against; the analyzer itself never reads it.
 from __future__ import annotations
 
 import json
-
 import re
 from pathlib import Path
 
