@@ -8,12 +8,13 @@ writes to them.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import drgn
+
+from .debuginfo import module_files, quiet_drgn, use_module_files, use_module_kallsyms
 
 LIVE = "/proc/kcore"
 
@@ -29,7 +30,9 @@ def open_program(core: str | os.PathLike | None = None,
 
     ``vmlinux`` is the kernel's DWARF; ``extra_debug`` are module ``.ko``
     files or directories searched for them.  Without ``vmlinux`` drgn's
-    default search (``/usr/lib/debug``, build ids) is used.
+    default search (``/usr/lib/debug``, build ids) is used.  Only vmlinux's
+    debug info is loaded here; a module's is loaded when an analysis needs it
+    (:mod:`vmcore_tools.debuginfo`).
     """
     prog = drgn.Program()
     target = str(core) if core is not None else LIVE
@@ -50,34 +53,23 @@ def open_program(core: str | os.PathLike | None = None,
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
         raise TargetError(f"{target}: not a Linux kernel core (no VMCOREINFO)")
 
-    files: list[str] = []
+    extra_debug = list(extra_debug)
     for p in [vmlinux, *extra_debug]:
-        if p is None:
-            continue
-        path = Path(p)
-        if path.is_dir():
-            files += [str(f) for f in sorted(path.rglob("*.ko"))] + [
-                str(f) for f in sorted(path.rglob("*.ko.debug"))]
-        elif path.exists():
-            files.append(str(path))
-        else:
-            raise TargetError(f"{path}: no such debug info file")
-    drgn_log = logging.getLogger("drgn")
-    level = drgn_log.level
-    # A directory of module debug info holds many modules this kernel did not
-    # load; drgn warns about each one it ignores.
-    drgn_log.setLevel(logging.ERROR)
+        if p is not None and not Path(p).exists():
+            raise TargetError(f"{p}: no such debug info file")
+    # Only vmlinux's debug info now; a module's when an analysis needs it.
+    use_module_files(prog, module_files(extra_debug), only=vmlinux is not None)
+    use_module_kallsyms(prog)
     try:
-        prog.load_debug_info(files, default=vmlinux is None)
+        with quiet_drgn():
+            if vmlinux is None:
+                prog.load_debug_info(main=True)
+            else:
+                prog.load_debug_info([str(vmlinux)])
     except drgn.MissingDebugInfoError as e:
-        missing_vmlinux = "vmlinux" in str(e).split("\n")[0]
-        if missing_vmlinux:
-            raise TargetError(
-                f"{target}: no kernel debug info found (give -s VMLINUX; {str(e).splitlines()[0]})"
-            ) from None
-        # Missing module debug info is fine: walkers of those modules are skipped.
-    finally:
-        drgn_log.setLevel(level)
+        raise TargetError(
+            f"{target}: no kernel debug info found (give -s VMLINUX; {str(e).splitlines()[0]})"
+        ) from None
     try:
         prog["init_uts_ns"]
     except (KeyError, LookupError):

@@ -11,9 +11,11 @@ family per module:
 * ``e1000e``: skbs (and jumbo pages) posted on the rx ring;
 * ``page_pool``: every registered pool and its pages in flight.
 
-A walker whose driver is not loaded (its types are missing from the debug
-info) is skipped quietly, but if devices are bound to the driver, its module's
-debug info is what is missing, and the scan says so; a walker that meets a layout it does not understand says
+A walker whose driver is bound to a device gets its module's debug info
+loaded first (``debuginfo``; the modules of unbound drivers are never read).
+A walker whose driver's types are still missing is skipped quietly, but if
+devices are bound to the driver, its module's debug info is what is missing,
+and the scan says so; a walker that meets a layout it does not understand says
 so in ``RingScan.problems`` and the others go on.
 
     >>> from vmcore_tools.rings import walk_rings
@@ -31,7 +33,8 @@ import drgn
 import numpy as np
 
 from ..pages import Memmap
-from .common import UnknownLayout, bound_devices
+from ..debuginfo import load_module_debug_info
+from .common import UnknownLayout, bound_devices, driver_modules
 
 
 @dataclass
@@ -124,6 +127,8 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
     scan = RingScan([], [], [])
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():
+        if not walker.present(prog):
+            load_module_debug_info(prog, driver_modules(prog, walker.name))
         if not walker.present(prog):
             users = bound_devices(prog, walker.name)
             if users:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import drgn
 import numpy as np
+from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.net import for_each_net, for_each_netdev, netdev_name
 from drgn.helpers.linux.pci import for_each_pci_dev, pci_name
 
@@ -62,6 +63,32 @@ def bound_devices(prog: drgn.Program, driver: str) -> list[str]:
     try:
         names = [netdev_label(dev) for dev in netdevs_of(prog, driver)]
         return names or [pci_label(pdev) for pdev in pci_devs_of(prog, driver)]
+    except (drgn.FaultError, LookupError):
+        return []
+
+
+def driver_modules(prog: drgn.Program, driver: str) -> list[str]:
+    """The kernel modules whose debug info the walker of ``driver`` needs:
+    the module that registered the driver bound to its devices, and the
+    modules that one uses (virtio_net's rings are ``struct vring_virtqueue``
+    of virtio_ring).  Empty when no device is bound.
+
+    Fact: ``device_driver.owner`` is the registering module (NULL for a
+    built-in driver).  ``module.target_list`` links, by their own
+    ``target_list``, the ``struct module_use`` entries whose ``target`` is a
+    module this one uses (CONFIG_MODULE_UNLOAD).
+    """
+    try:
+        drivers = [dev.dev.parent.driver for dev in netdevs_of(prog, driver)]
+        drivers += [pdev.dev.driver for pdev in pci_devs_of(prog, driver)]
+        owners = {drv.owner.value_(): drv.owner for drv in drivers if drv.owner}
+        names = []
+        for owner in owners.values():
+            names.append(owner.name.string_().decode())
+            if owner.type_.type.has_member("target_list"):
+                names += [use.target.name.string_().decode() for use in
+                          list_for_each_entry("struct module_use", owner.target_list.address_of_(), "target_list")]
+        return names
     except (drgn.FaultError, LookupError):
         return []
 
