@@ -26,18 +26,21 @@ from vmcore_tools.target import open_program
 from vmcore_tools.census import census
 from vmcore_tools.orphans import orphans
 from vmcore_tools.pages import Memmap
+def rss():
+    f = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+    return {{k: int(f[k].split()[0]) for k in ("RssAnon", "RssFile")}}
 args = target_args(__import__("pathlib").Path({core_dir!r}))
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
-rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_open = rss()
 t0 = time.perf_counter(); n = sum(w.nr for w in Memmap.from_program(prog).chunks()); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
-rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_census = rss()
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 print(json.dumps({{"pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
                   "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
                   "orphans": len(r.orphans), "rss_after_census_kb": rss_census,
-                  "rss_after_open_kb": rss_open,
+                  "rss_after_open_kb": rss_open, "split_open": split_open, "split_census": split_census,
                   "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 
@@ -66,6 +69,10 @@ def main() -> int:
           f"({r['rss_after_open_kb'] / 1024:.0f} MB after loading debug info; "
           f"census adds {(r['rss_after_census_kb'] - r['rss_after_open_kb']) / 1024:.0f} MB "
           f"= {(r['rss_after_census_kb'] - r['rss_after_open_kb']) * 1024 / r['pages']:.1f} bytes/page)")
+    so, sc = r["split_open"], r["split_census"]
+    print(f"resident after open:   {so['RssAnon'] / 1024:.0f} MB anonymous, {so['RssFile'] / 1024:.0f} MB mapped files")
+    print(f"resident after census: {sc['RssAnon'] / 1024:.0f} MB anonymous, {sc['RssFile'] / 1024:.0f} MB mapped files "
+          "(debug info; on kdump also libkdumpfile's window on the dump)")
     return 0
 
 

@@ -5,7 +5,8 @@ and crash's ``kmem -i`` / ``kmem -p``.
 
     .venv/bin/python benchmarks/peers.py [--scenario i40e-leak] [--kernel 6.1 ...]
 
-Each tool runs in its own process; its peak RSS comes from wait4(2).  The
+Each tool runs in its own process; its peak RSS comes from wait4(2), and
+its peak anonymous (private) memory from sampling /proc/PID/status.  The
 census runs once untimed first (warm caches); a tool that takes under 5 s is
 timed three times and its fastest run kept.  A tool
 that fails (crash on a kernel newer than it knows) is reported as failed with
@@ -29,15 +30,37 @@ sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
 
+def _rss_kb(pid: int) -> tuple[int, int]:
+    """Resident anonymous and file-backed memory of ``pid`` now (KiB)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
 def measure(cmd: list[str], stdin: str | None = None) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS (MB), exit code and the last line it printed."""
+    """Run ``cmd``; wall seconds, peak RSS (MB), its private part, exit code
+    and the last line it printed.
+
+    Peak RSS (``ru_maxrss``) counts file pages mapped into the process: the
+    debug info drgn maps, and the window libkdumpfile maps of a compressed
+    dump.  They are shared, clean page cache.  ``anon_mb`` is the process's
+    own memory: the peak of ``RssAnon``, sampled every 5 ms.
+    """
     with tempfile.TemporaryFile("w+") as inp, tempfile.TemporaryFile("w+") as out:
         if stdin is not None:
             inp.write(stdin)
             inp.seek(0)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        anon_kb = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            anon_kb = max(anon_kb, _rss_kb(proc.pid)[0])
+            time.sleep(0.005)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         # only the tail: kmem -p prints a line per page, and a parent grown by
@@ -45,8 +68,8 @@ def measure(cmd: list[str], stdin: str | None = None) -> dict:
         # (exec records the vfork'd parent's mm in the child's ru_maxrss)
         out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
         lines = [line for line in out.read().splitlines() if line.strip()]
-    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
-            "last": lines[-1][:100] if lines else ""}
+    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "anon_mb": anon_kb / 1024,
+            "rc": proc.returncode, "last": lines[-1][:100] if lines else ""}
 
 
 def best_of(cmd: list[str], stdin: str | None = None, runs: int = 3, quick: float = 5.0) -> dict:
@@ -101,10 +124,11 @@ def print_core(run: dict) -> None:
     pages, results = run["pages"], run["results"]
     census = results["vmcore-tools census"]
     print(f"\n{run['title']}, {pages} pages)")
-    print(f"{'tool':32} {'seconds':>8} {'peak RSS MB':>12} {'pages/s':>10} {'x census':>9}  result")
+    print(f"{'tool':32} {'seconds':>8} {'peak RSS MB':>12} {'anon MB':>8} {'pages/s':>10} {'x census':>9}  result")
     for name, r in results.items():
         ok = r["rc"] == 0
-        print(f"{name:32} {r['seconds']:8.2f} {r['rss_mb']:12.0f} {pages / r['seconds'] / 1e6:9.2f}M "
+        print(f"{name:32} {r['seconds']:8.2f} {r['rss_mb']:12.0f} {r['anon_mb']:8.0f} "
+              f"{pages / r['seconds'] / 1e6:9.2f}M "
               f"{r['seconds'] / census['seconds']:9.1f}  {'ok' if ok else 'FAILED (rc %d): %s' % (r['rc'], r['last'])}")
 
 

@@ -41,7 +41,8 @@ def print_fit(runs: list[dict], title: str) -> None:
     print(f"\nScaling fit, {title}, over {', '.join(str(p) for p in pages)} pages "
           f"(fixed + per page; each tool's own process)")
     cols = "".join(f" {h + ' s':>10} {h + ' RSS':>12}" for h in HOSTS)
-    print(f"{'tool':32} {'fixed s':>8} {'us/page':>8} {'fixed MB':>9} {'B/page':>7}{cols}")
+    print(f"{'tool':32} {'fixed s':>8} {'us/page':>8} {'fixed MB':>9} {'B/page':>7} "
+          f"{'anon MB':>8} {'anon B/p':>8}{cols}")
     for name in runs[0]["results"]:
         rs = [r["results"][name] for r in runs]
         if any(r["rc"] != 0 for r in rs):
@@ -49,7 +50,8 @@ def print_fit(runs: list[dict], title: str) -> None:
             continue
         t0, tp = fit(pages, [r["seconds"] for r in rs])
         m0, mp = fit(pages, [r["rss_mb"] * 2**20 for r in rs])
-        line = f"{name:32} {t0:8.2f} {tp * 1e6:8.3f} {m0 / 2**20:9.0f} {mp:7.1f}"
+        a0, ap = fit(pages, [r["anon_mb"] * 2**20 for r in rs])
+        line = f"{name:32} {t0:8.2f} {tp * 1e6:8.3f} {m0 / 2**20:9.0f} {mp:7.1f} {a0 / 2**20:8.0f} {ap:8.1f}"
         for n in HOSTS.values():
             line += f" {t0 + tp * n:10.1f} {(m0 + mp * n) / 2**30:10.2f}GB"
         print(line)
