@@ -8,8 +8,10 @@ Every command takes the same target options (live kernel by default, or
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -21,10 +23,12 @@ import drgn
 from tabulate import tabulate
 
 from .census import Census, census as run_census, free_memory, totalram_pages
-from .features import has_object, has_type
+from .features import has_object
 from .orphans import OrphanReport, orphans as run_orphans, verdict
 from .htmlreport import report_html
 from .page import explain_page
+from .rings import all_walkers, walker_ready
+from .rings.common import bound_devices
 from .pictures import class_bar_svg, growth_svg, memory_map
 from .slab import SORT_KEYS, slab_caches
 from .snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
@@ -83,10 +87,13 @@ def run_on(prog: drgn.Program, args: list[str]) -> int:
 
 @contextmanager
 def _reading(target: str | None):
-    """Turn a fault while reading kernel memory into a one-line error (exit 2)."""
+    """Turn a fault while reading kernel memory into a one-line error (exit 2);
+    with ``VMCORE_TOOLS_DEBUG=1`` in the environment, the traceback too."""
     try:
         yield
     except drgn.FaultError as e:
+        if os.environ.get("VMCORE_TOOLS_DEBUG"):
+            traceback.print_exc()
         hint = "the core is truncated" if "short read" in str(e) else "the core lacks memory the analysis needs"
         click.echo(f"vmcore-tools: error: {target or '/proc/kcore'}: {hint} ({e})", err=True)
         sys.exit(2)
@@ -125,7 +132,8 @@ def main() -> None:
 @main.command()
 @target_options
 def info(core, vmlinux, debug_dirs, as_json, quiet) -> None:
-    """Kernel release, memory size and what debug info is loaded."""
+    """Kernel release, memory size, and the NIC drivers bound to devices with
+    whether their modules' debug info was found."""
     prog = _open(core, vmlinux, debug_dirs)
     with _reading(core):
         _info(prog, core, as_json)
@@ -135,15 +143,21 @@ def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
     uts = prog["init_uts_ns"].name
     page_size = prog["PAGE_SIZE"].value_() if has_object(prog, "PAGE_SIZE") else 4096
     data = {
-        "schema": "vmcore-tools/info/1",
+        "schema": "vmcore-tools/info/2",
         "target": core or "/proc/kcore",
         "release": uts.release.string_().decode(),
         "machine": uts.machine.string_().decode(),
         "page_size": page_size,
         "totalram_pages": totalram_pages(prog),
-        "i40e_types": has_type(prog, "struct i40e_ring"),
+        "nic_drivers": {w.name: {"devices": users, "debug_info": walker_ready(prog, w)}
+                        for w in all_walkers() if (users := bound_devices(prog, w.name))},
     }
-    _emit(data, as_json, lambda d: "\n".join(f"{k:15} {v}" for k, v in d.items() if k != "schema"))
+
+    def text(d: dict) -> str:
+        nics = ", ".join(f"{name} {' '.join(n['devices'])} ({'' if n['debug_info'] else 'no '}debug info)"
+                         for name, n in d["nic_drivers"].items())
+        return "\n".join(f"{k:15} {nics if k == 'nic_drivers' else v}" for k, v in d.items() if k != "schema")
+    _emit(data, as_json, text)
 
 
 def _progress(quiet: bool):

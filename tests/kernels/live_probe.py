@@ -15,6 +15,7 @@ free lists), so struct pages and lists change between two reads.
 import contextlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def churned() -> int:
     return int(rounds[-1]) if rounds else 0
 
 
+os.environ["VMCORE_TOOLS_DEBUG"] = "1"     # a failing command shows where it faulted
 prog = open_program(None, sys.argv[1], sys.argv[2:])
 log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
 leaks = [{"pfn": int(p), "refcount": int(r)}

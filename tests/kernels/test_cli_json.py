@@ -43,6 +43,10 @@ def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
     docs["report"] = cli_json("report", *core.args, "--html", str(tmp_path / "r.html"),
                               "--pictures", str(tmp_path / "pictures"))
     assert docs["info"]["release"] == docs["census"]["release"] == core.manifest["kernel"]["abi"]
+    # the NIC drivers bound in the guest (the workload's record), each with its debug info found
+    bound = {d["driver"] for d in core.manifest["netdevs"].values()} & {"i40e", "igb", "e1000e", "virtio_net"}
+    assert docs["info"]["nic_drivers"] == {
+        driver: {"devices": core.netdevs(driver), "debug_info": True} for driver in bound}
     assert docs["report"]["census"]["classes"] == docs["census"]["classes"]
     assert docs["snapshot"]["orphaned_pages"] == docs["orphans"]["orphaned_pages"] \
         == sum(1 << x["order"] for x in leaks)

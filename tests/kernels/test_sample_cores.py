@@ -7,6 +7,9 @@ import pytest
 from drgn.helpers.linux.mm import compound_order, pfn_to_page, PageHead, PageTail
 from drgn.helpers.linux.net import for_each_netdev, netdev_priv
 
+from vmcore_tools.debuginfo import load_module_debug_info
+from vmcore_tools.rings.common import driver_modules
+
 pytestmark = pytest.mark.vm
 
 
@@ -62,6 +65,7 @@ def test_fake_i40e_rings_are_real_i40e_objects(leak_core):
     """The netdev route reaches real struct i40e_ring objects, typed by the
     i40e driver's own headers, holding pages in all their slots."""
     prog = leak_core.program()
+    assert load_module_debug_info(prog, driver_modules(prog, "i40e")) == []
     found = []
     for dev in for_each_netdev(prog):
         parent = dev.dev.parent

@@ -116,6 +116,15 @@ def all_walkers() -> list[Walker]:
     return [*intel.WALKERS, virtio_net.VirtioNet(), e1000e.E1000e(), page_pool.PagePools()]
 
 
+def walker_ready(prog: drgn.Program, walker: Walker) -> bool:
+    """Whether ``walker`` can run: its driver's types are in the debug info,
+    once the debug info of the modules behind the devices bound to its driver
+    is loaded (nothing is loaded for a driver no device uses)."""
+    if not walker.present(prog):
+        load_module_debug_info(prog, driver_modules(prog, walker.name))
+    return walker.present(prog)
+
+
 def walk_rings(prog: drgn.Program, a: Memmap | None = None,
                walkers: list[Walker] | None = None) -> RingScan:
     """Run every walker whose driver is present.
@@ -127,9 +136,7 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
     scan = RingScan([], [], [])
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():
-        if not walker.present(prog):
-            load_module_debug_info(prog, driver_modules(prog, walker.name))
-        if not walker.present(prog):
+        if not walker_ready(prog, walker):
             users = bound_devices(prog, walker.name)
             if users:
                 scan.problems.append(
