@@ -342,7 +342,7 @@ def walk_vmalloc(prog: drgn.Program, m: Memmap, classes: np.ndarray) -> VmapPage
     pcpu = prog.symbol("pcpu_get_vm_areas") if has_symbol(prog, "pcpu_get_vm_areas") else None
     pfns, vas, callers, percpu = [], [], [], []
     for va in for_each_vmap_area(prog):
-        vm = va.vm
+        vm = va.vm.read_()     # once: live, the area may be freed between reads
         if not vm:
             continue
         caller = vm.caller.value_() if has_caller else 0

@@ -376,7 +376,7 @@ class ReferenceScan:
         the top: the part below is dead frames, full of stale pointers.  A
         task that was running has no saved SP we trust: all of its stack."""
         prog = self.prog
-        size = prog["THREAD_SIZE"].value_() if has_object(prog, "THREAD_SIZE") else 4 << self.a.page_shift
+        size = self.thread_size()
         has_sp = has_member(prog, "struct thread_struct", "sp")
         for task in _all_tasks(prog):
             base = task.stack.value_()
@@ -390,18 +390,31 @@ class ReferenceScan:
                     lo = sp
             self.scan_virt(lo, base + size, "stack")
 
+    def thread_size(self) -> int:
+        """Bytes of a task stack (``THREAD_SIZE``; 4 pages where DWARF lacks the macro)."""
+        prog = self.prog
+        return prog["THREAD_SIZE"].value_() if has_object(prog, "THREAD_SIZE") else 4 << self.a.page_shift
+
     def cached_stack_pfns(self) -> np.ndarray:
         """Pages of the per-CPU ``cached_stacks``: stacks of exited tasks kept
         for reuse, still vmalloc'd but full of dead frames."""
         prog, a = self.prog, self.a
         if not has_object(prog, "cached_stacks"):
             return np.zeros(0, np.int64)
+        stack_pages = self.thread_size() >> a.page_shift
         out = []
         for cpu in for_each_possible_cpu(prog):
-            for vm in per_cpu(prog["cached_stacks"], cpu):
-                if vm and vm.pages:
+            for slot in per_cpu(prog["cached_stacks"], cpu):
+                # the slot's pointer is read once: on a live kernel fork takes
+                # the stack (the slot becomes NULL) and exit puts one back
+                vm = slot.read_()
+                try:
+                    if not vm or not vm.pages or not 0 < vm.nr_pages.value_() <= stack_pages:
+                        continue
                     ptrs = np.frombuffer(prog.read(vm.pages.value_(), 8 * vm.nr_pages.value_()), "<u8")
-                    out.append(a.pfns_of_page_ptrs(ptrs))
+                except drgn.FaultError:         # a stack freed while we read it
+                    continue
+                out.append(a.pfns_of_page_ptrs(ptrs))
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def slab_object(self, ref: Reference) -> bool:
