@@ -409,9 +409,12 @@ class ReferenceScan:
                 # the stack (the slot becomes NULL) and exit puts one back
                 vm = slot.read_()
                 try:
-                    if not vm or not vm.pages or not 0 < vm.nr_pages.value_() <= stack_pages:
+                    if not vm:
                         continue
-                    ptrs = np.frombuffer(prog.read(vm.pages.value_(), 8 * vm.nr_pages.value_()), "<u8")
+                    pages, nr = vm.pages.value_(), vm.nr_pages.value_()
+                    if not pages or not 0 < nr <= stack_pages:
+                        continue
+                    ptrs = np.frombuffer(prog.read(pages, 8 * nr), "<u8")
                 except drgn.FaultError:         # a stack freed while we read it
                     continue
                 out.append(a.pfns_of_page_ptrs(ptrs))
