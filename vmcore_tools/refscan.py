@@ -22,9 +22,10 @@ is
 
 Two more kinds of reference need no scan: a page the kernel maps outside
 the direct map (a leaf of ``init_mm``'s page tables: espfix stacks,
-``vm_map_ram``), and a page that follows a referenced page in a run of
-order-0 pages with refcount 1 -- ``alloc_pages_exact()`` splits its block
-into such pages and the caller keeps only the address of the first.
+``vm_map_ram``), and a page that follows a page referenced by its start
+address in a run of order-0 pages with refcount 1, inside the buddy block
+that page can head -- ``alloc_pages_exact()`` splits its block into such
+pages and the caller keeps only the address of the first.
 
 The scan is transitive: a candidate page that is referenced is itself read,
 because it may hold the only pointer to another one (a large kmalloc'd array
@@ -71,6 +72,7 @@ class Reference:
     address: int       # where the referring word is (kernel virtual address)
     region: str        # what kind of memory holds it: "slab", "stack", "data", ...
     where: str = ""    # filled in for the report: cache and object, symbol, task ...
+    value: int = 0     # the referring word itself, where one was read
 
 
 @dataclass
@@ -192,11 +194,11 @@ class ReferenceScan:
         self.result.bytes_scanned += len(data)
         refs = self.result.references
         for idx, heads, kind in self.matcher.match(words, physical=region == "referenced page"):
-            for i, head in zip(idx.tolist(), heads.tolist()):
+            for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
                 found = refs.setdefault(head, [])
                 if len(found) >= MAX_REFS:
                     continue
-                ref = Reference(head, kind, base + 8 * i, region)
+                ref = Reference(head, kind, base + 8 * i, region, value=value)
                 if region != "slab" or self.slab_object(ref):
                     found.append(ref)
                 if not found:
@@ -326,24 +328,42 @@ class ReferenceScan:
 
     def extend_runs(self) -> None:
         """``alloc_pages_exact()`` leaves a run of order-0 pages with refcount
-        1 of which only the first is pointed to: a referenced page extends to
-        the run of such candidates right after it.
+        1 of which only the first is pointed to: a page referenced by its
+        start address extends to the order-0, refcount-1 candidates that can
+        share its buddy block.
 
-        Fact: ``alloc_pages_exact()`` returns a kernel virtual address and
-        ``free_pages_exact()`` takes one, so the owner of a run holds its
-        address (direct-map, or physical for DMA), never a ``struct page *``;
-        a page referenced only through its ``struct page`` (an rx slot's page
-        whose walker could not run) does not start a run, or the leaked page
-        that happens to follow it would be taken for its tail."""
+        Facts the rule rests on:
+
+        * ``alloc_pages_exact()`` returns the kernel virtual address of the
+          run's first byte and ``free_pages_exact()`` takes it back, so the
+          owner holds that address (direct-map, or physical for DMA) -- at
+          page offset 0 -- never a ``struct page *``.  A page referenced only
+          through its ``struct page`` or at an inner offset starts no run,
+          or the leaked page that happens to follow it would be taken for
+          its tail.
+        * The run is the front of one buddy block of order ``get_order(size)``
+          (``make_alloc_exact()`` frees the rest), and a block of order n
+          starts at a PFN aligned to 2^n below ``MAX_ORDER``: a run starting
+          at PFN h is at most ``h & -h`` pages long.
+        * Inner pages of a run may be referenced themselves (hash tables
+          from ``alloc_large_system_hash()``: chains point back at their
+          buckets); such a page neither ends the run nor starts a new one."""
         a, refs, single = self.a, self.result.references, self.singles
-        by_address = ("direct map", "physical")
-        for head in sorted(h for h in refs if h in single
-                           and any(r.kind in by_address for r in refs[h])):
-            nxt = head + 1
-            while nxt in single and nxt not in refs:
-                refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                                       f"in an alloc_pages_exact() run starting at pfn {head}")]
-                nxt += 1
+        mask = (1 << a.page_shift) - 1
+        for head in sorted(h for h in refs if h in single and any(
+                r.kind in ("direct map", "physical") and r.value & mask == 0 for r in refs[h])):
+            block = min(head & -head or self.max_block, self.max_block)
+            for nxt in range(head + 1, head + block):
+                if nxt not in single:
+                    break
+                if nxt not in refs:
+                    refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
+                                           f"in an alloc_pages_exact() run starting at pfn {head}")]
+
+    @property
+    def max_block(self) -> int:
+        """Pages in the largest buddy block: one per order of ``zone.free_area``."""
+        return 1 << (self.prog.type("struct zone").member("free_area").type.length - 1)
 
     def scan_image(self) -> None:
         """Data of the kernel image that can hold pointers to allocations:
