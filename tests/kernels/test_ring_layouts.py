@@ -55,3 +55,34 @@ def test_a_route_the_kernel_lacks_is_one_problem_not_a_crash(leak_core, prog):
     assert scan.problems == ["igb: struct igb_adapter has no member rx_rings_v2; its rings are not walked"]
     assert not [r for r in scan.rings if r.driver == "igb"]
     assert {r.driver for r in scan.rings} >= {"i40e", "e1000e", "virtio_net"}
+
+
+def test_struct_array_decodes_bit_fields_as_drgn_does(prog):
+    """The bulk slot decoder reads bit fields (ice 6.3+ keeps a slot's kind
+    in ``ice_tx_buf.type:4``): every bit field of every allocated sk_buff
+    and every task_struct, anonymous unions included, decodes to the value
+    drgn reads for it, and some of them are wider than one bit and not 0."""
+    from drgn.helpers.linux.pid import for_each_task
+    from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
+
+    from vmcore_tools.rings.common import struct_array
+
+    def bit_fields(ty):
+        for m in ty.members:
+            if m.name is None:
+                yield from bit_fields(m.type)
+            elif m.bit_field_size:
+                yield m.name, m.bit_field_size
+
+    skbs = list(slab_cache_for_each_allocated_object(find_slab_cache(prog, "skbuff_head_cache"),
+                                                     "struct sk_buff"))
+    objects = [*skbs, *for_each_task(prog)]
+    assert len(skbs) > 100
+    wide_set = 0
+    for obj in objects:
+        ty = obj.type_.type
+        fields = dict(bit_fields(ty))
+        got = struct_array(prog, obj.value_(), ty, 1, {f: f for f in fields})
+        assert {f: int(v[0]) for f, v in got.items()} == {f: getattr(obj, f).value_() for f in fields}
+        wide_set += sum(1 for f, v in got.items() if fields[f] > 1 and v[0])
+    assert wide_set > 10

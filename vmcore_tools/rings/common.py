@@ -108,27 +108,42 @@ def struct_array(prog: drgn.Program, addr: int, type_name: str | drgn.Type, coun
     ``members`` maps our name to a member designator of ``type_name`` (nested
     ones as ``"a.b"``); a designator the type lacks is left out of the
     result, so callers can ask for fields that only some kernels have.
-    Integer and pointer members come back as uint64 numpy arrays.
+    Integer and pointer members, bit fields too (ice's ``tx_buf.type:4``),
+    come back as uint64 numpy arrays.
     """
     ty = prog.type(type_name)
     raw = np.frombuffer(prog.read(addr, ty.size * count), np.uint8).reshape(count, ty.size)
     out = {}
     for ours, designator in members.items():
         try:
-            off = drgn.offsetof(ty, designator)
-            size = _member_type(ty, designator).size
+            bit, bits, size = _member_bits(ty, designator)
         except LookupError:
             continue
-        out[ours] = raw[:, off:off + size].copy().view(_UINT[size]).reshape(-1).astype(np.uint64)
+        if bits is None:
+            off = bit // 8
+            out[ours] = raw[:, off:off + size].copy().view(_UINT[size]).reshape(-1).astype(np.uint64)
+            continue
+        off = bit // 8                      # the bytes holding the field, as a little-endian word
+        word = np.zeros((count, 8), np.uint8)
+        width = min(8, ty.size - off)
+        word[:, :width] = raw[:, off:off + width]
+        shifted = word.view("<u8").reshape(-1) >> np.uint64(bit % 8)
+        out[ours] = shifted & np.uint64((1 << bits) - 1)
     return out
 
 
-def _member_type(ty: drgn.Type, designator: str) -> drgn.Type:
+def _member_bits(ty: drgn.Type, designator: str) -> tuple[int, int | None, int]:
+    """Bit offset, bit-field width (None for a whole member) and byte size of
+    a member designator."""
+    bit, bits = 0, None
     for part in designator.split("."):
-        ty = ty.member(part).type
+        member = ty.member(part)
+        bit += member.bit_offset
+        bits = member.bit_field_size
+        ty = member.type
         while ty.kind == drgn.TypeKind.TYPEDEF:
             ty = ty.type
-    return ty
+    return bit, bits, ty.size
 
 
 def int_members(obj: drgn.Object) -> dict[str, int]:
