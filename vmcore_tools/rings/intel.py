@@ -27,11 +27,11 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
-from ..features import has_type
+from ..features import has_object, has_type
 from ..pages import Memmap
 from . import Ring
 from .common import (UnknownLayout, int_members, member_or, netdev_label, netdevs_of,
-                     pci_devs_of, pci_label, struct_array, struct_type, target_type)
+                     pci_devs_of, pci_label, struct_array, target_type)
 from .skb import skb_pfns
 
 
@@ -49,8 +49,8 @@ class Family:
     #: PCI drvdata is this PF type, whose ``vsi[0..num_alloc_vsi)`` holders
     #: include VSIs without a net device (i40e, ice)
     pf_type: str | None = None
-    #: the holder's ``xdp_rings`` are XDP tx rings with ``tx_bi[].xdpf`` (i40e)
-    xdp_tx: bool = False
+    #: the holder's count of XDP tx rings in ``xdp_rings`` (i40e, ice)
+    xdp_count: str | None = None
 
     def present(self, prog: drgn.Program) -> bool:
         """Whether the driver's debug info is loaded (its ``netdev_priv`` type exists)."""
@@ -88,6 +88,25 @@ class Family:
         buf = target_type(ring.member(member).type)
         if buf.kind not in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION) or not buf.has_member("page"):
             return [f"{ring.type_name()}.{member} is not an array of slots with a page"]
+        return self.xdp_layout_problems(holder)
+
+    def xdp_layout_problems(self, holder: drgn.Type) -> list[str]:
+        """What the route to the XDP tx slots lacks: ``xdp_rings`` and its
+        count in the holder, the ring's slot array, a frame pointer in the slot."""
+        if self.xdp_count is None:
+            return []
+        out = [f"{holder.type_name()} has no member {m}" for m in ("xdp_rings", self.xdp_count)
+               if not holder.has_member(m)]
+        if out:
+            return out
+        ring = target_type(holder.member("xdp_rings").type)
+        member = next((m for m in XDP_SLOTS if ring.has_member(m)), None)
+        if member is None or not ring.has_member("count"):
+            return [f"{ring.type_name()} has no count or none of {', '.join(XDP_SLOTS)}: "
+                    "XDP tx rings not understood"]
+        buf = target_type(ring.member(member).type)
+        if not any(buf.has_member(m) for m in XDP_FRAME):
+            return [f"{buf.type_name()} has none of {', '.join(XDP_FRAME)}: XDP tx slots not understood"]
         return []
 
     def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
@@ -114,11 +133,12 @@ class Family:
 
     def _holder_rings(self, prog: drgn.Program, a: Memmap, holder: drgn.Object,
                       label: str) -> Iterator[Ring]:
-        """``holder.<array>[0..holder.<count>)``, then (i40e) the XDP tx rings.
+        """``holder.<array>[0..holder.<count>)``, then the XDP tx rings
+        ``holder.xdp_rings[0..holder.<xdp_count>)`` (i40e, ice).
 
-        Fact (i40e_vsi_alloc_arrays): one array holds the tx rings, then the
-        XDP tx rings when an XDP program is attached, then the rx rings;
-        ``xdp_rings`` is NULL without XDP, and unused entries are NULL.
+        Fact (i40e_vsi_alloc_arrays, ice_prepare_xdp_rings): ``xdp_rings``
+        is NULL without an XDP program, and unused entries are NULL.  i40e
+        keeps as many XDP rings as queue pairs, ice ``num_xdp_txq``.
         """
         n = getattr(holder, self.count).value_()
         array = getattr(holder, self.array)
@@ -128,8 +148,8 @@ class Family:
             ring = array[i].address_of_() if self.contiguous else array[i]
             if ring:
                 yield self.read_ring(prog, a, label, ring, "rx")
-        if self.xdp_tx and struct_type(holder).has_member("xdp_rings") and holder.xdp_rings:
-            for i in range(n):
+        if self.xdp_count is not None and holder.xdp_rings:
+            for i in range(getattr(holder, self.xdp_count).value_()):
                 ring = holder.xdp_rings[i]
                 if ring:
                     yield self.read_ring(prog, a, label, ring, "xdp-tx")
@@ -198,21 +218,45 @@ def _parked_pfns(prog: drgn.Program, a: Memmap, ring: drgn.Object) -> list[int]:
 
 def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: int,
                        out: Ring) -> None:
-    """XDP tx rings hold ``xdp_frame``s, which sit in the headroom of their own page."""
-    array = ring.tx_bi.value_() if ring.type_.type.has_member("tx_bi") else 0
-    buf_type = ring.tx_bi.type_.type.type_name() if array else ""
+    """The pages an XDP tx ring is sending.
+
+    Facts: a slot points into the page it sends by a direct-map address --
+    ``xdpf`` for a redirected frame (an ``xdp_frame`` sits in the headroom of
+    its own page) and ``raw_buf`` for XDP_TX (the rx buffer's data); both
+    share one union with ``skb``.  i40e and ice before 6.3 clear the pointer
+    when the frame is sent; ice 6.3+ leaves it and records in the slot's
+    ``type`` what it holds, so there only ``ICE_TX_BUF_XDP_TX`` and
+    ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A ring bound to an AF_XDP socket
+    (``xsk_pool``) sends from the socket's umem, user memory: not read."""
+    t = ring.type_.type
+    if t.has_member("xsk_pool") and ring.xsk_pool:
+        out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
+        return
+    member = next(m for m in XDP_SLOTS if t.has_member(m))
+    array = getattr(ring, member)
     if not array or not count:
         return
-    slots = struct_array(prog, array, buf_type, count, {"xdpf": "xdpf"})
-    if "xdpf" not in slots:
-        out.problems.append(f"{buf_type} has no xdpf member: XDP tx slots not read")
-        return
-    idx = np.nonzero(slots["xdpf"])[0]
-    pfns = a.pfns_of_virts(slots["xdpf"][idx])
+    slots = struct_array(prog, array.value_(), target_type(array.type_), count,
+                         {"type": "type", **{m: m for m in XDP_FRAME}})
+    frame = slots[next(m for m in XDP_FRAME if m in slots)]
+    sending = frame != 0
+    kinds = [prog[k].value_() for k in XDP_TYPES if has_object(prog, k)]
+    if "type" in slots and kinds:
+        sending &= np.isin(slots["type"], np.array(kinds, np.uint64))
+    idx = np.nonzero(sending)[0]
+    pfns = a.pfns_of_virts(frame[idx])
     ok = pfns >= 0
     out.slot, out.pfn = idx[ok], pfns[ok]
     out.offset = np.zeros(out.slot.size, np.int64)
     out.bias = np.full(out.slot.size, -1, np.int64)
+
+
+#: the XDP tx ring's slot array, by driver: i40e ``tx_bi``, ice ``tx_buf``
+XDP_SLOTS = ("tx_bi", "tx_buf")
+#: the slot's pointer into the page it sends, first present
+XDP_FRAME = ("xdpf", "raw_buf")
+#: slot types (ice 6.3+ ``enum ice_tx_buf_type``) whose pointer is a frame being sent
+XDP_TYPES = ("ICE_TX_BUF_XDP_TX", "ICE_TX_BUF_XDP_XMIT")
 
 
 def _adapter(name: str) -> Family:
@@ -224,9 +268,9 @@ def _adapter(name: str) -> Family:
 WALKERS = [
     # net device -> priv->vsi, and PCI drvdata -> pf->vsi[]: both reach vsi->rx_rings[]
     Family("i40e", "struct i40e_netdev_priv", ("vsi",), "rx_rings", "alloc_queue_pairs", ("rx_bi",),
-           pf_type="struct i40e_pf", xdp_tx=True),
+           pf_type="struct i40e_pf", xdp_count="alloc_queue_pairs"),
     Family("ice", "struct ice_netdev_priv", ("vsi",), "rx_rings", "alloc_rxq", ("rx_buf",),
-           pf_type="struct ice_pf"),
+           pf_type="struct ice_pf", xdp_count="num_xdp_txq"),
     # iavf before 6.10: one contiguous array of rings; 6.10+ receives through
     # page_pool (libeth), which the page_pool walker covers
     Family("iavf", "struct iavf_adapter", (), "rx_rings", "num_active_queues", ("rx_bi",),
