@@ -68,7 +68,7 @@ SCENARIOS = {
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
         # benchmarks only (benchmarks/scaling.py); no test builds them
-        _scaled(1), _scaled(4), _scaled(8), _scaled(1, "kdump"), _scaled(4, "kdump"), _scaled(8, "kdump"),
+        *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )
 }
 DEFAULT_SCENARIO = "i40e-leak"
