@@ -179,6 +179,33 @@ def test_igb_rings_of_a_real_82576(leak_report):
     assert sum(x.stats["packets"] for x in rings) > 0, [x.stats for x in rings]
 
 
+def test_tcp_hash_tables_are_alloc_pages_exact_runs(leak_report):
+    """The kernel's own ground truth for the run rule: on a one-node guest,
+    ``alloc_large_system_hash()`` takes TCP's established and bind hash
+    tables from ``alloc_pages_exact()``, and ``tcp_hashinfo`` holds only each
+    table's start.  Every page of each table is an unattributed order-0
+    page that the scan finds referenced, never orphaned; the pages no word
+    points into are given to the run of the table's first page."""
+    core, r = leak_report
+    c, prog = r.census, r.census.prog
+    a = c.memmap
+    h = prog["tcp_hashinfo"]
+    tables = {"ehash": (h.ehash, h.ehash_mask.value_() + 1), "bhash": (h.bhash, h.bhash_size.value_())}
+    referenced = {x.pfn: x for x in r.referenced}
+    by_run = 0
+    for name, (table, buckets) in tables.items():
+        start = table.value_()
+        first = a.pfn_of_virt(start)
+        last = a.pfn_of_virt(start + buckets * prog.type(table.type_.type).size - 1)
+        assert start % (1 << a.page_shift) == 0 and 0 < first < last, name
+        for pfn in range(first, last + 1):
+            assert c.class_of(pfn) == PageClass.UNATTRIBUTED and a.order_of(pfn) == 0, (name, pfn)
+            assert pfn in referenced, (name, pfn)
+            run = f"in an alloc_pages_exact() run starting at pfn {first}"
+            by_run += referenced[pfn].references == [run]
+    assert by_run > 0, "no page of the tables was attributed by the run rule alone"
+
+
 def test_orphans_on_kdump_compressed_core(kdump_core):
     """makedumpfile -d 31 keeps kernel pages: the leak is found the same way."""
     r = orphans(kdump_core.program())
