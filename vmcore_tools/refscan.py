@@ -350,9 +350,10 @@ class ReferenceScan:
           buckets); such a page neither ends the run nor starts a new one."""
         a, refs, single = self.a, self.result.references, self.singles
         mask = (1 << a.page_shift) - 1
+        largest = self.max_block
         for head in sorted(h for h in refs if h in single and any(
                 r.kind in ("direct map", "physical") and r.value & mask == 0 for r in refs[h])):
-            block = min(head & -head or self.max_block, self.max_block)
+            block = min(head & -head or largest, largest)
             for nxt in range(head + 1, head + block):
                 if nxt not in single:
                     break

@@ -13,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
 
 from vmcore_tools.debuginfo import load_module_debug_info
 from vmcore_tools.rings import all_walkers, intel, walk_rings
+from vmcore_tools.rings.common import struct_array
 
 pytestmark = pytest.mark.vm
 
@@ -62,11 +65,6 @@ def test_struct_array_decodes_bit_fields_as_drgn_does(prog):
     in ``ice_tx_buf.type:4``): every bit field of every allocated sk_buff
     and every task_struct, anonymous unions included, decodes to the value
     drgn reads for it, and some of them are wider than one bit and not 0."""
-    from drgn.helpers.linux.pid import for_each_task
-    from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
-
-    from vmcore_tools.rings.common import struct_array
-
     def bit_fields(ty):
         for m in ty.members:
             if m.name is None:

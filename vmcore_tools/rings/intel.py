@@ -223,10 +223,10 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     Facts: a slot points into the page it sends by a direct-map address --
     ``xdpf`` for a redirected frame (an ``xdp_frame`` sits in the headroom of
     its own page) and ``raw_buf`` for XDP_TX (the rx buffer's data); both
-    share one union with ``skb``.  i40e and ice before 6.3 clear the pointer
-    when the frame is sent; ice 6.3+ leaves it and records in the slot's
-    ``type`` what it holds, so there only ``ICE_TX_BUF_XDP_TX`` and
-    ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A ring bound to an AF_XDP socket
+    share one union with ``skb``.  i40e and the older ice (5.10, 6.1) clear
+    the pointer when the frame is sent; the ice whose slot has a ``type``
+    (6.12) leaves it and records there what the slot holds, so there only
+    ``ICE_TX_BUF_XDP_TX`` and ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A ring bound to an AF_XDP socket
     (``xsk_pool``) sends from the socket's umem, user memory: not read."""
     t = ring.type_.type
     if t.has_member("xsk_pool") and ring.xsk_pool:
