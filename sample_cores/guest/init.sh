@@ -39,7 +39,7 @@ say "BOOTED $(uname -r)"
 hostname vmct-guest
 ip link set lo up
 load() { for m in "$@"; do modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"; done; }
-load qemu_fw_cfg virtio_net e1000e virtio_blk ext4
+load qemu_fw_cfg virtio_net e1000e virtio_blk ext4 veth
 for line in "${INSMOD[@]}"; do
     # shellcheck disable=SC2086
     insmod $line || die "insmod $line"

@@ -10,7 +10,10 @@ its sockets are part of what the dump must contain:
 * slab: many files (dentries, inodes) in tmpfs,
 * NIC rings: each NIC (virtio-net, e1000e, igb) moved to its own network
   namespace on a QEMU hub, with UDP and TCP traffic between them,
-* page_frag users: TCP connections over loopback whose receiver never reads.
+* page_frag users: TCP connections over loopback whose receiver never reads,
+* page_pool: a veth pair with an XDP program on the receiving end, whose
+  receiver never reads (veth copies skbs for XDP into page_pool pages on
+  6.12, into alloc_page() pages on 5.10 and 6.1).
 """
 
 from __future__ import annotations
@@ -130,6 +133,62 @@ def net_traffic(up: list[tuple[str, str]]) -> list[subprocess.Popen]:
     return procs + senders
 
 
+#: a veth pair: the sending end stays here, the receiving end (with XDP) gets a namespace
+VETH = {"send": ("vmct-v0", "10.9.1.1"), "recv": ("vmct-v1", "10.9.1.2"), "netns": "vmct-d"}
+
+XDP_RECEIVER = """
+import ctypes, socket, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_BPF, BPF_PROG_LOAD, BPF_LINK_CREATE, BPF_PROG_TYPE_XDP, BPF_XDP = 321, 5, 28, 6, 37
+
+def bpf(cmd, fields, fmt):
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into(fmt, attr, 0, *fields)
+    fd = libc.syscall(SYS_BPF, cmd, attr, len(attr))
+    if fd < 0:
+        sys.exit(f"bpf({cmd}): errno {ctypes.get_errno()}")
+    return fd
+
+# r0 = XDP_PASS (2); exit -- loaded with bpf(2) directly: the guest has no BPF compiler
+insns = ctypes.create_string_buffer(bytes.fromhex("b700000002000000" "9500000000000000"))
+lic = ctypes.create_string_buffer(b"GPL")
+prog = bpf(BPF_PROG_LOAD, (BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic)), "<IIQQ")
+link = bpf(BPF_LINK_CREATE, (prog, socket.if_nametoindex(sys.argv[1]), BPF_XDP, 0), "<IIII")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 9000))
+print("xdp attached", flush=True)
+while True:
+    time.sleep(3600)   # the datagrams stay queued: never read
+"""
+
+
+def veth_xdp() -> list[subprocess.Popen]:
+    """A veth pair with an XDP program (XDP_PASS) on its receiving end, and
+    UDP datagrams sent across that nobody reads.  veth runs XDP on buffers
+    it copies each skb into; on 6.12 those come from its page_pool, so the
+    queued datagrams keep page_pool pages in flight."""
+    (v0, a0), (v1, a1), ns = VETH["send"], VETH["recv"], VETH["netns"]
+    run("ip", "link", "add", v0, "type", "veth", "peer", "name", v1)
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "set", v1, "netns", ns)
+    run("ip", "addr", "add", f"{a0}/24", "dev", v0)
+    run("ip", "link", "set", v0, "up")
+    run("ip", "-n", ns, "addr", "add", f"{a1}/24", "dev", v1)
+    run("ip", "-n", ns, "link", "set", v1, "up")
+    recv = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", XDP_RECEIVER, v1],
+                            stdout=subprocess.PIPE, text=True)
+    assert recv.stdout is not None
+    line = recv.stdout.readline().strip()
+    if line != "xdp attached":
+        log(f"veth xdp: no XDP program ({recv.wait()})")
+        return []
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(400):
+        u.sendto(b"vmct-pp-%05d " % i * 20, (a1, 9000))
+    u.close()
+    log(f"veth xdp: {v0} -> {ns}/{v1}, 400 datagrams sent, none read")
+    return [recv]
+
+
 def loopback_frags(n: int = 8) -> list[socket.socket]:
     """TCP connections over loopback with unread data (skb page frags)."""
     srv = socket.socket()
@@ -195,7 +254,7 @@ def main() -> int:
     held = loopback_frags()
     log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
     devices = nics()
-    procs = net_traffic(setup_network(devices))
+    procs = net_traffic(setup_network(devices)) + veth_xdp()
     # ground truth for the ring walkers: which driver each net device has
     (Path(args.out) / "netdevs.json").write_text(json.dumps(devices, indent=1, sort_keys=True))
     Path("/run/vmct-workload-ready").write_text(str(os.getpid()))
