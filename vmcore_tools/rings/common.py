@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import drgn
 import numpy as np
@@ -119,12 +119,11 @@ def struct_array(prog: drgn.Program, addr: int, type_name: str | drgn.Type, coun
             bit, bits, size = _member_bits(ty, designator)
         except LookupError:
             continue
+        off = bit // 8
         if bits is None:
-            off = bit // 8
             out[ours] = raw[:, off:off + size].copy().view(_UINT[size]).reshape(-1).astype(np.uint64)
             continue
-        off = bit // 8                      # the bytes holding the field, as a little-endian word
-        word = np.zeros((count, 8), np.uint8)
+        word = np.zeros((count, 8), np.uint8)   # the bytes holding the field, as a little-endian word
         width = min(8, ty.size - off)
         word[:, :width] = raw[:, off:off + width]
         shifted = word.view("<u8").reshape(-1) >> np.uint64(bit % 8)
@@ -163,6 +162,12 @@ def struct_type(obj: drgn.Object) -> drgn.Type:
     """The struct type of an object or of the object a pointer points to."""
     t = obj.type_.unaliased()
     return t.type.unaliased() if t.kind == drgn.TypeKind.POINTER else t
+
+
+def first_member(ty: drgn.Type, names: Iterable[str]) -> str | None:
+    """The first of ``names`` that struct ``ty`` has: the member a field
+    goes by on this kernel (i40e's ``tx_bi``, ice's ``tx_buf``)."""
+    return next((n for n in names if ty.has_member(n)), None)
 
 
 def member_or(obj: drgn.Object, name: str, default: int = -1) -> int:

@@ -30,7 +30,7 @@ from drgn.helpers.linux.net import netdev_priv
 from ..features import has_object, has_type
 from ..pages import Memmap
 from . import Ring
-from .common import (UnknownLayout, int_members, member_or, netdev_label, netdevs_of,
+from .common import (UnknownLayout, first_member, int_members, member_or, netdev_label, netdevs_of,
                      pci_devs_of, pci_label, struct_array, target_type)
 from .skb import skb_pfns
 
@@ -81,7 +81,7 @@ class Family:
         ring = target_type(holder.member(self.array).type)
         if not ring.has_member("count"):
             return [f"{ring.type_name()} has no member count"]
-        member = next((m for m in self.buffers if ring.has_member(m)), None)
+        member = first_member(ring, self.buffers)
         if member is None:
             return [f"{ring.type_name()} has none of {', '.join(self.buffers)}: "
                     "its rx buffers are not page slots on this kernel"]
@@ -100,12 +100,12 @@ class Family:
         if out:
             return out
         ring = target_type(holder.member("xdp_rings").type)
-        member = next((m for m in XDP_SLOTS if ring.has_member(m)), None)
+        member = first_member(ring, XDP_SLOTS)
         if member is None or not ring.has_member("count"):
             return [f"{ring.type_name()} has no count or none of {', '.join(XDP_SLOTS)}: "
                     "XDP tx rings not understood"]
         buf = target_type(ring.member(member).type)
-        if not any(buf.has_member(m) for m in XDP_FRAME):
+        if first_member(buf, XDP_FRAME) is None:
             return [f"{buf.type_name()} has none of {', '.join(XDP_FRAME)}: XDP tx slots not understood"]
         return []
 
@@ -166,7 +166,7 @@ class Family:
         if kind == "xdp-tx":
             _read_xdp_tx_slots(prog, a, ring, count, out)
             return out
-        member = next(m for m in self.buffers if ring.type_.type.has_member(m))
+        member = first_member(ring.type_.type, self.buffers)
         array = getattr(ring, member)
         if not array or not count:
             return out
@@ -232,7 +232,7 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     if t.has_member("xsk_pool") and ring.xsk_pool:
         out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
         return
-    member = next(m for m in XDP_SLOTS if t.has_member(m))
+    member = first_member(t, XDP_SLOTS)
     array = getattr(ring, member)
     if not array or not count:
         return
