@@ -26,7 +26,7 @@ KPF_BITS = {
 }
 
 LEAK_RE = re.compile(
-    r"fake_i40e: leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+    r"(?:fake_i40e|vmct_workload): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
 PARKED_RE = re.compile(
     r"fake_i40e: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
 DECOY_RE = re.compile(

@@ -66,11 +66,14 @@ def _scaled(gb: int, mode: str = "dump") -> Scenario:
 
 SCENARIOS = {
     s.name: s for s in (
-        Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, full workload"),
+        Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, a page lost after a "
+                 "heap-held one (vmct_workload), full workload",
+                 {"vmct_workload": "split_leak=1"}),
         Scenario("no-leak", "the same guest with no page leaked",
                  {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0"}),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
-                 "(makedumpfile -c -d 31)", mode="kdump", memory_mb=1280),
+                 "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
+                 memory_mb=1280),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )

@@ -20,7 +20,8 @@ def test_manifest_has_ground_truth(leak_core):
     assert any(x["refcount"] == 1 for x in leaks), "never-used pages (refcount 1)"
     assert any(x["refcount"] > 60000 for x in leaks), "pages with a bias-like refcount"
     assert len({x["pfn"] for x in leaks}) == len(leaks)
-    assert {d["kind"] for d in m["decoys"]} >= {"large_kmalloc", "page_frag", "netdev_frag"}
+    assert {d["kind"] for d in m["decoys"]} >= {"large_kmalloc", "page_frag", "netdev_frag", "exact_run"}
+    assert [x["ring"] for x in leaks].count("-") == 1, "vmct_workload's split_leak"
     for key in ("MemTotal", "MemFree", "Slab", "Cached", "AnonPages", "Shmem", "PageTables",
                 "KernelStack", "VmallocUsed"):
         assert key in m["meminfo_kb"]

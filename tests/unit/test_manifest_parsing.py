@@ -26,8 +26,10 @@ def test_parse_slabinfo():
 def test_parse_log_ground_truth():
     leaks, decoys = parse_log(
         "[    5.56] fake_i40e: leaked pfn=13917 order=1 refcount=65533 ring=eth2/1\n"
-        "[    5.57] vmct_workload: decoy kind=large_kmalloc pfn=15104 order=8 refcount=1\n")
-    assert leaks == [{"pfn": 13917, "order": 1, "refcount": 65533, "ring": "eth2/1"}]
+        "[    5.57] vmct_workload: decoy kind=large_kmalloc pfn=15104 order=8 refcount=1\n"
+        "[    5.57] vmct_workload: leaked pfn=15201 order=0 refcount=1 ring=-\n")
+    assert leaks == [{"pfn": 13917, "order": 1, "refcount": 65533, "ring": "eth2/1"},
+                     {"pfn": 15201, "order": 0, "refcount": 1, "ring": "-"}]
     assert decoys == [{"kind": "large_kmalloc", "pfn": 15104, "order": 8, "refcount": 1}]
 
 

@@ -9,11 +9,21 @@
  *  - vmalloc areas (with this module as vm_struct.caller);
  *  - page_frag users: a private page_frag_cache and the per-CPU
  *    netdev_alloc_cache, both order-3 compound pages with many references;
- *  - sleeping kernel threads (kernel stacks).
+ *  - sleeping kernel threads (kernel stacks);
+ *  - an alloc_pages_exact() buffer of three pages held from a heap object:
+ *    only its first page is pointed to, and its tail pages are order-0,
+ *    refcount-1 pages that nothing references.
  *
- * Every allocation stays referenced from this module's .bss, so a
- * conservative reference scan finds it.  Their PFNs are reported on the log
- * ("vmct_workload: decoy kind=... pfn=...") so tests know where they are.
+ * Every allocation stays referenced from this module's .bss, directly or
+ * through a kmalloc'd holder, so a conservative reference scan finds it.
+ * Their PFNs are reported on the log ("vmct_workload: decoy kind=...
+ * pfn=...") so tests know where they are.
+ *
+ * With split_leak=1 the module also plants one leak, the case struct page
+ * cannot tell from an alloc_pages_exact() run: an order-1 block is split
+ * into two order-0 pages, a heap object keeps the first page's address, and
+ * the second -- never used, refcount 1 -- is lost ("vmct_workload: leaked
+ * pfn=...").
  */
 #include <linux/module.h>
 #include <linux/slab.h>
@@ -35,6 +45,16 @@ static void *netdev_frags[NR_FRAGS];
 static struct page_frag_cache frag_cache;
 static struct task_struct *threads[NR_THREADS];
 
+/* what a driver keeps of an alloc_pages_exact() buffer: its start and size */
+struct exact_holder {
+	void *buf;
+	size_t size;
+};
+static struct exact_holder *exact, *single;
+
+static int split_leak;
+module_param(split_leak, int, 0444);
+
 static void report(const char *kind, const void *addr)
 {
 	struct page *page = virt_to_head_page(addr);
@@ -48,6 +68,26 @@ static int sleeper(void *unused)
 	while (!kthread_should_stop())
 		msleep_interruptible(1000);
 	return 0;
+}
+
+static void plant_split_leak(void)
+{
+	struct page *pair = alloc_pages(GFP_KERNEL, 1);
+
+	if (!pair)
+		return;
+	split_page(pair, 1);
+	single = kmalloc(sizeof(*single), GFP_KERNEL);
+	if (!single) {
+		__free_page(pair);
+		__free_page(pair + 1);
+		return;
+	}
+	single->buf = page_address(pair);
+	single->size = PAGE_SIZE;
+	memset(single->buf, 0x3c, PAGE_SIZE);
+	pr_info("vmct_workload: leaked pfn=%lu order=0 refcount=%d ring=-\n",
+		page_to_pfn(pair + 1), page_ref_count(pair + 1));
 }
 
 static int __init vmct_init(void)
@@ -80,6 +120,19 @@ static int __init vmct_init(void)
 
 	for (i = 0; i < NR_THREADS; i++)
 		threads[i] = kthread_run(sleeper, NULL, "vmct_sleeper/%d", i);
+
+	exact = kmalloc(sizeof(*exact), GFP_KERNEL);
+	if (exact) {
+		exact->size = 3 * PAGE_SIZE;
+		exact->buf = alloc_pages_exact(exact->size, GFP_KERNEL);
+		if (exact->buf) {
+			memset(exact->buf, 0x3c, exact->size);
+			for (i = 0; i < 3; i++)
+				report("exact_run", exact->buf + i * PAGE_SIZE);
+		}
+	}
+	if (split_leak)
+		plant_split_leak();
 	pr_info("vmct_workload: ready\n");
 	return 0;
 }
@@ -100,6 +153,12 @@ static void __exit vmct_exit(void)
 	if (frag_cache.va)
 		__page_frag_cache_drain(virt_to_head_page(frag_cache.va), frag_cache.pagecnt_bias);
 	vfree(vbuf);
+	if (exact && exact->buf)
+		free_pages_exact(exact->buf, exact->size);
+	kfree(exact);
+	if (single)
+		free_page((unsigned long)single->buf);
+	kfree(single);
 	for (i = 0; i <= NR_LARGE; i++)
 		kfree(large[i]);
 }
@@ -107,4 +166,4 @@ static void __exit vmct_exit(void)
 module_init(vmct_init);
 module_exit(vmct_exit);
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("vmcore-tools test module: allocations that look like leaks but are not");
+MODULE_DESCRIPTION("vmcore-tools test module: allocations that look like leaks but are not, and one that is (split_leak=1)");
