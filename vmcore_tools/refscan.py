@@ -58,6 +58,9 @@ CHUNK_BYTES = 1 << 20
 MAX_REFS = 4
 #: Physical addresses below this are not taken as references (small integers abound).
 MIN_PHYS = 1 << 20
+#: Unreferenced pages an ``alloc_pages_exact()`` run held from outside the
+#: kernel image must take in (see ``ReferenceScan.extend_runs``).
+HEAP_RUN_MIN = 2
 #: Spans of the kernel image given back to the page allocator at boot: what
 #: their image addresses show now belongs to whoever got those pages since.
 #: x86's ``mem_encrypt_free_decrypted_mem()`` frees the unused tail of
@@ -347,19 +350,39 @@ class ReferenceScan:
           at PFN h is at most ``h & -h`` pages long.
         * Inner pages of a run may be referenced themselves (hash tables
           from ``alloc_large_system_hash()``: chains point back at their
-          buckets); such a page neither ends the run nor starts a new one."""
+          buckets); such a page neither ends the run nor starts a new one.
+
+        What ``struct page`` cannot tell: a one-page allocation followed by
+        a leaked, never-used page looks exactly like a two-page run whose
+        second page nobody points to.  Where the start is held from the
+        kernel image's data (boot-time tables: ``alloc_large_system_hash()``,
+        ``vmcoreinfo_note``) the kernel owns the whole block, and one
+        unreferenced page is enough to extend the run.  A start held from
+        anywhere else (a heap object, a stack, a vmalloc area) must take in
+        at least ``HEAP_RUN_MIN`` unreferenced pages: a single unreferenced
+        page after it is reported as orphaned.  That trades a two-page
+        ``alloc_pages_exact()`` buffer of a driver with an unreferenced
+        second page (rare: drivers use it for multi-page buffers such as
+        vrings and sound buffers) for recall of never-used leaked pages."""
         a, refs, single = self.a, self.result.references, self.singles
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
-        for head in sorted(h for h in refs if h in single and any(
-                r.kind in ("direct map", "physical") and r.value & mask == 0 for r in refs[h])):
+        for head in sorted(h for h in refs if h in single):
+            starts = [r for r in refs[head] if r.kind in ("direct map", "physical") and r.value & mask == 0]
+            if not starts:
+                continue
             block = min(head & -head or largest, largest)
+            tail = []
             for nxt in range(head + 1, head + block):
                 if nxt not in single:
                     break
                 if nxt not in refs:
-                    refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                                           f"in an alloc_pages_exact() run starting at pfn {head}")]
+                    tail.append(nxt)
+            if len(tail) < (1 if any(r.region == "data" for r in starts) else HEAP_RUN_MIN):
+                continue
+            for nxt in tail:
+                refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
+                                       f"in an alloc_pages_exact() run starting at pfn {head}")]
 
     @property
     def max_block(self) -> int:
