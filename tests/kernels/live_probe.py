@@ -1,5 +1,5 @@
 """Run inside a live guest: open /proc/kcore the way vmcore-tools does, read
-the struct page of every page fake_i40e logged as leaked, take a census and
+the struct page of every page the test modules logged as leaked, take a census and
 look for orphans in a kernel that keeps running while it is read.  Then run
 every subcommand with --json on the same program (as the drgn plugin does)
 and hand back the documents, for the host to check against the schemas.
@@ -16,16 +16,20 @@ import contextlib
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import time
+
+from pathlib import Path
 
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import open_program
 from vmcore_tools.cli import run_on
 from vmcore_tools.orphans import orphans
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from sample_cores.manifest import parse_log  # noqa: E402  (the cores' ground-truth parser)
 
 CHURN = """
 import mmap, os
@@ -59,8 +63,7 @@ def churned() -> int:
 os.environ["VMCORE_TOOLS_DEBUG"] = "1"     # a failing command shows where it faulted
 prog = open_program(None, sys.argv[1], sys.argv[2:])
 log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-leaks = [{"pfn": int(p), "refcount": int(r)}
-         for p, r in re.findall(r"fake_i40e: leaked pfn=(\d+) order=\d+ refcount=(-?\d+)", log)]
+leaks = [{"pfn": x["pfn"], "refcount": x["refcount"]} for x in parse_log(log)[0]]
 for leak in leaks:
     leak["refcount_read"] = pfn_to_page(prog, leak["pfn"])._refcount.counter.value_()
 with open("/tmp/churn.log", "w") as log_file:

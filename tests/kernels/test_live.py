@@ -23,7 +23,7 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     result = run_probe_in_guest(kernel, PROBE)
     assert result["target"] == "/proc/kcore"
     assert result["release"] == fetch(kernel).abi
-    assert result["leaks"], "the guest's fake_i40e logged planted leaks"
+    assert result["leaks"], "the guest's test modules logged planted leaks"
     for leak in result["leaks"]:
         assert leak["refcount_read"] == leak["refcount"], leak
         assert leak["class"] == "unattributed", leak
