@@ -53,7 +53,8 @@ def summary(core_dir: Path) -> str:
         f"planted leaks {len(m['planted_leaks'])} pages (ground truth, for tests only):",
     ]
     lines += [f"  {n:4} order-{o} pages, {kind}" for (o, kind), n in sorted(leaks.items())]
-    lines.append(f"decoys        {len(m['decoys'])} (large kmalloc, page_frag): not leaks")
+    kinds = ", ".join(sorted({d["kind"].replace("_", " ") for d in m["decoys"]}))
+    lines.append(f"decoys        {len(m['decoys'])} ({kinds}): not leaks")
     lines.append(f"parked        {len(m['parked'])} pages held outside the rx slots ("
                  + ", ".join(sorted(p["kind"] for p in m["parked"])) + "): not leaks")
     return "\n".join(lines)
