@@ -91,7 +91,7 @@ def test_heap_held_exact_run_and_the_leak_after_a_single(leak_report):
     lost = [l for l in core.manifest["planted_leaks"] if l["ring"] == "-"]
     assert len(lost) == 1 and (lost[0]["order"], lost[0]["refcount"]) == (0, 1), lost
     held = lost[0]["pfn"] - 1
-    assert held & 1 == 0 and held in referenced, "the page before it starts a run by every other test"
+    assert held & 1 == 0 and held in referenced, "the page before it is referenced and heads a 2-page block"
     assert any(w.startswith("slab kmalloc") for w in referenced[held].references), referenced[held]
     assert lost[0]["pfn"] in orphan_pfns(r)
 
