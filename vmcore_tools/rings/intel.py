@@ -226,8 +226,9 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     share one union with ``skb``.  i40e and the older ice (5.10, 6.1) clear
     the pointer when the frame is sent; the ice whose slot has a ``type``
     (6.12) leaves it and records there what the slot holds, so there only
-    ``ICE_TX_BUF_XDP_TX`` and ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A ring bound to an AF_XDP socket
-    (``xsk_pool``) sends from the socket's umem, user memory: not read."""
+    ``ICE_TX_BUF_XDP_TX`` and ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A
+    ring bound to an AF_XDP socket (``xsk_pool``) sends from the socket's
+    umem, user memory: not read."""
     t = ring.type_.type
     if t.has_member("xsk_pool") and ring.xsk_pool:
         out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
