@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .kernels import KERNEL_LINES, fetch
+from .kernels import BUILT_LINES, KERNEL_LINES, fetch
 from .scenarios import DEFAULT_KERNEL, DEFAULT_SCENARIO, SCENARIOS, build, live, prune
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sample_cores", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    kernels = sorted(KERNEL_LINES)
+    kernels = sorted(KERNEL_LINES) + sorted(BUILT_LINES)
     b = sub.add_parser("build", help="build a scenario's core; print its directory")
     b.add_argument("scenario", nargs="?", default=DEFAULT_SCENARIO, choices=sorted(SCENARIOS))
     b.add_argument("--kernel", default=DEFAULT_KERNEL, choices=kernels + ["all"])
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in kernels if args.kernel == "all" else [args.kernel]:
                 print(fetch(line, log=_log).root)
         elif args.cmd == "build":
-            for line in kernels if args.kernel == "all" else [args.kernel]:
+            lines = SCENARIOS[args.scenario].kernel_lines if args.kernel == "all" else [args.kernel]
+            for line in lines:
                 print(build(args.scenario, line, log=_log, force=args.force))
         elif args.cmd == "args":
             # plain spaces: meant for $(...) in a shell, and cache paths hold no blanks

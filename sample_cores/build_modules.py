@@ -29,7 +29,7 @@ def features(k: Kernel) -> list[str]:
     """``-D`` flags for what this kernel's headers provide."""
     txrx = (k.source_dir / "i40e" / "i40e_txrx.h").read_text()
     ring = _struct_body(txrx, "i40e_ring")
-    etherdevice = next(k.root.glob("headers/usr/src/linux-headers-*-common/include/linux/etherdevice.h"))
+    etherdevice = k.header("linux/etherdevice.h")
     flags = []
     if re.search(r"\brx_offset;", ring):
         flags.append("-DHAVE_RX_OFFSET")

@@ -58,6 +58,21 @@ KERNEL_LINES: dict[str, KernelLine] = {
 
 
 @dataclass(frozen=True)
+class BuiltLine:
+    """A kernel we build (``kernel_build.py``) from a Debian line's linux-source."""
+
+    name: str        # "6.1-page-owner"
+    base: str        # the Debian line whose source it builds: "6.1"
+    fragment: str    # its config fragment, in kernel_configs/
+
+
+BUILT_LINES: dict[str, BuiltLine] = {
+    # Debian's configs lack CONFIG_PAGE_OWNER; the page_owner reader is tested here
+    "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", "page-owner.config"),
+}
+
+
+@dataclass(frozen=True)
 class Kernel:
     """An unpacked kernel: every path a VM, a module build or drgn needs."""
 
@@ -100,6 +115,15 @@ class Kernel:
     def source_dir(self) -> Path:
         """Driver sources copied out of ``linux-source`` (e.g. ``i40e/``)."""
         return self.root / "src"
+
+    def header(self, rel: str) -> Path:
+        """A kernel header (``linux/etherdevice.h``) of the headers tree:
+        Debian splits it into ``-amd64`` and ``-common``, a built kernel has
+        one tree."""
+        found = next(self.root.glob(f"headers/usr/src/linux-headers-*/include/{rel}"), None)
+        if found is None:
+            raise RuntimeError(f"{rel} is missing from the headers of {self.abi}")
+        return found
 
     def kconfig(self, option: str) -> str | None:
         for line in self.config.read_text().splitlines():
@@ -174,9 +198,15 @@ def _decompress_modules(modules_dir: Path) -> None:
 
 
 def fetch(line_name: str, log=print) -> Kernel:
-    """Download and unpack kernel line ``line_name`` ("5.10", "6.1", "6.12")."""
+    """Download and unpack kernel line ``line_name`` ("5.10", "6.1", "6.12"),
+    or build one of ``BUILT_LINES`` from its Debian line's source."""
+    if line_name in BUILT_LINES:
+        from .kernel_build import build_kernel
+        built = BUILT_LINES[line_name]
+        return build_kernel(built, fetch(built.base, log=log), log=log)
     if line_name not in KERNEL_LINES:
-        raise KeyError(f"unknown kernel line {line_name!r}; known: {', '.join(KERNEL_LINES)}")
+        known = ", ".join([*KERNEL_LINES, *BUILT_LINES])
+        raise KeyError(f"unknown kernel line {line_name!r}; known: {known}")
     line = KERNEL_LINES[line_name]
     pinned = cache_dir() / "kernels" / line_name / "resolved"
     if pinned.exists():

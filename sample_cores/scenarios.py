@@ -41,6 +41,17 @@ class Scenario:
     memory_mb: int = 1024
     #: sizes for workload.py (``page_cache``, ``anon``, ``shmem``, in MB); its defaults where empty
     workload_mb: dict[str, int] = field(default_factory=dict)
+    #: False: the workload only records the net devices (a small kernel has
+    #: no disk, netns or veth for the rest)
+    workload: bool = True
+    #: added to the guest kernel's command line
+    cmdline: str = ""
+    #: kernel lines it runs on; the Debian ones where empty
+    kernels: tuple[str, ...] = ()
+
+    @property
+    def kernel_lines(self) -> tuple[str, ...]:
+        return self.kernels or tuple(sorted(KERNEL_LINES))
 
     @property
     def disk_mb(self) -> int:
@@ -74,6 +85,9 @@ SCENARIOS = {
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
                  memory_mb=1280),
+        Scenario("page-owner", "the i40e leak on a kernel built with CONFIG_PAGE_OWNER, booted "
+                 "with page_owner=on; no workload", {"vmct_workload": "split_leak=1"},
+                 workload=False, cmdline="page_owner=on", kernels=("6.1-page-owner",)),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )
@@ -98,8 +112,8 @@ def _digest(*parts: object) -> str:
     return h.hexdigest()[:12]
 
 
-def _cmdline(extra: str = "") -> str:
-    return f"console=ttyS0 vmct.init={GUEST_DIR / 'init.sh'} panic=-1 {extra}".strip()
+def _cmdline(*extra: str) -> str:
+    return " ".join(["console=ttyS0", f"vmct.init={GUEST_DIR / 'init.sh'}", "panic=-1", *filter(None, extra)])
 
 
 def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
@@ -119,11 +133,15 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
     lines.append("INSMOD=(" + " ".join(shlex.quote(i) for i in insmod) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
+    if not sc.workload:
+        wargs.append("--netdevs-only")
     lines.append("WORKLOAD_ARGS=(" + " ".join(wargs) + ")")
     (out / "job.env").write_text("\n".join(lines) + "\n")
 
 
 def _prepare(sc: Scenario, line: str, log) -> tuple[Kernel, dict[str, Path], Path]:
+    if line not in sc.kernel_lines:
+        raise KeyError(f"scenario {sc.name} runs on kernel {' or '.join(sc.kernel_lines)}, not {line}")
     k = fetch(line, log=log)
     return k, build_modules(k, log=log), build_initramfs(k)
 
@@ -149,8 +167,8 @@ def prune(log=print) -> list[Path]:
     for line_dir in sorted((cache_dir() / "cores").glob("*")):
         for name_dir in sorted(line_dir.glob("*")):
             keep = None
-            if line_dir.name in KERNEL_LINES and name_dir.name in SCENARIOS:
-                sc = SCENARIOS[name_dir.name]
+            sc = SCENARIOS.get(name_dir.name)
+            if sc is not None and line_dir.name in sc.kernel_lines:
                 k, modules, _ = _prepare(sc, line_dir.name, log)
                 keep = _key(sc, k, modules)
             for d in sorted(name_dir.iterdir()):
@@ -172,7 +190,8 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     run_dir.mkdir(parents=True)
     spec = GuestSpec(
         vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb, nics=_nics(),
-        disk_mb=sc.disk_mb, cmdline=_cmdline("crashkernel=256M" if sc.mode == "kdump" else ""),
+        disk_mb=sc.disk_mb,
+        cmdline=_cmdline(sc.cmdline, "crashkernel=256M" if sc.mode == "kdump" else ""),
     )
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, sc.mode)
@@ -257,7 +276,8 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
     run_dir = cache_dir() / "live" / f"{line}-{name}-{time.time_ns()}"
     run_dir.mkdir(parents=True)
     spec = GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir,
-                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb, cmdline=_cmdline(cmdline))
+                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb,
+                     cmdline=_cmdline(sc.cmdline, cmdline))
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
 

@@ -232,7 +232,14 @@ def main() -> int:
     ap.add_argument("--page-cache-mb", type=int, default=48)
     ap.add_argument("--anon-mb", type=int, default=64)
     ap.add_argument("--shmem-mb", type=int, default=24)
+    ap.add_argument("--netdevs-only", action="store_true",
+                    help="record the net devices and hold nothing (a small kernel without disk or netns)")
     args = ap.parse_args()
+    if args.netdevs_only:
+        devices = nics()
+        for ifname in devices:
+            run("ip", "link", "set", ifname, "up")
+        return ready(args.out, devices, [])
 
     if Path(args.disk).exists():
         page_cache(args.disk, args.page_cache_mb)
@@ -255,14 +262,20 @@ def main() -> int:
     log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
     devices = nics()
     procs = net_traffic(setup_network(devices)) + veth_xdp()
+    return ready(args.out, devices, [anon, held, procs])
+
+
+def ready(out: str, devices: dict[str, dict], keep: list) -> int:
+    """Record the net devices, tell init we are ready, and hold ``keep``
+    (memory, sockets, processes) until the dump is taken."""
     # ground truth for the ring walkers: which driver each net device has
-    (Path(args.out) / "netdevs.json").write_text(json.dumps(devices, indent=1, sort_keys=True))
+    (Path(out) / "netdevs.json").write_text(json.dumps(devices, indent=1, sort_keys=True))
     Path("/run/vmct-workload-ready").write_text(str(os.getpid()))
     log("ready")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         time.sleep(3600)
-        assert anon and held and procs
+        assert keep is not None
 
 
 if __name__ == "__main__":
