@@ -29,6 +29,7 @@ from drgn.helpers.linux.pid import for_each_task
 from .classify import (KERNEL_CLASSES, UNCLAIMED, Evidence, PageClass, ShmemMappings, claim, claim_range,
                        class_counts, classify)
 from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
+from .page_owner import page_ext_pfns
 from .pages import CHUNK_PAGES, Memmap
 from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
@@ -544,6 +545,7 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, m, zones, classes), None)
     vmap = guarded("vmap areas", lambda: walk_vmalloc(prog, m, classes),
                    VmapPages(prog, none, np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+    claim(classes, guarded("page_ext tables", lambda: page_ext_pfns(prog, m), none), PageClass.PAGE_EXT)
     ev = Evidence(
         classes=classes,
         page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, m), none),

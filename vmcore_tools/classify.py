@@ -51,6 +51,7 @@ class PageClass(IntEnum):
     UNATTRIBUTED = 20    # allocated, no owner found: where a page-allocator leak lands
     NIC_RING = 21        # held by a NIC rx ring (rings/: i40e family, virtio_net, e1000e)
     KERNEL_PAGE_TABLE = 22  # page-table pages without the PageTable type (found by walking)
+    PAGE_EXT = 23        # page_ext tables: page_owner records and other per-page extensions
 
     @property
     def label(self) -> str:
@@ -63,7 +64,7 @@ KERNEL_CLASSES = (PageClass.RESERVED, PageClass.SLAB, PageClass.PAGE_TABLE,
                   PageClass.OFFLINE, PageClass.MOVABLE_NONLRU, PageClass.PAGE_POOL,
                   PageClass.KERNEL_STACK, PageClass.VMALLOC, PageClass.PERCPU,
                   PageClass.PAGE_FRAG, PageClass.NIC_RING, PageClass.LARGE_KMALLOC,
-                  PageClass.ZERO_REF, PageClass.UNATTRIBUTED)
+                  PageClass.ZERO_REF, PageClass.UNATTRIBUTED, PageClass.PAGE_EXT)
 
 
 class PageTypes:
@@ -301,6 +302,15 @@ def rule_percpu(w, ev, ctx):
     return ev.claimed == PageClass.PERCPU
 
 
+def rule_page_ext(w, ev, ctx):
+    """Tables of ``struct page_ext`` entries (page_owner records and other
+    per-page extensions), found by walking ``mem_section``
+    (``page_owner.page_ext_pfns``).  They come from ``alloc_pages_exact()``
+    and the only pointer to them is biased by the section's first PFN, so
+    no reference scan finds them."""
+    return ev.claimed == PageClass.PAGE_EXT
+
+
 def rule_page_frag(w, ev, ctx):
     """page_frag caches: per-CPU ``netdev_alloc_cache``/``napi_alloc_cache``
     and every task's ``task_frag``."""
@@ -341,6 +351,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
     (PageClass.KERNEL_STACK, rule_kernel_stack),
     (PageClass.VMALLOC, rule_vmalloc),
     (PageClass.PERCPU, rule_percpu),
+    (PageClass.PAGE_EXT, rule_page_ext),
     (PageClass.PAGE_FRAG, rule_page_frag),
     (PageClass.NIC_RING, rule_nic_ring),
     (PageClass.LARGE_KMALLOC, rule_large_kmalloc),
@@ -351,7 +362,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
 #: (Free blocks, pcp lists and vmalloc/percpu/stack pages are listed page by
 #: page, and reserved is a per-page flag.)
 _PER_PAGE = {PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.KERNEL_STACK,
-             PageClass.VMALLOC, PageClass.PERCPU, PageClass.KERNEL_PAGE_TABLE}
+             PageClass.VMALLOC, PageClass.PERCPU, PageClass.KERNEL_PAGE_TABLE, PageClass.PAGE_EXT}
 
 
 def page_flag_bits(prog: drgn.Program) -> dict[str, int]:

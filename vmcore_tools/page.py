@@ -115,6 +115,8 @@ def owner_of(prog: drgn.Program, c: Census, report: PageReport, klass: PageClass
         return ""
     if klass == PageClass.PERCPU:
         return "a per-cpu chunk (its pages are not listed in a vm_struct)"
+    if klass == PageClass.PAGE_EXT:
+        return "a page_ext table of mem_section (page_owner records and other per-page extensions)"
     if klass in (PageClass.VMALLOC, PageClass.KERNEL_STACK):
         return Describer(c).vmalloc(a.virt_of_pfn(pfn))
     if klass in (PageClass.FILE, PageClass.SHMEM):

@@ -1,0 +1,245 @@
+"""page_ext tables, and the page_owner records in them: who allocated a page.
+
+A kernel built with ``CONFIG_PAGE_OWNER`` and booted with ``page_owner=on``
+keeps, for every page, a ``struct page_owner`` in the page's ``page_ext``
+entry: the order and GFP mask of the allocation that holds it, the task
+(``comm``, ``pid``) and time, and a stack depot handle of the allocating
+stack.  That stack is what names the culprit of a page-allocator leak:
+``i40e_alloc_rx_buffers -> i40e_alloc_mapped_page -> dev_alloc_pages``.
+
+Where the record lives (mm/page_ext.c, SPARSEMEM, 4.x to 6.x):
+
+* each memory section has a table of ``page_ext`` entries of
+  ``page_ext_size`` bytes (``sizeof(struct page_ext) + extra_mem`` before
+  6.0), and ``mem_section.page_ext`` holds the table's address *minus*
+  ``page_ext_size * (first PFN of the section)``, so a PFN's entry is at
+  ``section.page_ext + page_ext_size * pfn``; bit 0 of the pointer marks a
+  section whose table is going away (``PAGE_EXT_INVALID``, memory hot-remove);
+* ``struct page_owner`` sits ``page_owner_ops.offset`` bytes into the entry;
+* bit ``PAGE_EXT_OWNER_ALLOCATED`` of ``page_ext.flags`` says the page is
+  allocated now; ``PAGE_EXT_OWNER`` that it ever was;
+* every page of an allocation carries the same record, and ``split_page()``
+  rewrites each one to order 0: the head's record is the allocation's.
+
+The tables themselves are pages the page allocator handed out
+(``alloc_pages_exact_nid()`` in ``alloc_page_ext()``, vzalloc as a fallback)
+that nothing points to at their start: the only pointer is the biased one
+above.  ``page_ext_pfns`` finds them for the census, or every page of them
+would look orphaned on a page_owner kernel (16 MB per GB of memory).
+
+The hot path is vectorized: the records of many PFNs are read one section
+table slice at a time and decoded with numpy; only the distinct stack
+handles go through drgn (``stack_depot_fetch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.mmzone import nr_to_section
+from drgn.helpers.linux.stackdepot import stack_depot_fetch
+
+from .features import constant, has_member, has_object, has_type
+from .pages import Memmap
+
+#: Functions of the page allocator itself, skipped when we name the caller
+#: that asked for a page (``alloc_site``): the first frame of a page_owner
+#: stack is always inside the allocator.
+ALLOCATOR_FRAMES = (
+    "post_alloc_hook", "prep_new_page", "get_page_from_freelist", "__alloc_pages",
+    "alloc_pages", "__folio_alloc", "folio_alloc", "__alloc_pages_", "alloc_pages_",
+    "__get_free_pages", "get_zeroed_page", "__page_frag_", "page_frag_", "__dev_alloc_pages",
+    "dev_alloc_pages", "alloc_pages_exact", "__alloc_pages_node", "alloc_page_interleave",
+    "__page_cache_alloc", "set_page_owner", "__set_page_owner", "split_page",
+    "__alloc_frozen_pages", "alloc_frozen_pages", "alloc_pages_mpol",
+)
+
+
+@dataclass
+class PageOwner:
+    """The page_owner record of one allocation."""
+
+    pfn: int
+    allocated: bool          # PAGE_EXT_OWNER_ALLOCATED: allocated now
+    order: int
+    gfp_mask: int
+    pid: int
+    comm: str
+    ts_nsec: int             # local_clock() at allocation
+    stack: list[str]         # "function+0xoff [module]", innermost first
+    alloc_site: str | None   # the first function outside the page allocator, "name [module]"
+
+
+def page_owner_state(prog: drgn.Program) -> str:
+    """``"on"``; ``"off"`` (built in, not enabled: boot with
+    ``page_owner=on``); ``"absent"`` (kernel built without CONFIG_PAGE_OWNER);
+    or ``"unsupported"`` (a memory model whose page_ext we do not read)."""
+    if not has_type(prog, "struct page_owner") or not has_object(prog, "page_owner_ops"):
+        return "absent"
+    if not has_member(prog, "struct mem_section", "page_ext"):
+        return "unsupported"
+    # DEFINE_STATIC_KEY_FALSE(page_owner_inited): enabled once init_page_owner() ran
+    if prog["page_owner_inited"].key.enabled.counter.value_() <= 0:
+        return "off"
+    return "on"
+
+
+def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]:
+    """("function+0xoff [module]", "function [module]") per frame, innermost
+    first; drgn expands functions inlined at a return address from the DWARF."""
+    out = []
+    for f in trace:
+        try:
+            module = prog.module(f.pc).name
+        except LookupError:
+            module = "vmlinux"
+        where = "" if module in ("vmlinux", "kernel") else f" [{module}]"
+        name = f.name if f.name and not f.name.startswith("0x") else ""
+        if f.is_inline:
+            out.append((f"{name} (inlined){where}", name + where))
+            continue
+        try:
+            sym = f.symbol()
+            out.append((f"{sym.name}+{f.pc - sym.address:#x}{where}", (name or sym.name) + where))
+        except LookupError:     # e.g. a module's init code, freed once it ran
+            label = f"{f.pc:#x} (no symbol){where}"
+            out.append((label, label))
+    return out
+
+
+def _is_allocator(name: str) -> bool:
+    """Whether a frame's function is the page allocator's own (6.10+ adds a
+    ``_noprof`` suffix to the allocation entry points)."""
+    name = name.removesuffix("_noprof")
+    return any(name == f or (f.endswith("_") and name.startswith(f)) for f in ALLOCATOR_FRAMES)
+
+
+def page_ext_entry_size(prog: drgn.Program) -> int:
+    """Bytes per page of a page_ext table: ``page_ext_size`` (6.0+), before
+    that ``sizeof(struct page_ext)`` plus the static ``extra_mem``."""
+    if has_object(prog, "page_ext_size"):
+        return prog["page_ext_size"].value_()
+    return prog.type("struct page_ext").size + prog["extra_mem"].value_()
+
+
+def _section_table(prog: drgn.Program, section_nr: int) -> int | None:
+    """``mem_section.page_ext`` of a section: the entry of PFN p is at
+    ``value + entry_size * p``; None where the section has no table."""
+    value = nr_to_section(prog, section_nr).page_ext.value_()
+    return None if not value or value & 1 else value
+
+
+def _section_shift(prog: drgn.Program) -> int:
+    return prog["SECTION_SIZE_BITS"].value_() - prog["PAGE_SHIFT"].value_()
+
+
+def page_ext_pfns(prog: drgn.Program, m: Memmap) -> np.ndarray:
+    """PFNs of the page_ext tables that sit in the direct map (tables that
+    are vmalloc'd are vmalloc pages already); empty where the kernel keeps
+    no page_ext tables in ``mem_section`` (no page_ext user enabled, or
+    FLATMEM)."""
+    if not has_member(prog, "struct mem_section", "page_ext"):
+        return np.zeros(0, np.int64)
+    size, shift = page_ext_entry_size(prog), _section_shift(prog)
+    per_section = 1 << shift
+    out = []
+    sections = sorted({nr for start, end in m.ranges for nr in range(start >> shift, ((end - 1) >> shift) + 1)})
+    for nr in sections:
+        table = _section_table(prog, nr)
+        if table is None:
+            continue
+        start = m.pfn_of_virt(table + size * (nr << shift))
+        last = m.pfn_of_virt(table + size * ((nr << shift) + per_section) - 1)
+        if start >= 0 and last >= start:
+            out.append(np.arange(start, last + 1, dtype=np.int64))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+class PageOwners:
+    """Reader of page_owner records; ``PageOwners(prog).lookup(pfns)``.
+
+    Raises ``LookupError`` when the kernel has no page_owner records to read
+    (see ``page_owner_state``).
+    """
+
+    def __init__(self, prog: drgn.Program):
+        state = page_owner_state(prog)
+        if state != "on":
+            raise LookupError(f"page_owner is {state}")
+        self.prog = prog
+        self.entry_size = page_ext_entry_size(prog)
+        owner = prog.type("struct page_owner")
+        base = prog["page_owner_ops"].offset.value_()
+        self.fields = {name: (base + drgn.offsetof(owner, name), drgn.sizeof(owner.member(name).type))
+                       for name in ("order", "gfp_mask", "handle", "ts_nsec", "comm", "pid")}
+        self.flags_offset = drgn.offsetof(prog.type("struct page_ext"), "flags")
+        self.owner_bit = constant(prog, "PAGE_EXT_OWNER")
+        self.allocated_bit = constant(prog, "PAGE_EXT_OWNER_ALLOCATED")
+        self.section_shift = _section_shift(prog)
+        self.special = {prog[name].value_(): label for name, label in (
+            ("early_handle", "allocated before page_owner was set up (early boot)"),
+            ("failure_handle", "its stack could not be saved"),
+            ("dummy_handle", "allocated by page_owner itself (recursion guard)"),
+        ) if has_object(prog, name)}
+        self._stacks: dict[int, tuple[list[str], str | None]] = {}
+
+    def stack(self, handle: int) -> tuple[list[str], str | None]:
+        """Frames of a stack depot handle and the first one outside the
+        page allocator; a special handle gives one line saying what it is."""
+        if handle not in self._stacks:
+            if handle in self.special:
+                self._stacks[handle] = ([self.special[handle]], None)
+            else:
+                trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
+                frames = _frames(self.prog, trace) if trace else []
+                site = next((name for _, name in frames if name and not _is_allocator(name.split()[0])), None)
+                self._stacks[handle] = ([text for text, _ in frames], site)
+        return self._stacks[handle]
+
+    def lookup(self, pfns: np.ndarray) -> dict[int, PageOwner]:
+        """Records of ``pfns`` (pages whose table is missing are left out),
+        read one slice of a section's table at a time."""
+        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        out: dict[int, PageOwner] = {}
+        sections = pfns >> self.section_shift
+        size = self.entry_size
+        for nr in np.unique(sections).tolist():
+            table = _section_table(self.prog, nr)
+            if table is None:
+                continue
+            group = pfns[sections == nr]
+            lo, hi = int(group[0]), int(group[-1]) + 1
+            try:
+                raw = self.prog.read(table + size * lo, size * (hi - lo))
+            except drgn.FaultError:
+                continue
+            rows = np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
+            out.update(self._decode(group, rows))
+        return out
+
+    def _column(self, rows: np.ndarray, name: str, dtype: str) -> np.ndarray:
+        off, width = self.fields[name]
+        return np.ascontiguousarray(rows[:, off:off + width]).view(dtype).ravel()
+
+    def _decode(self, pfns: np.ndarray, rows: np.ndarray) -> dict[int, PageOwner]:
+        """Records of the page_ext entries ``rows`` (one row of bytes per PFN);
+        a page that was never allocated since page_owner started has none."""
+        flags = np.ascontiguousarray(rows[:, self.flags_offset:self.flags_offset + 8]).view("<u8").ravel()
+        ever = (flags >> np.uint64(self.owner_bit)) & np.uint64(1)
+        now = (flags >> np.uint64(self.allocated_bit)) & np.uint64(1)
+        order = self._column(rows, "order", "<u2")
+        gfp = self._column(rows, "gfp_mask", "<u4")
+        handle = self._column(rows, "handle", "<u4")
+        ts = self._column(rows, "ts_nsec", "<u8")
+        pid = self._column(rows, "pid", "<i4")
+        off, width = self.fields["comm"]
+        recs = {}
+        for i in np.flatnonzero(ever).tolist():
+            stack, site = self.stack(int(handle[i]))
+            comm = bytes(rows[i, off:off + width]).split(b"\0", 1)[0].decode(errors="replace")
+            pfn = int(pfns[i])
+            recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]), int(pid[i]), comm,
+                                  int(ts[i]), stack, site)
+        return recs
