@@ -308,6 +308,31 @@ def page_text(d: dict[str, Any]) -> str:
     return "\n".join([tabulate(rows, tablefmt="plain", disable_numparse=True), *_problems(d["problems"])])
 
 
+PAGE_OWNER_HINTS = {
+    "off": "built in, but off: boot with page_owner=on to record who allocates each page",
+    "absent": "not in this kernel (CONFIG_PAGE_OWNER is not set): no allocating stacks",
+    "unsupported": "this kernel's memory model keeps page_ext where we do not read it",
+}
+
+
+def allocating_stacks(d: dict) -> list[str]:
+    """Per suspect, the page_owner record of its first orphan: task, order,
+    GFP mask and the allocating stack; or one line on why there is none."""
+    state = d["page_owner"]
+    if state != "on":
+        return [f"page_owner: {PAGE_OWNER_HINTS[state]}"]
+    out = ["Allocating stacks (page_owner), one per suspect"]
+    for s in d["suspects"]:
+        rec = next((o["page_owner"] for o in d["orphans"] if o["suspect"] == s["id"] and o["page_owner"]), None)
+        if rec is None:
+            out.append(f"  #{s['id']}: no page_owner record")
+            continue
+        out.append(f"  #{s['id']}: allocated by {rec['comm']} (pid {rec['pid']}), order {rec['order']}, "
+                   f"gfp {rec['gfp_mask']:#x}{'' if rec['allocated'] else ', recorded as freed'}")
+        out += [f"      {frame}" for frame in rec["stack"]]
+    return out
+
+
 def orphans_text(r: OrphanReport, top: int) -> str:
     d = r.to_json()
     ps = d["page_size"]
@@ -317,7 +342,8 @@ def orphans_text(r: OrphanReport, top: int) -> str:
            f"{d['candidates']} candidates checked, {d['scan']['bytes'] / 2**20:,.0f} MiB of kernel memory "
            f"scanned in {d['scan']['seconds']:.2f} s", ""]
     if r.suspects:
-        out += ["Suspects", suspect_table(d).text(), "", f"Orphans (first {top})", orphan_table(d, top).text()]
+        out += ["Suspects", suspect_table(d).text(), "", f"Orphans (first {top})", orphan_table(d, top).text(),
+                "", *allocating_stacks(d)]
     else:
         out.append("No orphaned pages: every unattributed page is referenced from live kernel memory.")
     if r.referenced:

@@ -12,8 +12,10 @@ scan (``refscan.py``) then splits the candidates into
 
 Orphans get evidence -- order, refcount (a bias-like count of thousands to
 65535 is the signature of Duyck-style rx page recycling), NUMA node, the
-rings that use pages of that order, and a stale Ethernet frame at a known rx
-offset matched to a local net device -- and are grouped into suspects.
+rings that use pages of that order, a stale Ethernet frame at a known rx
+offset matched to a local net device, and, when the kernel keeps page_owner
+records (``page_owner=on``), the allocating task and stack -- and are
+grouped into suspects.
 
     >>> from vmcore_tools import orphans
     >>> r = orphans(prog)
@@ -33,6 +35,7 @@ from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
 from .classify import PageClass
+from .page_owner import PageOwner, PageOwners, page_owner_state
 from .pages import Memmap
 from .refscan import Reference, ScanResult, scan_references
 from .rings.common import driver_name, netdev_label
@@ -67,6 +70,7 @@ class PageEvidence:
     frame: Frame | None = None
     references: list[str] = field(default_factory=list)   # where it is referenced from
     suspect: int = -1
+    page_owner: PageOwner | None = None   # who allocated it (page_owner=on kernels)
 
     @property
     def pages(self) -> int:
@@ -85,6 +89,7 @@ class Suspect:
     netdev: str | None
     driver: str | None
     rings_using_order: list[str]
+    alloc_site: str | None = None     # page_owner: the function that allocated them
 
 
 @dataclass
@@ -96,6 +101,7 @@ class OrphanReport:
     suspects: list[Suspect]
     seconds: float
     problems: list[str]
+    page_owner: str = "absent"      # page_owner_state(): on, off, absent, unsupported
 
     @property
     def orphaned_pages(self) -> int:
@@ -117,6 +123,7 @@ class OrphanReport:
                      "gb_per_s": round(self.scan.gb_per_s, 3)},
             "seconds": round(self.seconds, 3),
             "verdict": verdict(self),
+            "page_owner": self.page_owner,
             "problems": self.problems,
         }
 
@@ -159,8 +166,14 @@ def orphans(prog: drgn.Program, census: Census | None = None,
             ev.frame = sniff_frame(prog, a, pfn, offsets, netdevs)
             orphaned.append(ev)
     referenced.sort(key=lambda r: (-r.pages, r.pfn))
+    owner_state = page_owner_state(prog)
+    if owner_state == "on" and orphaned:
+        records = PageOwners(prog).lookup(np.array([o.pfn for o in orphaned], np.int64))
+        for o in orphaned:
+            o.page_owner = records.get(o.pfn)
     suspects = group_suspects(orphaned, c)
-    return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0, problems)
+    return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0, problems,
+                        owner_state)
 
 
 def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],
@@ -343,25 +356,30 @@ class Describer:
 # --- suspects ------------------------------------------------------------------
 
 def group_suspects(orphans: list[PageEvidence], c: Census) -> list[Suspect]:
-    """Group orphans by order, refcount pattern and the device their frames
-    were sent to, largest group first; each orphan gets its group's id."""
+    """Group orphans by order, refcount pattern, the device their frames
+    were sent to and (with page_owner) the function that allocated them,
+    largest group first; each orphan gets its group's id."""
     ring_orders = c.rings.orders_by_driver(c.memmap)
     groups: dict[tuple, list[PageEvidence]] = {}
     for o in orphans:
         pattern = "bias" if o.bias_like else ("fresh" if o.refcount == 1 else "other")
         dev = (o.frame.netdev, o.frame.driver) if o.frame and o.frame.netdev else (None, None)
-        groups.setdefault((o.order, pattern, dev), []).append(o)
+        site = o.page_owner.alloc_site if o.page_owner else None
+        groups.setdefault((o.order, pattern, dev, site), []).append(o)
     suspects = []
     ordered = sorted(groups.items(), key=lambda kv: -sum(o.pages for o in kv[1]))
-    for sid, ((_, pattern, (netdev, driver)), members) in enumerate(ordered):
+    for sid, ((_, pattern, (netdev, driver), site), members) in enumerate(ordered):
         for o in members:
             o.suspect = sid
         orders = sorted({o.order for o in members})
         refs = [o.refcount for o in members]
         pages = sum(o.pages for o in members)
         rings = sorted({r for order in orders for r in ring_orders.get(order, [])})
-        suspects.append(Suspect(sid, _label(pattern, members, orders, pages, netdev, driver, rings),
-                                pages, len(members), orders, min(refs), max(refs), netdev, driver, rings))
+        label = _label(pattern, members, orders, pages, netdev, driver, rings)
+        if site:
+            label += f"; allocated by {site}"
+        suspects.append(Suspect(sid, label, pages, len(members), orders, min(refs), max(refs),
+                                netdev, driver, rings, site))
     return suspects
 
 
