@@ -24,6 +24,11 @@
  * into two order-0 pages, a heap object keeps the first page's address, and
  * the second -- never used, refcount 1 -- is lost ("vmct_workload: leaked
  * pfn=...").
+ *
+ * With exact_pair=1 it also holds a two-page alloc_pages_exact() buffer from
+ * a heap object (decoy kind=exact_pair): by struct page alone its second
+ * page looks like that lost page; the allocating stacks of page_owner tell
+ * them apart.
  */
 #include <linux/module.h>
 #include <linux/slab.h>
@@ -50,10 +55,12 @@ struct exact_holder {
 	void *buf;
 	size_t size;
 };
-static struct exact_holder *exact, *single;
+static struct exact_holder *exact, *single, *pair;
 
 static int split_leak;
 module_param(split_leak, int, 0444);
+static int exact_pair;
+module_param(exact_pair, int, 0444);
 
 static void report(const char *kind, const void *addr)
 {
@@ -90,6 +97,33 @@ static void plant_split_leak(void)
 		page_to_pfn(pair + 1), page_ref_count(pair + 1));
 }
 
+/* an alloc_pages_exact() buffer of @pages pages, held from a kmalloc'd holder */
+static struct exact_holder *hold_exact(const char *kind, int pages)
+{
+	struct exact_holder *h = kmalloc(sizeof(*h), GFP_KERNEL);
+	int i;
+
+	if (!h)
+		return NULL;
+	h->size = pages * PAGE_SIZE;
+	h->buf = alloc_pages_exact(h->size, GFP_KERNEL);
+	if (!h->buf) {
+		kfree(h);
+		return NULL;
+	}
+	memset(h->buf, 0x3c, h->size);
+	for (i = 0; i < pages; i++)
+		report(kind, h->buf + i * PAGE_SIZE);
+	return h;
+}
+
+static void free_exact(struct exact_holder *h)
+{
+	if (h)
+		free_pages_exact(h->buf, h->size);
+	kfree(h);
+}
+
 static int __init vmct_init(void)
 {
 	int i;
@@ -121,16 +155,9 @@ static int __init vmct_init(void)
 	for (i = 0; i < NR_THREADS; i++)
 		threads[i] = kthread_run(sleeper, NULL, "vmct_sleeper/%d", i);
 
-	exact = kmalloc(sizeof(*exact), GFP_KERNEL);
-	if (exact) {
-		exact->size = 3 * PAGE_SIZE;
-		exact->buf = alloc_pages_exact(exact->size, GFP_KERNEL);
-		if (exact->buf) {
-			memset(exact->buf, 0x3c, exact->size);
-			for (i = 0; i < 3; i++)
-				report("exact_run", exact->buf + i * PAGE_SIZE);
-		}
-	}
+	exact = hold_exact("exact_run", 3);
+	if (exact_pair)
+		pair = hold_exact("exact_pair", 2);
 	if (split_leak)
 		plant_split_leak();
 	pr_info("vmct_workload: ready\n");
@@ -153,9 +180,8 @@ static void __exit vmct_exit(void)
 	if (frag_cache.va)
 		__page_frag_cache_drain(virt_to_head_page(frag_cache.va), frag_cache.pagecnt_bias);
 	vfree(vbuf);
-	if (exact && exact->buf)
-		free_pages_exact(exact->buf, exact->size);
-	kfree(exact);
+	free_exact(exact);
+	free_exact(pair);
 	if (single)
 		free_page((unsigned long)single->buf);
 	kfree(single);
