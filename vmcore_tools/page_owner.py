@@ -55,6 +55,14 @@ ALLOCATOR_FRAMES = (
     "__page_cache_alloc", "set_page_owner", "__set_page_owner", "split_page",
     "__alloc_frozen_pages", "alloc_frozen_pages", "alloc_pages_mpol",
 )
+#: Entry points that hand out one block split into order-0 pages, the
+#: front of which the caller keeps (``make_alloc_exact()``).
+EXACT_ALLOCATORS = ("alloc_pages_exact", "alloc_pages_exact_nid")
+#: Largest gap between the time stamps of two neighbouring pages of one
+#: allocation: ``__set_page_owner_handle()`` writes the block's records in
+#: one loop, each with its own ``local_clock()`` (sub-microsecond apart here,
+#: even under TCG).
+SAME_CALL_NS = 1_000_000
 
 
 @dataclass
@@ -68,6 +76,7 @@ class PageOwner:
     pid: int
     comm: str
     ts_nsec: int             # local_clock() at allocation
+    handle: int              # its stack depot handle
     stack: list[str]         # "function+0xoff [module]", innermost first
     alloc_site: str | None   # the first function outside the page allocator, "name [module]"
 
@@ -184,6 +193,7 @@ class PageOwners:
             ("dummy_handle", "allocated by page_owner itself (recursion guard)"),
         ) if has_object(prog, name)}
         self._stacks: dict[int, tuple[list[str], str | None]] = {}
+        self._exact: dict[int, bool] = {}
 
     def stack(self, handle: int) -> tuple[list[str], str | None]:
         """Frames of a stack depot handle and the first one outside the
@@ -196,7 +206,25 @@ class PageOwners:
                 frames = _frames(self.prog, trace) if trace else []
                 site = next((name for _, name in frames if name and not _is_allocator(name.split()[0])), None)
                 self._stacks[handle] = ([text for text, _ in frames], site)
+                self._exact[handle] = any(name.split()[0].removesuffix("_noprof") in EXACT_ALLOCATORS
+                                          for _, name in frames if name)
         return self._stacks[handle]
+
+    def exact_run(self, head: PageOwner) -> bool:
+        """Whether ``head``'s allocation came from ``alloc_pages_exact()``
+        (its stack says so; a special handle says nothing)."""
+        self.stack(head.handle)
+        return self._exact.get(head.handle, False)
+
+    @staticmethod
+    def same_allocation(prev: PageOwner, nxt: PageOwner | None) -> bool:
+        """Whether ``nxt``, the record of the page after ``prev``'s, was
+        written by the same allocation: every page of a block gets the same
+        stack handle and task, and a time stamp taken in the same loop
+        (``SAME_CALL_NS``); ``split_page()`` only rewrites the order."""
+        return nxt is not None and prev.allocated and nxt.allocated and \
+            (prev.handle, prev.pid) == (nxt.handle, nxt.pid) and \
+            0 <= nxt.ts_nsec - prev.ts_nsec <= SAME_CALL_NS
 
     def lookup(self, pfns: np.ndarray) -> dict[int, PageOwner]:
         """Records of ``pfns`` (pages whose table is missing are left out),
@@ -241,5 +269,5 @@ class PageOwners:
             comm = bytes(rows[i, off:off + width]).split(b"\0", 1)[0].decode(errors="replace")
             pfn = int(pfns[i])
             recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]), int(pid[i]), comm,
-                                  int(ts[i]), stack, site)
+                                  int(ts[i]), int(handle[i]), stack, site)
         return recs

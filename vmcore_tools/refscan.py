@@ -49,6 +49,7 @@ from drgn.helpers.linux.percpu import per_cpu
 from .census import Census, _all_tasks
 from .classify import PageClass
 from .features import has_member, has_object, has_symbol
+from .page_owner import PageOwners, page_owner_state
 from .pages import Memmap
 from .slab import SlabObjects
 
@@ -61,6 +62,8 @@ MIN_PHYS = 1 << 20
 #: Unreferenced pages an ``alloc_pages_exact()`` run held from outside the
 #: kernel image must take in (see ``ReferenceScan.extend_runs``).
 HEAP_RUN_MIN = 2
+#: region name of the NIC rx buffers, where only skb frags count (``frag_entries``)
+RX_BUFFERS = "rx buffers"
 #: Spans of the kernel image given back to the page allocator at boot: what
 #: their image addresses show now belongs to whoever got those pages since.
 #: x86's ``mem_encrypt_free_decrypted_mem()`` frees the unused tail of
@@ -172,6 +175,8 @@ class ReferenceScan:
         self.result = ScanResult({})
         self.progress = progress
         self.slab_objects = SlabObjects(self.prog, a)
+        #: bytes of a largest buddy block: bounds an skb frag's length and offset
+        self.frag_limit = self.max_block << a.page_shift
 
     # -- reading -----------------------------------------------------------
 
@@ -197,6 +202,10 @@ class ReferenceScan:
         self.result.bytes_scanned += len(data)
         refs = self.result.references
         for idx, heads, kind in self.matcher.match(words, physical=region == "referenced page"):
+            if region == RX_BUFFERS:
+                keep = frag_entries(words, idx, self.frag_limit) if kind == "struct page" \
+                    else np.zeros(idx.size, bool)
+                idx, heads = idx[keep], heads[keep]
             for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
                 found = refs.setdefault(head, [])
                 if len(found) >= MAX_REFS:
@@ -234,10 +243,10 @@ class ReferenceScan:
         self.scan_pfns(c.pfns_of(PageClass.SLAB), "slab")
         cached = self.cached_stack_pfns()
         self.scan_pfns(np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), cached), "vmalloc")
-        # rx buffers and page_frag pages hold skb heads, and each head's
+        # page_frag pages and rx buffers hold skb heads, and each head's
         # skb_shared_info lists the pages of that skb's frags
-        self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG, PageClass.NIC_RING),
-                       "kernel pages")
+        self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages")
+        self.scan_pfns(c.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
         self.kernel_mappings()
         # transitive closure: a referenced candidate is live memory too
         scanned: set[int] = set()
@@ -354,7 +363,10 @@ class ReferenceScan:
 
         What ``struct page`` cannot tell: a one-page allocation followed by
         a leaked, never-used page looks exactly like a two-page run whose
-        second page nobody points to.  Where the start is held from the
+        second page nobody points to.  With page_owner records
+        (``page_owner=on``) the question has an exact answer, used wherever
+        the start's record names its stack (``run_by_page_owner``).
+        Otherwise: where the start is held from the
         kernel image's data (boot-time tables: ``alloc_large_system_hash()``,
         ``vmcoreinfo_note``) the kernel owns the whole block, and one
         unreferenced page is enough to extend the run.  A start held from
@@ -367,22 +379,23 @@ class ReferenceScan:
         a, refs, single = self.a, self.result.references, self.singles
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
+        owners = PageOwners(self.prog) if page_owner_state(self.prog) == "on" else None
         for head in sorted(h for h in refs if h in single):
             starts = [r for r in refs[head] if r.kind in ("direct map", "physical") and r.value & mask == 0]
             if not starts:
                 continue
             block = min(head & -head or largest, largest)
-            tail = []
-            for nxt in range(head + 1, head + block):
-                if nxt not in single:
-                    break
-                if nxt not in refs:
-                    tail.append(nxt)
-            if len(tail) < (1 if any(r.region == "data" for r in starts) else HEAP_RUN_MIN):
-                continue
+            span = next((n for n in range(head + 1, head + block) if n not in single), head + block)
+            by_owner = run_by_page_owner(owners, head, span) if owners else None
+            if by_owner is not None:
+                tail, how = [n for n in by_owner if n not in refs], " (page_owner: one allocation)"
+            else:
+                tail, how = [n for n in range(head + 1, span) if n not in refs], ""
+                if len(tail) < (1 if any(r.region == "data" for r in starts) else HEAP_RUN_MIN):
+                    continue
             for nxt in tail:
                 refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                                       f"in an alloc_pages_exact() run starting at pfn {head}")]
+                                       f"in an alloc_pages_exact() run starting at pfn {head}{how}")]
 
     @property
     def max_block(self) -> int:
@@ -484,6 +497,54 @@ def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[
         out = [piece for s, e in out
                for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[0] < piece[1]]
     return out
+
+
+def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int) -> np.ndarray:
+    """Which ``struct page`` pointers at ``words[idx]`` look like an
+    ``skb_frag_t``: the next word holds its two 32-bit fields, length and
+    offset (their order changed across versions; ``bio_vec`` 5.4+,
+    ``netmem`` 6.8+), both below ``limit`` (the bytes of a largest buddy
+    block), not both 0.
+
+    Why rx buffers get this filter: ``dev_alloc_pages()`` does not clear
+    a page, so a buffer holds received frames and whatever the page held
+    before.  On the page_owner sample core three planted leaks were
+    "referenced" from arrays of ``struct page`` pointers in rx buffers:
+    stale data of an earlier owner, such as a freed task stack.  The
+    only kernel structure an rx buffer carries that can hold the last
+    reference to another page is the ``skb_shared_info`` of an skb built
+    on it (``build_skb``), whose ``frags[]`` list the pages of a frame
+    spanning several buffers."""
+    cap = np.uint64(limit)
+    after = np.minimum(idx + 1, words.size - 1)
+    nxt = words[after]
+    low, high = nxt & np.uint64(0xFFFFFFFF), nxt >> np.uint64(32)
+    return (idx + 1 < words.size) & (low < cap) & (high < cap) & (nxt != 0)
+
+
+def run_by_page_owner(owners: PageOwners, head: int, span: int) -> list[int] | None:
+    """The pages after ``head``, below ``span``, that one
+    ``alloc_pages_exact()`` call allocated with it: its stack goes through
+    ``alloc_pages_exact()``, and their records were written by that one
+    allocation (``PageOwners.same_allocation``).  An order-1 block split by
+    anyone else -- one page kept, one lost -- has such records too but
+    another stack, and makes no run.  None when the head's
+    record cannot say: none, or a special handle (allocated before
+    page_owner was set up, such as the boot-time hash tables)."""
+    recs = owners.lookup(np.arange(head, span, dtype=np.int64))
+    first = recs.get(head)
+    if first is None or not first.allocated or first.handle in owners.special:
+        return None
+    if not owners.exact_run(first):
+        return []
+    run, prev = [], first
+    for pfn in range(head + 1, span):
+        rec = recs.get(pfn)
+        if not owners.same_allocation(prev, rec):
+            break
+        run.append(pfn)
+        prev = rec
+    return run
 
 
 def scan_references(census: Census, heads: np.ndarray,

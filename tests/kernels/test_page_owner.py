@@ -18,6 +18,7 @@ from vmcore_tools import orphans
 from vmcore_tools.census import census
 from vmcore_tools.classify import PageClass
 from vmcore_tools.page_owner import PageOwners, page_owner_state
+from vmcore_tools.refscan import run_by_page_owner
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -90,6 +91,24 @@ def test_suspects_name_the_allocating_function(owner_report):
     assert sum(s.pages for s in i40e) == sum(1 << l["order"] for l in core.manifest["planted_leaks"]
                                              if l["ring"] != "-")
     assert all(I40E_SITE in s.label for s in i40e)
+
+
+def test_page_owner_tells_an_exact_pair_from_a_split_leak(owner_report):
+    """An alloc_pages_exact() pair held at its start and vmct_workload's
+    split order-1 block (first page held, second lost) look the same in
+    struct page, and a page after a heap-held start needs two unreferenced
+    pages to make a run by struct page alone.  Their page_owner records
+    differ: only the pair's stack goes through alloc_pages_exact()."""
+    core, r = owner_report
+    pair = sorted(d["pfn"] for d in core.manifest["decoys"] if d["kind"] == "exact_pair")
+    assert len(pair) == 2 and pair[1] == pair[0] + 1
+    split = next(l["pfn"] for l in core.manifest["planted_leaks"] if l["ring"] == "-")
+    owners = PageOwners(r.census.prog)
+    assert run_by_page_owner(owners, pair[0], pair[0] + 2) == [pair[1]]
+    assert run_by_page_owner(owners, split - 1, split + 1) == []
+    held = {x.pfn: x for x in r.referenced}
+    assert pair[1] in held and "page_owner: one allocation" in held[pair[1]].references[0], held.get(pair[1])
+    assert split in {o.pfn for o in r.orphans}
 
 
 def test_records_of_other_pages(owner_report):

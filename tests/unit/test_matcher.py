@@ -50,3 +50,18 @@ def test_compound_heads_and_orders_from_the_sparse_list():
     assert m.order_of(np.array([16389, 16390, 16391])).tolist() == [0, 1, 0]
     assert m.order_of(16390) == 1
     assert m.heads_of(np.array([16389, 16390, 16391, 16392])).tolist() == [16389, 16390, 16390, 16392]
+
+
+def test_only_frag_shaped_page_pointers_count_in_rx_buffers():
+    """In an rx buffer a struct page pointer counts only as an skb frag:
+    followed by its length and offset (two 32-bit fields), not by another
+    pointer (a stale array of page pointers) or by nothing."""
+    from vmcore_tools.refscan import frag_entries
+    page = MEMMAP + 16384 * PAGE_SIZE
+    words = np.array([page, (64 << 32) | 1500,     # bio_vec: bv_len 1500, bv_offset 64
+                      page, page + PAGE_SIZE,       # a pointer after a pointer
+                      page, 0,                      # nothing after it
+                      page, 0xFFFF0000_00000010,    # a field beyond any block
+                      page], np.uint64)             # the last word: nothing after it
+    mask = frag_entries(words, np.array([0, 2, 4, 6, 8]), 4 << 20)
+    assert mask.tolist() == [True, False, False, False, False]
