@@ -4,8 +4,11 @@
     drgn -s vmlinux helpers/orphans.py           # live, /proc/kcore
 
 In a drgn REPL: ``from vmcore_tools import orphans; r = orphans(prog)``, then
-``r.suspects``, ``r.orphans`` (pfn, order, refcount, frame, suspect) and
-``r.referenced`` (pages someone still points at, and where).
+``r.suspects``, ``r.orphans`` (pfn, order, refcount, frame, suspect, and
+``page_owner``: the allocating task and stack when the kernel runs with
+``page_owner=on``) and ``r.referenced`` (pages someone still points at, and
+where).  ``from vmcore_tools.page_owner import PageOwners`` reads the record
+of any page: ``PageOwners(prog).lookup([pfn])``.
 """
 
 import sys
