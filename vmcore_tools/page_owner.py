@@ -118,11 +118,15 @@ def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]
     return out
 
 
-def _is_allocator(name: str) -> bool:
-    """Whether a frame's function is the page allocator's own (6.10+ adds a
-    ``_noprof`` suffix to the allocation entry points)."""
-    name = name.removesuffix("_noprof")
-    return any(name == f or (f.endswith("_") and name.startswith(f)) for f in ALLOCATOR_FRAMES)
+def _function(frame_name: str) -> str:
+    """The function of a "function [module]" frame name, without the
+    ``_noprof`` suffix 6.10+ gives the allocation entry points."""
+    return frame_name.split()[0].removesuffix("_noprof")
+
+
+def _is_allocator(function: str) -> bool:
+    """Whether a frame's function is the page allocator's own."""
+    return any(function == f or (f.endswith("_") and function.startswith(f)) for f in ALLOCATOR_FRAMES)
 
 
 def page_ext_entry_size(prog: drgn.Program) -> int:
@@ -183,7 +187,8 @@ class PageOwners:
         base = prog["page_owner_ops"].offset.value_()
         self.fields = {name: (base + drgn.offsetof(owner, name), drgn.sizeof(owner.member(name).type))
                        for name in ("order", "gfp_mask", "handle", "ts_nsec", "comm", "pid")}
-        self.flags_offset = drgn.offsetof(prog.type("struct page_ext"), "flags")
+        page_ext = prog.type("struct page_ext")
+        self.fields["flags"] = (drgn.offsetof(page_ext, "flags"), drgn.sizeof(page_ext.member("flags").type))
         self.owner_bit = constant(prog, "PAGE_EXT_OWNER")
         self.allocated_bit = constant(prog, "PAGE_EXT_OWNER_ALLOCATED")
         self.section_shift = _section_shift(prog)
@@ -192,29 +197,29 @@ class PageOwners:
             ("failure_handle", "its stack could not be saved"),
             ("dummy_handle", "allocated by page_owner itself (recursion guard)"),
         ) if has_object(prog, name)}
-        self._stacks: dict[int, tuple[list[str], str | None]] = {}
-        self._exact: dict[int, bool] = {}
+        #: handle -> (frames, allocation site, whether alloc_pages_exact() is on the stack)
+        self._stacks: dict[int, tuple[list[str], str | None, bool]] = {}
 
-    def stack(self, handle: int) -> tuple[list[str], str | None]:
-        """Frames of a stack depot handle and the first one outside the
-        page allocator; a special handle gives one line saying what it is."""
+    def _stack(self, handle: int) -> tuple[list[str], str | None, bool]:
+        """Frames of a stack depot handle, the first one outside the page
+        allocator and whether ``alloc_pages_exact()`` is among them; a
+        special handle gives one line saying what it is."""
         if handle not in self._stacks:
             if handle in self.special:
-                self._stacks[handle] = ([self.special[handle]], None)
+                self._stacks[handle] = ([self.special[handle]], None, False)
             else:
                 trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
                 frames = _frames(self.prog, trace) if trace else []
-                site = next((name for _, name in frames if name and not _is_allocator(name.split()[0])), None)
-                self._stacks[handle] = ([text for text, _ in frames], site)
-                self._exact[handle] = any(name.split()[0].removesuffix("_noprof") in EXACT_ALLOCATORS
-                                          for _, name in frames if name)
+                functions = [(name, _function(name)) for _, name in frames if name]
+                site = next((name for name, fn in functions if not _is_allocator(fn)), None)
+                exact = any(fn in EXACT_ALLOCATORS for _, fn in functions)
+                self._stacks[handle] = ([text for text, _ in frames], site, exact)
         return self._stacks[handle]
 
     def exact_run(self, head: PageOwner) -> bool:
         """Whether ``head``'s allocation came from ``alloc_pages_exact()``
         (its stack says so; a special handle says nothing)."""
-        self.stack(head.handle)
-        return self._exact.get(head.handle, False)
+        return self._stack(head.handle)[2]
 
     @staticmethod
     def same_allocation(prev: PageOwner, nxt: PageOwner | None) -> bool:
@@ -247,25 +252,26 @@ class PageOwners:
             out.update(self._decode(group, rows))
         return out
 
-    def _column(self, rows: np.ndarray, name: str, dtype: str) -> np.ndarray:
+    def _column(self, rows: np.ndarray, name: str, signed: bool = False) -> np.ndarray:
+        """One member of every row, as integers of the member's DWARF size."""
         off, width = self.fields[name]
-        return np.ascontiguousarray(rows[:, off:off + width]).view(dtype).ravel()
+        return np.ascontiguousarray(rows[:, off:off + width]).view(f"<{'i' if signed else 'u'}{width}").ravel()
 
     def _decode(self, pfns: np.ndarray, rows: np.ndarray) -> dict[int, PageOwner]:
         """Records of the page_ext entries ``rows`` (one row of bytes per PFN);
         a page that was never allocated since page_owner started has none."""
-        flags = np.ascontiguousarray(rows[:, self.flags_offset:self.flags_offset + 8]).view("<u8").ravel()
+        flags = self._column(rows, "flags")
         ever = (flags >> np.uint64(self.owner_bit)) & np.uint64(1)
         now = (flags >> np.uint64(self.allocated_bit)) & np.uint64(1)
-        order = self._column(rows, "order", "<u2")
-        gfp = self._column(rows, "gfp_mask", "<u4")
-        handle = self._column(rows, "handle", "<u4")
-        ts = self._column(rows, "ts_nsec", "<u8")
-        pid = self._column(rows, "pid", "<i4")
+        order = self._column(rows, "order")
+        gfp = self._column(rows, "gfp_mask")
+        handle = self._column(rows, "handle")
+        ts = self._column(rows, "ts_nsec")
+        pid = self._column(rows, "pid", signed=True)
         off, width = self.fields["comm"]
         recs = {}
         for i in np.flatnonzero(ever).tolist():
-            stack, site = self.stack(int(handle[i]))
+            stack, site, _ = self._stack(int(handle[i]))
             comm = bytes(rows[i, off:off + width]).split(b"\0", 1)[0].decode(errors="replace")
             pfn = int(pfns[i])
             recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]), int(pid[i]), comm,
