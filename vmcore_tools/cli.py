@@ -305,6 +305,11 @@ def page_text(d: dict[str, Any]) -> str:
             ("mapping", f"{d['mapping']:#x}"), ("owner", d["owner"] or "-")]
     if d["references"] is not None:
         rows.append(("referenced from", "\n".join(d["references"]) or "nowhere: ORPHANED"))
+    rec = d.get("page_owner")
+    if rec:
+        rows += [("page_owner", f"{'allocated' if rec['allocated'] else 'freed'} by {rec['comm']} "
+                                f"(pid {rec['pid']}), order {rec['order']}, gfp {rec['gfp_mask']:#x}"),
+                 ("stack", "\n".join(rec["stack"]) or "-")]
     return "\n".join([tabulate(rows, tablefmt="plain", disable_numparse=True), *_problems(d["problems"])])
 
 

@@ -24,6 +24,7 @@ from drgn.helpers.linux.mm import decode_page_flags, follow_pfn, pfn_to_page
 from .census import Census
 from .classify import PageClass
 from .orphans import Describer
+from .page_owner import PageOwner, PageOwners, page_owner_state
 from .refscan import scan_references
 from .slab import SlabObjects
 
@@ -43,6 +44,8 @@ class PageReport:
     #: for unattributed pages: where they are referenced from ([] = orphaned)
     references: list[str] | None = None
     problems: list[str] = field(default_factory=list)
+    #: its page_owner record (kernels booted with page_owner=on)
+    page_owner: PageOwner | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -87,6 +90,8 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
         report.owner = owner_of(prog, c, report, klass)
     except (drgn.FaultError, LookupError, ValueError) as e:
         report.problems.append(f"owner not read: {e}")
+    if page_owner_state(prog) == "on":
+        report.page_owner = PageOwners(prog).lookup(np.array([head])).get(head)
     if references and klass == PageClass.UNATTRIBUTED:
         scan = scan_references(c, np.array([head], np.int64))
         where = Describer(c)

@@ -141,3 +141,13 @@ def test_debian_kernels_have_no_page_owner(leak_core):
     assert page_owner_state(prog) == "absent"
     with pytest.raises(LookupError):
         PageOwners(prog)
+
+
+def test_cli_page_shows_the_record(owner_core):
+    leak = next(l for l in owner_core.manifest["planted_leaks"] if l["ring"] != "-")
+    doc = cli_json("page", str(leak["pfn"]), *owner_core.args)
+    assert doc["references"] == []
+    assert doc["page_owner"]["alloc_site"] == I40E_SITE and doc["page_owner"]["allocated"]
+    text = run_cli("page", str(leak["pfn"]), *owner_core.args)
+    assert text.returncode == 0, text.stderr
+    assert re.search(r"page_owner\s+allocated by insmod", text.stdout), text.stdout
