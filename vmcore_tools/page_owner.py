@@ -41,6 +41,7 @@ import numpy as np
 from drgn.helpers.linux.mmzone import nr_to_section
 from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
+from .debuginfo import load_module_debug_info
 from .features import constant, has_member, has_object, has_type
 from .pages import Memmap
 
@@ -97,7 +98,9 @@ def page_owner_state(prog: drgn.Program) -> str:
 
 def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]:
     """("function+0xoff [module]", "function [module]") per frame, innermost
-    first; drgn expands functions inlined at a return address from the DWARF."""
+    first; drgn expands functions inlined at a return address from the DWARF.
+    Without DWARF the function is the symbol's, less the suffix of a
+    compiler-made clone (``.isra.0``, ``.constprop.0``, ``.part.0``)."""
     out = []
     for f in trace:
         try:
@@ -111,11 +114,23 @@ def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]
             continue
         try:
             sym = f.symbol()
-            out.append((f"{sym.name}+{f.pc - sym.address:#x}{where}", (name or sym.name) + where))
+            out.append((f"{sym.name}+{f.pc - sym.address:#x}{where}",
+                        (name or sym.name.split(".")[0]) + where))
         except LookupError:     # e.g. a module's init code, freed once it ran
             label = f"{f.pc:#x} (no symbol){where}"
             out.append((label, label))
     return out
+
+
+def _modules(prog: drgn.Program, pcs: list[int]) -> list[str]:
+    """Names of the loaded modules whose code holds ``pcs``."""
+    names = []
+    for pc in pcs:
+        try:
+            names.append(prog.module(pc).name)
+        except LookupError:
+            pass
+    return [n for n in dict.fromkeys(names) if n not in ("vmlinux", "kernel")]
 
 
 def _function(frame_name: str) -> str:
@@ -209,6 +224,9 @@ class PageOwners:
                 self._stacks[handle] = ([self.special[handle]], None, False)
             else:
                 trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
+                if trace:   # name the modules' frames (and their inlined calls) from their DWARF
+                    load_module_debug_info(self.prog, _modules(self.prog, [f.pc for f in trace]))
+                    trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
                 frames = _frames(self.prog, trace) if trace else []
                 functions = [(name, _function(name)) for _, name in frames if name]
                 site = next((name for name, fn in functions if not _is_allocator(fn)), None)
