@@ -69,6 +69,7 @@ class BuiltLine:
 BUILT_LINES: dict[str, BuiltLine] = {
     # Debian's configs lack CONFIG_PAGE_OWNER; the page_owner reader is tested here
     "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", "page-owner.config"),
+    "6.12-page-owner": BuiltLine("6.12-page-owner", "6.12", "page-owner.config"),
 }
 
 

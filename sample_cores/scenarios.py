@@ -88,7 +88,7 @@ SCENARIOS = {
         Scenario("page-owner", "the i40e leak on a kernel built with CONFIG_PAGE_OWNER, booted "
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
-                 workload=False, cmdline="page_owner=on", kernels=("6.1-page-owner",)),
+                 workload=False, cmdline="page_owner=on", kernels=("6.1-page-owner", "6.12-page-owner")),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )
