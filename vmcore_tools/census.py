@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import drgn
 import numpy as np
@@ -29,7 +30,7 @@ from drgn.helpers.linux.pid import for_each_task
 from .classify import (KERNEL_CLASSES, UNCLAIMED, Evidence, PageClass, ShmemMappings, claim, claim_range,
                        class_counts, classify)
 from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
-from .page_owner import page_ext_pfns
+from .page_owner import PageOwners, page_ext_pfns, page_owner_state
 from .pages import CHUNK_PAGES, Memmap
 from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
@@ -72,6 +73,17 @@ class Census:
     rings: RingScan               # NIC rings and other page holders found by the walkers
     page_tables: PageTableWalk    # page-table pages and the kernel's own mappings
     vmap: "VmapPages"             # which vmap area maps each vmalloc'd page
+
+    @cached_property
+    def page_owner_state(self) -> str:
+        """``page_owner.page_owner_state()`` of this kernel."""
+        return page_owner_state(self.prog)
+
+    @cached_property
+    def page_owners(self) -> PageOwners | None:
+        """The page_owner reader, one per census so that each stack is
+        resolved once; None unless the kernel keeps records (``on``)."""
+        return PageOwners(self.prog) if self.page_owner_state == "on" else None
 
     def class_of(self, pfn: int) -> PageClass:
         return PageClass(int(self.classes[pfn]))

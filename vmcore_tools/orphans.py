@@ -35,7 +35,7 @@ from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
 from .classify import PageClass
-from .page_owner import PageOwner, PageOwners, page_owner_state
+from .page_owner import PageOwner
 from .pages import Memmap
 from .refscan import Reference, ScanResult, scan_references
 from .rings.common import driver_name, netdev_label
@@ -166,14 +166,13 @@ def orphans(prog: drgn.Program, census: Census | None = None,
             ev.frame = sniff_frame(prog, a, pfn, offsets, netdevs)
             orphaned.append(ev)
     referenced.sort(key=lambda r: (-r.pages, r.pfn))
-    owner_state = page_owner_state(prog)
-    if owner_state == "on" and orphaned:
-        records = PageOwners(prog).lookup(np.array([o.pfn for o in orphaned], np.int64))
+    if c.page_owners is not None and orphaned:
+        records = c.page_owners.lookup(np.array([o.pfn for o in orphaned], np.int64))
         for o in orphaned:
             o.page_owner = records.get(o.pfn)
     suspects = group_suspects(orphaned, c)
     return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0, problems,
-                        owner_state)
+                        c.page_owner_state)
 
 
 def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],

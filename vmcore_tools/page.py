@@ -24,7 +24,7 @@ from drgn.helpers.linux.mm import decode_page_flags, follow_pfn, pfn_to_page
 from .census import Census
 from .classify import PageClass
 from .orphans import Describer
-from .page_owner import PageOwner, PageOwners, page_owner_state
+from .page_owner import PageOwner
 from .refscan import scan_references
 from .slab import SlabObjects
 
@@ -90,8 +90,8 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
         report.owner = owner_of(prog, c, report, klass)
     except (drgn.FaultError, LookupError, ValueError) as e:
         report.problems.append(f"owner not read: {e}")
-    if page_owner_state(prog) == "on":
-        report.page_owner = PageOwners(prog).lookup(np.array([head])).get(head)
+    if c.page_owners is not None:
+        report.page_owner = c.page_owners.lookup(np.array([head])).get(head)
     if references and klass == PageClass.UNATTRIBUTED:
         scan = scan_references(c, np.array([head], np.int64))
         where = Describer(c)

@@ -49,7 +49,7 @@ from drgn.helpers.linux.percpu import per_cpu
 from .census import Census, _all_tasks
 from .classify import PageClass
 from .features import has_member, has_object, has_symbol
-from .page_owner import PageOwners, page_owner_state
+from .page_owner import PageOwners
 from .pages import Memmap
 from .slab import SlabObjects
 
@@ -379,7 +379,7 @@ class ReferenceScan:
         a, refs, single = self.a, self.result.references, self.singles
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
-        owners = PageOwners(self.prog) if page_owner_state(self.prog) == "on" else None
+        owners = self.census.page_owners
         for head in sorted(h for h in refs if h in single):
             starts = [r for r in refs[head] if r.kind in ("direct map", "physical") and r.value & mask == 0]
             if not starts:
