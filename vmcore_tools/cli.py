@@ -307,9 +307,7 @@ def page_text(d: dict[str, Any]) -> str:
         rows.append(("referenced from", "\n".join(d["references"]) or "nowhere: ORPHANED"))
     rec = d.get("page_owner")
     if rec:
-        rows += [("page_owner", f"{'allocated' if rec['allocated'] else 'freed'} by {rec['comm']} "
-                                f"(pid {rec['pid']}), order {rec['order']}, gfp {rec['gfp_mask']:#x}"),
-                 ("stack", "\n".join(rec["stack"]) or "-")]
+        rows += [("page_owner", owner_summary(rec)), ("stack", "\n".join(rec["stack"]) or "-")]
     return "\n".join([tabulate(rows, tablefmt="plain", disable_numparse=True), *_problems(d["problems"])])
 
 
@@ -318,6 +316,12 @@ PAGE_OWNER_HINTS = {
     "absent": "not in this kernel (CONFIG_PAGE_OWNER is not set): no allocating stacks",
     "unsupported": "this kernel's memory model keeps page_ext where we do not read it",
 }
+
+
+def owner_summary(rec: dict) -> str:
+    """One line of a page_owner record: who allocated it, order, GFP mask."""
+    return (f"{'allocated' if rec['allocated'] else 'freed'} by {rec['comm']} (pid {rec['pid']}), "
+            f"order {rec['order']}, gfp {rec['gfp_mask']:#x}")
 
 
 def allocating_stacks(d: dict) -> list[str]:
@@ -332,8 +336,7 @@ def allocating_stacks(d: dict) -> list[str]:
         if rec is None:
             out.append(f"  #{s['id']}: no page_owner record")
             continue
-        out.append(f"  #{s['id']}: allocated by {rec['comm']} (pid {rec['pid']}), order {rec['order']}, "
-                   f"gfp {rec['gfp_mask']:#x}{'' if rec['allocated'] else ', recorded as freed'}")
+        out.append(f"  #{s['id']}: {owner_summary(rec)}")
         out += [f"      {frame}" for frame in rec["stack"]]
     return out
 

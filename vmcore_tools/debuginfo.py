@@ -105,6 +105,16 @@ def quiet_drgn() -> Iterator[None]:
         log.setLevel(level)
 
 
+def module_at(prog: drgn.Program, address: int) -> str | None:
+    """Name of the loadable module whose memory holds ``address``; None for
+    the kernel itself (drgn's main module, "kernel" or "vmlinux") or no module."""
+    try:
+        name = prog.module(address).name
+    except LookupError:
+        return None
+    return None if name in ("vmlinux", "kernel") else name
+
+
 def load_module_debug_info(prog: drgn.Program, names: Iterable[str]) -> list[str]:
     """Load the debug info of the loaded modules named ``names`` that lack
     it.  Returns the names still without debug info; a module that is not

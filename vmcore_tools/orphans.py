@@ -34,6 +34,7 @@ import numpy as np
 from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
+from .debuginfo import module_at
 from .classify import PageClass
 from .page_owner import PageOwner
 from .pages import Memmap
@@ -344,12 +345,8 @@ class Describer:
             sym = self.prog.symbol(addr)
         except LookupError:
             return ""
-        try:
-            module = self.prog.module(addr).name
-        except LookupError:
-            module = "vmlinux"
-        prefix = "" if module in ("vmlinux", "kernel") else f"{module}:"
-        return f"{prefix}{sym.name}+{addr - sym.address:#x}"
+        module = module_at(self.prog, addr)
+        return f"{module + ':' if module else ''}{sym.name}+{addr - sym.address:#x}"
 
 
 # --- suspects ------------------------------------------------------------------

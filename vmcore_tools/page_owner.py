@@ -41,7 +41,7 @@ import numpy as np
 from drgn.helpers.linux.mmzone import nr_to_section
 from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
-from .debuginfo import load_module_debug_info
+from .debuginfo import load_module_debug_info, module_at
 from .features import constant, has_member, has_object, has_type
 from .pages import Memmap
 
@@ -103,11 +103,8 @@ def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]
     compiler-made clone (``.isra.0``, ``.constprop.0``, ``.part.0``)."""
     out = []
     for f in trace:
-        try:
-            module = prog.module(f.pc).name
-        except LookupError:
-            module = "vmlinux"
-        where = "" if module in ("vmlinux", "kernel") else f" [{module}]"
+        module = module_at(prog, f.pc)
+        where = f" [{module}]" if module else ""
         name = f.name if f.name and not f.name.startswith("0x") else ""
         if f.is_inline:
             out.append((f"{name} (inlined){where}", name + where))
@@ -120,17 +117,6 @@ def _frames(prog: drgn.Program, trace: drgn.StackTrace) -> list[tuple[str, str]]
             label = f"{f.pc:#x} (no symbol){where}"
             out.append((label, label))
     return out
-
-
-def _modules(prog: drgn.Program, pcs: list[int]) -> list[str]:
-    """Names of the loaded modules whose code holds ``pcs``."""
-    names = []
-    for pc in pcs:
-        try:
-            names.append(prog.module(pc).name)
-        except LookupError:
-            pass
-    return [n for n in dict.fromkeys(names) if n not in ("vmlinux", "kernel")]
 
 
 def _function(frame_name: str) -> str:
@@ -225,7 +211,7 @@ class PageOwners:
             else:
                 trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
                 if trace:   # name the modules' frames (and their inlined calls) from their DWARF
-                    load_module_debug_info(self.prog, _modules(self.prog, [f.pc for f in trace]))
+                    load_module_debug_info(self.prog, filter(None, (module_at(self.prog, f.pc) for f in trace)))
                     trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
                 frames = _frames(self.prog, trace) if trace else []
                 functions = [(name, _function(name)) for _, name in frames if name]
