@@ -3,7 +3,7 @@
 Kernel differences are found by looking at the headers and driver sources
 (does ``rx_offset`` exist in ``struct i40e_ring``?), never by version.
 The built ``.ko`` keep their DWARF: they are also the debug info drgn loads
-for the fake i40e types.
+for the fake drivers' types.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 from .kernels import Kernel
 
 MODULES_SRC = Path(__file__).parent / "modules"
-MODULE_NAMES = ("fake_i40e", "vmct_workload")
+#: the drivers fake_intel fakes (one module each: fake_ixgbe.ko, ...)
+FAKE_INTEL = ("ixgbe", "ixgbevf", "igc", "ice", "iavf")
+#: the ``modules/`` directories a scenario loads where it names none
+DEFAULT_MODULES = ("fake_i40e", "vmct_workload")
 
 
 def _struct_body(text: str, name: str) -> str:
@@ -29,51 +32,87 @@ def features(k: Kernel) -> list[str]:
     """``-D`` flags for what this kernel's headers provide."""
     txrx = (k.source_dir / "i40e" / "i40e_txrx.h").read_text()
     ring = _struct_body(txrx, "i40e_ring")
-    etherdevice = k.header("linux/etherdevice.h")
     flags = []
     if re.search(r"\brx_offset;", ring):
         flags.append("-DHAVE_RX_OFFSET")
     if re.search(r"\bstruct xdp_buff xdp;", ring):
         flags.append("-DHAVE_RING_XDP_BUFF")     # 6.4+: ring->xdp replaces ring->skb
-    if "eth_hw_addr_set" in etherdevice.read_text():
+    if "eth_hw_addr_set" in k.header("linux/etherdevice.h").read_text():
         flags.append("-DHAVE_ETH_HW_ADDR_SET")
+    if "remove_new" in k.header("linux/platform_device.h").read_text():
+        flags.append("-DHAVE_PLATFORM_REMOVE_NEW")   # 6.3+; 6.11+ .remove returns void
     return flags
 
 
-def _digest(k: Kernel) -> str:
+def intel_features(k: Kernel) -> list[str]:
+    """``-D`` flags for fake_intel: ice's ring type and slot."""
+    ice = (k.source_dir / "ice" / "ice_txrx.h").read_text()
+    flags = []
+    if "struct ice_rx_ring {" in ice:
+        flags.append("-DHAVE_ICE_RX_RING")      # 6.1+: rx and tx rings split
+    if re.search(r"struct sk_buff \*skb;", _struct_body(ice, "ice_rx_buf")):
+        flags.append("-DHAVE_ICE_SLOT_SKB")     # before 6.1: a frame in progress waits in a slot
+    return flags
+
+
+def modules_of(k: Kernel, directory: str) -> tuple[str, ...]:
+    """The modules ``modules/<directory>`` builds for ``k``.
+
+    fake_intel fakes iavf only where its ring has page slots (``rx_bi``):
+    from 6.10 iavf receives through page_pool."""
+    if directory != "fake_intel":
+        return (directory,)
+    iavf = _struct_body((k.source_dir / "iavf" / "iavf_txrx.h").read_text(), "iavf_ring")
+    return tuple(f"fake_{d}" for d in FAKE_INTEL if d != "iavf" or re.search(r"\*rx_bi;", iavf))
+
+
+def _digest(k: Kernel, directory: str) -> str:
     h = hashlib.sha256(k.abi.encode())
-    for path in sorted(MODULES_SRC.rglob("*")):
+    for path in sorted((MODULES_SRC / directory).rglob("*")):
         if path.is_file():
             h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def build_modules(k: Kernel, log=print) -> dict[str, Path]:
-    """Build every test module for ``k``; returns module name -> ``.ko`` path."""
-    out = k.root / "test-modules" / _digest(k)
-    result = {name: out / f"{name}.ko" for name in MODULE_NAMES}
-    if all(p.exists() for p in result.values()):
-        return result
-    flags = " ".join(features(k))
-    for name in MODULE_NAMES:
-        work = out / "build" / name
-        if work.exists():
-            shutil.rmtree(work)
-        shutil.copytree(MODULES_SRC / name, work)
-        log(f"[{k.line}] building {name}.ko {flags}")
-        proc = subprocess.run(
-            ["make", "-C", str(k.build_dir), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-             f"I40E_SRC={k.source_dir / 'i40e'}", f"FEATURES={flags}", "modules"],
-            capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"building {name} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-        shutil.copy(work / f"{name}.ko", result[name])
+def build_modules(k: Kernel, dirs: tuple[str, ...] = DEFAULT_MODULES, log=print) -> dict[str, Path]:
+    """Build the test modules of ``modules/<dir>`` for each of ``dirs``;
+    returns module name -> ``.ko`` path, in that order.
+
+    Each directory is built once per kernel and digest of its sources, so a
+    core depends only on the modules it loads."""
+    result = {}
+    for directory in dirs:
+        result.update(_build_dir(k, directory, log))
     return result
 
 
-def debug_info(k: Kernel, log=print) -> list[str]:
-    """What vmcore-tools takes with ``-d`` for a guest of ``k``: the test
-    modules (built here, so their ``.ko`` files carry DWARF) and the
-    kernel's module debug-info directory."""
-    return [*map(str, build_modules(k, log=log).values()), str(k.debug_modules_dir)]
+def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
+    out = k.root / "test-modules" / f"{directory}-{_digest(k, directory)}"
+    names = modules_of(k, directory)
+    result = {name: out / f"{name}.ko" for name in names}
+    if all(p.exists() for p in result.values()):
+        return result
+    flags = " ".join(features(k) + (intel_features(k) if directory == "fake_intel" else []))
+    work = out / "build"
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(MODULES_SRC / directory, work)
+    log(f"[{k.line}] building {', '.join(names)} {flags}")
+    proc = subprocess.run(
+        ["make", "-C", str(k.build_dir), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+         f"I40E_SRC={k.source_dir / 'i40e'}", f"INTEL_SRC={k.source_dir}", f"FEATURES={flags}",
+         "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {directory} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    for name, path in result.items():
+        shutil.copy(work / f"{name}.ko", path)
+    return result
+
+
+def debug_info(k: Kernel, dirs: tuple[str, ...] = DEFAULT_MODULES, log=print) -> list[str]:
+    """What vmcore-tools takes with ``-d`` for a guest of ``k`` that loads
+    the test modules of ``dirs``: those modules (built here, so their ``.ko``
+    files carry DWARF) and the kernel's module debug-info directory."""
+    return [*map(str, build_modules(k, dirs, log=log).values()), str(k.debug_modules_dir)]

@@ -34,8 +34,10 @@ DEBUG_MODULE_DIRS = (
     "drivers/virtio/",
 )
 
-#: Driver header directories copied out of ``linux-source`` for test modules.
-SOURCE_DIRS = ("drivers/net/ethernet/intel/i40e/",)
+#: Driver header directories copied out of ``linux-source`` for test modules
+#: (fake_i40e, and fake_intel's drivers).
+INTEL_DIR = "drivers/net/ethernet/intel/"
+SOURCE_DIRS = tuple(f"{INTEL_DIR}{d}/" for d in ("i40e", "ixgbe", "ixgbevf", "igc", "ice", "iavf"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ def _fix_headers(k: Kernel, headers_root: Path) -> None:
 
 
 def _extract_source(deb: Path, k: Kernel, scratch: Path) -> None:
+    """Copy ``SOURCE_DIRS`` out of the ``linux-source`` package into ``k.source_dir``."""
     extract_deb(deb, scratch, ("usr/src/",))
     tarballs = list((scratch / "usr" / "src").glob("linux-source-*.tar.*"))
     if not tarballs:
@@ -184,7 +187,7 @@ def _extract_source(deb: Path, k: Kernel, scratch: Path) -> None:
             _, _, rel = member.name.partition("/")
             for want in SOURCE_DIRS:
                 if rel.startswith(want) and member.isfile():
-                    out = k.source_dir / rel[len("drivers/net/ethernet/intel/"):]
+                    out = k.source_dir / rel[len(INTEL_DIR):]
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as f, open(out, "wb") as o:  # type: ignore[union-attr]
                         shutil.copyfileobj(f, o)
@@ -196,6 +199,21 @@ def _decompress_modules(modules_dir: Path) -> None:
         with lzma.open(xz) as f, open(xz.with_suffix(""), "wb") as o:
             shutil.copyfileobj(f, o)
         xz.unlink()
+
+
+def _complete_sources(k: Kernel) -> None:
+    """Copy the ``SOURCE_DIRS`` an older unpacked kernel lacks (the list
+    grew) out of its cached ``linux-source`` package."""
+    if all((k.source_dir / Path(d).name).is_dir() for d in SOURCE_DIRS):
+        return
+    deb = next((cache_dir() / "debs" / k.version).glob(f"linux-source-{k.line}_*.deb"), None)
+    if deb is None:
+        raise RuntimeError(f"linux-source-{k.line} is missing from the cache; remove {k.root} to fetch it again")
+    scratch = k.root / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(k.source_dir, ignore_errors=True)
+    _extract_source(deb, k, scratch)
+    shutil.rmtree(scratch)
 
 
 def fetch(line_name: str, log=print) -> Kernel:
@@ -216,6 +234,7 @@ def fetch(line_name: str, log=print) -> Kernel:
         abi, version = _resolve(line)
     k = Kernel(line_name, abi, version, cache_dir() / "kernels" / line_name / version)
     if (k.root / ".complete").exists():
+        _complete_sources(k)
         return k
     apt = line.apt()
     apt.update()

@@ -25,10 +25,13 @@ KPF_BITS = {
     "KSM": 21, "THP": 22, "OFFLINE": 23, "ZERO_PAGE": 24, "IDLE": 25, "PGTABLE": 26,
 }
 
+#: the fake drivers (fake_i40e, fake_intel's fake_ixgbe, ...) and vmct_workload log these
 LEAK_RE = re.compile(
-    r"(?:fake_i40e|vmct_workload): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+    r"(?:fake_\w+|vmct_workload): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
 PARKED_RE = re.compile(
-    r"fake_i40e: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
+    r"fake_\w+: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
+RING_RE = re.compile(
+    r"fake_\w+: ring dev=(\S+) queue=(\d+) count=(\d+) populated=(\d+) pfn_sum=(\d+)")
 DECOY_RE = re.compile(
     r"vmct_workload: decoy kind=(\S+) pfn=(\d+) order=(\d+) refcount=(-?\d+)")
 
@@ -92,10 +95,18 @@ def parse_log(text: str) -> tuple[list[dict], list[dict]]:
 
 
 def parse_parked(text: str) -> list[dict]:
-    """Pages fake_i40e left held outside its rx slots: a frame in progress
-    (kind ``skb`` or ``xdp``) and a frame on the XDP tx ring (``xdp-tx``)."""
+    """Pages the fake drivers left held outside their rx slots: a frame in
+    progress (kind ``skb`` or ``xdp`` in the ring, ``slot-skb`` in a slot)
+    and a frame on the XDP tx ring (``xdp-tx``)."""
     return [{"pfn": int(m[0]), "order": int(m[1]), "refcount": int(m[2]), "kind": m[3], "ring": m[4]}
             for m in PARKED_RE.findall(text)]
+
+
+def parse_rings(text: str) -> list[dict]:
+    """The rx rings fake_intel's drivers filled, as they were at the dump:
+    populated slots and the sum of their pages' PFNs."""
+    return [{"netdev": m[0], "queue": int(m[1]), "count": int(m[2]), "populated": int(m[3]),
+             "pfn_sum": int(m[4])} for m in RING_RE.findall(text)]
 
 
 def guest_truth(out_dir: Path) -> dict:
@@ -110,6 +121,7 @@ def guest_truth(out_dir: Path) -> dict:
         "planted_leaks": leaks,
         "decoys": decoys,
         "parked": parse_parked(dmesg),
+        "fake_rings": parse_rings(dmesg),
         "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),
         "vmstat": parse_kv(read("vmstat")),

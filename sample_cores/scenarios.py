@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import manifest
-from .build_modules import build_modules
+from .build_modules import DEFAULT_MODULES, build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
 from .kernels import KERNEL_LINES, Kernel, fetch
@@ -48,6 +48,8 @@ class Scenario:
     cmdline: str = ""
     #: kernel lines it runs on; the Debian ones where empty
     kernels: tuple[str, ...] = ()
+    #: the ``modules/`` directories whose test modules it loads, in order
+    modules: tuple[str, ...] = DEFAULT_MODULES
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -89,6 +91,9 @@ SCENARIOS = {
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
                  workload=False, cmdline="page_owner=on", kernels=("6.1-page-owner", "6.12-page-owner")),
+        Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
+                 "drivers' own types, five pages lost from each driver's rings; no workload",
+                 workload=False, modules=("fake_intel",)),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )
@@ -144,7 +149,7 @@ def _prepare(sc: Scenario, line: str, log) -> tuple[Kernel, dict[str, Path], Pat
     if line not in sc.kernel_lines:
         raise KeyError(f"scenario {sc.name} runs on kernel {' or '.join(sc.kernel_lines)}, not {line}")
     k = fetch(line, log=log)
-    return k, build_modules(k, log=log), build_initramfs(k)
+    return k, build_modules(k, sc.modules, log=log), build_initramfs(k)
 
 
 def core_dir(name: str, line: str) -> Path:
