@@ -166,12 +166,14 @@ class Family:
         if kind == "xdp-tx":
             _read_xdp_tx_slots(prog, a, ring, count, out)
             return out
+        if _zero_copy(ring, out):
+            return out
         member = first_member(ring.type_.type, self.buffers)
         array = getattr(ring, member)
         if not array or not count:
             return out
         slots = struct_array(prog, array.value_(), target_type(array.type_), count,
-                             {"page": "page", "offset": "page_offset", "bias": "pagecnt_bias"})
+                             {"page": "page", "offset": "page_offset", "bias": "pagecnt_bias", "skb": "skb"})
         idx = np.nonzero(slots["page"])[0]
         pfn = a.pfns_of_page_ptrs(slots["page"][idx])
         ok = pfn >= 0
@@ -182,7 +184,7 @@ class Family:
                       else np.zeros(out.slot.size, np.int64))
         out.bias = (slots["bias"][idx][ok].astype(np.int64) if "bias" in slots
                     else np.full(out.slot.size, -1, np.int64))
-        out.extra_pfns = _parked_pfns(prog, a, ring)
+        out.extra_pfns = _parked_pfns(prog, a, ring, slots.get("skb"))
         return out
 
 
@@ -201,19 +203,42 @@ def _ring_stats(ring: drgn.Object, kind: str) -> dict[str, int]:
     return {}
 
 
-def _parked_pfns(prog: drgn.Program, a: Memmap, ring: drgn.Object) -> list[int]:
-    """Pages of a frame the ring is still building: ``ring->skb`` (before 6.4)
-    or the ``xdp_buff`` context (i40e 6.4+, whose ``data_hard_start`` is in
-    the first buffer's page)."""
+def _parked_pfns(prog: drgn.Program, a: Memmap, ring: drgn.Object,
+                 slot_skbs: np.ndarray | None) -> list[int]:
+    """Pages of a frame the ring is still building: ``ring->skb`` (i40e
+    before 6.4, iavf, igb, igc, ixgbevf), the skb in a slot (``slot_skbs``:
+    ixgbe, ice before 6.1), or the ``xdp_buff`` context (i40e 6.4+, whose
+    ``data_hard_start`` is in the first buffer's page).
+
+    Fact (ixgbe_is_non_eop, ice_is_non_eop before 6.1): the skb of an
+    unfinished frame waits in the *next* slot's ``skb``, and the page of a
+    buffer that could not be recycled has already left its slot, so the
+    skb may be that page's only holder; ``ixgbe_put_rx_buffer`` clears a
+    slot's ``skb`` with its ``page``, so a set ``skb`` is a frame in progress."""
     t = ring.type_.type
     out: list[int] = []
     if t.has_member("skb") and ring.skb:
         out += skb_pfns(prog, a, ring.skb)
+    if slot_skbs is not None:
+        for skb in slot_skbs[slot_skbs != 0].tolist():
+            out += skb_pfns(prog, a, drgn.Object(prog, "struct sk_buff *", skb))
     if t.has_member("xdp") and t.member("xdp").type.has_member("data") and ring.xdp.data:
         pfn = a.pfn_of_virt(ring.xdp.data_hard_start.value_())
         if pfn >= 0:
             out.append(pfn)
     return out
+
+
+def _zero_copy(ring: drgn.Object, out: Ring) -> bool:
+    """Whether ``ring`` is bound to an AF_XDP socket (``xsk_pool``; 5.10+).
+
+    Fact: such a ring receives into the socket's umem, user memory, and its
+    slots hold ``xdp_buff`` pointers where a page ring holds ``skb``/``dma``
+    (ixgbe's and ice's slot is a union of both), so its slots are not read."""
+    if ring.type_.type.has_member("xsk_pool") and ring.xsk_pool:
+        out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
+        return True
+    return False
 
 
 def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: int,
@@ -229,10 +254,9 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     ``ICE_TX_BUF_XDP_TX`` and ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A
     ring bound to an AF_XDP socket (``xsk_pool``) sends from the socket's
     umem, user memory: not read."""
-    t = ring.type_.type
-    if t.has_member("xsk_pool") and ring.xsk_pool:
-        out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
+    if _zero_copy(ring, out):
         return
+    t = ring.type_.type
     member = first_member(t, XDP_SLOTS)
     array = getattr(ring, member)
     if not array or not count:
