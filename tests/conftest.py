@@ -88,17 +88,24 @@ def cli_json(*args: str) -> dict:
     return doc
 
 
+def run_in_guest(scenario: str, kernel: str, command: str) -> str:
+    """Boot the ``scenario`` guest of ``kernel``, run the shell ``command``
+    in it and return its stdout; ``{debug}`` in the command becomes the
+    kernel's vmlinux and the debug info of the scenario's modules, as
+    arguments (``VMLINUX DEBUG...``)."""
+    from sample_cores.build_modules import debug_info
+    from sample_cores.kernels import fetch
+    from sample_cores.scenarios import SCENARIOS, live
+
+    k = fetch(kernel)
+    debug = " ".join([str(k.vmlinux), *debug_info(k, SCENARIOS[scenario].modules)])
+    rc, out, err = live(scenario, kernel, command.replace("{debug}", debug))
+    assert rc == 0, err
+    return out
+
+
 def run_probe_in_guest(kernel: str, probe: Path) -> dict:
     """Boot the i40e-leak guest of ``kernel`` and run the Python script
     ``probe`` in it with the kernel's vmlinux and module debug info as
     arguments; return the JSON document it prints."""
-
-    from sample_cores.build_modules import debug_info
-    from sample_cores.kernels import fetch
-    from sample_cores.scenarios import live
-
-    k = fetch(kernel)
-    debug = debug_info(k)
-    rc, out, err = live("i40e-leak", kernel, " ".join([sys.executable, str(probe), str(k.vmlinux), *debug]))
-    assert rc == 0, err
-    return json.loads(out)
+    return json.loads(run_in_guest("i40e-leak", kernel, f"{sys.executable} {probe} {{debug}}"))

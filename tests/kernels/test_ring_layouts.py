@@ -1,7 +1,8 @@
 """The Intel family's walkers against the real DWARF of every Intel driver.
 
 QEMU emulates igb alone of the family (its rings are checked slot by slot in
-test_orphans, with the fake i40e's).  The guests also load ixgbe, ixgbevf,
+test_orphans, with the fake i40e's; the other drivers' rings, with real
+pages, in test_intel_family).  The guests also load ixgbe, ixgbevf,
 ice, iavf and igc, which bind no device; the fixture loads their debug info
 (the tool itself reads only the bound drivers'), so each walker's route -- priv, ring array and count, ring, slot
 array, slot page -- is checked member by member against the kernel's own
