@@ -360,6 +360,12 @@ class ReferenceScan:
         * Inner pages of a run may be referenced themselves (hash tables
           from ``alloc_large_system_hash()``: chains point back at their
           buckets); such a page neither ends the run nor starts a new one.
+          A page whose start the kernel image's data holds does: boot-time
+          tables lie back to back (``tcp_hashinfo.ehash`` right after the
+          block of ``ip_idents``), and the alignment bound alone would let
+          one table's run take in the next.  A global pointing into a table
+          at a page boundary (``ip_tstamps``, ``tcp_hashinfo.bhash2``) then
+          splits that table's run in two, both held.
 
         What ``struct page`` cannot tell: a one-page allocation followed by
         a leaked, never-used page looks exactly like a two-page run whose
@@ -380,18 +386,22 @@ class ReferenceScan:
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
         owners = self.census.page_owners
-        for head in sorted(h for h in refs if h in single):
-            starts = [r for r in refs[head] if r.kind in ("direct map", "physical") and r.value & mask == 0]
+        starts_of = {h: [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0]
+                     for h in refs if h in single}
+        image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
+        for head in sorted(starts_of):
+            starts = starts_of[head]
             if not starts:
                 continue
             block = min(head & -head or largest, largest)
-            span = next((n for n in range(head + 1, head + block) if n not in single), head + block)
+            span = next((n for n in range(head + 1, head + block) if n not in single or n in image_held),
+                        head + block)
             by_owner = run_by_page_owner(owners, head, span) if owners else None
             if by_owner is not None:
                 tail, how = [n for n in by_owner if n not in refs], " (page_owner: one allocation)"
             else:
                 tail, how = [n for n in range(head + 1, span) if n not in refs], ""
-                if len(tail) < (1 if any(r.region == "data" for r in starts) else HEAP_RUN_MIN):
+                if len(tail) < (1 if head in image_held else HEAP_RUN_MIN):
                     continue
             for nxt in tail:
                 refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
