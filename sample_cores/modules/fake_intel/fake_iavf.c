@@ -47,4 +47,4 @@ static void fake_teardown(struct net_device *netdev, u16 nplans)
 	adapter->rx_rings = NULL;
 }
 
-MODULE_DESCRIPTION("vmcore-tools test module: iavf rx rings with planted page leaks");
+MODULE_DESCRIPTION("vmcore-tools test module: iavf rx rings with planted page losses");

@@ -89,4 +89,4 @@ static void fake_teardown(struct net_device *netdev, u16 nplans)
 	np->vsi = NULL;
 }
 
-MODULE_DESCRIPTION("vmcore-tools test module: ice rx rings with planted page leaks");
+MODULE_DESCRIPTION("vmcore-tools test module: ice rx rings with planted page losses");

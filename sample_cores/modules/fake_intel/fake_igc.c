@@ -8,7 +8,7 @@
 #include "igc.h"
 
 #define FAKE_DRIVER "igc"
-#define FAKE_PRIV_SIZE sizeof(struct igc_adapter)
+#define FAKE_ADAPTER struct igc_adapter
 #define FAKE_RING struct igc_ring
 #define FAKE_BUF struct igc_rx_buffer
 #define FAKE_SLOTS rx_buffer_info
@@ -17,35 +17,4 @@
 #define fake_set_large(ring) set_bit(IGC_RING_FLAG_RX_3K_BUFFER, &(ring)->flags)
 #include "fake_rx.h"
 
-static int fake_setup(struct net_device *netdev, struct device *dev,
-		      const struct fake_plan *plans, u16 nplans)
-{
-	struct igc_adapter *adapter = netdev_priv(netdev);
-	u16 q;
-
-	adapter->netdev = netdev;
-	for (q = 0; q < nplans; q++) {
-		struct igc_ring *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
-
-		if (!ring || fake_ring_init(ring, netdev, dev, q, &plans[q])) {
-			kfree(ring);
-			return -ENOMEM;
-		}
-		adapter->rx_ring[q] = ring;
-		adapter->num_rx_queues = q + 1;
-	}
-	return 0;
-}
-
-static void fake_teardown(struct net_device *netdev, u16 nplans)
-{
-	struct igc_adapter *adapter = netdev_priv(netdev);
-	int q;
-
-	for (q = 0; q < adapter->num_rx_queues; q++) {
-		fake_ring_free(adapter->rx_ring[q]);
-		kfree(adapter->rx_ring[q]);
-	}
-}
-
-MODULE_DESCRIPTION("vmcore-tools test module: igc rx rings with planted page leaks");
+MODULE_DESCRIPTION("vmcore-tools test module: igc rx rings with planted page losses");

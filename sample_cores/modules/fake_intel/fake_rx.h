@@ -253,12 +253,51 @@ static const struct net_device_ops fake_netdev_ops = {
 	.ndo_start_xmit = fake_xmit,
 };
 
+#ifdef FAKE_ADAPTER
+/*
+ * ixgbe, ixgbevf, igc: netdev_priv() is the driver's adapter, and its
+ * rx_ring[] an array of pointers to the rings, num_rx_queues of them.
+ */
+#define FAKE_PRIV_SIZE sizeof(FAKE_ADAPTER)
+
+static int fake_setup(struct net_device *netdev, struct device *dev,
+		      const struct fake_plan *plans, u16 nplans)
+{
+	FAKE_ADAPTER *adapter = netdev_priv(netdev);
+	u16 q;
+
+	adapter->netdev = netdev;
+	for (q = 0; q < nplans; q++) {
+		FAKE_RING *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+
+		if (!ring || fake_ring_init(ring, netdev, dev, q, &plans[q])) {
+			kfree(ring);
+			return -ENOMEM;
+		}
+		adapter->rx_ring[q] = ring;
+		adapter->num_rx_queues = q + 1;
+	}
+	return 0;
+}
+
+static void fake_teardown(struct net_device *netdev, u16 nplans)
+{
+	FAKE_ADAPTER *adapter = netdev_priv(netdev);
+	int q;
+
+	for (q = 0; q < adapter->num_rx_queues; q++) {
+		fake_ring_free(adapter->rx_ring[q]);
+		kfree(adapter->rx_ring[q]);
+	}
+}
+#else
 /* The driver file's part: set up its private structures around the rings
- * of `plans` in `netdev` (whose priv is the driver's), each ring made by
- * fake_ring_init(); and undo that. */
+ * of `plans` in `netdev` (whose priv is the driver's, FAKE_PRIV_SIZE bytes),
+ * each ring made by fake_ring_init(); and undo that. */
 static int fake_setup(struct net_device *netdev, struct device *dev,
 		      const struct fake_plan *plans, u16 nplans);
 static void fake_teardown(struct net_device *netdev, u16 nplans);
+#endif
 
 static struct platform_device *fake_pdev;
 
