@@ -320,7 +320,9 @@ PAGE_OWNER_HINTS = {
 
 def owner_summary(rec: dict) -> str:
     """One line of a page_owner record: who allocated it, order, GFP mask."""
-    return (f"{'allocated' if rec['allocated'] else 'freed'} by {rec['comm']} (pid {rec['pid']}), "
+    task = (f" by {rec['comm']} (pid {rec['pid']})" if rec["comm"] is not None
+            else f" by pid {rec['pid']}" if rec["pid"] is not None else "")
+    return (f"{'allocated' if rec['allocated'] else 'freed'}{task}, "
             f"order {rec['order']}, gfp {rec['gfp_mask']:#x}")
 
 

@@ -74,9 +74,10 @@ class PageOwner:
     allocated: bool          # PAGE_EXT_OWNER_ALLOCATED: allocated now
     order: int
     gfp_mask: int
-    pid: int
-    comm: str
-    ts_nsec: int             # local_clock() at allocation
+    # None where this kernel's record lacks the member (5.10 records no task or time)
+    pid: int | None          # the allocating task
+    comm: str | None         # its name
+    ts_nsec: int | None      # local_clock() at allocation
     handle: int              # its stack depot handle
     stack: list[str]         # "function+0xoff [module]", innermost first
     alloc_site: str | None   # the first function outside the page allocator, "name [module]"
@@ -186,8 +187,10 @@ class PageOwners:
         self.entry_size = page_ext_entry_size(prog)
         owner = prog.type("struct page_owner")
         base = prog["page_owner_ops"].offset.value_()
+        # older records lack the task and the time stamp (5.10: none of the three)
         self.fields = {name: (base + drgn.offsetof(owner, name), drgn.sizeof(owner.member(name).type))
-                       for name in ("order", "gfp_mask", "handle", "ts_nsec", "comm", "pid")}
+                       for name in ("order", "gfp_mask", "handle", "ts_nsec", "comm", "pid")
+                       if owner.has_member(name)}
         page_ext = prog.type("struct page_ext")
         self.fields["flags"] = (drgn.offsetof(page_ext, "flags"), drgn.sizeof(page_ext.member("flags").type))
         self.owner_bit = constant(prog, "PAGE_EXT_OWNER")
@@ -230,10 +233,14 @@ class PageOwners:
         """Whether ``nxt``, the record of the page after ``prev``'s, was
         written by the same allocation: every page of a block gets the same
         stack handle and task, and a time stamp taken in the same loop
-        (``SAME_CALL_NS``); ``split_page()`` only rewrites the order."""
-        return nxt is not None and prev.allocated and nxt.allocated and \
-            (prev.handle, prev.pid) == (nxt.handle, nxt.pid) and \
-            0 <= nxt.ts_nsec - prev.ts_nsec <= SAME_CALL_NS
+        (``SAME_CALL_NS``); ``split_page()`` only rewrites the order.  A
+        record without task and time (5.10) has its handle alone: the same
+        call site, which two calls in a row from it would share too."""
+        if nxt is None or not (prev.allocated and nxt.allocated) or prev.handle != nxt.handle:
+            return False
+        if prev.ts_nsec is None or nxt.ts_nsec is None:
+            return True
+        return prev.pid == nxt.pid and 0 <= nxt.ts_nsec - prev.ts_nsec <= SAME_CALL_NS
 
     def lookup(self, pfns: np.ndarray) -> dict[int, PageOwner]:
         """Records of ``pfns`` (pages whose table is missing are left out),
@@ -256,8 +263,11 @@ class PageOwners:
             out.update(self._decode(group, rows))
         return out
 
-    def _column(self, rows: np.ndarray, name: str, signed: bool = False) -> np.ndarray:
-        """One member of every row, as integers of the member's DWARF size."""
+    def _column(self, rows: np.ndarray, name: str, signed: bool = False) -> np.ndarray | None:
+        """One member of every row, as integers of the member's DWARF size
+        (None where this kernel's record lacks the member)."""
+        if name not in self.fields:
+            return None
         off, width = self.fields[name]
         return np.ascontiguousarray(rows[:, off:off + width]).view(f"<{'i' if signed else 'u'}{width}").ravel()
 
@@ -272,12 +282,17 @@ class PageOwners:
         handle = self._column(rows, "handle")
         ts = self._column(rows, "ts_nsec")
         pid = self._column(rows, "pid", signed=True)
-        off, width = self.fields["comm"]
         recs = {}
         for i in np.flatnonzero(ever).tolist():
             stack, site, _ = self._stack(int(handle[i]))
-            comm = bytes(rows[i, off:off + width]).split(b"\0", 1)[0].decode(errors="replace")
             pfn = int(pfns[i])
-            recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]), int(pid[i]), comm,
-                                  int(ts[i]), int(handle[i]), stack, site)
+            recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]),
+                                  None if pid is None else int(pid[i]), self._comm(rows[i]),
+                                  None if ts is None else int(ts[i]), int(handle[i]), stack, site)
         return recs
+
+    def _comm(self, row: np.ndarray) -> str | None:
+        if "comm" not in self.fields:
+            return None
+        off, width = self.fields["comm"]
+        return bytes(row[off:off + width]).split(b"\0", 1)[0].decode(errors="replace")
