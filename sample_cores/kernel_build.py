@@ -3,14 +3,14 @@
 Debian's configs (5.10, 6.1, 6.12) all say ``# CONFIG_PAGE_OWNER is not
 set``, so the page_owner reader needs a kernel of our own.  A built line
 takes the ``linux-source`` package of a Debian line (the same source as its
-kernel), configures it with ``allnoconfig`` plus a fragment from
+kernel), configures it with ``allnoconfig`` plus its fragments from
 ``kernel_configs/``, and builds it with DWARF: a small kernel that builds in
 minutes on two cores.
 
 The result is laid out like an unpacked Debian kernel (``kernels.Kernel``):
 ``vmlinuz``, ``config``, a module tree with ``depmod`` run on it, the
 vmlinux with its debug info under ``dbg/``, the built tree itself as the
-headers that ``make M=`` is pointed at, and the i40e driver's headers in
+headers that ``make M=`` is pointed at, and the Intel drivers' headers in
 ``src/``.  VMs, test modules and drgn take it unchanged.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -30,8 +31,8 @@ from .kernels import SOURCE_DIRS, BuiltLine, Kernel, extract_deb
 CONFIGS = Path(__file__).resolve().parent / "kernel_configs"
 
 
-def _local_version(fragment: Path) -> str:
-    for line in fragment.read_text().splitlines():
+def _local_version(fragment: str) -> str:
+    for line in fragment.splitlines():
         if line.startswith("CONFIG_LOCALVERSION="):
             return line.split("=", 1)[1].strip('"')
     return ""
@@ -45,8 +46,8 @@ def _run(cmd: list[str], cwd: Path, what: str, log_file: Path) -> None:
 
 def build_kernel(line: BuiltLine, base: Kernel, log=print) -> Kernel:
     """Build (once) the kernel of ``line`` from ``base``'s linux-source."""
-    fragment = CONFIGS / line.fragment
-    digest = hashlib.sha256(fragment.read_bytes()).hexdigest()[:10]
+    fragment = b"".join((CONFIGS / name).read_bytes() for name in line.fragments)
+    digest = hashlib.sha256(fragment).hexdigest()[:10]
     version = f"{base.version}+{digest}"
     root = cache_dir() / "kernels" / line.name / version
     stamp = root / ".complete"
@@ -70,7 +71,7 @@ def build_kernel(line: BuiltLine, base: Kernel, log=print) -> Kernel:
     tree = next(p for p in scratch.iterdir() if p.name.startswith("linux-source-"))
     kernelversion = subprocess.run(["make", "-s", "kernelversion"], cwd=tree, capture_output=True,
                                    text=True, check=True).stdout.strip()
-    abi = kernelversion + _local_version(fragment)
+    abi = kernelversion + _local_version(fragment.decode())
     k = Kernel(line.name, abi, version, root)
     k.build_dir.parent.mkdir(parents=True)
     tree.rename(k.build_dir)
@@ -78,11 +79,14 @@ def build_kernel(line: BuiltLine, base: Kernel, log=print) -> Kernel:
 
     build_log = root / "build.log"
     jobs = str((os.cpu_count() or 1) + 1)
-    log(f"[{line.name}] building {abi} (allnoconfig + {fragment.name}, make -j{jobs}); log: {build_log}")
-    _run(["make", f"KCONFIG_ALLCONFIG={fragment}", "allnoconfig"], k.build_dir, "make allnoconfig", build_log)
-    missing = _missing_options(fragment, k.build_dir / ".config")
+    names = " + ".join(line.fragments)
+    log(f"[{line.name}] building {abi} (allnoconfig + {names}, make -j{jobs}); log: {build_log}")
+    allconfig = root / "allconfig"
+    allconfig.write_bytes(fragment)
+    _run(["make", f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], k.build_dir, "make allnoconfig", build_log)
+    missing = _missing_options(fragment.decode(), k.build_dir)
     if missing:
-        raise RuntimeError(f"{fragment.name}: the configured kernel lacks {', '.join(missing)}")
+        raise RuntimeError(f"{names}: the configured kernel lacks {', '.join(missing)}")
     _run(["make", f"-j{jobs}", "bzImage", "modules"], k.build_dir, "make bzImage modules", build_log)
     release = subprocess.run(["make", "-s", "kernelrelease"], cwd=k.build_dir, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -106,12 +110,21 @@ def build_kernel(line: BuiltLine, base: Kernel, log=print) -> Kernel:
     return k
 
 
-def _missing_options(fragment: Path, config: Path) -> list[str]:
-    """``CONFIG_X=y`` lines of the fragment that the configured kernel lacks
-    (a dependency missing from the fragment drops an option silently)."""
-    have = set(config.read_text().splitlines())
-    return [line for line in fragment.read_text().splitlines()
-            if line.startswith("CONFIG_") and line.endswith("=y") and line not in have]
+def _missing_options(fragment: str, tree: Path) -> list[str]:
+    """``CONFIG_X=y`` lines of the fragment that the configured kernel in
+    ``tree`` lacks (a dependency missing from the fragment drops an option
+    silently).  An option this kernel's Kconfig does not define is not
+    missing: a fragment of the line supplies what stands for it there
+    (``DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT`` is ``DEBUG_INFO`` before 5.18)."""
+    have = set((tree / ".config").read_text().splitlines())
+    wanted = [line for line in fragment.splitlines()
+              if line.startswith("CONFIG_") and line.endswith("=y") and line not in have]
+    if not wanted:
+        return []
+    defined = set()
+    for kconfig in tree.rglob("Kconfig*"):
+        defined.update(re.findall(r"^\s*(?:menu)?config\s+(\w+)", kconfig.read_text(errors="replace"), re.M))
+    return [line for line in wanted if line.split("=")[0].removeprefix("CONFIG_") in defined]
 
 
 #: What ``make M=`` needs of a built tree (besides its top-level files:

@@ -65,13 +65,16 @@ class BuiltLine:
 
     name: str        # "6.1-page-owner"
     base: str        # the Debian line whose source it builds: "6.1"
-    fragment: str    # its config fragment, in kernel_configs/
+    #: its config fragments, in kernel_configs/, applied together
+    fragments: tuple[str, ...]
 
 
 BUILT_LINES: dict[str, BuiltLine] = {
     # Debian's configs lack CONFIG_PAGE_OWNER; the page_owner reader is tested here
-    "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", "page-owner.config"),
-    "6.12-page-owner": BuiltLine("6.12-page-owner", "6.12", "page-owner.config"),
+    "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", ("page-owner.config",)),
+    "6.12-page-owner": BuiltLine("6.12-page-owner", "6.12", ("page-owner.config",)),
+    # 5.10's Kconfig differs: DWARF and EMBEDDED (kernel_configs/page-owner-5.10.config)
+    "5.10-page-owner": BuiltLine("5.10-page-owner", "5.10", ("page-owner.config", "page-owner-5.10.config")),
 }
 
 
