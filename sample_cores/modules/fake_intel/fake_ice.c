@@ -49,12 +49,10 @@ static int fake_setup(struct net_device *netdev, struct device *dev,
 	vsi->netdev = netdev;
 	np->vsi = vsi;
 	for (q = 0; q < nplans; q++) {
-		FAKE_RING *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+		FAKE_RING *ring = fake_ring_new(netdev, dev, q, &plans[q]);
 
-		if (!ring || fake_ring_init(ring, netdev, dev, q, &plans[q])) {
-			kfree(ring);
+		if (!ring)
 			return -ENOMEM;
-		}
 		ring->vsi = vsi;
 		vsi->rx_rings[q] = ring;
 		vsi->alloc_rxq = q + 1;

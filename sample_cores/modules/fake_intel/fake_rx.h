@@ -191,6 +191,20 @@ static int fake_ring_init(FAKE_RING *ring, struct net_device *netdev, struct dev
 	return 0;
 }
 
+/* A ring of its own allocation (the drivers that keep pointers to rings;
+ * iavf keeps its rings in one array). */
+static __maybe_unused FAKE_RING *fake_ring_new(struct net_device *netdev, struct device *dev, u16 q,
+				const struct fake_plan *plan)
+{
+	FAKE_RING *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+
+	if (ring && fake_ring_init(ring, netdev, dev, q, plan)) {
+		kfree(ring);
+		return NULL;
+	}
+	return ring;
+}
+
 /* Traffic, the planted losses, a frame left in progress; then the ring's
  * content, as a sum of PFNs, for the walker to be checked against. */
 static void fake_ring_traffic(FAKE_RING *ring, const struct fake_plan *plan)
@@ -268,12 +282,10 @@ static int fake_setup(struct net_device *netdev, struct device *dev,
 
 	adapter->netdev = netdev;
 	for (q = 0; q < nplans; q++) {
-		FAKE_RING *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
+		FAKE_RING *ring = fake_ring_new(netdev, dev, q, &plans[q]);
 
-		if (!ring || fake_ring_init(ring, netdev, dev, q, &plans[q])) {
-			kfree(ring);
+		if (!ring)
 			return -ENOMEM;
-		}
 		adapter->rx_ring[q] = ring;
 		adapter->num_rx_queues = q + 1;
 	}
