@@ -386,13 +386,10 @@ class ReferenceScan:
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
         owners = self.census.page_owners
-        starts_of = {h: [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0]
-                     for h in refs if h in single}
+        starts_of = {h: starts for h in refs if h in single
+                     if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
         image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
         for head in sorted(starts_of):
-            starts = starts_of[head]
-            if not starts:
-                continue
             block = min(head & -head or largest, largest)
             span = next((n for n in range(head + 1, head + block) if n not in single or n in image_held),
                         head + block)

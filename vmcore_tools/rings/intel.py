@@ -163,10 +163,10 @@ class Family:
             if ring.type_.type.has_member(idx):
                 out.indices[idx] = getattr(ring, idx).value_()
         out.stats = _ring_stats(ring, kind)
+        if _zero_copy(ring, out):
+            return out
         if kind == "xdp-tx":
             _read_xdp_tx_slots(prog, a, ring, count, out)
-            return out
-        if _zero_copy(ring, out):
             return out
         member = first_member(ring.type_.type, self.buffers)
         array = getattr(ring, member)
@@ -232,9 +232,10 @@ def _parked_pfns(prog: drgn.Program, a: Memmap, ring: drgn.Object,
 def _zero_copy(ring: drgn.Object, out: Ring) -> bool:
     """Whether ``ring`` is bound to an AF_XDP socket (``xsk_pool``; 5.10+).
 
-    Fact: such a ring receives into the socket's umem, user memory, and its
-    slots hold ``xdp_buff`` pointers where a page ring holds ``skb``/``dma``
-    (ixgbe's and ice's slot is a union of both), so its slots are not read."""
+    Fact: such a ring receives into (or sends from) the socket's umem, user
+    memory, and its rx slots hold ``xdp_buff`` pointers where a page ring
+    holds ``skb``/``dma`` (ixgbe's and ice's slot is a union of both), so
+    its slots are not read."""
     if ring.type_.type.has_member("xsk_pool") and ring.xsk_pool:
         out.problems.append("AF_XDP zero-copy ring: its buffers are the socket's umem, not read")
         return True
@@ -252,10 +253,7 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     the pointer when the frame is sent; the ice whose slot has a ``type``
     (6.12) leaves it and records there what the slot holds, so there only
     ``ICE_TX_BUF_XDP_TX`` and ``ICE_TX_BUF_XDP_XMIT`` slots are read.  A
-    ring bound to an AF_XDP socket (``xsk_pool``) sends from the socket's
-    umem, user memory: not read."""
-    if _zero_copy(ring, out):
-        return
+    ring bound to an AF_XDP socket never gets here (``_zero_copy``)."""
     t = ring.type_.type
     member = first_member(t, XDP_SLOTS)
     array = getattr(ring, member)
