@@ -34,6 +34,7 @@ import numpy as np
 
 from ..pages import Memmap
 from ..debuginfo import load_module_debug_info
+from ..stages import run_stage
 from .common import UnknownLayout, bound_devices, driver_modules
 
 
@@ -136,7 +137,11 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
     scan = RingScan([], [], [])
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():
-        if not walker_ready(prog, walker):
+        ready = run_stage("ring walkers", lambda: walker_ready(prog, walker), None, scan.problems,
+                          detail=walker.name)
+        if ready is None:
+            continue
+        if not ready:
             users = bound_devices(prog, walker.name)
             if users:
                 scan.problems.append(
@@ -145,16 +150,21 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
                     f"(give the module's debug info with -d)")
             continue
         scan.walked.append(walker.name)
-        try:
-            for ring in walker.rings(prog, a):
-                key = (ring.address, ring.kind)
-                if key in seen:        # found by both routes (netdev and PCI)
-                    continue
-                seen.add(key)
-                scan.rings.append(ring)
-                scan.problems += [f"{ring.name}: {p}" for p in ring.problems]
-        except UnknownLayout as e:
-            scan.problems.append(f"{walker.name}: {e}; its rings are not walked")
-        except (drgn.FaultError, LookupError, AttributeError, ValueError, TypeError) as e:
-            scan.problems.append(f"{walker.name}: walker stopped, {type(e).__name__}: {e}")
+        run_stage("ring walkers", lambda: _walk(walker, prog, a, scan, seen), None, scan.problems,
+                  detail=walker.name)
     return scan
+
+
+def _walk(walker: Walker, prog: drgn.Program, a: Memmap, scan: RingScan, seen: set[tuple[int, str]]) -> None:
+    """Add ``walker``'s rings to ``scan``, each ring once (``seen``); a layout
+    the walker does not know is a stated problem, not a failure."""
+    try:
+        for ring in walker.rings(prog, a):
+            key = (ring.address, ring.kind)
+            if key in seen:        # found by both routes (netdev and PCI)
+                continue
+            seen.add(key)
+            scan.rings.append(ring)
+            scan.problems += [f"{ring.name}: {p}" for p in ring.problems]
+    except UnknownLayout as e:
+        scan.problems.append(f"{walker.name}: {e}; its rings are not walked")

@@ -1,0 +1,107 @@
+"""Stages of an analysis, each run under one guard.
+
+An analysis is a chain of walks and scans over memory we do not control: a
+dump can be filtered or truncated, a live kernel changes while it is read,
+and a kernel newer than any we tested can have a layout no walker expected.
+Whatever one stage meets, the others go on, and the output says what is
+missing:
+
+* a **fault** (memory the stage needs is unreadable) loses that stage's
+  evidence and is reported as a problem, as it always was;
+* any **other error** fails the stage: the result is *partial* and the
+  problem says which stage failed and what its loss means.  The command then
+  exits with ``EXIT_PARTIAL`` instead of printing a traceback.
+
+Every stage is named in ``STAGES`` with what it contributes, so a failure
+can say what the result lacks.  ``VMCORE_TOOLS_FAIL_STAGE=NAME`` (a
+comma-separated list) makes the named stages fail on purpose: the
+failure-injection test runs each stage that way on a real core.
+``VMCORE_TOOLS_DEBUG=1`` prints the traceback of a failed stage on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
+import drgn
+
+T = TypeVar("T")
+
+#: exit codes of every command
+EXIT_OK, EXIT_LEAK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+
+#: stage name -> what the result lacks when it fails
+STAGES: dict[str, str] = {
+    "free lists": "free pages may be counted as allocated",
+    "page tables": "page-table pages and the kernel's own mappings are not known",
+    "ring walkers": "ring pages may look unattributed",
+    "per-CPU free lists": "pages on per-CPU free lists may look unattributed",
+    "vmap areas": "vmalloc'd pages and stacks may look unattributed",
+    "page_ext tables": "page_ext tables may look unattributed",
+    "page_frag caches": "page_frag cache pages may look unattributed",
+    "struct pages": "pages are not classified",
+    "kernel counters": "the census is not compared with the kernel's counters",
+    "scan: kernel data": "references from the kernel image are not seen",
+    "scan: per-cpu areas": "references from per-CPU data are not seen",
+    "scan: task stacks": "references from task stacks are not seen",
+    "scan: slab": "references from slab objects are not seen",
+    "scan: vmalloc": "references from vmalloc areas and modules are not seen",
+    "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",
+    "scan: rx buffers": "references from rx buffers (skb frags) are not seen",
+    "scan: kernel mappings": "pages mapped outside the direct map are not seen",
+    "scan: referenced pages": "references held by referenced pages are not followed",
+    "scan: allocation runs": "alloc_pages_exact() tails may be reported as orphaned",
+    "scan: live re-check": "references that changed while read are kept",
+    "scan: panic vmcoreinfo": "the vmcoreinfo page a kdump panic dropped may be reported as orphaned",
+    "evidence: frames": "orphans are not matched to a device by their contents",
+    "evidence: page_owner": "orphans carry no allocating stack",
+    "evidence: contents": "orphan groups carry no contents evidence",
+    "suspects": "orphans are not grouped into suspects",
+    "pictures": "no memory map or class bar is drawn",
+}
+
+
+class StageFailure(str):
+    """A problem line that says a stage failed: the result is partial."""
+
+    stage: str
+
+    def __new__(cls, stage: str, text: str) -> StageFailure:
+        self = super().__new__(cls, text)
+        self.stage = stage
+        return self
+
+
+def failed_stages(problems: list[str]) -> list[str]:
+    """The stages whose failure ``problems`` records."""
+    return sorted({p.stage for p in problems if isinstance(p, StageFailure)})
+
+
+def _injected(name: str) -> bool:
+    return name in os.environ.get("VMCORE_TOOLS_FAIL_STAGE", "").split(",")
+
+
+def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], detail: str = "") -> T:
+    """``fn()``, or ``default`` when it fails; the failure goes to ``problems``.
+
+    ``detail`` names the part of the stage (a walker, a region) in the line."""
+    if name not in STAGES:
+        raise KeyError(f"stage {name!r} is not in STAGES")
+    label = f"{name} ({detail})" if detail else name
+    try:
+        if _injected(name):
+            raise RuntimeError("failure injected by VMCORE_TOOLS_FAIL_STAGE")
+        return fn()
+    except drgn.FaultError as e:
+        line = f"{label}: abandoned, memory unreadable ({e})"
+    except Exception as e:      # noqa: BLE001 -- the point of the guard
+        if os.environ.get("VMCORE_TOOLS_DEBUG"):
+            traceback.print_exc(file=sys.stderr)
+        line = StageFailure(name, f"{label} failed ({type(e).__name__}: {e}): partial result, {STAGES[name]}")
+    if line not in problems:        # a stage run once per group or per pass says it once
+        problems.append(line)
+    return default
