@@ -52,3 +52,8 @@ def has_symbol(prog: drgn.Program, name: str) -> bool:
         return True
     except LookupError:
         return False
+
+
+def kernel_release(prog: drgn.Program) -> str:
+    """The kernel's release string (``uname -r``), from ``init_uts_ns``."""
+    return prog["init_uts_ns"].name.release.string_().decode(errors="replace")

@@ -113,7 +113,7 @@ class Memmap:
     ranges: list[tuple[int, int]]   # valid PFN ranges [start, end)
     nr: int                  # PFNs 0 .. nr-1 (max_pfn)
     memmap: int              # address of struct page for PFN 0 (vmemmap)
-    page_size: int           # sizeof(struct page)
+    struct_size: int         # sizeof(struct page)
     direct_map: int          # virtual address of PFN 0 in the kernel's direct map
     page_shift: int
     #: compound heads (sorted PFNs) and their orders, filled in by the census pass
@@ -130,6 +130,11 @@ class Memmap:
                    pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_())
 
     @property
+    def page_size(self) -> int:
+        """Bytes of a page (``PAGE_SIZE``)."""
+        return 1 << self.page_shift
+
+    @property
     def valid_pages(self) -> int:
         return sum(e - s for s, e in self.ranges)
 
@@ -137,7 +142,7 @@ class Memmap:
 
     def pfn_of_page_ptr(self, addr: int) -> int:
         """PFN of a ``struct page *`` (-1 if it is not in the memmap)."""
-        pfn = (addr - self.memmap) // self.page_size
+        pfn = (addr - self.memmap) // self.struct_size
         return pfn if 0 <= pfn < self.nr and addr >= self.memmap else -1
 
     def pfn_of_virt(self, addr: int) -> int:
@@ -147,7 +152,7 @@ class Memmap:
 
     def pfns_of_page_ptrs(self, ptrs: np.ndarray) -> np.ndarray:
         """Vectorized ``pfn_of_page_ptr`` over uint64 pointers (-1 where invalid)."""
-        return self._pfns((ptrs.astype(np.uint64) - np.uint64(self.memmap)) // np.uint64(self.page_size),
+        return self._pfns((ptrs.astype(np.uint64) - np.uint64(self.memmap)) // np.uint64(self.struct_size),
                           ptrs >= self.memmap)
 
     def pfns_of_virts(self, addrs: np.ndarray) -> np.ndarray:
@@ -218,7 +223,7 @@ class Memmap:
 
     def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw struct pages ``[lo, hi)`` (bytes, shape (n, size)) and which were readable."""
-        size = self.page_size
+        size = self.struct_size
         try:
             data = self.prog.read(self.memmap + lo * size, (hi - lo) * size)
             return np.frombuffer(data, np.uint8).reshape(hi - lo, size), np.ones(hi - lo, bool)
@@ -233,7 +238,7 @@ class Memmap:
 
     def _decode(self, lo: int, hi: int, pick: np.ndarray | None = None) -> PageWords:
         """Decode ``[lo, hi)``, or only the PFNs ``pick`` in it."""
-        L, size = self.layout, self.page_size
+        L, size = self.layout, self.struct_size
         raw, readable = self._read(lo, hi) if hi > lo else (np.zeros((0, size), np.uint8), np.zeros(0, bool))
         idx = np.arange(hi - lo) if pick is None else (pick - lo)
 

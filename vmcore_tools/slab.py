@@ -164,7 +164,7 @@ class SlabObjects:
 
     def _slab(self, head: int) -> tuple["_Cache", set[int] | None]:
         a, prog = self.a, self.prog
-        struct = a.memmap + head * a.page_size
+        struct = a.memmap + head * a.struct_size
         addr = prog.read_u64(struct + self.slab_cache_offset)
         if addr not in self.caches:
             self.caches[addr] = self._cache(addr)

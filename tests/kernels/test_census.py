@@ -134,7 +134,7 @@ def test_census_memory_is_bounded_by_the_chunk_not_the_memmap(leak_census):
     page.  With the old whole-memmap reader the peak was over 2x the memmap."""
     import tracemalloc
     core, c = leak_census
-    memmap_bytes = c.memmap.valid_pages * c.memmap.page_size
+    memmap_bytes = c.memmap.valid_pages * c.memmap.struct_size
     tracemalloc.start()
     try:
         census(c.prog, chunk_pages=2048)

@@ -7,12 +7,12 @@ from vmcore_tools.pages import Memmap
 from vmcore_tools.refscan import Matcher, is_round
 
 NR = 1 << 15
-MEMMAP, PAGE_SIZE, DIRECT = 0xFFFFEA0000000000, 64, 0xFFFF888000000000
+MEMMAP, STRUCT_PAGE, DIRECT = 0xFFFFEA0000000000, 64, 0xFFFF888000000000
 
 
 def memmap() -> Memmap:
     """Geometry only (no program to read): PFN 16390 is an order-1 head."""
-    return Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=MEMMAP, page_size=PAGE_SIZE,
+    return Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=MEMMAP, struct_size=STRUCT_PAGE,
                   direct_map=DIRECT, page_shift=12, heads=np.array([16390], np.int64),
                   orders=np.array([1], np.uint8))
 
@@ -25,7 +25,7 @@ def hits(words: list[int], physical: bool) -> list[tuple[int, int, str]]:
 
 
 def test_each_kind_of_reference_names_the_head():
-    words = [MEMMAP + 16384 * PAGE_SIZE + 8,     # inside its struct page
+    words = [MEMMAP + 16384 * STRUCT_PAGE + 8,     # inside its struct page
              DIRECT + (16391 << 12) + 100,        # inside the tail of an order-1 page
              (20001 << 12) + 0x40,                # a DMA address, 64-byte aligned
              (20001 << 12) + 0x42,                # not aligned: not an address we take
@@ -57,9 +57,9 @@ def test_only_frag_shaped_page_pointers_count_in_rx_buffers():
     followed by its length and offset (two 32-bit fields), not by another
     pointer (a stale array of page pointers) or by nothing."""
     from vmcore_tools.refscan import frag_entries
-    page = MEMMAP + 16384 * PAGE_SIZE
+    page = MEMMAP + 16384 * STRUCT_PAGE
     words = np.array([page, (64 << 32) | 1500,     # bio_vec: bv_len 1500, bv_offset 64
-                      page, page + PAGE_SIZE,       # a pointer after a pointer
+                      page, page + STRUCT_PAGE,      # a pointer after a pointer
                       page, 0,                      # nothing after it
                       page, 0xFFFF0000_00000010,    # a field beyond any block
                       page], np.uint64)             # the last word: nothing after it
