@@ -17,6 +17,8 @@ import drgn
 from .debuginfo import module_files, quiet_drgn, use_module_files, use_module_kallsyms
 
 LIVE = "/proc/kcore"
+#: architectures whose memory layout the analysis knows
+SUPPORTED_ARCHES = (drgn.Architecture.X86_64,)
 
 
 class TargetError(Exception):
@@ -52,6 +54,10 @@ def open_program(core: str | os.PathLike | None = None,
         raise TargetError(f"{target}: cannot open as a kernel core: {e}") from None
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
         raise TargetError(f"{target}: not a Linux kernel core (no VMCOREINFO)")
+    arch = prog.platform.arch if prog.platform is not None else None
+    if arch not in SUPPORTED_ARCHES:
+        raise TargetError(f"{target}: a {arch.name.lower() if arch else 'unknown'} kernel; vmcore-tools "
+                          "supports x86-64 only (its page tables, direct map and rx offsets are x86-64's)")
 
     extra_debug = list(extra_debug)
     for p in [vmlinux, *extra_debug]:

@@ -103,3 +103,34 @@ def test_module_debug_info_missing(leak_core):
     assert {o["pfn"] for o in doc["orphans"]["orphans"]} == {x["pfn"] for x in leak_core.manifest["planted_leaks"]}
     info = json.loads(run_cli("info", "--json", "-c", str(leak_core.core), "-s", leak_core.vmlinux).stdout)
     assert {d: n["debug_info"] for d, n in info["nic_drivers"].items()} == {d: False for d in drivers}
+
+
+def foreign_arch_core(core: Path, out: Path, e_machine: int) -> Path:
+    """An ELF core holding only ``core``'s notes (VMCOREINFO included), its
+    header relabelled for another architecture: a kernel core of that
+    architecture as far as the header says."""
+    import struct
+    data = core.open("rb").read(1 << 20)
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    notes = b""
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 4:         # PT_NOTE
+            with core.open("rb") as f:
+                f.seek(p_offset)
+                notes += f.read(p_filesz)
+    header = bytearray(data[:64])
+    struct.pack_into("<H", header, 18, e_machine)
+    struct.pack_into("<QHH", header, 0x20, 64, 0, 0)        # e_phoff 64 (e_flags, e_ehsize kept)
+    struct.pack_into("<Q", header, 0x28, 0)                 # e_shoff
+    struct.pack_into("<HHHHHH", header, 0x34, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(notes), len(notes), 4)
+    out.write_bytes(bytes(header) + phdr + notes)
+    return out
+
+
+def test_foreign_architecture_is_refused(leak_core, tmp_path):
+    """An aarch64 kernel core: refused in one line, not walked as x86-64."""
+    core = foreign_arch_core(leak_core.core, tmp_path / "arm64.core", 183)     # EM_AARCH64
+    assert_clean_error(run_cli("census", "-c", str(core), "-s", leak_core.vmlinux), "aarch64", "x86-64 only")
