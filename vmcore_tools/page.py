@@ -23,8 +23,9 @@ from drgn.helpers.linux.mm import decode_page_flags, follow_pfn, pfn_to_page
 
 from .census import Census
 from .classify import PageClass
-from .orphans import Describer
+from .evidence import Describer
 from .page_owner import PageOwner
+from .orphans import candidate_heads
 from .refscan import scan_references
 from .slab import SlabObjects
 
@@ -69,7 +70,8 @@ def resolve_pfn(prog: drgn.Program, c: Census, value: int) -> tuple[int, str]:
 
 def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = True) -> PageReport:
     """Explain the page ``value`` names (see ``resolve_pfn``).  For an
-    unattributed page, ``references`` runs a reference scan for it alone."""
+    unattributed page, ``references`` runs the reference scan of ``orphans``
+    and keeps what it found for this page."""
     a = c.memmap
     pfn, given = resolve_pfn(prog, c, value)
     klass = c.class_of(pfn)
@@ -93,7 +95,10 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
     if c.page_owners is not None:
         report.page_owner = c.page_owners.lookup(np.array([head])).get(head)
     if references and klass == PageClass.UNATTRIBUTED:
-        scan = scan_references(c, np.array([head], np.int64))
+        # with every candidate, as ``orphans`` scans: a page can be held
+        # through another candidate (a referenced page's pointer, the start
+        # of its alloc_pages_exact() run)
+        scan = scan_references(c, candidate_heads(c))
         where = Describer(c)
         report.references = [where(r) for r in scan.references.get(head, [])]
         report.problems += scan.problems

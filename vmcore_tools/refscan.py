@@ -52,6 +52,7 @@ from .features import has_member, has_object, has_symbol
 from .page_owner import PageOwners
 from .pages import Memmap
 from .slab import SlabObjects
+from .stages import run_stage
 
 #: Bytes read and scanned at a time.
 CHUNK_BYTES = 1 << 20
@@ -102,6 +103,39 @@ def is_round(words: np.ndarray, page_shift: int) -> np.ndarray:
     return aligned & (np.bitwise_count(words) <= 2)
 
 
+#: bits 12-51 of a hardware table entry: the physical address of the next level or the page
+ENTRY_ADDRESS = np.uint64(0x000FFFFFFFFFF000)
+#: bits 52-58 of an entry: clear in every non-leaf entry of x86 page tables
+#: (available to software, never set by the kernel there), Intel VT-d and
+#: AMD IOMMU tables (which keep IR/IW and flags in bits 59-62)
+ENTRY_RESERVED = np.uint64(0x07F0000000000000)
+
+
+def table_entries(words: np.ndarray, page_words: int) -> np.ndarray:
+    """Which words are entries of a hardware-style table: a page whose every
+    nonzero word is a present entry -- bit 0 set (x86 ``_PAGE_PRESENT``,
+    VT-d read, AMD IOMMU ``PR``), an address in bits 12-51, bits 52-58
+    clear -- and that has at least one.
+
+    Fact: x86 page tables and the IOMMUs' second-level tables hold the next
+    level as its physical address with flag bits in the low 12 bits (and a
+    few high ones), at any of the 512 slots; the upper levels are plain
+    pages (no PageTable type before 6.x for PUD/P4D/PGD, never for IOMMU
+    tables) named only by such an entry.  The root is held by pointer
+    (``mm->pgd``, an IOMMU domain's ``pgd``), so a referenced page shaped
+    like a table makes its entries references.  The whole-page shape is
+    what keeps timestamps and hashes out: one word outside it, and the page
+    is not a table."""
+    if not words.size or words.size % page_words:
+        return np.zeros(words.size, bool)
+    nonzero = words != 0
+    entry = (((words & np.uint64(1)) != 0) & ((words & ENTRY_RESERVED) == 0)
+             & ((words & ENTRY_ADDRESS) != 0))
+    pages = (entry | ~nonzero).reshape(-1, page_words).all(axis=1) & \
+        entry.reshape(-1, page_words).any(axis=1)
+    return entry & np.repeat(pages, page_words)
+
+
 class Matcher:
     """Maps 64-bit words to candidate pages, vectorized."""
 
@@ -111,15 +145,25 @@ class Matcher:
         self.ends = self.heads + (1 << a.order_of(self.heads).astype(np.int64))
         self.bits = _extent_bits(self.heads, self.ends, a.nr)
         self.memmap = np.uint64(a.memmap)
-        self.memmap_end = np.uint64(a.memmap + a.nr * a.page_size)
+        self.memmap_end = np.uint64(a.memmap + a.nr * a.struct_size)
         self.direct = np.uint64(a.direct_map)
         self.direct_end = np.uint64(a.direct_map + (a.nr << a.page_shift))
         self.phys_end = np.uint64(a.nr << a.page_shift)
 
     def match(self, words: np.ndarray, physical: bool) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
-        """(word indexes, candidate head PFNs, kind) for every hit in ``words``."""
+        """(word indexes, candidate head PFNs, kind) for every hit in ``words``;
+        with ``physical``, ``words`` are whole pages and their table entries
+        count too (``table_entries``)."""
         a = self.a
-        kinds = [("struct page", self.memmap, self.memmap_end, 0, self.memmap, np.uint64(a.page_size)),
+        if physical:
+            idx = np.flatnonzero(table_entries(words, (1 << a.page_shift) // 8))
+            pfn = ((words[idx] & ENTRY_ADDRESS) >> np.uint64(a.page_shift)).astype(np.int64)
+            inside = pfn < a.nr
+            head = np.full(idx.size, -1, np.int64)
+            head[inside] = self.candidate(pfn[inside])
+            if (head >= 0).any():
+                yield idx[head >= 0], head[head >= 0], "table entry"
+        kinds = [("struct page", self.memmap, self.memmap_end, 0, self.memmap, np.uint64(a.struct_size)),
                  ("direct map", self.direct, self.direct_end, a.page_shift, self.direct, None)]
         if physical:
             kinds.append(("physical", np.uint64(MIN_PHYS), self.phys_end, a.page_shift, np.uint64(0), None))
@@ -136,6 +180,13 @@ class Matcher:
             hit = head >= 0
             if hit.any():
                 yield idx[hit], head[hit], kind
+
+    def still_points(self, word: np.ndarray, kind: str, head: int) -> bool:
+        """Whether one re-read word still references candidate ``head`` as ``kind``."""
+        if kind == "table entry":
+            pfn = (word & ENTRY_ADDRESS) >> np.uint64(self.a.page_shift)
+            return bool(word[0] & np.uint64(1)) and int(self.candidate(pfn.astype(np.int64))[0]) == head
+        return any(int(h[0]) == head for _, h, k in self.match(word, kind == "physical") if k == kind)
 
     def candidate(self, pfns: np.ndarray) -> np.ndarray:
         """The candidate (head PFN) each PFN lies in, -1 where none."""
@@ -234,33 +285,35 @@ class ReferenceScan:
     def run(self) -> ScanResult:
         t0 = time.monotonic()
         a, c = self.a, self.census
-        for name, fn in (("kernel data", self.scan_image), ("per-cpu areas", self.scan_percpu_first_chunk),
-                         ("task stacks", self.scan_stacks)):
-            try:
-                fn()
-            except (drgn.FaultError, LookupError) as e:
-                self.result.problems.append(f"{name}: not scanned ({e})")
-        self.scan_pfns(c.pfns_of(PageClass.SLAB), "slab")
-        cached = self.cached_stack_pfns()
-        self.scan_pfns(np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), cached), "vmalloc")
+
+        def stage(name: str, fn: Callable[[], None]) -> None:
+            run_stage(name, fn, None, self.result.problems)
+
+        stage("scan: kernel data", self.scan_image)
+        stage("scan: per-cpu areas", self.scan_percpu_first_chunk)
+        stage("scan: task stacks", self.scan_stacks)
+        stage("scan: slab", lambda: self.scan_pfns(c.pfns_of(PageClass.SLAB), "slab"))
+        stage("scan: vmalloc", lambda: self.scan_pfns(
+            np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), self.cached_stack_pfns()), "vmalloc"))
         # page_frag pages and rx buffers hold skb heads, and each head's
         # skb_shared_info lists the pages of that skb's frags
-        self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages")
-        self.scan_pfns(c.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
-        self.kernel_mappings()
+        stage("scan: kernel pages",
+              lambda: self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages"))
+        stage("scan: rx buffers", lambda: self.scan_pfns(c.pfns_of(PageClass.NIC_RING), RX_BUFFERS))
+        stage("scan: kernel mappings", self.kernel_mappings)
         # transitive closure: a referenced candidate is live memory too
         scanned: set[int] = set()
         while True:
-            self.extend_runs()
+            stage("scan: allocation runs", self.extend_runs)
             todo = [h for h in self.result.references if h not in scanned]
             if not todo:
                 break
-            for head in todo:
-                scanned.add(head)
-                self.scan_pfns(np.arange(head, head + (1 << a.order_of(head))), "referenced page")
+            scanned.update(todo)
+            stage("scan: referenced pages", lambda: [
+                self.scan_pfns(np.arange(h, h + (1 << a.order_of(h))), "referenced page") for h in todo])
         if self.prog.flags & drgn.ProgramFlags.IS_LIVE:
-            self.drop_unstable()
-        self.vmcoreinfo_dropped_at_panic()
+            stage("scan: live re-check", self.drop_unstable)
+        stage("scan: panic vmcoreinfo", self.vmcoreinfo_dropped_at_panic)
         self.result.seconds = time.monotonic() - t0
         return self.result
 
@@ -281,7 +334,7 @@ class ReferenceScan:
                     word = np.array([self.prog.read_u64(ref.address)], np.uint64)
                 except drgn.FaultError:
                     continue
-                if any(int(h[0]) == head for _, h, _ in self.matcher.match(word, ref.kind == "physical")):
+                if self.matcher.still_points(word, ref.kind, head):
                     keep.append(ref)
             if keep:
                 self.result.references[head] = keep
