@@ -76,11 +76,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vmcore_tools.cli", *args], capture_output=True, text=True)
 
 
-def cli_json(*args: str) -> dict:
+def cli_json(*args: str, quiet: bool = True) -> dict:
     """``vmcore-tools ARGS --json --quiet``: exit 0, nothing on stderr, and a
-    document that validates against the schema it names."""
+    document that validates against the schema it names (``quiet=False``
+    for ``diff``, whose ``--quiet`` prints nothing)."""
     from .schemas import validate
-    run = run_cli(*args, "--json", "--quiet")
+    run = run_cli(*args, "--json", *(["--quiet"] if quiet else []))
     assert run.returncode == 0, run.stderr
     assert not run.stderr, run.stderr
     doc = json.loads(run.stdout)

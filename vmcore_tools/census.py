@@ -29,11 +29,12 @@ from drgn.helpers.linux.pid import for_each_task
 
 from .classify import (KERNEL_CLASSES, UNCLAIMED, Evidence, PageClass, ShmemMappings, claim, claim_range,
                        class_counts, classify)
-from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
+from .features import constant, has_member, has_object, has_symbol, kernel_release, vmcoreinfo_numbers
 from .page_owner import PageOwners, page_ext_pfns, page_owner_state
 from .pages import CHUNK_PAGES, Memmap
 from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
+from .stages import run_stage
 
 
 @dataclass
@@ -192,7 +193,7 @@ class Census:
     def to_json(self) -> dict:
         return {
             "schema": "vmcore-tools/census/1",
-            "release": self.prog["init_uts_ns"].name.release.string_().decode(),
+            "release": kernel_release(self.prog),
             "page_size": 1 << self.prog["PAGE_SHIFT"].value_(),
             "total_pages": self.total_pages,
             "classes": self.totals(),
@@ -519,7 +520,7 @@ def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | 
     if counted is not None and counted != walked:
         problems.append(f"buddy walk found {walked} free pages, NR_FREE_PAGES says {counted}")
     return {"schema": "vmcore-tools/buddy/1",
-            "release": prog["init_uts_ns"].name.release.string_().decode(),
+            "release": kernel_release(prog),
             "page_size": 1 << m.page_shift, "free_pages_walked": walked, "nr_free_pages": counted,
             "pcp_pages": sum(z.pcp_pages for z in zones),
             "zones": [z.to_json() for z in zones], "problems": problems}
@@ -536,39 +537,36 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     """
     m = Memmap.from_program(prog)
     classes = np.full(m.nr, UNCLAIMED, np.uint8)
-    zones = walk_free_lists(prog, m, classes)
     problems: list[str] = []
 
-    def guarded(what: str, walk, default):
-        """A walk that faults (a live kernel changed under us, a filtered
-        dump) loses its evidence and says so; the census goes on."""
-        try:
-            return walk()
-        except drgn.FaultError as e:
-            problems.append(f"{what}: walk abandoned, memory unreadable ({e})")
-            return default
+    def stage(name: str, walk, default):
+        return run_stage(name, walk, default, problems)
 
+    zones = stage("free lists", lambda: walk_free_lists(prog, m, classes), [])
     none = np.zeros(0, np.int64)
-    tables = guarded("page tables", lambda: walk_page_tables(prog, m),
-                     PageTableWalk(none, none, np.zeros(0, np.uint64)))
+    tables = stage("page tables", lambda: walk_page_tables(prog, m),
+                   PageTableWalk(none, none, np.zeros(0, np.uint64)))
     claim(classes, tables.tables, PageClass.KERNEL_PAGE_TABLE)
     rings = walk_rings(prog, m)
     problems += rings.problems
-    guarded("per-CPU free lists", lambda: walk_pcp_lists(prog, m, zones, classes), None)
-    vmap = guarded("vmap areas", lambda: walk_vmalloc(prog, m, classes),
-                   VmapPages(prog, none, np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
-    claim(classes, guarded("page_ext tables", lambda: page_ext_pfns(prog, m), none), PageClass.PAGE_EXT)
+    stage("per-CPU free lists", lambda: walk_pcp_lists(prog, m, zones, classes), None)
+    vmap = stage("vmap areas", lambda: walk_vmalloc(prog, m, classes),
+                 VmapPages(prog, none, np.zeros(0, np.uint64), np.zeros(0, np.uint64)))
+    claim(classes, stage("page_ext tables", lambda: page_ext_pfns(prog, m), none), PageClass.PAGE_EXT)
     ev = Evidence(
         classes=classes,
-        page_frag=guarded("page_frag caches", lambda: walk_page_frags(prog, m), none),
+        page_frag=stage("page_frag caches", lambda: walk_page_frags(prog, m), none),
         nic_ring=ring_heads(m, rings),
         shmem=ShmemMappings(prog),
         hugetlb_dtor=hugetlb_dtor(prog),
     )
     problems[:0] = [p for z in zones for p in z.problems]
-    classify(prog, m, ev, (lambda d, t: progress("reading struct pages", d, t)) if progress else None,
-             chunk_pages)
-    counters = kernel_counters(prog)
+    classified = stage("struct pages", lambda: classify(
+        prog, m, ev, (lambda d, t: progress("reading struct pages", d, t)) if progress else None,
+        chunk_pages) is not None, False)
+    if not classified:      # what no walk claimed was not read: not a candidate for a leak
+        classes[classes == UNCLAIMED] = PageClass.UNREADABLE
+    counters = stage("kernel counters", lambda: kernel_counters(prog), {})
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")

@@ -1,8 +1,15 @@
 """The ``vmcore-tools`` command line.
 
 Every command takes the same target options (live kernel by default, or
-``-c VMCORE``), ``--json`` and ``--quiet``.  Exit codes: 0 ok, 1 leak found
-(``report --fail-on-leak``), 2 usage or input error.
+``-c VMCORE``), ``--json`` and ``--quiet``.  Exit codes (``stages``):
+
+* 0: the analysis ran whole;
+* 1: a leak was found and ``--fail-on-leak`` was given (``report``), or
+  ``diff --quiet`` saw the orphaned pages grow;
+* 2: bad input (a missing or foreign core, debug info that does not match,
+  an unwritable output path, a bad option), one line on stderr;
+* 3: a partial result: a stage failed (its problem line says which, and what
+  the result lacks), or the command itself met an internal error.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import drgn
 from tabulate import tabulate
 
 from .census import Census, census as run_census, free_memory, totalram_pages
-from .features import has_object
+from .features import has_object, kernel_release
 from .orphans import OrphanReport, orphans as run_orphans, verdict
 from .htmlreport import report_html
 from .page import explain_page
@@ -32,18 +39,24 @@ from .rings.common import bound_devices
 from .pictures import class_bar_svg, growth_svg, memory_map
 from .slab import SORT_KEYS, slab_caches
 from .snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
-from .tables import class_table, meminfo_table, mib as _mib, orphan_table, referenced_table, ring_table, suspect_table
+from .stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, failed_stages, run_stage
+from .tables import (class_table, meminfo_table, mib as _mib, orphan_table, range_table, referenced_table,
+                     ring_table, suspect_table)
 from .target import TargetError, open_program
 
 
-def target_options(f: Callable) -> Callable:
+def target_options(f: Callable | None = None, *, json_option: bool = True) -> Callable:
+    """The options every command that reads a kernel takes."""
+    if f is None:
+        return lambda g: target_options(g, json_option=json_option)
     f = click.option("-c", "--core", type=click.Path(dir_okay=False),
                      help="vmcore to analyze (ELF or kdump-compressed); default: the running kernel")(f)
     f = click.option("-s", "--vmlinux", type=click.Path(dir_okay=False),
                      help="kernel debug info (vmlinux with DWARF)")(f)
     f = click.option("-d", "--debug-dir", "debug_dirs", multiple=True, type=click.Path(),
                      help="module debug info: a .ko file or a directory of them (repeatable)")(f)
-    f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
+    if json_option:
+        f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
     f = click.option("--quiet", is_flag=True, help="no progress on stderr")(f)
     return f
 
@@ -57,13 +70,13 @@ def _open(core, vmlinux, debug_dirs) -> drgn.Program:
         if core or vmlinux or debug_dirs:
             click.echo("vmcore-tools: error: inside drgn the session's program is used; "
                        "-c/-s/-d are not taken", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
         return _session_program
     try:
         return open_program(core, vmlinux, debug_dirs)
     except TargetError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def run_on(prog: drgn.Program, args: list[str]) -> int:
@@ -96,7 +109,7 @@ def _reading(target: str | None):
             traceback.print_exc()
         hint = "the core is truncated" if "short read" in str(e) else "the core lacks memory the analysis needs"
         click.echo(f"vmcore-tools: error: {target or '/proc/kcore'}: {hint} ({e})", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _analyze(core, vmlinux, debug_dirs, analysis: Callable[[drgn.Program], Any]) -> Any:
@@ -120,13 +133,43 @@ def _write(path: str | Path, content: str | bytes) -> None:
             Path(path).write_text(content)
     except OSError as e:
         click.echo(f"vmcore-tools: error: cannot write {path}: {e.strerror}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
-@click.group()
+class Commands(click.Group):
+    """The command group; an error no stage caught ends the command with one
+    line and exit code 3, never a traceback (``VMCORE_TOOLS_DEBUG=1`` shows it)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:      # noqa: BLE001 -- the last guard
+            if os.environ.get("VMCORE_TOOLS_DEBUG"):
+                traceback.print_exc()
+            name = ctx.invoked_subcommand or "vmcore-tools"
+            click.echo(f"vmcore-tools: error: {name} failed ({type(e).__name__}: {e}); no result "
+                       "(VMCORE_TOOLS_DEBUG=1 shows where)", err=True)
+            sys.exit(EXIT_PARTIAL)
+
+
+def _exit_for(problems: list[str], leak: bool = False) -> None:
+    """Exit 3 when a stage failed (the output above says which), else 1 when
+    a leak is to fail the command, else return (exit 0)."""
+    if failed_stages(problems):
+        sys.exit(EXIT_PARTIAL)
+    if leak:
+        sys.exit(EXIT_LEAK)
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="vmcore-tools")
 def main() -> None:
-    """Where did every page go, and who leaked it?"""
+    """Where did every page go, and who leaked it?
+
+    Exit codes: 0 done, 1 leak found (report --fail-on-leak, diff --quiet),
+    2 bad input, 3 partial result (a stage failed; the output says which)."""
 
 
 @main.command()
@@ -145,7 +188,7 @@ def _info(prog: drgn.Program, core: str | None, as_json: bool) -> None:
     data = {
         "schema": "vmcore-tools/info/2",
         "target": core or "/proc/kcore",
-        "release": uts.release.string_().decode(),
+        "release": kernel_release(prog),
         "machine": uts.machine.string_().decode(),
         "page_size": page_size,
         "totalram_pages": totalram_pages(prog),
@@ -214,6 +257,7 @@ def buddy(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Free memory: buddy free lists per zone, order and migrate type, and per-CPU lists."""
     data = _analyze(core, vmlinux, debug_dirs, lambda prog: free_memory(prog, _progress(quiet)))
     _emit(data, as_json, buddy_text)
+    _exit_for(data["problems"])
 
 
 def buddy_text(d: dict[str, Any]) -> str:
@@ -232,6 +276,7 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     """Every physical page classified by owner, reconciled with the kernel's counters."""
     c = _analyze(core, vmlinux, debug_dirs, lambda prog: run_census(prog, _progress(quiet)))
     _emit(c.to_json(), as_json, lambda _: census_text(c))
+    _exit_for(c.problems)
 
 
 @main.command()
@@ -274,6 +319,7 @@ def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     data = {"schema": "vmcore-tools/rings/1", "rings": c.ring_rows(), "walked": c.rings.walked,
             "problems": c.rings.problems, "nic_ring_pages": c.totals()["nic_ring"]}
     _emit(data, as_json, rings_text)
+    _exit_for(c.problems)
 
 
 @main.command()
@@ -293,8 +339,9 @@ def page(core, vmlinux, debug_dirs, as_json, quiet, where, no_refs) -> None:
             r = explain_page(prog, value, c, references=not no_refs)
         except ValueError as e:
             click.echo(f"vmcore-tools: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
     _emit(r.to_json(), as_json, page_text)
+    _exit_for(c.problems + r.problems)
 
 
 def page_text(d: dict[str, Any]) -> str:
@@ -347,27 +394,54 @@ def orphans_text(r: OrphanReport, top: int) -> str:
     d = r.to_json()
     ps = d["page_size"]
     out = [f"Orphaned pages: {d['orphaned_pages']} pages ({_mib(d['orphaned_pages'], ps)} MiB) in "
-           f"{len(r.orphans)} allocations that nothing references",
+           f"{d['orphaned_allocations']} allocations that nothing references",
            f"Unattributed but referenced: {d['referenced_pages']} pages; "
            f"{d['candidates']} candidates checked, {d['scan']['bytes'] / 2**20:,.0f} MiB of kernel memory "
            f"scanned in {d['scan']['seconds']:.2f} s", ""]
     if r.suspects:
-        out += ["Suspects", suspect_table(d).text(), "", f"Orphans (first {top})", orphan_table(d, top).text(),
-                "", *allocating_stacks(d)]
-    else:
+        listed = min(top, len(d["orphans"]))
+        out += ["Suspects", suspect_table(d).text(), "", "Where they lie (runs of contiguous pages)",
+                range_table(d).text(), "",
+                f"Orphans ({listed} of the {len(d['orphans'])} sampled; --pfns FILE lists all "
+                f"{d['orphaned_allocations']})", orphan_table(d, top).text(), "", *allocating_stacks(d)]
+    elif not d["orphaned_allocations"]:
         out.append("No orphaned pages: every unattributed page is referenced from live kernel memory.")
-    if r.referenced:
-        out += ["", f"Unattributed but referenced (first {top})", referenced_table(d, top).text()]
+    if d["referenced"]:
+        out += ["", f"Unattributed but referenced (first {min(top, d['referenced_allocations'])} "
+                    f"of {d['referenced_allocations']})", referenced_table(d, top).text()]
     return "\n".join(out + _problems(r.problems))
 
 
 @main.command()
 @target_options
 @click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
-def orphans(core, vmlinux, debug_dirs, as_json, quiet, top) -> None:
-    """Allocated pages that no owner, ring or pointer in kernel memory accounts for."""
+@click.option("--pfns", "pfns_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="also write every orphan here, one 'PFN ORDER REFCOUNT SUSPECT' line each ('-': stderr)")
+def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path) -> None:
+    """Allocated pages that no owner, ring or pointer in kernel memory accounts for.
+
+    The report lists each suspect's pages as runs of PFNs and a sample;
+    --pfns lists them all."""
     r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
+    if pfns_path:
+        _write_lines(pfns_path, r.pfn_lines())
     _emit(r.to_json(), as_json, lambda _: orphans_text(r, top))
+    _exit_for(r.census.problems + r.problems)
+
+
+def _write_lines(path: str, lines) -> None:
+    """Stream text chunks to ``path`` ('-': stderr, stdout being the report)."""
+    try:
+        if path == "-":
+            for chunk in lines:
+                sys.stderr.write(chunk)
+            return
+        with open(path, "w") as f:
+            for chunk in lines:
+                f.write(chunk)
+    except OSError as e:
+        click.echo(f"vmcore-tools: error: cannot write {path}: {e.strerror}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command()
@@ -381,18 +455,19 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
     """The one-shot answer: where the memory went, and who leaked it."""
     r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
     c = r.census
-    data = {"schema": "vmcore-tools/report/1", "verdict": verdict(r),
+    m = None
+    if html_path or pictures_dir:
+        m = run_stage("pictures", lambda: memory_map(c.classes, r.found.pfn, r.found.order), None, r.problems)
+    data = {"schema": "vmcore-tools/report/2", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
-    m = memory_map(c.classes, [(o.pfn, o.order) for o in r.orphans]) if html_path or pictures_dir else None
     if html_path:
         _write(html_path, report_html(data, m))
-    if pictures_dir:
+    if pictures_dir and m is not None:
         Path(pictures_dir).mkdir(parents=True, exist_ok=True)
         _write(Path(pictures_dir) / "memory-map.png", m.png())
         _write(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))
     _emit(data, as_json, lambda d: report_text(r, d))
-    if fail_on_leak and r.orphans:
-        sys.exit(1)
+    _exit_for(c.problems + r.problems, leak=fail_on_leak and len(r.found) > 0)
 
 
 def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
@@ -407,7 +482,7 @@ def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
            "Largest owners: " + ", ".join(f"{k} {_mib(v, ps)} MiB" for k, v in top),
            f"Unexplained kernel memory after the reference scan: "
            f"{_mib(r.orphaned_pages, ps)} MiB orphaned, "
-           f"{_mib(sum(x.pages for x in r.referenced), ps)} MiB unattributed but referenced", ""]
+           f"{_mib(r.referenced_pages, ps)} MiB unattributed but referenced", ""]
     if r.suspects:
         out.append(suspect_table(d["orphans"], 5).text())
     rings = [x for x in d["rings"] if x["populated"]]
@@ -419,15 +494,25 @@ def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
 
 @main.command()
 @target_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the snapshot here (default: stdout)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the snapshot (JSON) here")
 def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
-    """A compact JSON summary (classes, slab caches, rings, orphans) to compare later with ``diff``."""
+    """A compact JSON summary (classes, slab caches, rings, orphans) to compare later with ``diff``.
+
+    -o FILE writes it; --json prints it; otherwise a one-line summary is printed."""
     doc = _analyze(core, vmlinux, debug_dirs, lambda prog: take_snapshot(prog, _progress(quiet)))
-    text = json.dumps(doc, indent=1)
     if output:
-        _write(output, text + "\n")
-    else:
-        click.echo(text)
+        _write(output, json.dumps(doc, indent=1) + "\n")
+    _emit(doc, as_json, lambda d: snapshot_text(d, output))
+    _exit_for(doc["problems"])
+
+
+def snapshot_text(d: dict[str, Any], output: str | None) -> str:
+    ps = d["page_size"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(d["taken_at"])) if d["taken_at"] else "unknown time"
+    return (f"snapshot of {d['host']} ({d['release']}) at {when}: {_mib(d['total_pages'], ps)} MiB, "
+            f"{_mib(d['orphaned_pages'], ps)} MiB orphaned in {d['orphans']} allocations, "
+            f"{len(d['slab'])} slab caches, {len(d['rings'])} rings"
+            + (f"; written to {output}" if output else "; -o FILE keeps it for diff"))
 
 
 @main.command()
@@ -437,7 +522,8 @@ def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
 @click.option("--any-host", is_flag=True, help="compare snapshots of different hosts")
 @click.option("--all", "show_all", is_flag=True, help="also list what did not change")
 @click.option("--svg", "svg_path", type=click.Path(dir_okay=False), help="also draw the growth as an SVG chart here")
-@click.option("--quiet", is_flag=True, help="taken as by every command; diff shows no progress anyway")
+@click.option("--quiet", is_flag=True,
+              help="print nothing; exit 1 if the orphaned pages grew, else 0 (as git diff --quiet)")
 def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
     """Growth from snapshot BEFORE to AFTER: per class, slab cache and ring, in MB and MB/hour."""
     try:
@@ -445,9 +531,11 @@ def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
         d = diff_snapshots(a, b, any_host)
     except SnapshotError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     if svg_path:
         _write(svg_path, growth_svg([a, b]))
+    if quiet:
+        sys.exit(EXIT_LEAK if any(g["kind"] == "orphaned" and g["pages"] > 0 for g in d["growth"]) else 0)
     if not show_all:
         d["growth"] = [g for g in d["growth"] if g["pages"] or g["kind"] == "orphaned"]
     _emit(d, as_json, diff_text)
@@ -477,32 +565,31 @@ def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg
         raise click.BadParameter(str(e), param_hint="--interval")
     if core:
         click.echo("vmcore-tools: error: watch samples a live kernel; a vmcore does not change", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     prog = _open(core, vmlinux, debug_dirs)
     series: list[dict] = []
     while True:
         with _reading(core):
-            series.append(take_snapshot(prog))
+            series.append(take_snapshot(prog, _progress(quiet)))
         flagged = steady_growth(series, steps)
         if len(series) > 1 and svg_path:
             _write(svg_path, growth_svg(series))
-        if len(series) > 1:
-            d = diff_snapshots(series[-2], series[-1])
-            grew = [g for g in d["growth"] if g["pages"]]
-            since = diff_snapshots(series[0], series[-1])
-            record = {"schema": "vmcore-tools/watch/1", "sample": len(series), "taken_at": series[-1]["taken_at"],
-                      "growth": grew, "since_start": [g for g in since["growth"] if g["pages"]],
-                      "steady": [{"kind": k, "name": n} for k, n in flagged]}
-            if as_json:
-                click.echo(json.dumps(record))
-            else:
-                click.echo(watch_text(record, since))
+        last = diff_snapshots(series[-2] if len(series) > 1 else series[-1], series[-1])
+        since = diff_snapshots(series[0], series[-1])
+        record = {"schema": "vmcore-tools/watch/1", "sample": len(series), "taken_at": series[-1]["taken_at"],
+                  "growth": [g for g in last["growth"] if g["pages"]],
+                  "since_start": [g for g in since["growth"] if g["pages"]],
+                  "steady": [{"kind": k, "name": n} for k, n in flagged]}
+        click.echo(json.dumps(record) if as_json else watch_text(record, since, series[-1]))
         if count and len(series) >= count:
             break
         time.sleep(seconds)
 
 
-def watch_text(record: dict[str, Any], since: dict[str, Any]) -> str:
+def watch_text(record: dict[str, Any], since: dict[str, Any], snap: dict[str, Any]) -> str:
+    if record["sample"] == 1:
+        return (f"sample 1: {snap['orphaned_pages']} orphaned pages in {snap['orphans']} allocations; "
+                "what grows is shown from the next sample")
     steady = {(x["kind"], x["name"]) for x in record["steady"]}
     lines = [f"sample {record['sample']}: " + (", ".join(
         f"{g['name']} {g['pages']:+} pages" for g in sorted(record["growth"], key=lambda g: -abs(g["pages"]))[:6])

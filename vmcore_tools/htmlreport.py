@@ -9,7 +9,8 @@ from html import escape
 from typing import Any
 
 from .pictures import HEX_COLOURS, MemoryMap, class_bar_svg
-from .tables import class_table, meminfo_table, mib, orphan_table, referenced_table, ring_table, suspect_table
+from .tables import (class_table, meminfo_table, mib, orphan_table, range_table, referenced_table, ring_table,
+                     suspect_table)
 
 STYLE = """
 body { font-family: "DejaVu Sans", sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -34,12 +35,24 @@ def map_legend(m: MemoryMap, page_size: int) -> str:
     return f'<table class="legend"><tr><th></th><th>class</th><th>size</th></tr>{"".join(rows)}</table>'
 
 
-def report_html(data: dict[str, Any], m: MemoryMap) -> str:
+def map_section(m: MemoryMap | None, page_size: int) -> list[str]:
+    """The class bar and the physical memory map; one line if they could not be drawn."""
+    if m is None:
+        return ["<h2>Physical memory map</h2>", "<p>Not drawn: the pictures stage failed (see the problems).</p>"]
+    png = base64.b64encode(m.png()).decode()
+    return [class_bar_svg(m.pages, page_size),
+            "<h2>Physical memory map</h2>",
+            f'<div class="map"><figure><img id="memory-map" alt="physical memory map" '
+            f'src="data:image/png;base64,{png}" width="512">'
+            f'<figcaption class="caption">{escape(m.caption(page_size))}</figcaption></figure>'
+            f"{map_legend(m, page_size)}</div>"]
+
+
+def report_html(data: dict[str, Any], m: MemoryMap | None) -> str:
     """The report of ``vmcore-tools report`` (``data`` is its JSON document)
-    as HTML, with ``m`` the memory map of its census and orphans."""
+    as HTML, with ``m`` the memory map of its census and orphans (None: not drawn)."""
     cj, oj = data["census"], data["orphans"]
     ps = cj["page_size"]
-    png = base64.b64encode(m.png()).decode()
     dec = cj["decomposition"]
     problems = cj["problems"] + oj["problems"]
     title = f"vmcore-tools report: {cj['release']}, {mib(cj['total_pages'], ps)} MiB"
@@ -52,15 +65,12 @@ def report_html(data: dict[str, Any], m: MemoryMap) -> str:
         + f" = T {mib(dec['T'], ps)} MiB (user, kernel, shared, cache, free). "
         f"Unexplained kernel memory: <b>{mib(oj['orphaned_pages'], ps)} MiB orphaned</b>, "
         f"{mib(oj['referenced_pages'], ps)} MiB unattributed but referenced.</p>",
-        class_bar_svg(m.pages, ps),
-        "<h2>Physical memory map</h2>",
-        f'<div class="map"><figure><img id="memory-map" alt="physical memory map" '
-        f'src="data:image/png;base64,{png}" width="512">'
-        f'<figcaption class="caption">{escape(m.caption(ps))}</figcaption></figure>'
-        f"{map_legend(m, ps)}</div>",
+        *map_section(m, ps),
         "<h2>Suspects</h2>",
         suspect_table(oj).html() if oj["suspects"] else "<p>No orphaned pages.</p>",
-        "<h2>Orphaned pages</h2>",
+        range_table(oj).html() if oj["suspects"] else "",
+        f"<h2>Orphaned pages (a sample of each suspect: {len(oj['orphans'])} of "
+        f"{oj['orphaned_allocations']} allocations)</h2>",
         orphan_table(oj, 200).html() if oj["orphans"] else "<p>None.</p>",
         "<h2>Unattributed but referenced</h2>",
         referenced_table(oj, 50).html() if oj["referenced"] else "<p>None.</p>",

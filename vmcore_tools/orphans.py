@@ -10,12 +10,16 @@ scan (``refscan.py``) then splits the candidates into
 * **unattributed but referenced**: someone holds it (a large kmalloc, a
   driver's DMA ring, a hash table), and we say where.
 
-Orphans get evidence -- order, refcount (a bias-like count of thousands to
-65535 is the signature of Duyck-style rx page recycling), NUMA node, the
-rings that use pages of that order, a stale Ethernet frame at a known rx
-offset matched to a local net device, and, when the kernel keeps page_owner
-records (``page_owner=on``), the allocating task and stack -- and are
-grouped into suspects.
+A leak can be most of memory (the i40e case: 100 GB of 128), so the orphans
+are kept as arrays (PFN, order, refcount, suspect: 15 bytes per allocation)
+and grouped by what a vectorized pass can tell -- order and refcount
+pattern.  Evidence that needs a page's bytes or records (a stale frame
+matched to a local net device, the contents, the page_owner stack) is read
+from a bounded sample of each group (``SAMPLE``).  A group no larger than
+the sample is read whole and split by device and allocation site exactly;
+a larger group keeps its exact counts and says what share of its sample
+showed each device.  The report lists run-length PFN ranges and the sample;
+``pfn_lines()`` (``orphans --pfns FILE``) gives every orphan.
 
     >>> from vmcore_tools import orphans
     >>> r = orphans(prog)
@@ -26,39 +30,32 @@ grouped into suspects.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census, census as run_census
-from .debuginfo import module_at
-from .classify import PageClass
+from .classify import KERNEL_CLASSES, PageClass
+from .evidence import Describer, Frame, PageSample, Sniffer, contents_text, device_label, node_of
+from .features import kernel_release
 from .page_owner import PageOwner
-from .pages import Memmap
 from .refscan import Reference, ScanResult, scan_references
-from .rings.common import driver_name, netdev_label
+from .stages import failed_stages, run_stage
 
 #: refcounts from here up look like an rx ring's pagecnt_bias (USHRT_MAX-based)
 BIAS_LIKE = 1024
-#: rx buffer offsets tried when sniffing a page for a frame, besides those the
-#: rings use: legacy rx (0), NET_IP_ALIGN (2), build_skb headroom on x86-64
-#: (64, 192 + NET_IP_ALIGN), each in either half of the page (flipped buffers)
-DEFAULT_RX_OFFSETS = (0, 2, 64, 66, 128, 192, 194, 256, 258)
-ETHERTYPES = {0x0800: "IPv4", 0x86DD: "IPv6", 0x0806: "ARP", 0x8100: "VLAN", 0x88A8: "QinQ",
-              0x88CC: "LLDP", 0x8906: "FCoE", 0x88E5: "MACsec"}
-
-
-@dataclass
-class Frame:
-    offset: int
-    dst: str
-    src: str
-    ethertype: str
-    netdev: str | None      # local net device whose address the frame was sent to
-    driver: str | None
+#: allocations of a group whose bytes and records are read (evenly spaced)
+SAMPLE = 64
+#: run-length PFN ranges listed per suspect
+RANGES_LISTED = 32
+#: referenced allocations listed, largest first
+REFERENCED_LISTED = 200
+#: refcount patterns, in grouping order
+PATTERNS = ("bias", "fresh", "other")
 
 
 @dataclass
@@ -72,6 +69,7 @@ class PageEvidence:
     references: list[str] = field(default_factory=list)   # where it is referenced from
     suspect: int = -1
     page_owner: PageOwner | None = None   # who allocated it (page_owner=on kernels)
+    contents: str | None = None           # evidence.CONTENT_KINDS, where it was read
 
     @property
     def pages(self) -> int:
@@ -91,39 +89,135 @@ class Suspect:
     driver: str | None
     rings_using_order: list[str]
     alloc_site: str | None = None     # page_owner: the function that allocated them
+    #: allocations whose bytes (and page_owner records) were read
+    sampled: int = 0
+    #: of those, how many showed a frame sent to each local device ("eth2 (i40e)")
+    frames: dict[str, int] = field(default_factory=dict)
+    #: of those, how many held each kind of contents (evidence.CONTENT_KINDS)
+    contents: dict[str, int] = field(default_factory=dict)
+    #: pages per NUMA node (exact)
+    nodes: dict[str, int] = field(default_factory=dict)
+    #: the first ``RANGES_LISTED`` runs of contiguous orphaned pages: [first PFN, pages]
+    ranges: list[list[int]] = field(default_factory=list)
+    #: how many such runs the group has in all
+    range_count: int = 0
+
+
+@dataclass
+class Orphans:
+    """Every orphaned allocation, as arrays sorted by PFN."""
+
+    pfn: np.ndarray          # int64, head PFN
+    order: np.ndarray        # uint8
+    refcount: np.ndarray     # int32
+    suspect: np.ndarray      # int16: index into OrphanReport.suspects
+
+    @property
+    def pages(self) -> int:
+        return int((np.int64(1) << self.order.astype(np.int64)).sum())
+
+    def __len__(self) -> int:
+        return int(self.pfn.size)
 
 
 @dataclass
 class OrphanReport:
     census: Census
     scan: ScanResult
-    orphans: list[PageEvidence]
-    referenced: list[PageEvidence]
+    found: Orphans
+    #: referenced candidates, largest first: head PFNs and their references
+    referenced_heads: np.ndarray
+    references: dict[int, list[Reference]]
     suspects: list[Suspect]
+    #: the evidence read from each sampled orphan, by PFN
+    sampled: dict[int, PageSample]
+    records: dict[int, PageOwner]
     seconds: float
     problems: list[str]
     page_owner: str = "absent"      # page_owner_state(): on, off, absent, unsupported
 
     @property
     def orphaned_pages(self) -> int:
-        return sum(o.pages for o in self.orphans)
+        return self.found.pages
+
+    @cached_property
+    def _node(self) -> Callable[[np.ndarray], np.ndarray]:
+        return node_of(self.census)
+
+    @cached_property
+    def _describe(self) -> Describer:
+        return Describer(self.census)
+
+    def _evidence(self, pfns: np.ndarray, suspects: np.ndarray | None = None) -> list[PageEvidence]:
+        a = self.census.memmap
+        orders = a.order_of(pfns).tolist()
+        refcounts = self.census.refcounts(pfns).tolist()
+        nodes = self._node(pfns).tolist()
+        out = []
+        for i, pfn in enumerate(pfns.tolist()):
+            s = self.sampled.get(pfn)
+            ev = PageEvidence(pfn, orders[i], refcounts[i], nodes[i], refcounts[i] >= BIAS_LIKE,
+                              frame=s.frame if s else None, contents=s.contents if s else None,
+                              page_owner=self.records.get(pfn),
+                              suspect=int(suspects[i]) if suspects is not None else -1)
+            if pfn in self.references:
+                ev.references = [self._describe(r) for r in self.references[pfn]]
+            out.append(ev)
+        return out
+
+    @cached_property
+    def orphans(self) -> list[PageEvidence]:
+        """Every orphan as an object, for scripts; the report itself uses
+        ``found`` and the samples, whose size does not grow with the leak."""
+        f = self.found
+        return self._evidence(f.pfn, f.suspect)
+
+    def listed_orphans(self) -> list[PageEvidence]:
+        """The orphans the report lists: each suspect's sample."""
+        f = self.found
+        pick = np.isin(f.pfn, np.fromiter(self.sampled, np.int64, len(self.sampled)))
+        return self._evidence(f.pfn[pick], f.suspect[pick])
+
+    @cached_property
+    def referenced(self) -> list[PageEvidence]:
+        """Every unattributed but referenced allocation, largest first, with
+        where it is referenced from."""
+        return self._evidence(self.referenced_heads)
+
+    @property
+    def referenced_pages(self) -> int:
+        orders = self.census.memmap.order_of(self.referenced_heads).astype(np.int64)
+        return int((np.int64(1) << orders).sum())
+
+    def pfn_lines(self) -> Iterator[str]:
+        """Every orphan as a line ``PFN ORDER REFCOUNT SUSPECT``, a slice at a time."""
+        f = self.found
+        step = 1 << 16
+        for lo in range(0, len(f), step):
+            sl = slice(lo, lo + step)
+            rows = np.stack([f.pfn[sl], f.order[sl].astype(np.int64), f.refcount[sl].astype(np.int64),
+                             f.suspect[sl].astype(np.int64)], axis=1)
+            yield "".join(f"{p} {o} {r} {s}\n" for p, o, r, s in rows.tolist())
 
     def to_json(self) -> dict:
         c = self.census
         return {
-            "schema": "vmcore-tools/orphans/1",
-            "release": c.prog["init_uts_ns"].name.release.string_().decode(),
-            "page_size": 1 << c.memmap.page_shift,
-            "candidates": len(self.orphans) + len(self.referenced),
+            "schema": "vmcore-tools/orphans/2",
+            "release": kernel_release(c.prog),
+            "page_size": c.memmap.page_size,
+            "candidates": len(self.found) + int(self.referenced_heads.size),
             "orphaned_pages": self.orphaned_pages,
-            "referenced_pages": sum(r.pages for r in self.referenced),
+            "orphaned_allocations": len(self.found),
+            "referenced_pages": self.referenced_pages,
+            "referenced_allocations": int(self.referenced_heads.size),
             "suspects": [asdict(s) for s in self.suspects],
-            "orphans": [asdict(o) for o in self.orphans],
-            "referenced": [asdict(r) for r in self.referenced],
+            "orphans": [asdict(o) for o in self.listed_orphans()],
+            "referenced": [asdict(r) for r in self._evidence(self.referenced_heads[:REFERENCED_LISTED])],
             "scan": {"bytes": self.scan.bytes_scanned, "seconds": round(self.scan.seconds, 3),
                      "gb_per_s": round(self.scan.gb_per_s, 3)},
             "seconds": round(self.seconds, 3),
             "verdict": verdict(self),
+            "coverage": coverage(self),
             "page_owner": self.page_owner,
             "problems": self.problems,
         }
@@ -150,30 +244,19 @@ def orphans(prog: drgn.Program, census: Census | None = None,
         if changed:
             problems.append(f"{changed} unreferenced allocation(s) changed owner or size while read (live): "
                             "not reported")
-    nodes = _node_of(c)
-    netdevs = local_netdevs(prog)
-    offsets = rx_offsets(c)
-    where = Describer(c)
-    orphaned, referenced = [], []
-    refcounts = c.refcounts(heads).tolist()
-    orders = a.order_of(heads).tolist()
-    for pfn, refcount, order in zip(heads.tolist(), refcounts, orders):
-        ev = PageEvidence(pfn, order, refcount, nodes(pfn), refcount >= BIAS_LIKE)
-        refs = references.get(pfn)
-        if refs:
-            ev.references = [where(r) for r in refs]
-            referenced.append(ev)
-        else:
-            ev.frame = sniff_frame(prog, a, pfn, offsets, netdevs)
-            orphaned.append(ev)
-    referenced.sort(key=lambda r: (-r.pages, r.pfn))
-    if c.page_owners is not None and orphaned:
-        records = c.page_owners.lookup(np.array([o.pfn for o in orphaned], np.int64))
-        for o in orphaned:
-            o.page_owner = records.get(o.pfn)
-    suspects = group_suspects(orphaned, c)
-    return OrphanReport(c, scan, orphaned, referenced, suspects, time.monotonic() - t0, problems,
-                        c.page_owner_state)
+    held = np.fromiter(references, np.int64, len(references))
+    is_ref = np.isin(heads, held)
+    ref_heads = heads[is_ref]
+    ref_orders = a.order_of(ref_heads).astype(np.int64)
+    ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
+    pfn = heads[~is_ref]
+    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8), c.refcounts(pfn).astype(np.int32),
+                    np.full(pfn.size, -1, np.int16))
+    sampled: dict[int, PageSample] = {}
+    records: dict[int, PageOwner] = {}
+    suspects = run_stage("suspects", lambda: group_suspects(c, found, sampled, records, problems), [], problems)
+    return OrphanReport(c, scan, found, ref_heads, references, suspects, sampled, records,
+                        time.monotonic() - t0, problems, c.page_owner_state)
 
 
 def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],
@@ -188,7 +271,7 @@ def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Refer
     again = run_census(c.prog, progress)
     heads2 = candidate_heads(again)
     scan2 = scan_references(again, heads2, progress)
-    unreferenced = np.array([h for h in heads.tolist() if h not in references], np.int64)
+    unreferenced = heads[~np.isin(heads, np.fromiter(references, np.int64, len(references)))]
     same = np.isin(unreferenced, heads2) & (again.memmap.order_of(unreferenced) == c.memmap.order_of(unreferenced))
     for h in unreferenced[same].tolist():
         if h in scan2.references:
@@ -196,14 +279,48 @@ def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Refer
     return np.setdiff1d(heads, unreferenced[~same]), int((~same).sum())
 
 
-def verdict(r: OrphanReport) -> str:
-    """The answer in one plain sentence or two."""
+def coverage(r: OrphanReport) -> dict:
+    """What this core let the analysis see, and what it did not: the part of
+    a verdict that says how far to trust it."""
     c = r.census
-    ps = 1 << c.memmap.page_shift
+    return {
+        "architecture": c.prog.platform.arch.name.lower(),
+        "unreadable_pages": c.totals()["unreadable"],
+        "rings_walked": list(c.rings.walked),
+        "rings_not_walked": sorted({p.split(":")[0] for p in c.rings.problems
+                                    if "rings are not walked" in p or "debug info lacks" in p}),
+        "failed_stages": failed_stages(c.problems + r.problems),
+    }
+
+
+def coverage_text(cov: dict, page_size: int) -> str:
+    """The coverage in one sentence."""
+    parts = [f"architecture {cov['architecture']}",
+             f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
+             "the dump)" if cov["unreadable_pages"] else "all memory readable",
+             f"rings walked: {', '.join(cov['rings_walked']) or 'none'}"]
+    if cov["rings_not_walked"]:
+        parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
+    if cov["failed_stages"]:
+        parts.append(f"PARTIAL: failed stages {', '.join(cov['failed_stages'])}")
+    return "Coverage: " + "; ".join(parts) + "."
+
+
+def verdict(r: OrphanReport) -> str:
+    """The answer in one plain sentence or two, and what it covers."""
+    c = r.census
+    ps = c.memmap.page_size
+    return f"{_answer(r)} {coverage_text(coverage(r), ps)}"
+
+
+def _answer(r: OrphanReport) -> str:
+    c = r.census
+    ps = c.memmap.page_size
     t = c.totals()
-    slab_share = t["slab"] / max(c.total_pages, 1)
-    if not r.orphans:
-        return (f"No page-allocator leak: every unattributed page ({sum(x.pages for x in r.referenced)} "
+    kernel = sum(t[k.label] for k in KERNEL_CLASSES)
+    slab_share = t["slab"] / max(kernel, 1)
+    if not len(r.found):
+        return (f"No page-allocator leak: every unattributed page ({r.referenced_pages} "
                 f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
     named = [s for s in r.suspects if s.netdev]
     if named:
@@ -214,10 +331,11 @@ def verdict(r: OrphanReport) -> str:
                f"(stale frames sent to it)")
     else:
         who = "no device could be named from their contents"
-    orders = "/".join(str(o) for o in sorted({o.order for o in r.orphans}))
-    return (f"{_size(r.orphaned_pages * ps)} in {len(r.orphans)} order-{orders} allocations leaked from "
+    orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
+    return (f"{_size(r.orphaned_pages * ps)} in {len(r.found)} order-{orders} allocations leaked from "
             f"the page allocator (orphaned: nothing references them); {who}. Slab is "
-            f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)}).")
+            f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)} "
+            f"of {_size(kernel * ps)}).")
 
 
 def _size(nbytes: int) -> str:
@@ -227,171 +345,129 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-# --- evidence ------------------------------------------------------------------
-
-def _node_of(c: Census) -> Callable[[int], int]:
-    spans = [(z.start_pfn, z.end_pfn, z.node) for z in c.zones]
-
-    def node(pfn: int) -> int:
-        return next((n for lo, hi, n in spans if lo <= pfn < hi), -1)
-    return node
-
-
-def local_netdevs(prog: drgn.Program) -> dict[bytes, tuple[str, str]]:
-    """MAC address -> (net device, driver) for every net device in every namespace."""
-    out = {}
-    for net in for_each_net(prog):
-        for dev in for_each_netdev(net):
-            length = dev.addr_len.value_()
-            if length != 6:
-                continue
-            mac = prog.read(dev.dev_addr.value_(), 6) if dev.dev_addr.type_.kind == drgn.TypeKind.POINTER \
-                else bytes(dev.dev_addr.value_()[:6])
-            parent = dev.dev.parent
-            out[mac] = (netdev_label(dev), driver_name(parent) if parent else "")
-    return out
-
-
-def rx_offsets(c: Census) -> list[int]:
-    """Buffer offsets the rings use, plus the usual ones."""
-    seen = set(DEFAULT_RX_OFFSETS)
-    for r in c.rings.rings:
-        if r.kind == "rx" and r.bias.size and (r.bias >= 0).any():
-            seen.update(np.unique(r.offset).tolist())
-    return sorted(seen)
-
-
-def _mac(b: bytes) -> str:
-    return ":".join(f"{x:02x}" for x in b)
-
-
-def sniff_frame(prog: drgn.Program, a: Memmap, pfn: int, offsets: list[int],
-                netdevs: dict[bytes, tuple[str, str]]) -> Frame | None:
-    """A stale received frame in the page: at an rx offset, in either half of
-    the page (rx buffers are flipped between halves), a destination MAC, a
-    unicast source MAC and a known ethertype.  A frame sent to a local net
-    device wins over a broadcast or multicast one."""
-    size = (1 << a.page_shift) << a.order_of(pfn)
-    try:
-        data = prog.read(a.virt_of_pfn(pfn), size)
-    except drgn.FaultError:
-        return None
-    best = None
-    halves = sorted({0, size // 2})
-    for half in halves:
-        for off in offsets:
-            o = half + (off % (size // 2))
-            if o + 14 > size:
-                continue
-            dst, src = data[o:o + 6], data[o + 6:o + 12]
-            etype = int.from_bytes(data[o + 12:o + 14], "big")
-            if etype not in ETHERTYPES or src[0] & 1 or src == bytes(6):
-                continue
-            local = netdevs.get(dst)
-            if local is None and not dst[0] & 1:
-                continue        # unicast to nobody we know: not convincing
-            frame = Frame(o, _mac(dst), _mac(src), ETHERTYPES[etype],
-                          local[0] if local else None, local[1] if local else None)
-            if local:
-                return frame
-            best = best or frame
-    return best
-
-
-class Describer:
-    """Where a reference lives, in words a kernel engineer can look up."""
-
-    def __init__(self, c: Census):
-        self.prog = c.prog
-        self.a = c.memmap
-        self.vmap = c.vmap
-
-    def __call__(self, ref: Reference) -> str:
-        prog, a = self.prog, self.a
-        if ref.where:
-            return ref.where
-        if ref.region == "vmalloc":
-            return self.vmalloc(ref.address)
-        sym = self.symbol(ref.address)
-        if sym:
-            return f"{ref.region} {sym}"
-        if ref.region.startswith("per-cpu cpu"):
-            cpu = int(ref.region.removeprefix("per-cpu cpu"))
-            offset = ref.address - prog["__per_cpu_offset"][cpu].value_()
-            try:
-                sym = prog.symbol(offset)
-                return f"per-cpu {sym.name}+{offset - sym.address:#x} of cpu {cpu}"
-            except LookupError:
-                return f"per-cpu area of cpu {cpu} +{offset:#x}"
-        if ref.region == "referenced page":
-            return f"page pfn {a.pfn_of_virt(ref.address)} (unattributed, itself referenced) +{ref.address & 0xfff:#x}"
-        return f"{ref.region} {ref.address:#x}"
-
-    def vmalloc(self, direct_addr: int) -> str:
-        """The symbol at the vmalloc address of a word (module data and bss),
-        else the vmap area and its caller."""
-        pfn = self.a.pfn_of_virt(direct_addr)
-        area = self.vmap.where(pfn)
-        if area is None:
-            return f"vmalloc page pfn {pfn}"
-        base, caller = area
-        addr = base + (direct_addr & ((1 << self.a.page_shift) - 1))
-        where = self.symbol(addr) or f"{addr:#x} (area of {caller or 'unknown caller'})"
-        return f"vmalloc {where}"
-
-    def symbol(self, addr: int) -> str:
-        """``module:symbol+offset`` (or ``symbol+offset`` in vmlinux); "" if none."""
-        try:
-            sym = self.prog.symbol(addr)
-        except LookupError:
-            return ""
-        module = module_at(self.prog, addr)
-        return f"{module + ':' if module else ''}{sym.name}+{addr - sym.address:#x}"
-
-
 # --- suspects ------------------------------------------------------------------
 
-def group_suspects(orphans: list[PageEvidence], c: Census) -> list[Suspect]:
-    """Group orphans by order, refcount pattern, the device their frames
-    were sent to and (with page_owner) the function that allocated them,
-    largest group first; each orphan gets its group's id."""
+def refcount_pattern(refcount: np.ndarray) -> np.ndarray:
+    """Index into ``PATTERNS`` per refcount: bias-like (an rx ring's
+    pagecnt_bias was lost with the page), 1 (fresh), or other."""
+    return np.where(refcount >= BIAS_LIKE, 0, np.where(refcount == 1, 1, 2)).astype(np.int8)
+
+
+def even_sample(n: int, k: int = SAMPLE) -> np.ndarray:
+    """``min(n, k)`` indexes spread evenly over ``range(n)``."""
+    return np.arange(n) if n <= k else np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def pfn_ranges(pfn: np.ndarray, order: np.ndarray) -> tuple[list[list[int]], int]:
+    """Runs of contiguous pages covered by the allocations (sorted by PFN):
+    the first ``RANGES_LISTED`` as [first PFN, pages], and how many in all."""
+    if not pfn.size:
+        return [], 0
+    ends = pfn + (np.int64(1) << order.astype(np.int64))
+    starts = np.concatenate([[0], np.flatnonzero(pfn[1:] != ends[:-1]) + 1])
+    stops = np.concatenate([starts[1:], [pfn.size]]) - 1
+    listed = [[int(pfn[s]), int(ends[e] - pfn[s])] for s, e in zip(starts[:RANGES_LISTED], stops[:RANGES_LISTED])]
+    return listed, int(starts.size)
+
+
+def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
+                   records: dict[int, PageOwner], problems: list[str]) -> list[Suspect]:
+    """Group the orphans, largest group first, and set ``found.suspect``.
+
+    Groups are made by order and refcount pattern, over all orphans at once.
+    Each group's bytes and page_owner records are read from an even sample
+    of ``SAMPLE`` allocations (into ``sampled`` and ``records``).  A group
+    read whole is split by the device its frames were sent to and by its
+    allocation site; a larger one stays whole, with its sample's shares."""
+    sniff = run_stage("evidence: frames", lambda: Sniffer(c), None, problems)
+    owners = c.page_owners
+    nodes = node_of(c)(found.pfn)
     ring_orders = c.rings.orders_by_driver(c.memmap)
-    groups: dict[tuple, list[PageEvidence]] = {}
-    for o in orphans:
-        pattern = "bias" if o.bias_like else ("fresh" if o.refcount == 1 else "other")
-        dev = (o.frame.netdev, o.frame.driver) if o.frame and o.frame.netdev else (None, None)
-        site = o.page_owner.alloc_site if o.page_owner else None
-        groups.setdefault((o.order, pattern, dev, site), []).append(o)
+    key = found.order.astype(np.int64) * len(PATTERNS) + refcount_pattern(found.refcount)
+    groups: list[tuple[str, np.ndarray, tuple[str | None, str | None], str | None]] = []
+    for k in np.unique(key).tolist():
+        members = np.flatnonzero(key == k)
+        pick = members[even_sample(members.size)]
+        pfns = found.pfn[pick]
+        if sniff is not None:
+            def read() -> None:
+                for p, o in zip(pfns.tolist(), found.order[pick].tolist()):
+                    if (s := sniff(p, o)) is not None:
+                        sampled[p] = s
+            run_stage("evidence: contents", read, None, problems)
+        if owners is not None:
+            records.update(run_stage("evidence: page_owner", lambda: owners.lookup(pfns), {}, problems))
+        pattern = PATTERNS[k % len(PATTERNS)]
+        if pick.size < members.size:
+            groups.append((pattern, members, _device(pfns, sampled), None))
+            continue
+        split: dict[tuple, list[int]] = {}
+        for i, p in zip(members.tolist(), pfns.tolist()):
+            s, rec = sampled.get(p), records.get(p)
+            dev = (s.frame.netdev, s.frame.driver) if s and s.frame and s.frame.netdev else (None, None)
+            split.setdefault((dev, rec.alloc_site if rec else None), []).append(i)
+        groups += [(pattern, np.array(idx, np.int64), dev, site) for (dev, site), idx in split.items()]
+
     suspects = []
-    ordered = sorted(groups.items(), key=lambda kv: -sum(o.pages for o in kv[1]))
-    for sid, ((_, pattern, (netdev, driver), site), members) in enumerate(ordered):
-        for o in members:
-            o.suspect = sid
-        orders = sorted({o.order for o in members})
-        refs = [o.refcount for o in members]
-        pages = sum(o.pages for o in members)
-        rings = sorted({r for order in orders for r in ring_orders.get(order, [])})
-        label = _label(pattern, members, orders, pages, netdev, driver, rings)
-        if site:
-            label += f"; allocated by {site}"
-        suspects.append(Suspect(sid, label, pages, len(members), orders, min(refs), max(refs),
-                                netdev, driver, rings, site))
+    order_of_group = sorted(range(len(groups)), key=lambda g: -int(
+        (np.int64(1) << found.order[groups[g][1]].astype(np.int64)).sum()))
+    for sid, g in enumerate(order_of_group):
+        pattern, members, (netdev, driver), site = groups[g]
+        found.suspect[members] = sid
+        suspects.append(_suspect(sid, pattern, members, netdev, driver, site, found, nodes, sampled,
+                                 ring_orders))
     return suspects
 
 
-def _label(pattern: str, members: list[PageEvidence], orders: list[int], pages: int,
-           netdev: str | None, driver: str | None, rings: list[str]) -> str:
-    order_txt = "/".join(str(o) for o in orders)
-    lo, hi = min(o.refcount for o in members), max(o.refcount for o in members)
+def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | None, str | None]:
+    """The local device most of a sample's frames were sent to, if most were."""
+    devs = Counter((s.frame.netdev, s.frame.driver) for p in pfns.tolist()
+                   if (s := sampled.get(p)) and s.frame and s.frame.netdev)
+    if devs:
+        dev, n = devs.most_common(1)[0]
+        if 2 * n > pfns.size:
+            return dev
+    return None, None
+
+
+def _suspect(sid: int, pattern: str, members: np.ndarray, netdev: str | None, driver: str | None,
+             site: str | None, found: Orphans, nodes: np.ndarray, sampled: dict[int, PageSample],
+             ring_orders: dict[int, list[str]]) -> Suspect:
+    pfn, order, refcount = found.pfn[members], found.order[members], found.refcount[members]
+    pages_each = np.int64(1) << order.astype(np.int64)
+    orders = np.unique(order).tolist()
+    seen = [sampled[p] for p in pfn.tolist() if p in sampled] if members.size <= SAMPLE else \
+        [sampled[p] for p in pfn[even_sample(pfn.size)].tolist() if p in sampled]
+    frames = Counter(s.frame.device for s in seen if s.frame and s.frame.device)
+    contents = Counter(s.contents for s in seen)
+    node_pages = {str(n): int(pages_each[nodes[members] == n].sum()) for n in np.unique(nodes[members]).tolist()}
+    ranges, range_count = pfn_ranges(pfn, order)
+    rings = sorted({r for o in orders for r in ring_orders.get(o, [])})
+    s = Suspect(sid, "", int(pages_each.sum()), int(members.size), orders, int(refcount.min()),
+                int(refcount.max()), netdev, driver, rings, site, len(seen), dict(frames), dict(contents),
+                node_pages, ranges, range_count)
+    s.label = _label(pattern, s)
+    return s
+
+
+def _label(pattern: str, s: Suspect) -> str:
+    order_txt = "/".join(str(o) for o in s.orders)
+    lo, hi = s.refcount_min, s.refcount_max
     refcount = f"refcount {lo}" if lo == hi else f"refcount {lo}-{hi}"
     what = {
         "bias": f"{refcount}, bias-like: an rx ring's pagecnt_bias was lost with them",
-        "fresh": "refcount 1: allocated and never used",
+        "fresh": f"refcount 1, {contents_text(s.contents, s.sampled)}",
         "other": refcount,
     }[pattern]
-    text = f"{len(members)} order-{order_txt} allocations ({pages} pages), {what}"
-    if netdev:
-        text += f"; stale frames addressed to {netdev} ({driver or 'unknown driver'})"
-    elif rings:
-        text += f"; rings using order-{order_txt} pages: {', '.join(rings)}"
+    text = f"{s.allocations} order-{order_txt} allocations ({s.pages} pages), {what}"
+    whole = s.sampled == s.allocations
+    if s.netdev:
+        device = device_label(s.netdev, s.driver)
+        text += f"; stale frames addressed to {device}"
+        if not whole:
+            text += f" in {s.frames.get(device, 0)} of {s.sampled} sampled"
+    elif s.rings_using_order:
+        text += f"; rings using order-{order_txt} pages: {', '.join(s.rings_using_order)}"
+    if s.alloc_site:
+        text += f"; allocated by {s.alloc_site}"
     return text

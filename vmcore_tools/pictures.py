@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 
@@ -103,17 +102,23 @@ class MemoryMap:
                 f"one row = {per_row}")
 
 
-def map_values(classes: np.ndarray, orphans: Iterable[tuple[int, int]] = ()) -> np.ndarray:
-    """The census' class array with orphaned pages (``(pfn, order)``) marked :data:`ORPHANED`."""
+def map_values(classes: np.ndarray, pfn: np.ndarray | None = None, order: np.ndarray | None = None) -> np.ndarray:
+    """The census' class array with the orphaned allocations (head ``pfn``
+    and ``order`` arrays) marked :data:`ORPHANED`, one pass per order."""
     values = classes.copy()
-    for pfn, order in orphans:
-        values[pfn:pfn + (1 << order)] = ORPHANED
+    if pfn is None or not pfn.size:
+        return values
+    order = np.zeros(pfn.size, np.uint8) if order is None else order
+    for o in np.unique(order).tolist():
+        heads = pfn[order == o].astype(np.int64)
+        values[(heads[:, None] + np.arange(1 << o, dtype=np.int64)).ravel()] = ORPHANED
     return values
 
 
-def memory_map(classes: np.ndarray, orphans: Iterable[tuple[int, int]] = ()) -> MemoryMap:
-    """The physical memory map of a census (``Census.classes``)."""
-    values = map_values(classes, orphans)
+def memory_map(classes: np.ndarray, pfn: np.ndarray | None = None, order: np.ndarray | None = None) -> MemoryMap:
+    """The physical memory map of a census (``Census.classes``), orphaned
+    allocations (``pfn``, ``order``) marked."""
+    values = map_values(classes, pfn, order)
     n = values.size
     per_pixel = 1
     while math.ceil(n / per_pixel) > MAX_PIXELS:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import drgn
 
-from .features import has_object
+from .features import has_object, kernel_release
 from .orphans import orphans
 from .slab import slab_caches
 
@@ -51,7 +51,7 @@ def take_snapshot(prog: drgn.Program, progress: Callable[[str, int, int], None] 
     return {
         "schema": SCHEMA,
         "host": uts.nodename.string_().decode(errors="replace"),
-        "release": uts.release.string_().decode(errors="replace"),
+        "release": kernel_release(prog),
         "taken_at": kernel_time(prog),
         "page_size": 1 << c.memmap.page_shift,
         "total_pages": c.total_pages,
@@ -59,7 +59,7 @@ def take_snapshot(prog: drgn.Program, progress: Callable[[str, int, int], None] 
         "slab": {x.name: x.pages for x in slab_caches(prog, "name")},
         "rings": {f"{x['driver']} {x['device']} {x['kind']}{x['queue']}": x["pages"] for x in c.ring_rows()},
         "orphaned_pages": r.orphaned_pages,
-        "orphans": len(r.orphans),
+        "orphans": len(r.found),
         "problems": c.problems + r.problems,
     }
 

@@ -63,9 +63,17 @@ def _frame(o: dict[str, Any]) -> str:
 
 
 def orphan_table(orphans: dict[str, Any], top: int) -> Table:
-    return Table(["pfn", "order", "refcount", "node", "suspect", "stale frame"],
-                 [(o["pfn"], o["order"], o["refcount"], o["node"], o["suspect"], _frame(o))
+    return Table(["pfn", "order", "refcount", "node", "suspect", "contents", "stale frame"],
+                 [(o["pfn"], o["order"], o["refcount"], o["node"], o["suspect"], o["contents"] or "-", _frame(o))
                   for o in orphans["orphans"][:top]])
+
+
+def range_table(orphans: dict[str, Any], per_suspect: int = 4) -> Table:
+    """Where each suspect's pages lie: its first runs of contiguous PFNs."""
+    return Table(["#", "runs", "first runs (pfn+pages)"],
+                 [(s["id"], s["range_count"], " ".join(f"{lo}+{n}" for lo, n in s["ranges"][:per_suspect])
+                   + (" ..." if s["range_count"] > per_suspect else ""))
+                  for s in orphans["suspects"]], [None, None, 100])
 
 
 def referenced_table(orphans: dict[str, Any], top: int) -> Table:

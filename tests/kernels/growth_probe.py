@@ -1,16 +1,17 @@
 """Run inside a live guest with fake_i40e loaded: snapshot, make the leak
 grow (fake_i40e's leak_more parameter), snapshot again and diff; then watch
-the kernel while the leak keeps growing.  Prints one JSON document.
+the kernel, making the leak grow once between each two samples.  Prints one
+JSON document.
 
     growth_probe.py VMLINUX [DEBUG_INFO ...]
 """
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from vmcore_tools import open_program
@@ -33,25 +34,29 @@ grown_log = leaked_pages() - before_log
 b = take_snapshot(prog)
 d = diff(a, b)
 
-stop = threading.Event()
-
-
-def keep_leaking() -> None:
-    while not stop.is_set():
-        LEAK_MORE.write_text("3")
-        time.sleep(1)
-
-
-leaker = threading.Thread(target=keep_leaking)
-leaker.start()
+# watch, driven per sample: after each sample's line, watch is stopped
+# (SIGSTOP) while the module leaks more, then let go; so every step of the
+# series has a leak in it however slowly the guest runs, and nothing leaks
+# while a sample is being taken
 SVG = Path("/tmp/growth.svg")
-cli = [sys.executable, "-m", "vmcore_tools.cli", "watch", "--interval", "1s", "--count", "5", "--steps", "3",
-       "--json", "--quiet", "--svg", str(SVG), "-s", vmlinux, *(x for path in debug for x in ("-d", path))]
-try:
-    watch = subprocess.run(cli, capture_output=True, text=True, timeout=900)
-finally:
-    stop.set()
-    leaker.join()
+SAMPLES = 5
+cli = [sys.executable, "-m", "vmcore_tools.cli", "watch", "--interval", "3s", "--count", str(SAMPLES),
+       "--steps", "3", "--json", "--quiet", "--svg", str(SVG), "-s", vmlinux,
+       *(x for path in debug for x in ("-d", path))]
+watch = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+lines, step_log_pages = [], []
+for line in watch.stdout:
+    lines.append(line)
+    if not line.startswith("{") or json.loads(line)["sample"] >= SAMPLES:
+        continue
+    os.kill(watch.pid, signal.SIGSTOP)
+    logged = leaked_pages()
+    LEAK_MORE.write_text("3")
+    step_log_pages.append(leaked_pages() - logged)
+    os.kill(watch.pid, signal.SIGCONT)
+stderr = watch.stderr.read()
+rc = watch.wait(timeout=900)
 print(json.dumps({"grown_log_pages": grown_log, "before": a, "after": b, "diff": d,
-                  "watch_rc": watch.returncode, "watch_svg": SVG.read_text() if SVG.exists() else None, "watch_stderr": watch.stderr[-2000:],
-                  "watch": [json.loads(line) for line in watch.stdout.splitlines() if line.startswith("{")]}))
+                  "watch_rc": rc, "watch_svg": SVG.read_text() if SVG.exists() else None,
+                  "watch_stderr": stderr[-2000:], "step_log_pages": step_log_pages,
+                  "watch": [json.loads(line) for line in lines if line.startswith("{")]}))

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ..conftest import KERNELS, cli_json, sample_core
+from ..conftest import KERNELS, cli_json, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -56,8 +56,18 @@ def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
     # diff of a snapshot with itself: valid, nothing grew; its growth chart is SVG
     snap = tmp_path / "snap.json"
     snap.write_text(json.dumps(docs["snapshot"]))
-    d = cli_json("diff", str(snap), str(snap), "--svg", str(tmp_path / "growth.svg"))
+    d = cli_json("diff", str(snap), str(snap), "--svg", str(tmp_path / "growth.svg"), quiet=False)
     assert all(g["pages"] == 0 for g in d["growth"])
+    # diff --quiet, as git diff --quiet: no output, exit 1 only when the orphaned pages grew
+    grown = tmp_path / "grown.json"
+    grown.write_text(json.dumps({**docs["snapshot"], "orphaned_pages": docs["snapshot"]["orphaned_pages"] + 3}))
+    for after, rc in ((snap, 0), (grown, 1)):
+        run = run_cli("diff", "--quiet", str(snap), str(after))
+        assert (run.returncode, run.stdout, run.stderr) == (rc, "", "")
+    # snapshot without --json: one line of text, and -o keeps the document
+    run = run_cli("snapshot", "-o", str(tmp_path / "kept.json"), *core.args)
+    assert run.returncode == 0 and len(run.stdout.splitlines()) == 1 and "written to" in run.stdout
+    assert json.loads((tmp_path / "kept.json").read_text())["classes"] == docs["snapshot"]["classes"]
     svg = ET.parse(tmp_path / "growth.svg").getroot()
     assert svg.tag == f"{SVG}svg" and svg.findall(f"{SVG}polyline")
     bar = ET.parse(tmp_path / "pictures" / "classes.svg").getroot()

@@ -269,7 +269,7 @@ def test_no_orphans_without_a_leak():
 
 def test_cli_orphans_and_rings_json(leak_core):
     doc = cli_json("orphans", *leak_core.args)
-    assert doc["schema"] == "vmcore-tools/orphans/1"
+    assert doc["schema"] == "vmcore-tools/orphans/2"
     sids = {s["id"] for s in doc["suspects"]}
     for o in doc["orphans"]:
         assert {"pfn", "order", "refcount", "suspect"} <= o.keys()
@@ -301,7 +301,7 @@ def test_report_names_the_leak_and_fails_on_it(leak_core):
     verdict = next(line for line in run.stdout.splitlines() if line.startswith("Verdict:"))
     assert "leaked from the page allocator" in verdict and "i40e rx buffers of eth2" in verdict
     doc = cli_json("report", *leak_core.args)
-    assert doc["schema"] == "vmcore-tools/report/1"
+    assert doc["schema"] == "vmcore-tools/report/2"
     assert doc["verdict"] == verdict.removeprefix("Verdict: ")
     assert doc["orphans"]["orphaned_pages"] == sum(1 << l["order"] for l in leak_core.manifest["planted_leaks"])
 
@@ -326,7 +326,7 @@ def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     assert (doc["class"], doc["order"], doc["refcount"], doc["references"]) == \
         ("unattributed", leak["order"], leak["refcount"], [])
     ring = next(x for x in c.rings.rings if x.driver == "i40e" and x.populated)
-    slot = explain_page(prog, c.memmap.memmap + int(ring.pfn[0]) * c.memmap.page_size, c)
+    slot = explain_page(prog, c.memmap.memmap + int(ring.pfn[0]) * c.memmap.struct_size, c)
     assert slot.given == "struct page" and slot.klass == "nic_ring"
     assert slot.owner.startswith(f"ring {ring.name} slot {int(ring.slot[0])},")
     referenced = {x.pfn for x in r.referenced}

@@ -17,7 +17,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 def test_one_pixel_per_page_when_it_fits():
     classes = np.full(512 * 512, PageClass.FREE, np.uint8)
     classes[1000] = PageClass.SLAB
-    m = memory_map(classes, [(5000, 1)])
+    m = memory_map(classes, np.array([5000]), np.array([1], np.uint8))
     assert (m.width, m.height, m.pages_per_pixel) == (512, 512, 1)
     assert tuple(m.rgb[1000 // 512, 1000 % 512]) == COLOURS[PageClass.SLAB]
     for pfn in (5000, 5001):
@@ -32,7 +32,7 @@ def test_a_block_shows_its_majority_unless_it_holds_a_leak():
     classes[0:3] = PageClass.FILE                          # block 0: 3 file, 1 anon -> file
     classes[4] = PageClass.UNATTRIBUTED                    # block 1: one unattributed -> unattributed
     classes[8] = PageClass.UNATTRIBUTED                    # block 2: unattributed, but an orphan too
-    m = memory_map(classes, [(9, 0)])
+    m = memory_map(classes, np.array([9]), np.array([0], np.uint8))
     assert (m.pages_per_pixel, m.width, m.height) == (4, 1024, 1024)
     row = m.rgb[0]
     assert tuple(row[0]) == COLOURS[PageClass.FILE]
