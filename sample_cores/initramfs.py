@@ -3,8 +3,9 @@
 Debian kernels build virtio-pci (before 6.12) and 9p as modules, so the
 initramfs carries busybox, the module closure needed for a virtio 9p mount,
 and an ``/init`` that loads them, mounts the host's ``/`` read-only, builds
-a tmpfs root from its top-level directories and hands over to
-``sample_cores/guest/init.sh``.  The same image boots the
+a tmpfs root from its top-level directories, mounts the run's share and
+hands over to the copy of ``sample_cores/guest/init.sh`` the host put
+there.  The same image boots the
 capture kernel of a kdump run.
 """
 
@@ -43,9 +44,15 @@ for path in /hostroot/* /hostroot/.[!.]*; do
         $B mkdir /newroot/$name && $B mount --bind "$path" /newroot/$name
     fi
 done
-init=$($B sed -n 's/.*vmct.init=\([^ ]*\).*/\1/p' /proc/cmdline)
+# The host's whole root stays reachable at /.host (read-only): init.sh binds
+# back the host paths the run needs under the directories the guest mounts
+# its own tmpfs on (a clone in /tmp).  The run's own share is /vmct, with
+# the init script the host put there.
+$B mkdir /newroot/.host /newroot/vmct
+$B mount --bind /hostroot /newroot/.host
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {out_tag} /newroot/vmct
 $B umount /proc
-exec $B switch_root /newroot /bin/bash "$init"
+exec $B switch_root /newroot /bin/bash /vmct/init.sh
 """
 
 
@@ -83,7 +90,7 @@ def module_load_order(k: Kernel, names: tuple[str, ...]) -> list[str]:
 
 def build_initramfs(k: Kernel) -> Path:
     """Build (once) and return the initramfs for kernel ``k``."""
-    init = INIT.replace("{root_tag}", HOST_ROOT_TAG)
+    init = INIT.replace("{root_tag}", HOST_ROOT_TAG).replace("{out_tag}", OUT_TAG)
     key = hashlib.sha256((init + k.abi).encode()).hexdigest()[:12]
     out = k.root / f"initramfs-{key}.cpio.gz"
     if out.exists():

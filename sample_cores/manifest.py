@@ -25,9 +25,11 @@ KPF_BITS = {
     "KSM": 21, "THP": 22, "OFFLINE": 23, "ZERO_PAGE": 24, "IDLE": 25, "PGTABLE": 26,
 }
 
-#: the fake drivers (fake_i40e, fake_intel's fake_ixgbe, ...) and vmct_workload log these
+#: the fake drivers (fake_i40e, fake_intel's fake_ixgbe, ...), vmct_workload and vmct_shapes log these
 LEAK_RE = re.compile(
-    r"(?:fake_\w+|vmct_workload): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+    r"(?:fake_\w+|vmct_\w+): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
+#: pages vmct_shapes owns without a plain pointer, and how it holds them
+OWNED_RE = re.compile(r"vmct_shapes: owned pfn=(\d+) kind=(\S+)")
 PARKED_RE = re.compile(
     r"fake_\w+: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
 RING_RE = re.compile(
@@ -94,6 +96,12 @@ def parse_log(text: str) -> tuple[list[dict], list[dict]]:
     return leaks, decoys
 
 
+def parse_owned(text: str) -> list[dict]:
+    """Pages vmct_shapes owns through a list, a chain, a table, a mapping, a
+    thread's stack or a large buffer (``kind``)."""
+    return [{"pfn": int(m[0]), "kind": m[1]} for m in OWNED_RE.findall(text)]
+
+
 def parse_parked(text: str) -> list[dict]:
     """Pages the fake drivers left held outside their rx slots: a frame in
     progress (kind ``skb`` or ``xdp`` in the ring, ``slot-skb`` in a slot)
@@ -121,6 +129,7 @@ def guest_truth(out_dir: Path) -> dict:
         "planted_leaks": leaks,
         "decoys": decoys,
         "parked": parse_parked(dmesg),
+        "owned": parse_owned(dmesg),
         "fake_rings": parse_rings(dmesg),
         "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -80,17 +81,18 @@ def _scaled(gb: int, mode: str = "dump") -> Scenario:
 SCENARIOS = {
     s.name: s for s in (
         Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, a page lost after a "
-                 "heap-held one (vmct_workload), full workload",
+                 "heap-held one (vmct_workload), pages owned without a plain pointer with a page lost in "
+                 "each shape (vmct_shapes), full workload",
                  {"vmct_workload": "split_leak=1"}),
         Scenario("no-leak", "the same guest with no page leaked",
-                 {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0"}),
+                 {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0", "vmct_shapes": "leak=0"}),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
                  memory_mb=1280),
         Scenario("page-owner", "the i40e leak on a kernel built with CONFIG_PAGE_OWNER, booted "
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
-                 workload=False, cmdline="page_owner=on",
+                 workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
                  kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner")),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
@@ -119,8 +121,22 @@ def _digest(*parts: object) -> str:
     return h.hexdigest()[:12]
 
 
+#: top-level directories the guest does not take from the host (initramfs.INIT)
+HIDDEN_TOPS = ("tmp", "run", "mnt", "media")
+
+
 def _cmdline(*extra: str) -> str:
-    return " ".join(["console=ttyS0", f"vmct.init={GUEST_DIR / 'init.sh'}", "panic=-1", *filter(None, extra)])
+    return " ".join(["console=ttyS0", "panic=-1", *filter(None, extra)])
+
+
+def host_paths(*paths: Path) -> list[str]:
+    """Of ``paths`` (as given, and with symlinks resolved), those under a
+    directory the guest hides (a clone in /tmp, a cache behind a link
+    there): the guest binds them back from the host's root.  A path inside
+    another one of the list is left out: binding the outer one brings it."""
+    given = {Path(os.path.abspath(p)) for p in paths} | {p.resolve() for p in paths}
+    hidden = sorted({str(p) for p in given if len(p.parts) > 1 and p.parts[1] in HIDDEN_TOPS})
+    return [p for p in hidden if not any(p.startswith(q + "/") for q in hidden)]
 
 
 def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
@@ -139,11 +155,14 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     }
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
     lines.append("INSMOD=(" + " ".join(shlex.quote(i) for i in insmod) + ")")
+    needed = host_paths(REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
+    lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in needed) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
     if not sc.workload:
         wargs.append("--netdevs-only")
     lines.append("WORKLOAD_ARGS=(" + " ".join(wargs) + ")")
     (out / "job.env").write_text("\n".join(lines) + "\n")
+    shutil.copy(GUEST_DIR / "init.sh", out / "init.sh")
 
 
 def _prepare(sc: Scenario, line: str, log) -> tuple[Kernel, dict[str, Path], Path]:
@@ -245,7 +264,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
         **truth,
     }
     (spec.out_dir / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
-    for junk in ("job.env",):
+    for junk in ("job.env", "init.sh"):
         (spec.out_dir / junk).unlink(missing_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     spec.out_dir.rename(dest)

@@ -2,37 +2,27 @@
 point at a page?
 
 kmemleak cannot see pages taken straight from the page allocator.  We do
-what it would do for them: read the memory the kernel can reach -- writable
-image data and bss, the per-CPU areas, allocated slab objects, vmalloc areas
-(module data included), large kmalloc, page_frag and NIC rx buffer pages
-(skb heads, whose ``skb_shared_info`` names the pages of their frags), task
-stacks from their saved stack pointer up -- as 64-bit words, and look for any word that
-is
+what it would do for them: read the memory the kernel can reach as 64-bit
+words and look for words that name a candidate page.  *What* is read and
+*how* a word counts there is the registry's (``registry.ROOTS``); who holds
+pages without any such word is too (``registry.OWNERS``).  This module is
+the engine: the vectorized matcher (``Matcher``: struct page pointers,
+direct-map addresses, physical addresses, table entries), the readers the
+registry names, and the transitive closure -- a candidate page that is
+referenced is itself live memory, because it may hold the only pointer to
+another one (a large kmalloc'd array of buffers, a DMA descriptor ring, the
+next level of a page table).
 
-* the address of one of the candidate pages' ``struct page`` (any byte of it),
-* a direct-map address inside the page (any offset), or
-* its physical (= DMA, without an IOMMU) address, at any 64-byte aligned
-  offset -- but only in pages that are themselves untyped and referenced
-  (device descriptor rings, DMA-coherent buffers).  Everywhere else a
-  physical-looking number is as likely a timestamp or a hash.  Even there a
-  page-aligned number with at most two bits set (``0x4000000``) is taken for
-  what it nearly always is, a size or a mask (``is_round``): a firmware table
-  in such a page once held 64 MiB three times over, and hid a leaked page at
-  PFN 16384 in a live guest.
+A physical-looking number is as likely a timestamp or a hash, so physical
+addresses count only in referenced pages: 64-byte aligned and not a round
+number (``is_round``: a firmware table once held 64 MiB three times over
+and hid a leaked page at PFN 16384), or as entries of a page shaped like a
+hardware table (``table_entries``).
 
-Two more kinds of reference need no scan: a page the kernel maps outside
-the direct map (a leaf of ``init_mm``'s page tables: espfix stacks,
-``vm_map_ram``), and a page that follows a page referenced by its start
-address in a run of order-0 pages with refcount 1, inside the buddy block
-that page can head -- ``alloc_pages_exact()`` splits its block into such
-pages and the caller keeps only the address of the first.
-
-The scan is transitive: a candidate page that is referenced is itself read,
-because it may hold the only pointer to another one (a large kmalloc'd array
-of buffers, a DMA descriptor ring).  Stale values are the enemy of a leak
-detector, so memory that is not live is not read: free slab objects (a hit in
-a slab page is confirmed as an allocated object, ``slab.SlabObjects``), stack below the
-saved stack pointer, and the cached stacks of dead tasks.
+Stale values are the enemy of a leak detector, so memory that is not live
+is not read: free slab objects (a hit in a slab page is confirmed as an
+allocated object, ``slab.SlabObjects``), stack below the saved stack
+pointer, and the cached stacks of dead tasks.
 """
 
 from __future__ import annotations
@@ -52,6 +42,7 @@ from .features import has_member, has_object, has_symbol
 from .page_owner import PageOwners
 from .pages import Memmap
 from .slab import SlabObjects
+from .registry import OWNERS, PHYSICAL, ROOTS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Owner, Root
 from .stages import run_stage
 
 #: Bytes read and scanned at a time.
@@ -228,6 +219,8 @@ class ReferenceScan:
         self.slab_objects = SlabObjects(self.prog, a)
         #: bytes of a largest buddy block: bounds an skb frag's length and offset
         self.frag_limit = self.max_block << a.page_shift
+        #: how words count in the root being read (registry.Root.counts)
+        self.counts: frozenset[str] = frozenset()
 
     # -- reading -----------------------------------------------------------
 
@@ -249,14 +242,18 @@ class ReferenceScan:
             self.scan_bytes(data, lo, region)
 
     def scan_bytes(self, data: bytes, base: int, region: str) -> None:
+        """Match the words of ``data`` (read at ``base``) the way the root
+        being read counts them (``self.counts``)."""
         words = np.frombuffer(data, "<u8", len(data) // 8)
         self.result.bytes_scanned += len(data)
-        refs = self.result.references
-        for idx, heads, kind in self.matcher.match(words, physical=region == "referenced page"):
-            if region == RX_BUFFERS:
-                keep = frag_entries(words, idx, self.frag_limit) if kind == "struct page" \
-                    else np.zeros(idx.size, bool)
-                idx, heads = idx[keep], heads[keep]
+        refs, counts = self.result.references, self.counts
+        physical = PHYSICAL in counts or TABLE_ENTRY in counts
+        for idx, heads, kind in self.matcher.match(words, physical):
+            if kind == STRUCT_PAGE and SKB_FRAG in counts and STRUCT_PAGE not in counts:
+                keep = frag_entries(words, idx, self.frag_limit)
+            else:
+                keep = np.full(idx.size, kind in counts)
+            idx, heads = idx[keep], heads[keep]
             for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
                 found = refs.setdefault(head, [])
                 if len(found) >= MAX_REFS:
@@ -282,40 +279,76 @@ class ReferenceScan:
 
     # -- what is scanned ---------------------------------------------------
 
-    def run(self) -> ScanResult:
+    def run(self, without: frozenset[str] = frozenset()) -> ScanResult:
+        """Read every root and ask every owner of the registry, then again
+        for the pages found referenced until nothing new is found; entries
+        named in ``without`` are left out (to test what each one holds)."""
         t0 = time.monotonic()
-        a, c = self.a, self.census
+        roots = [r for r in ROOTS if r.name not in without]
+        owners = [o for o in OWNERS if o.name not in without]
 
-        def stage(name: str, fn: Callable[[], None]) -> None:
-            run_stage(name, fn, None, self.result.problems)
+        def run_root(root: Root, *args) -> None:
+            self.counts = root.counts
+            run_stage(f"scan: {root.name}", lambda: getattr(self, root.read)(*args), None, self.result.problems)
 
-        stage("scan: kernel data", self.scan_image)
-        stage("scan: per-cpu areas", self.scan_percpu_first_chunk)
-        stage("scan: task stacks", self.scan_stacks)
-        stage("scan: slab", lambda: self.scan_pfns(c.pfns_of(PageClass.SLAB), "slab"))
-        stage("scan: vmalloc", lambda: self.scan_pfns(
-            np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), self.cached_stack_pfns()), "vmalloc"))
-        # page_frag pages and rx buffers hold skb heads, and each head's
-        # skb_shared_info lists the pages of that skb's frags
-        stage("scan: kernel pages",
-              lambda: self.scan_pfns(c.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages"))
-        stage("scan: rx buffers", lambda: self.scan_pfns(c.pfns_of(PageClass.NIC_RING), RX_BUFFERS))
-        stage("scan: kernel mappings", self.kernel_mappings)
-        # transitive closure: a referenced candidate is live memory too
+        def run_owner(owner: Owner) -> None:
+            run_stage(f"scan: {owner.name}", getattr(self, owner.find), None, self.result.problems)
+
+        for root in roots:
+            if not root.closure:
+                run_root(root)
+        for owner in owners:
+            if not owner.closure:
+                run_owner(owner)
         scanned: set[int] = set()
         while True:
-            stage("scan: allocation runs", self.extend_runs)
-            todo = [h for h in self.result.references if h not in scanned]
-            if not todo:
+            for owner in owners:
+                if owner.closure:
+                    run_owner(owner)
+            todo = np.array(sorted(h for h in self.result.references if h not in scanned), np.int64)
+            if not todo.size:
                 break
-            scanned.update(todo)
-            stage("scan: referenced pages", lambda: [
-                self.scan_pfns(np.arange(h, h + (1 << a.order_of(h))), "referenced page") for h in todo])
+            scanned.update(todo.tolist())
+            for root in roots:
+                if root.closure:
+                    run_root(root, todo)
         if self.prog.flags & drgn.ProgramFlags.IS_LIVE:
-            stage("scan: live re-check", self.drop_unstable)
-        stage("scan: panic vmcoreinfo", self.vmcoreinfo_dropped_at_panic)
+            run_stage("scan: live re-check", self.drop_unstable, None, self.result.problems)
         self.result.seconds = time.monotonic() - t0
         return self.result
+
+    # -- the roots (registry.ROOTS) ------------------------------------------
+
+    def scan_slab(self) -> None:
+        self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")
+
+    def scan_vmalloc(self) -> None:
+        c = self.census
+        self.scan_pfns(np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU), self.cached_stack_pfns()),
+                       "vmalloc")
+
+    def scan_kernel_pages(self) -> None:
+        self.scan_pfns(self.census.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages")
+
+    def scan_rx_buffers(self) -> None:
+        self.scan_pfns(self.census.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
+
+    def scan_referenced_pages(self, heads: np.ndarray) -> None:
+        """Every page of the referenced candidates ``heads``."""
+        orders = self.a.order_of(heads).astype(np.int64)
+        pfns = np.concatenate([np.arange(h, h + (1 << o)) for h, o in zip(heads.tolist(), orders.tolist())])
+        self.scan_pfns(pfns, "referenced page")
+
+    def scan_memmap_links(self, heads: np.ndarray) -> None:
+        """The ``struct page`` of each referenced candidate in ``heads``
+        (its ``lru`` and ``private`` words name the next page of a list)."""
+        a = self.a
+        for head in heads.tolist():
+            addr = a.memmap + head * a.struct_size
+            try:
+                self.scan_bytes(self.prog.read(addr, a.struct_size), addr, "struct page")
+            except drgn.FaultError:
+                self.result.problems.append(f"struct page of pfn {head}: unreadable")
 
     def drop_unstable(self) -> None:
         """Live kernel: re-read every referring word and drop the references

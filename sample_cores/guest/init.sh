@@ -16,14 +16,17 @@ mount -t sysfs sys /sys
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mkdir -p /dev/shm /dev/pts && mount -t tmpfs shm /dev/shm && mount -t devpts devpts /dev/pts
-mkdir -p /tmp/out
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmctout /tmp/out
-OUT=/tmp/out
+OUT=/vmct       # the run's share, mounted by the initramfs
 say() { echo "VMCT-$*" > /dev/console; }
 die() { say "FAILED $*"; sleep 2; echo b > /proc/sysrq-trigger; }
 
 # shellcheck source=/dev/null
 . "$OUT/job.env" || die "no job.env"
+# host paths the run needs that lie under a directory the guest hides (the
+# tmpfs mounts above; /mnt, /media): bound back from the host's root
+for path in "${HOST_PATHS[@]}"; do
+    mkdir -p "$path" && mount --bind "/.host$path" "$path" || die "cannot bind $path"
+done
 exec >> "$OUT/guest.log" 2>&1
 
 if [ -e /proc/vmcore ]; then

@@ -259,14 +259,6 @@ def test_orphans_on_kdump_compressed_core(kdump_core):
     assert orphan_pfns(r) == {l["pfn"] for l in kdump_core.manifest["planted_leaks"]}
 
 
-def test_no_orphans_without_a_leak():
-    core = sample_core("no-leak", "6.1")
-    assert not core.manifest["planted_leaks"]
-    r = orphans(core.program())
-    assert r.orphans == [], [(o.pfn, o.order, o.refcount) for o in r.orphans]
-    assert r.census.totals()["nic_ring"] > 0
-
-
 def test_cli_orphans_and_rings_json(leak_core):
     doc = cli_json("orphans", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/orphans/2"

@@ -95,3 +95,35 @@ def test_kdump_compressed_core_from_real_capture_kernel(kdump_core):
     for leak in m["planted_leaks"]:
         page = pfn_to_page(prog, leak["pfn"])
         assert page._refcount.counter.value_() == leak["refcount"], leak
+
+
+def test_a_clone_anywhere_boots_its_guest(tmp_path):
+    """The factory run from a copy of the repo in a path with a space under
+    /tmp (which the guest mounts its own tmpfs on), with the cache reached
+    through a link there too: the guest runs the copy's code and reads the
+    cache by the link's path."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sample_cores.cache import cache_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "a clone"
+    shutil.copytree(repo, clone, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache"))
+    link = tmp_path / "the cache"
+    link.symlink_to(cache_dir())
+    probe = ("import json, os, sample_cores, vmcore_tools; "
+             "print(json.dumps({'code': [sample_cores.__file__, vmcore_tools.__file__], "
+             "'cache': os.listdir(os.environ['VMCORE_TOOLS_CACHE'])}))")
+    run = subprocess.run([sys.executable, "-m", "sample_cores", "live", "intel-family", "--kernel", "6.1", "--",
+                          "env", f"VMCORE_TOOLS_CACHE={link}", sys.executable, "-c", probe],
+                         cwd=clone, env={**os.environ, "VMCORE_TOOLS_CACHE": str(link)},
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert all(f.startswith(str(clone) + "/") for f in seen["code"]), seen
+    assert "kernels" in seen["cache"], seen

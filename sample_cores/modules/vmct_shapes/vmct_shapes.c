@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmct_shapes: pages that kernel code owns without any pointer a plain
+ * scan would find next to them, each written the way the kernel or a real
+ * driver keeps such pages, and a page lost inside each shape.
+ *
+ *  - a page pool on a list threaded through page->lru, its head in .bss
+ *    (TTM's pools, the kexec image's control and destination pages, the
+ *    balloon drivers' page lists);
+ *  - a chain through page->private, each page naming the next one's
+ *    struct page (virtio_net's big-packet page chain, rq->pages);
+ *  - a three-level table of physical addresses with flag bits (an IOMMU
+ *    page table: VT-d second-level entries are phys | R | W), the root
+ *    held by a pointer in .bss, entries at scattered slots;
+ *  - a page mapped with vm_map_ram() whose only trace is the mapping
+ *    (what a driver keeps is the virtual address);
+ *  - a page held in a sleeping kernel thread's local variable;
+ *  - a page named only from inside a large kmalloc buffer.
+ *
+ * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
+ * with leak=1 (the default) one page of the list, the chain and the table
+ * each is lost: "vmct_shapes: leaked pfn=... ring=<shape>".
+ */
+#include <linux/module.h>
+#include <linux/mm.h>
+#include <linux/gfp.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/kthread.h>
+#include <linux/delay.h>
+#include <linux/io.h>
+#include <linux/completion.h>
+
+#define POOL_PAGES 12
+#define CHAIN_PAGES 6
+#define TABLE_MIDS 3
+#define LEAVES_PER_MID 4
+#define ENTRY_RW 0x3ULL         /* VT-d second level: read | write */
+
+static int leak = 1;
+module_param(leak, int, 0444);
+
+static LIST_HEAD(pool);                 /* ttm_pool_type.pages style */
+static struct page *chain;              /* virtio_net rq->pages style */
+static u64 *table_root;                 /* an IOMMU domain's pgd */
+static void *mapped;                    /* vm_map_ram()'s address */
+static struct task_struct *holder;
+static void **large_buf;                /* a large kmalloc'd array */
+
+static void owned(struct page *page, const char *kind)
+{
+	pr_info("vmct_shapes: owned pfn=%lu kind=%s\n", page_to_pfn(page), kind);
+}
+
+static void lost(struct page *page, const char *shape)
+{
+	pr_info("vmct_shapes: leaked pfn=%lu order=0 refcount=%d ring=%s\n", page_to_pfn(page),
+		page_ref_count(page), shape);
+}
+
+/* what a driver writes into a page it fills: not zero, not a pattern */
+static void fill(struct page *page, unsigned int seed)
+{
+	u32 *p = page_address(page);
+	unsigned int i;
+
+	for (i = 0; i < PAGE_SIZE / 4; i++)
+		p[i] = seed * 2654435761u + i * 40503u;
+}
+
+static int build_pool(void)
+{
+	struct page *page, *drop = NULL;
+	int i;
+
+	for (i = 0; i < POOL_PAGES; i++) {
+		page = alloc_page(GFP_KERNEL);
+		if (!page)
+			return -ENOMEM;
+		fill(page, i);
+		list_add_tail(&page->lru, &pool);
+		if (leak && i == POOL_PAGES / 2)
+			drop = page;
+	}
+	if (drop)
+		list_del(&drop->lru);   /* taken off the pool, never given back */
+	list_for_each_entry(page, &pool, lru)
+		owned(page, "lru-list");
+	if (drop)
+		lost(drop, "lru-list");
+	return 0;
+}
+
+static int build_chain(void)
+{
+	struct page *page, *prev;
+	int i;
+
+	for (i = 0; i < CHAIN_PAGES; i++) {
+		page = alloc_page(GFP_KERNEL);
+		if (!page)
+			return -ENOMEM;
+		fill(page, 100 + i);
+		set_page_private(page, (unsigned long)chain);
+		chain = page;
+	}
+	if (leak) {     /* unlink the third page without freeing it */
+		prev = chain;
+		for (i = 0; i < 2; i++)
+			prev = (struct page *)page_private(prev);
+		page = (struct page *)page_private(prev);
+		set_page_private(prev, page_private(page));
+		lost(page, "private-chain");
+	}
+	for (page = chain; page; page = (struct page *)page_private(page))
+		owned(page, "private-chain");
+	return 0;
+}
+
+static u64 entry_of(struct page *page)
+{
+	return page_to_phys(page) | ENTRY_RW;
+}
+
+static int build_table(void)
+{
+	/* scattered slots, as IOVAs spread over the table */
+	static const int slots[] = { 3, 77, 200, 311, 460, 509 };
+	struct page *root, *mid, *leaf;
+	u64 *mid_va;
+	int m, l;
+
+	root = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!root)
+		return -ENOMEM;
+	table_root = page_address(root);
+	owned(root, "table-root");
+	for (m = 0; m < TABLE_MIDS; m++) {
+		mid = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!mid)
+			return -ENOMEM;
+		mid_va = page_address(mid);
+		table_root[slots[m * 2]] = entry_of(mid);
+		owned(mid, "table-level");
+		for (l = 0; l < LEAVES_PER_MID; l++) {
+			leaf = alloc_page(GFP_KERNEL);
+			if (!leaf)
+				return -ENOMEM;
+			fill(leaf, 200 + m * 8 + l);
+			mid_va[slots[l]] = entry_of(leaf);
+			if (leak && m == 1 && l == 2) {
+				mid_va[slots[l]] = 0;   /* unmapped, never freed */
+				lost(leaf, "table");
+			} else {
+				owned(leaf, "table-leaf");
+			}
+		}
+	}
+	return 0;
+}
+
+static DECLARE_COMPLETION(holding);
+
+/* the page lives in this thread's local variable only, across its sleeps */
+static int hold(void *unused)
+{
+	struct page *mine = alloc_page(GFP_KERNEL);
+
+	if (mine) {
+		fill(mine, 300);
+		owned(mine, "kthread-local");
+	}
+	complete(&holding);
+	while (!kthread_should_stop())
+		msleep_interruptible(1000);
+	if (mine)
+		__free_page(mine);
+	return 0;
+}
+
+static int build_others(void)
+{
+	struct page *page;
+
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	mapped = vm_map_ram(&page, 1, NUMA_NO_NODE);
+	if (!mapped)
+		return -ENOMEM;
+	memset(mapped, 0x5a, 64);
+	owned(page, "vm-map-ram");
+
+	holder = kthread_run(hold, NULL, "vmct_holder");
+	if (IS_ERR(holder))
+		return PTR_ERR(holder);
+	wait_for_completion(&holding);
+
+	large_buf = kzalloc(32 * 1024, GFP_KERNEL);
+	page = alloc_page(GFP_KERNEL);
+	if (!large_buf || !page)
+		return -ENOMEM;
+	fill(page, 400);
+	large_buf[1000] = page;
+	owned(page, "large-kmalloc-held");
+	return 0;
+}
+
+static int __init shapes_init(void)
+{
+	int err = build_pool();
+
+	err = err ?: build_chain();
+	err = err ?: build_table();
+	err = err ?: build_others();
+	return err;
+}
+
+static void __exit shapes_exit(void)
+{
+	/* test guests never unload it; the memory is theirs until the dump */
+}
+
+module_init(shapes_init);
+module_exit(shapes_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("vmcore-tools sample cores: pages owned without a plain pointer");

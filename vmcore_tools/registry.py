@@ -1,0 +1,129 @@
+"""The reference model, as data: what the scan reads and how a word counts
+there (*roots*), and who holds pages without a word pointing at them
+(*owners*).
+
+This is the one place that answers "what memory does the scan read, and
+what counts as a reference there?" and "who owns pages without a
+pointer?".  Each entry says the kernel fact it rests on, the kernels it
+applies to, and the test that fails when the entry is removed
+(``tests/kernels/test_registry.py`` removes each in turn).  The scan
+(``refscan.ReferenceScan``) runs the roots in order, then the owners; the
+entries marked ``closure`` run again for every page found referenced, until
+nothing new is found.
+
+How a word can count (``Root.counts``):
+
+* ``STRUCT_PAGE``: the address of a candidate's ``struct page`` (any byte);
+* ``DIRECT_MAP``: a direct-map address inside the page (any offset);
+* ``PHYSICAL``: its physical (DMA without an IOMMU) address, 64-byte
+  aligned and not a round number (``refscan.is_round``);
+* ``TABLE_ENTRY``: a hardware-style table entry, physical address with flag
+  bits, in a page shaped like a table (``refscan.table_entries``);
+* ``SKB_FRAG``: a ``struct page`` pointer followed by an skb frag's length
+  and offset (``refscan.frag_entries``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG = (
+    "struct page", "direct map", "physical", "table entry", "skb frag")
+POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
+
+
+@dataclass(frozen=True)
+class Root:
+    """Memory the scan reads, and how a word counts there."""
+
+    name: str                 # its stage is "scan: NAME" (stages.STAGES)
+    read: str                 # the ReferenceScan method that reads it
+    counts: frozenset[str]
+    fact: str
+    kernels: str
+    test: str
+    closure: bool = False     # read again for every page found referenced
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Holders of pages that no scanned word points at."""
+
+    name: str                 # its stage is "scan: NAME"
+    find: str                 # the ReferenceScan method that finds them
+    fact: str
+    kernels: str
+    test: str
+    closure: bool = False
+
+
+ROOTS: tuple[Root, ...] = (
+    Root("kernel data", "scan_image", POINTERS,
+         "Globals live in the image's _sdata.._edata, __bss_start..__bss_stop and __ro_after_init "
+         "(boot-time hash tables); x86 frees the unused tail of .bss..decrypted at boot, so that span "
+         "is not read (FREED_IMAGE_SPANS).",
+         "all", "tests/kernels/test_orphans.py::test_decoys_are_not_orphans"),
+    Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
+         "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
+         "__per_cpu_start, pcpu_unit_size bytes) holds the static per-CPU variables.",
+         "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Root("task stacks", "scan_stacks", POINTERS,
+         "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "
+         "dead frames. A task on a CPU has no saved SP we trust: all of its stack.",
+         "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Root("slab", "scan_slab", POINTERS,
+         "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
+         "page counts only inside an allocated object (slab.SlabObjects).",
+         "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single"),
+    Root("vmalloc", "scan_vmalloc", POINTERS,
+         "vmalloc areas (module data and bss among them) are live while their vmap area is busy; the "
+         "per-CPU cached_stacks of exited tasks are not.",
+         "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Root("kernel pages", "scan_kernel_pages", POINTERS,
+         "Large kmalloc (compound pages without a slab) and page_frag pages hold objects and skb heads.",
+         "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Root("rx buffers", "scan_rx_buffers", frozenset({SKB_FRAG}),
+         "dev_alloc_pages() does not clear a page, so an rx buffer holds stale data; the one kernel "
+         "structure it carries that can hold another page is an skb_shared_info's frags[].",
+         "all", "tests/unit/test_matcher.py::test_only_frag_shaped_page_pointers_count_in_rx_buffers"),
+    Root("referenced pages", "scan_referenced_pages",
+         frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
+         "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "
+         "(physical addresses), the upper levels of page tables and IOMMU tables (entries with flags).",
+         "all", "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels", closure=True),
+    Root("memmap links", "scan_memmap_links", POINTERS,
+         "A page kept on a list through its own struct page (page->lru: TTM pools, kexec and balloon "
+         "lists; page->private chains) is named only by the struct page of the page before it; the "
+         "struct page of a referenced page is live memory. Pages freed to the buddy allocator have "
+         "their list links poisoned (list_del), so a stale link does not survive allocation.",
+         "all", "tests/kernels/test_owned_shapes.py::test_page_lists_through_struct_page", closure=True),
+)
+
+OWNERS: tuple[Owner, ...] = (
+    Owner("kernel mappings", "kernel_mappings",
+          "A page the kernel maps outside the direct map without a vm_struct (espfix stacks, "
+          "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables.",
+          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Owner("allocation runs", "extend_runs",
+          "alloc_pages_exact() splits a block into order-0 pages and the caller keeps only the first "
+          "one's address (refscan.ReferenceScan.extend_runs); page_owner decides where it can.",
+          "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single",
+          closure=True),
+    Owner("panic vmcoreinfo", "vmcoreinfo_dropped_at_panic",
+          "crash_save_vmcoreinfo() switches vmcoreinfo_data to its safe copy at panic, dropping the "
+          "only pointer to the page crash_save_vmcoreinfo_init() allocated.",
+          "kdump cores", "tests/kernels/test_orphans.py::test_orphans_on_kdump_compressed_core"),
+)
+
+
+def entry(name: str) -> Root | Owner:
+    """The root or owner called ``name``."""
+    for e in (*ROOTS, *OWNERS):
+        if e.name == name:
+            return e
+    raise KeyError(name)
+
+
+def describe() -> list[str]:
+    """One line per entry: what it is and the fact behind it."""
+    return [f"{'root ' if isinstance(e, Root) else 'owner'} {e.name}: {e.fact}" for e in (*ROOTS, *OWNERS)]
