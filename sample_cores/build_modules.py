@@ -68,7 +68,7 @@ def modules_of(k: Kernel, directory: str) -> tuple[str, ...]:
 
 def _digest(k: Kernel, directory: str) -> str:
     h = hashlib.sha256(k.abi.encode())
-    for path in sorted((MODULES_SRC / directory).rglob("*")):
+    for path in sorted([*(MODULES_SRC / directory).rglob("*"), *(MODULES_SRC / "include").rglob("*")]):
         if path.is_file():
             h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
@@ -97,6 +97,7 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(MODULES_SRC / directory, work)
+    shutil.copytree(MODULES_SRC / "include", work, dirs_exist_ok=True)     # headers they share
     log(f"[{k.line}] building {', '.join(names)} {flags}")
     proc = subprocess.run(
         ["make", "-C", str(k.build_dir), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",

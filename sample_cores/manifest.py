@@ -1,8 +1,9 @@
 """Ground truth recorded next to each core (``manifest.json``).
 
 Everything here comes from the guest's own view captured right before the
-dump (``/proc`` files, ``/proc/kpageflags``, ``/proc/kpagecount``) and from
-the kernel log lines the test modules print.  It is what the analyzer's
+dump (``/proc`` files, ``/proc/kpageflags``, ``/proc/kpagecount``), from
+the test modules' records of the pages they lost (``truth/``) and from the
+kernel log lines they print (decoys, rings, owned pages).  It is what the analyzer's
 results are measured against; the analyzer itself never reads it.
 """
 
@@ -117,12 +118,21 @@ def parse_rings(text: str) -> list[dict]:
              "pfn_sum": int(m[4])} for m in RING_RE.findall(text)]
 
 
+def truth_records(out_dir: Path) -> str:
+    """The test modules' complete records of the pages they lost (one
+    ``leaked`` line per page), as the guest copied them from debugfs."""
+    return "".join(p.read_text() for p in sorted((out_dir / "truth").glob("*")))
+
+
 def guest_truth(out_dir: Path) -> dict:
-    """The manifest sections that come from the guest's own capture."""
+    """The manifest sections that come from the guest's own capture.  The
+    planted leaks come from the modules' truth records, not from the kernel
+    log, which keeps only the newest 128 KiB of lines."""
     proc = out_dir / "proc"
     read = lambda name: (proc / name).read_text()  # noqa: E731
     dmesg = (out_dir / "dmesg.txt").read_text(errors="replace")
-    leaks, decoys = parse_log(dmesg)
+    leaks, _ = parse_log(truth_records(out_dir))
+    _, decoys = parse_log(dmesg)
     kpageflags, kpagecount = kpage_summary(proc)
     return {
         "osrelease": read("osrelease").strip(),

@@ -97,6 +97,15 @@ SCENARIOS = {
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),
+        Scenario("seed", "the seed's shape: fake_i40e's 2.3.6 rx leak goes on until 60% of RAM is "
+                 "lost, on the order-0 and order-1 rings; no workload",
+                 {"fake_i40e": "leak_pct=60"}, workload=False, modules=("fake_i40e",)),
+        *(Scenario(f"seed-{gb}g{'-kdump' if mode == 'kdump' else ''}",
+                   f"benchmark: the seed's shape in {gb} GB, 60% of it leaked"
+                   + (" (kdump, makedumpfile -c -d 31)" if mode == "kdump" else ""),
+                   {"fake_i40e": "leak_pct=60"}, workload=False, modules=("fake_i40e",), mode=mode,
+                   memory_mb=gb * 1024 + (256 if mode == "kdump" else 0))
+          for gb in (4, 16) for mode in ("dump", "kdump")),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
     )

@@ -241,9 +241,10 @@ class ReferenceScan:
                 continue
             self.scan_bytes(data, lo, region)
 
-    def scan_bytes(self, data: bytes, base: int, region: str) -> None:
+    def scan_bytes(self, data: bytes, base: int, region: str, own: int = -1) -> None:
         """Match the words of ``data`` (read at ``base``) the way the root
-        being read counts them (``self.counts``)."""
+        being read counts them (``self.counts``); a word naming candidate
+        ``own`` (the page the words belong to) does not hold it."""
         words = np.frombuffer(data, "<u8", len(data) // 8)
         self.result.bytes_scanned += len(data)
         refs, counts = self.result.references, self.counts
@@ -253,6 +254,7 @@ class ReferenceScan:
                 keep = frag_entries(words, idx, self.frag_limit)
             else:
                 keep = np.full(idx.size, kind in counts)
+            keep &= heads != own
             idx, heads = idx[keep], heads[keep]
             for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
                 found = refs.setdefault(head, [])
@@ -334,19 +336,37 @@ class ReferenceScan:
         self.scan_pfns(self.census.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
 
     def scan_referenced_pages(self, heads: np.ndarray) -> None:
-        """Every page of the referenced candidates ``heads``."""
+        """Every page of the referenced candidates ``heads``; physical
+        addresses count in the order-0 ones only.
+
+        Fact: a compound page is a CPU-side allocation (large kmalloc,
+        kvmalloc, page_frag, THP): ``dma_alloc_attrs()`` refuses
+        ``__GFP_COMP`` (6.2+; drivers did not pass it before), so no
+        device reads a compound page as a descriptor ring, and a
+        physical-looking number there is a counter or a size (a net
+        device's statistics in its kvzalloc'd ``net_device``, packed
+        table data).  Table entries still count: their whole-page shape
+        is its own proof."""
         orders = self.a.order_of(heads).astype(np.int64)
-        pfns = np.concatenate([np.arange(h, h + (1 << o)) for h, o in zip(heads.tolist(), orders.tolist())])
-        self.scan_pfns(pfns, "referenced page")
+        counts = self.counts
+        compound = orders > 0
+        if compound.any():
+            self.counts = counts - {PHYSICAL}
+            self.scan_pfns(np.concatenate([np.arange(h, h + (1 << o)) for h, o in
+                                           zip(heads[compound].tolist(), orders[compound].tolist())]),
+                           "referenced page")
+            self.counts = counts
+        self.scan_pfns(heads[~compound], "referenced page")
 
     def scan_memmap_links(self, heads: np.ndarray) -> None:
         """The ``struct page`` of each referenced candidate in ``heads``
-        (its ``lru`` and ``private`` words name the next page of a list)."""
+        (its ``lru`` and ``private`` words name the next page of a list; an
+        empty list head names the page itself, which holds nothing)."""
         a = self.a
         for head in heads.tolist():
             addr = a.memmap + head * a.struct_size
             try:
-                self.scan_bytes(self.prog.read(addr, a.struct_size), addr, "struct page")
+                self.scan_bytes(self.prog.read(addr, a.struct_size), addr, "struct page", own=head)
             except drgn.FaultError:
                 self.result.problems.append(f"struct page of pfn {head}: unreadable")
 

@@ -16,7 +16,8 @@ How a word can count (``Root.counts``):
 * ``STRUCT_PAGE``: the address of a candidate's ``struct page`` (any byte);
 * ``DIRECT_MAP``: a direct-map address inside the page (any offset);
 * ``PHYSICAL``: its physical (DMA without an IOMMU) address, 64-byte
-  aligned and not a round number (``refscan.is_round``);
+  aligned and not a round number (``refscan.is_round``), in an order-0
+  page (``refscan.ReferenceScan.scan_referenced_pages``);
 * ``TABLE_ENTRY``: a hardware-style table entry, physical address with flag
   bits, in a page shaped like a table (``refscan.table_entries``);
 * ``SKB_FRAG``: a ``struct page`` pointer followed by an skb frag's length
@@ -89,7 +90,9 @@ ROOTS: tuple[Root, ...] = (
     Root("referenced pages", "scan_referenced_pages",
          frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
          "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "
-         "(physical addresses), the upper levels of page tables and IOMMU tables (entries with flags).",
+         "(physical addresses), the upper levels of page tables and IOMMU tables (entries with flags). "
+         "Physical addresses count in order-0 pages only: dma_alloc_attrs() refuses __GFP_COMP, so a "
+         "compound page is never a device's ring.",
          "all", "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels", closure=True),
     Root("memmap links", "scan_memmap_links", POINTERS,
          "A page kept on a list through its own struct page (page->lru: TTM pools, kexec and balloon "

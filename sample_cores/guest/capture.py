@@ -1,13 +1,16 @@
 """Guest side of the ground truth: the kernel's own view, right before the dump.
 
-Copies the /proc text files the manifest records and the raw
-/proc/kpageflags and /proc/kpagecount arrays (decoded on the host).
+Copies the /proc text files the manifest records, the raw
+/proc/kpageflags and /proc/kpagecount arrays (decoded on the host), and
+the test modules' records of the pages they lost (debugfs, vmct_truth.h):
+complete however large the leak, where the kernel log keeps only its end.
 """
 
 import shutil
 import sys
 from pathlib import Path
 
+TRUTH_DIR = "/sys/kernel/debug/vmct_truth"
 PROC_FILES = ("meminfo", "vmstat", "buddyinfo", "pagetypeinfo", "slabinfo", "zoneinfo",
               "vmallocinfo", "iomem")
 
@@ -24,6 +27,10 @@ def main(out: str) -> int:
         with open(f"/proc/{name}", "rb") as src, open(dest / f"{name}.bin", "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     (dest / "osrelease").write_text(Path("/proc/sys/kernel/osrelease").read_text())
+    truth = Path(out) / "truth"
+    truth.mkdir(exist_ok=True)
+    for record in sorted(Path(TRUTH_DIR).glob("*")):
+        (truth / record.name).write_bytes(record.read_bytes())
     return 0
 
 

@@ -13,6 +13,7 @@ mount -t devtmpfs dev /dev
 exec < /dev/console > /dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+mount -t debugfs debugfs /sys/kernel/debug     # the test modules' truth records (vmct_truth.h)
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mkdir -p /dev/shm /dev/pts && mount -t tmpfs shm /dev/shm && mount -t devpts devpts /dev/pts

@@ -121,9 +121,10 @@ def test_every_family_route_is_walked_and_reported(family):
     assert {w.name for w in intel.WALKERS} >= faked_drivers(core)
 
 
-#: inside the guest: the losses the modules logged, then the orphans report
-#: of the running kernel (/proc/kcore), the debug info given as ``-s``/``-d``
-LIVE = ("dmesg; echo ===; set -- {debug}; vmlinux=$1; shift; "
+#: inside the guest: the losses the modules recorded (vmct_truth.h), then the
+#: orphans report of the running kernel (/proc/kcore), the debug info given
+#: as ``-s``/``-d``
+LIVE = ("cat /sys/kernel/debug/vmct_truth/*; echo ===; set -- {debug}; vmlinux=$1; shift; "
          f"{sys.executable} -m vmcore_tools.cli orphans --json --quiet -s $vmlinux "
          '$(for d in "$@"; do echo -d $d; done)')
 
@@ -131,7 +132,7 @@ LIVE = ("dmesg; echo ===; set -- {debug}; vmlinux=$1; shift; "
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_live_the_lost_pages_are_the_orphans(kernel):
     """The same guest, running: the report read from /proc/kcore finds
-    exactly the pages its modules logged lost, each driver named."""
+    exactly the pages its modules recorded lost, each driver named."""
     out = run_in_guest("intel-family", kernel, LIVE)
     log, _, doc = out.partition("===\n")
     doc = json.loads(doc)

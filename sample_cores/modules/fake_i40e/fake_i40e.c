@@ -21,8 +21,9 @@
  * Flow Director programming-status descriptor without recycling its buffer;
  * a later recycle into next_to_alloc overwrote the slot, and the page was
  * lost with all its references.  We replay exactly that.  Each lost page is
- * reported once on the kernel log ("fake_i40e: leaked pfn=..."); the module
- * keeps no pointer, PFN or address of it anywhere.
+ * recorded once ("fake_i40e: leaked pfn=...", vmct_truth.h: a debugfs file
+ * the guest copies, complete at any scale); the module keeps no pointer or
+ * address of it anywhere.
  */
 #include <linux/module.h>
 #include <linux/pci.h>
@@ -30,6 +31,7 @@
 #include <linux/ip.h>
 #include <linux/udp.h>
 #include "i40e.h"
+#include "vmct_truth.h"
 
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
@@ -38,7 +40,7 @@
  * How many programming-status descriptors each ring sees.  Every one of them
  * strands a page in its slot; the page is lost when a later recycle overwrites
  * that slot, which the replay below makes happen for all but the last few.
- * The log lines, not these numbers, are the ground truth.
+ * The truth record (vmct_truth.h), not these numbers, is the ground truth.
  */
 static int order0_status = 24;	/* new-scheme order-0 ring, frames inside */
 module_param(order0_status, int, 0444);
@@ -48,6 +50,15 @@ static int fresh_status = 6;	/* old-scheme ring, never-used pages: refcount 1 */
 module_param(fresh_status, int, 0444);
 static int packets = 700;	/* frames received per ring before the leaks */
 module_param(packets, int, 0444);
+/*
+ * The seed's shape: after the planted leaks, keep receiving Flow Director
+ * status descriptors on eth2's order-0 and order-1 rings (three order-0 ones
+ * to one order-1) until this percentage of RAM is lost, as the 2.3.6 driver
+ * lost memory for a week.  0: off.
+ */
+static int leak_pct;
+module_param(leak_pct, int, 0444);
+static unsigned long leaked_pages;	/* so far, counted by report_leak() */
 
 enum bias_scheme { BIAS_NEW, BIAS_OLD };
 
@@ -103,31 +114,49 @@ static bool fake_alloc_mapped_page(struct i40e_ring *ring, struct i40e_rx_buffer
 
 static void report_leak(struct i40e_ring *ring, struct page *page)
 {
-	pr_info("fake_i40e: leaked pfn=%lu order=%u refcount=%d ring=%s/%u\n",
-		page_to_pfn(page), i40e_rx_pg_order(ring), page_ref_count(page),
-		ring->netdev ? netdev_name(ring->netdev) : "vsi-without-netdev",
-		ring->queue_index);
+	leaked_pages += 1UL << i40e_rx_pg_order(ring);
+	vmct_truth_leak(page_to_pfn(page), i40e_rx_pg_order(ring), page_ref_count(page),
+			ring->netdev ? netdev_name(ring->netdev) : "vsi-without-netdev", ring->queue_index);
 }
 
 /*
  * i40e_reuse_rx_page(): move the buffer to next_to_alloc.  When that slot
  * still holds a page (it was consumed by a programming-status descriptor and
- * never recycled), the page is overwritten: that is the leak.
+ * never recycled), the page is overwritten: that is the leak.  When it is
+ * the buffer's own slot, i40e_put_rx_buffer()'s "rx_buffer->page = NULL"
+ * loses the buffer itself.
  */
+static bool ring_holds(struct i40e_ring *ring, struct page *page)
+{
+	u16 i;
+
+	for (i = 0; i < ring->count; i++)
+		if (ring->rx_bi[i].page == page)
+			return true;
+	return false;
+}
+
 static void fake_reuse_rx_page(struct i40e_ring *ring, struct i40e_rx_buffer *old)
 {
 	u16 nta = ring->next_to_alloc;
 	struct i40e_rx_buffer *new = &ring->rx_bi[nta];
+	struct page *overwritten = new->page, *moved = old->page;
 
 	nta++;
 	ring->next_to_alloc = nta < ring->count ? nta : 0;
-	if (new->page && new->page != old->page)
-		report_leak(ring, new->page);
 	new->dma = old->dma;
 	new->page = old->page;
 	new->page_offset = old->page_offset;
 	new->pagecnt_bias = old->pagecnt_bias;
 	old->page = NULL;
+	/* A page is lost when no slot holds it any more: the one overwritten
+	 * in next_to_alloc, or -- when next_to_alloc caught up with
+	 * next_to_clean (the status descriptors desynchronized them) -- the
+	 * buffer itself, "recycled" into its own slot and then cleared. */
+	if (overwritten && overwritten != moved && !ring_holds(ring, overwritten))
+		report_leak(ring, overwritten);
+	if (!ring_holds(ring, moved))
+		report_leak(ring, moved);
 }
 
 /* A UDP/IPv4 frame addressed to the netdev, as the NIC would DMA it. */
@@ -252,6 +281,27 @@ static void fake_traffic(struct i40e_ring *ring, const struct ring_plan *plan)
 	if (plan->scheme == BIAS_NEW)
 		for (n = 0; n < 17; n++)
 			fake_receive(ring, plan->scheme);
+}
+
+/* Status descriptors on both rings until leak_pct percent of RAM is lost. */
+static void fake_leak_until(struct i40e_ring *order0, struct i40e_ring *order1)
+{
+	unsigned long goal = totalram_pages() / 100 * leak_pct, before, idle = 0;
+	u64 n;
+
+	for (n = 0; leaked_pages < goal && idle < 1000000; n++) {
+		struct i40e_ring *ring = n % 4 == 3 ? order1 : order0;
+
+		before = leaked_pages;
+		fake_programming_status(ring);
+		fake_receive(ring, BIAS_NEW);
+		fake_receive(ring, BIAS_NEW);
+		idle = leaked_pages == before ? idle + 1 : 0;
+		if (!(n & 0xfff))
+			cond_resched();
+	}
+	pr_info("fake_i40e: leaked %lu pages of %lu (%d%% asked)\n", leaked_pages, totalram_pages(),
+		leak_pct);
 }
 
 static void report_parked(struct i40e_ring *ring, struct page *page, const char *kind)
@@ -576,6 +626,8 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	fake_vsi_traffic(pf->vsi[0], main_plans);
 	fake_vsi_traffic(pf->vsi[1], fdir_plans);
+	if (leak_pct && np->vsi)
+		fake_leak_until(np->vsi->rx_rings[0], np->vsi->rx_rings[1]);
 	/* pages held outside the rx slots: a frame in progress on the order-1
 	 * ring, and a frame sent back out by XDP_TX from the order-0 ring */
 	if (np->vsi) {
@@ -617,7 +669,20 @@ static struct pci_driver fake_driver = {
 	.probe = fake_probe,
 	.remove = fake_remove,
 };
-module_pci_driver(fake_driver);
+static int __init fake_init(void)
+{
+	vmct_truth_init();
+	return pci_register_driver(&fake_driver);
+}
+
+static void __exit fake_exit(void)
+{
+	pci_unregister_driver(&fake_driver);
+	vmct_truth_exit();
+}
+
+module_init(fake_init);
+module_exit(fake_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("vmcore-tools test module: i40e rings with a planted rx page leak");

@@ -20,7 +20,7 @@
  * and then includes this file.  Rings are filled, receive frames addressed
  * to their net device and lose pages as fake_i40e's do: a consumed slot that
  * is never recycled is overwritten by a later recycle into next_to_alloc.
- * Each lost page is logged ("<module>: leaked pfn=..."), and so is each
+ * Each lost page is recorded ("<module>: leaked pfn=...", vmct_truth.h), and each
  * ring's content once the replay is over ("<module>: ring dev=... pfn_sum=..."):
  * those lines are the ground truth, the module keeps no record of a lost page.
  *
@@ -38,6 +38,7 @@
 
 #undef pr_fmt		/* the driver headers may have set their own */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+#include "vmct_truth.h"
 
 #define FAKE_HEADROOM (NET_SKB_PAD + NET_IP_ALIGN)
 
@@ -93,10 +94,9 @@ static void fake_reuse(FAKE_RING *ring, FAKE_BUF *old)
 	FAKE_BUF *new = &ring->FAKE_SLOTS[ring->next_to_alloc];
 
 	ring->next_to_alloc = (ring->next_to_alloc + 1) % ring->count;
-	if (new->page && new->page != old->page)
-		pr_info("leaked pfn=%lu order=%u refcount=%d ring=%s/%u\n",
-			page_to_pfn(new->page), fake_rx_pg_order(ring), page_ref_count(new->page),
-			netdev_name(ring->netdev), (unsigned int)ring->FAKE_QUEUE);
+	if (new->page && (new->page != old->page || new == old))    /* overwritten, or its own slot cleared */
+		vmct_truth_leak(page_to_pfn(new->page), fake_rx_pg_order(ring), page_ref_count(new->page),
+				netdev_name(ring->netdev), (unsigned int)ring->FAKE_QUEUE);
 	new->dma = old->dma;
 	new->page = old->page;
 	new->page_offset = old->page_offset;
@@ -376,22 +376,30 @@ static struct platform_driver fake_driver = {
 
 static int __init fake_init(void)
 {
-	int err = platform_driver_register(&fake_driver);
+	int err;
+
+	vmct_truth_init();
+	err = platform_driver_register(&fake_driver);
 
 	if (err)
-		return err;
+		goto out;
 	fake_pdev = platform_device_register_simple(FAKE_DRIVER, -1, NULL, 0);
 	if (IS_ERR(fake_pdev)) {
 		platform_driver_unregister(&fake_driver);
-		return PTR_ERR(fake_pdev);
+		err = PTR_ERR(fake_pdev);
+		goto out;
 	}
 	return 0;
+out:
+	vmct_truth_exit();
+	return err;
 }
 
 static void __exit fake_exit(void)
 {
 	platform_device_unregister(fake_pdev);
 	platform_driver_unregister(&fake_driver);
+	vmct_truth_exit();
 }
 
 module_init(fake_init);

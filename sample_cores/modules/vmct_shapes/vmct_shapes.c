@@ -19,7 +19,7 @@
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
  * with leak=1 (the default) one page of the list, the chain and the table
- * each is lost: "vmct_shapes: leaked pfn=... ring=<shape>".
+ * each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -30,6 +30,7 @@
 #include <linux/delay.h>
 #include <linux/io.h>
 #include <linux/completion.h>
+#include "vmct_truth.h"
 
 #define POOL_PAGES 12
 #define CHAIN_PAGES 6
@@ -54,8 +55,7 @@ static void owned(struct page *page, const char *kind)
 
 static void lost(struct page *page, const char *shape)
 {
-	pr_info("vmct_shapes: leaked pfn=%lu order=0 refcount=%d ring=%s\n", page_to_pfn(page),
-		page_ref_count(page), shape);
+	vmct_truth_leak(page_to_pfn(page), 0, page_ref_count(page), shape, ~0u);
 }
 
 /* what a driver writes into a page it fills: not zero, not a pattern */
@@ -208,8 +208,10 @@ static int build_others(void)
 
 static int __init shapes_init(void)
 {
-	int err = build_pool();
+	int err;
 
+	vmct_truth_init();
+	err = build_pool();
 	err = err ?: build_chain();
 	err = err ?: build_table();
 	err = err ?: build_others();
@@ -219,6 +221,7 @@ static int __init shapes_init(void)
 static void __exit shapes_exit(void)
 {
 	/* test guests never unload it; the memory is theirs until the dump */
+	vmct_truth_exit();
 }
 
 module_init(shapes_init);

@@ -23,7 +23,7 @@
  * cannot tell from an alloc_pages_exact() run: an order-1 block is split
  * into two order-0 pages, a heap object keeps the first page's address, and
  * the second -- never used, refcount 1 -- is lost ("vmct_workload: leaked
- * pfn=...").
+ * pfn=...", recorded by vmct_truth.h).
  *
  * With exact_pair=1 it also holds a two-page alloc_pages_exact() buffer from
  * a heap object (decoy kind=exact_pair): by struct page alone its second
@@ -38,6 +38,7 @@
 #include <linux/mm.h>
 #include <linux/skbuff.h>
 #include <linux/gfp.h>
+#include "vmct_truth.h"
 
 #define NR_LARGE 8
 #define NR_FRAGS 64
@@ -93,8 +94,7 @@ static void plant_split_leak(void)
 	single->buf = page_address(pair);
 	single->size = PAGE_SIZE;
 	memset(single->buf, 0x3c, PAGE_SIZE);
-	pr_info("vmct_workload: leaked pfn=%lu order=0 refcount=%d ring=-\n",
-		page_to_pfn(pair + 1), page_ref_count(pair + 1));
+	vmct_truth_leak(page_to_pfn(pair + 1), 0, page_ref_count(pair + 1), "-", ~0u);
 }
 
 /* an alloc_pages_exact() buffer of @pages pages, held from a kmalloc'd holder */
@@ -128,6 +128,7 @@ static int __init vmct_init(void)
 {
 	int i;
 
+	vmct_truth_init();
 	for (i = 0; i < NR_LARGE; i++) {
 		large[i] = kmalloc(64 * 1024, GFP_KERNEL);	/* order-4 */
 		if (large[i]) {
@@ -187,6 +188,7 @@ static void __exit vmct_exit(void)
 	kfree(single);
 	for (i = 0; i <= NR_LARGE; i++)
 		kfree(large[i]);
+	vmct_truth_exit();
 }
 
 module_init(vmct_init);
