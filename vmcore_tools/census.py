@@ -185,10 +185,8 @@ class Census:
         return rows
 
     def refcounts(self, pfns: np.ndarray) -> np.ndarray:
-        """``_refcount`` of each PFN (in the order given), read now from the memmap."""
-        pfns = np.asarray(pfns, np.int64)
-        w = self.memmap.read(pfns)
-        return w.refcount[np.searchsorted(w.pfn, pfns)].astype(np.int64) if pfns.size else np.zeros(0, np.int64)
+        """``_refcount`` of each PFN (int32, in the order given), read now from the memmap."""
+        return self.memmap.refcounts(pfns)
 
     def to_json(self) -> dict:
         return {

@@ -175,7 +175,7 @@ class OrphanReport:
     def listed_orphans(self) -> list[PageEvidence]:
         """The orphans the report lists: each suspect's sample."""
         f = self.found
-        pick = np.isin(f.pfn, np.fromiter(self.sampled, np.int64, len(self.sampled)))
+        pick = in_sorted(f.pfn, np.fromiter(self.sampled, np.int64, len(self.sampled)))
         return self._evidence(f.pfn[pick], f.suspect[pick])
 
     @cached_property
@@ -244,8 +244,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
         if changed:
             problems.append(f"{changed} unreferenced allocation(s) changed owner or size while read (live): "
                             "not reported")
-    held = np.fromiter(references, np.int64, len(references))
-    is_ref = np.isin(heads, held)
+    is_ref = in_sorted(heads, np.fromiter(references, np.int64, len(references)))
     ref_heads = heads[is_ref]
     ref_orders = a.order_of(ref_heads).astype(np.int64)
     ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
@@ -271,7 +270,7 @@ def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Refer
     again = run_census(c.prog, progress)
     heads2 = candidate_heads(again)
     scan2 = scan_references(again, heads2, progress)
-    unreferenced = heads[~np.isin(heads, np.fromiter(references, np.int64, len(references)))]
+    unreferenced = heads[~in_sorted(heads, np.fromiter(references, np.int64, len(references)))]
     same = np.isin(unreferenced, heads2) & (again.memmap.order_of(unreferenced) == c.memmap.order_of(unreferenced))
     for h in unreferenced[same].tolist():
         if h in scan2.references:
@@ -348,73 +347,117 @@ def _size(nbytes: int) -> str:
 # --- suspects ------------------------------------------------------------------
 
 def refcount_pattern(refcount: np.ndarray) -> np.ndarray:
-    """Index into ``PATTERNS`` per refcount: bias-like (an rx ring's
-    pagecnt_bias was lost with the page), 1 (fresh), or other."""
-    return np.where(refcount >= BIAS_LIKE, 0, np.where(refcount == 1, 1, 2)).astype(np.int8)
+    """Index into ``PATTERNS`` per refcount (uint8): bias-like (an rx
+    ring's pagecnt_bias was lost with the page), 1 (fresh), or other."""
+    out = np.full(refcount.size, 2, np.uint8)
+    out[refcount == 1] = 1
+    out[refcount >= BIAS_LIKE] = 0
+    return out
 
 
 def even_sample(n: int, k: int = SAMPLE) -> np.ndarray:
-    """``min(n, k)`` indexes spread evenly over ``range(n)``."""
+    """``min(n, k)`` ranks spread evenly over ``range(n)``."""
     return np.arange(n) if n <= k else np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def pfn_ranges(pfn: np.ndarray, order: np.ndarray) -> tuple[list[list[int]], int]:
-    """Runs of contiguous pages covered by the allocations (sorted by PFN):
-    the first ``RANGES_LISTED`` as [first PFN, pages], and how many in all."""
-    if not pfn.size:
-        return [], 0
-    ends = pfn + (np.int64(1) << order.astype(np.int64))
-    starts = np.concatenate([[0], np.flatnonzero(pfn[1:] != ends[:-1]) + 1])
-    stops = np.concatenate([starts[1:], [pfn.size]]) - 1
-    listed = [[int(pfn[s]), int(ends[e] - pfn[s])] for s, e in zip(starts[:RANGES_LISTED], stops[:RANGES_LISTED])]
-    return listed, int(starts.size)
+def in_sorted(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Which of ``sorted_values`` (sorted, unique) are in ``wanted``: a bool
+    per value, by binary search of the few wanted ones."""
+    out = np.zeros(sorted_values.size, bool)
+    if sorted_values.size and wanted.size:
+        i = np.minimum(np.searchsorted(sorted_values, wanted), sorted_values.size - 1)
+        out[i[sorted_values[i] == wanted]] = True
+    return out
+
+
+def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 20) -> np.ndarray:
+    """Indexes of the members of ``mask`` at the given ranks (sorted), found
+    a slice at a time (no index array of all members)."""
+    out, seen, want = [], 0, 0
+    for lo in range(0, mask.size, step):
+        part = mask[lo:lo + step]
+        n = int(np.count_nonzero(part))
+        if want < ranks.size and ranks[want] < seen + n:
+            end = np.searchsorted(ranks, seen + n)
+            out.append(lo + np.flatnonzero(part)[ranks[want:end] - seen])
+            want = end
+        seen += n
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def pfn_ranges(pfn: np.ndarray, mask: np.ndarray, order: int,
+               step: int = 1 << 20) -> tuple[list[list[int]], int]:
+    """Runs of contiguous pages covered by the allocations ``pfn[mask]``
+    (sorted, all of ``order``): the first ``RANGES_LISTED`` as [first PFN,
+    pages], and how many in all; a slice at a time."""
+    size = 1 << order
+    listed: list[list[int]] = []
+    count, prev = 0, -2 * size          # the last allocation of the slices before
+    for lo in range(0, pfn.size, step):
+        p = pfn[lo:lo + step][mask[lo:lo + step]]
+        if not p.size:
+            continue
+        starts = np.flatnonzero(np.diff(p, prepend=prev) != size)
+        lead = int(starts[0]) if starts.size else p.size      # allocations going on with the last run
+        if lead and listed and count == len(listed):
+            listed[-1][1] += lead * size
+        ends = np.append(starts[1:], p.size)
+        for s_, e_ in zip(starts[:RANGES_LISTED - len(listed)].tolist(), ends.tolist()):
+            listed.append([int(p[s_]), (e_ - s_) * size])
+        count += int(starts.size)
+        prev = int(p[-1])
+    return listed, count
 
 
 def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
                    records: dict[int, PageOwner], problems: list[str]) -> list[Suspect]:
     """Group the orphans, largest group first, and set ``found.suspect``.
 
-    Groups are made by order and refcount pattern, over all orphans at once.
-    Each group's bytes and page_owner records are read from an even sample
-    of ``SAMPLE`` allocations (into ``sampled`` and ``records``).  A group
-    read whole is split by the device its frames were sent to and by its
-    allocation site; a larger one stays whole, with its sample's shares."""
+    Groups are made by order and refcount pattern, over all orphans at once
+    (a byte per orphan).  Each group's bytes and page_owner records are read
+    from an even sample of ``SAMPLE`` allocations (into ``sampled`` and
+    ``records``).  A group read whole is split by the device its frames
+    were sent to and by its allocation site; a larger one stays whole, with
+    its sample's shares."""
     sniff = run_stage("evidence: frames", lambda: Sniffer(c), None, problems)
     owners = c.page_owners
-    nodes = node_of(c)(found.pfn)
     ring_orders = c.rings.orders_by_driver(c.memmap)
-    key = found.order.astype(np.int64) * len(PATTERNS) + refcount_pattern(found.refcount)
-    groups: list[tuple[str, np.ndarray, tuple[str | None, str | None], str | None]] = []
+    key = found.order * np.uint8(len(PATTERNS)) + refcount_pattern(found.refcount)
+    groups: list[tuple[str, int, np.ndarray, tuple[str | None, str | None], str | None]] = []
     for k in np.unique(key).tolist():
-        members = np.flatnonzero(key == k)
-        pick = members[even_sample(members.size)]
+        mask = key == k
+        n = int(np.count_nonzero(mask))
+        pick = members_at(mask, even_sample(n))
         pfns = found.pfn[pick]
+        order = k // len(PATTERNS)
         if sniff is not None:
             def read() -> None:
-                for p, o in zip(pfns.tolist(), found.order[pick].tolist()):
-                    if (s := sniff(p, o)) is not None:
+                for p in pfns.tolist():
+                    if (s := sniff(p, order)) is not None:
                         sampled[p] = s
             run_stage("evidence: contents", read, None, problems)
         if owners is not None:
             records.update(run_stage("evidence: page_owner", lambda: owners.lookup(pfns), {}, problems))
         pattern = PATTERNS[k % len(PATTERNS)]
-        if pick.size < members.size:
-            groups.append((pattern, members, _device(pfns, sampled), None))
+        if pick.size < n:
+            groups.append((pattern, order, mask, _device(pfns, sampled), None))
             continue
         split: dict[tuple, list[int]] = {}
-        for i, p in zip(members.tolist(), pfns.tolist()):
+        for i, p in zip(pick.tolist(), pfns.tolist()):
             s, rec = sampled.get(p), records.get(p)
             dev = (s.frame.netdev, s.frame.driver) if s and s.frame and s.frame.netdev else (None, None)
             split.setdefault((dev, rec.alloc_site if rec else None), []).append(i)
-        groups += [(pattern, np.array(idx, np.int64), dev, site) for (dev, site), idx in split.items()]
+        for (dev, site), idx in split.items():
+            part = np.zeros(found.pfn.size, bool)
+            part[idx] = True
+            groups.append((pattern, order, part, dev, site))
 
+    sizes = [int(np.count_nonzero(g[2])) << g[1] for g in groups]
     suspects = []
-    order_of_group = sorted(range(len(groups)), key=lambda g: -int(
-        (np.int64(1) << found.order[groups[g][1]].astype(np.int64)).sum()))
-    for sid, g in enumerate(order_of_group):
-        pattern, members, (netdev, driver), site = groups[g]
-        found.suspect[members] = sid
-        suspects.append(_suspect(sid, pattern, members, netdev, driver, site, found, nodes, sampled,
+    for sid, g in enumerate(sorted(range(len(groups)), key=lambda g: -sizes[g])):
+        pattern, order, mask, (netdev, driver), site = groups[g]
+        found.suspect[mask] = sid
+        suspects.append(_suspect(c, sid, pattern, order, mask, netdev, driver, site, found, sampled,
                                  ring_orders))
     return suspects
 
@@ -430,22 +473,27 @@ def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | Non
     return None, None
 
 
-def _suspect(sid: int, pattern: str, members: np.ndarray, netdev: str | None, driver: str | None,
-             site: str | None, found: Orphans, nodes: np.ndarray, sampled: dict[int, PageSample],
+def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, netdev: str | None,
+             driver: str | None, site: str | None, found: Orphans, sampled: dict[int, PageSample],
              ring_orders: dict[int, list[str]]) -> Suspect:
-    pfn, order, refcount = found.pfn[members], found.order[members], found.refcount[members]
-    pages_each = np.int64(1) << order.astype(np.int64)
-    orders = np.unique(order).tolist()
-    seen = [sampled[p] for p in pfn.tolist() if p in sampled] if members.size <= SAMPLE else \
-        [sampled[p] for p in pfn[even_sample(pfn.size)].tolist() if p in sampled]
+    n = int(np.count_nonzero(mask))
+    pfn = found.pfn
+    seen = [sampled[p] for p in pfn[members_at(mask, even_sample(n))].tolist() if p in sampled]
     frames = Counter(s.frame.device for s in seen if s.frame and s.frame.device)
     contents = Counter(s.contents for s in seen)
-    node_pages = {str(n): int(pages_each[nodes[members] == n].sum()) for n in np.unique(nodes[members]).tolist()}
-    ranges, range_count = pfn_ranges(pfn, order)
-    rings = sorted({r for o in orders for r in ring_orders.get(o, [])})
-    s = Suspect(sid, "", int(pages_each.sum()), int(members.size), orders, int(refcount.min()),
-                int(refcount.max()), netdev, driver, rings, site, len(seen), dict(frames), dict(contents),
-                node_pages, ranges, range_count)
+    nodes: dict[str, int] = {}
+    for z in c.zones:           # pfn is sorted: each zone is a slice of it
+        lo, hi = np.searchsorted(pfn, [z.start_pfn, z.end_pfn])
+        inside = int(np.count_nonzero(mask[lo:hi])) << order
+        if inside:
+            nodes[str(z.node)] = nodes.get(str(z.node), 0) + inside
+    ranges, range_count = pfn_ranges(pfn, mask, order)
+    refcount = found.refcount
+    s = Suspect(sid, "", n << order, n, [order],
+                int(np.min(refcount, where=mask, initial=np.iinfo(np.int32).max)),
+                int(np.max(refcount, where=mask, initial=np.iinfo(np.int32).min)),
+                netdev, driver, sorted(ring_orders.get(order, [])), site, len(seen), dict(frames),
+                dict(contents), nodes, ranges, range_count)
     s.label = _label(pattern, s)
     return s
 

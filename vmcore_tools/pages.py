@@ -221,6 +221,24 @@ class Memmap:
                                 else np.concatenate([getattr(p, f) for p in parts]))
                             for f in PageWords.__dataclass_fields__})
 
+    def refcounts(self, pfns: np.ndarray) -> np.ndarray:
+        """``_refcount`` of each PFN (int32, in the order given), reading only
+        that field: 4 bytes per PFN, a memmap window at a time."""
+        pfns = np.asarray(pfns, np.int64)
+        out = np.zeros(pfns.size, np.int32)
+        order = np.argsort(pfns, kind="stable")
+        window = pfns[order] // CHUNK_PAGES
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        off = self.layout.refcount
+        for idx in np.split(order, cuts):
+            if not idx.size:
+                continue
+            p = pfns[idx]
+            lo, hi = int(p.min()), int(p.max()) + 1
+            raw, _ = self._read(lo, hi)
+            out[idx] = raw[p - lo, off:off + 4].copy().view("<i4").reshape(-1)
+        return out
+
     def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw struct pages ``[lo, hi)`` (bytes, shape (n, size)) and which were readable."""
         size = self.struct_size

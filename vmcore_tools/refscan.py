@@ -44,6 +44,7 @@ from .pages import Memmap
 from .slab import SlabObjects
 from .registry import OWNERS, PHYSICAL, ROOTS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Owner, Root
 from .stages import run_stage
+from .virtqueues import virtqueues
 
 #: Bytes read and scanned at a time.
 CHUNK_BYTES = 1 << 20
@@ -132,9 +133,10 @@ class Matcher:
 
     def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
-        self.heads = np.sort(heads.astype(np.int64))
-        self.ends = self.heads + (1 << a.order_of(self.heads).astype(np.int64))
-        self.bits = _extent_bits(self.heads, self.ends, a.nr)
+        heads = np.asarray(heads, np.int64)
+        self.heads = heads if np.all(heads[1:] > heads[:-1]) else np.unique(heads)
+        self.bits = _extent_bits(self.heads, self.heads + (np.int64(1) << a.order_of(self.heads).astype(np.int64)),
+                                 a.nr)
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.struct_size)
         self.direct = np.uint64(a.direct_map)
@@ -188,6 +190,13 @@ class Matcher:
         return out
 
 
+def pfn_bits(pfns: np.ndarray, nr: int) -> np.ndarray:
+    """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian bits)."""
+    mark = np.zeros(-(-nr // 8) * 8, bool)
+    mark[pfns] = True
+    return np.packbits(mark, bitorder="little")
+
+
 def _extent_bits(heads: np.ndarray, ends: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
     """A bitmap of the PFNs inside ``[heads[i], ends[i])`` (1 bit per page),
     built a slice at a time."""
@@ -212,8 +221,8 @@ class ReferenceScan:
         self.a = a = census.memmap
         self.heads = heads
         self.matcher = Matcher(a, heads)
-        #: order-0 candidates with refcount 1: what an alloc_pages_exact() run is made of
-        self.singles = set(heads[(a.order_of(heads) == 0) & (census.refcounts(heads) == 1)].tolist())
+        #: order-0 candidates with refcount 1 (one bit per PFN): what an alloc_pages_exact() run is made of
+        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (census.refcounts(heads) == 1)], a.nr)
         self.result = ScanResult({})
         self.progress = progress
         self.slab_objects = SlabObjects(self.prog, a)
@@ -221,6 +230,8 @@ class ReferenceScan:
         self.frag_limit = self.max_block << a.page_shift
         #: how words count in the root being read (registry.Root.counts)
         self.counts: frozenset[str] = frozenset()
+        #: pages whose layout a root reads exactly (virtqueue rings): not read as plain pages
+        self.known_layout: set[int] = set()
 
     # -- reading -----------------------------------------------------------
 
@@ -335,6 +346,23 @@ class ReferenceScan:
     def scan_rx_buffers(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
 
+    def scan_virtqueues(self) -> None:
+        """The buffers of every virtqueue, by the addresses in its
+        descriptor tables (indirect tables followed); the ring's own pages
+        are then not read as plain referenced pages."""
+        for vq in virtqueues(self.prog):
+            self.known_layout.update(vq.pages)
+            for addr, where in vq.buffers:
+                pfn = addr >> self.a.page_shift
+                if not 0 <= pfn < self.a.nr:
+                    continue
+                head = int(self.matcher.candidate(np.array([pfn], np.int64))[0])
+                if head >= 0:
+                    found = self.result.references.setdefault(head, [])
+                    if len(found) < MAX_REFS:
+                        found.append(Reference(head, PHYSICAL, vq.address, "virtqueue",
+                                               f"{vq.name} {where}", value=addr))
+
     def scan_referenced_pages(self, heads: np.ndarray) -> None:
         """Every page of the referenced candidates ``heads``; physical
         addresses count in the order-0 ones only.
@@ -347,6 +375,7 @@ class ReferenceScan:
         device's statistics in its kvzalloc'd ``net_device``, packed
         table data).  Table entries still count: their whole-page shape
         is its own proof."""
+        heads = heads[~np.isin(heads, np.fromiter(self.known_layout, np.int64, len(self.known_layout)))]
         orders = self.a.order_of(heads).astype(np.int64)
         counts = self.counts
         compound = orders > 0
@@ -488,16 +517,19 @@ class ReferenceScan:
         ``alloc_pages_exact()`` buffer of a driver with an unreferenced
         second page (rare: drivers use it for multi-page buffers such as
         vrings and sound buffers) for recall of never-used leaked pages."""
-        a, refs, single = self.a, self.result.references, self.singles
+        a, refs = self.a, self.result.references
+
+        def single(n: int) -> bool:
+            return n < a.nr and bool(self.singles[n >> 3] >> (n & 7) & 1)
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
         owners = self.census.page_owners
-        starts_of = {h: starts for h in refs if h in single
+        starts_of = {h: starts for h in refs if single(h)
                      if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
         image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
         for head in sorted(starts_of):
             block = min(head & -head or largest, largest)
-            span = next((n for n in range(head + 1, head + block) if n not in single or n in image_held),
+            span = next((n for n in range(head + 1, head + block) if not single(n) or n in image_held),
                         head + block)
             by_owner = run_by_page_owner(owners, head, span) if owners else None
             if by_owner is not None:

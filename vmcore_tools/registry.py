@@ -87,6 +87,12 @@ ROOTS: tuple[Root, ...] = (
          "dev_alloc_pages() does not clear a page, so an rx buffer holds stale data; the one kernel "
          "structure it carries that can hold another page is an skb_shared_info's frags[].",
          "all", "tests/unit/test_matcher.py::test_only_frag_shaped_page_pointers_count_in_rx_buffers"),
+    Root("virtqueues", "scan_virtqueues", frozenset({PHYSICAL}),
+         "A virtqueue's descriptor table holds its buffers' guest-physical addresses (and indirect "
+         "tables of more); its avail and used rings hold 16-bit indexes, which side by side can read "
+         "as a page-aligned address, so a ring's pages are read by their layout, not as plain pages.",
+         "all (split rings; packed rings from 5.0)",
+         "tests/kernels/test_seed.py::test_orphans_are_exactly_the_complete_record"),
     Root("referenced pages", "scan_referenced_pages",
          frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
          "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "

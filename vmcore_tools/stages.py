@@ -52,6 +52,7 @@ STAGES: dict[str, str] = {
     "scan: vmalloc": "references from vmalloc areas and modules are not seen",
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",
     "scan: rx buffers": "references from rx buffers (skb frags) are not seen",
+    "scan: virtqueues": "virtqueue buffers are not seen, and their rings are read as plain pages",
     "scan: kernel mappings": "pages mapped outside the direct map are not seen",
     "scan: referenced pages": "references held by referenced pages are not followed",
     "scan: memmap links": "pages listed through the struct page of a referenced page are not seen",
@@ -75,6 +76,9 @@ class StageFailure(str):
         self = super().__new__(cls, text)
         self.stage = stage
         return self
+
+    def __reduce__(self):       # copies (dataclasses.asdict) keep the stage
+        return StageFailure, (self.stage, str(self))
 
 
 def failed_stages(problems: list[str]) -> list[str]:

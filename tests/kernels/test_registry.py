@@ -22,11 +22,13 @@ ENTRIES = [e.name for e in (*ROOTS, *OWNERS)]
 #: entries whose pages none of our sample kernels has, and why; they must
 #: hold nothing here (or this list is stale)
 NOT_EXERCISED = {
-    "rx buffers": "no sample driver builds skbs on its rx pages with frags in other pages "
-                  "(the frag filter is unit-tested: test_matcher)",
     "kernel pages": "large kmalloc is a class only from 6.15 (page type); before, it is a referenced "
                     "candidate and read as such, and no page_frag page holds the only pointer to a page",
 }
+#: entries that keep words from counting rather than make them count: their
+#: test is the exact orphan set of the seed core (test_seed), where 60% of
+#: memory is candidates and an index read as an address finds one
+PRECISION = {"virtqueues"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def scans():
     return out
 
 
-@pytest.mark.parametrize("name", ENTRIES)
+@pytest.mark.parametrize("name", [e.name for e in (*ROOTS, *OWNERS) if e.name not in PRECISION])
 def test_each_entry_holds_pages(scans, name):
     lost = set()
     for c, heads, held in scans:

@@ -112,6 +112,8 @@ def struct_array(prog: drgn.Program, addr: int, type_name: str | drgn.Type, coun
     come back as uint64 numpy arrays.
     """
     ty = prog.type(type_name)
+    while ty.kind == drgn.TypeKind.TYPEDEF:      # vring_desc_t and the like
+        ty = ty.type
     raw = np.frombuffer(prog.read(addr, ty.size * count), np.uint8).reshape(count, ty.size)
     out = {}
     for ours, designator in members.items():

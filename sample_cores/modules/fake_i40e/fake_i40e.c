@@ -286,7 +286,7 @@ static void fake_traffic(struct i40e_ring *ring, const struct ring_plan *plan)
 /* Status descriptors on both rings until leak_pct percent of RAM is lost. */
 static void fake_leak_until(struct i40e_ring *order0, struct i40e_ring *order1)
 {
-	unsigned long goal = totalram_pages() / 100 * leak_pct, before, idle = 0;
+	unsigned long goal = DIV_ROUND_UP(totalram_pages() * leak_pct, 100), before, idle = 0;
 	u64 n;
 
 	for (n = 0; leaked_pages < goal && idle < 1000000; n++) {

@@ -1,0 +1,81 @@
+"""The seed's own shape, on every kernel line: fake_i40e's 2.3.6 rx leak
+goes on until 60% of a 1 GB guest is lost (scenario ``seed``).  The orphan
+set is exactly the modules' complete record of what they lost, the suspects
+name the i40e device, and what the report adds to the census does not grow
+with the number of orphans (tracemalloc), nor does its JSON."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import pytest
+
+from vmcore_tools.census import census
+from vmcore_tools.cli import orphans_text
+from vmcore_tools.orphans import orphans
+
+from ..conftest import KERNELS, sample_core
+
+pytestmark = pytest.mark.vm
+#: what the orphan pass may add to the census, per page of memory (bytes):
+#: a few bytes per candidate (PFN, order, refcount, suspect) and bitmaps
+PER_PAGE = 64
+#: the JSON report stays well under the seed-scale issue's 5 MB
+JSON_BYTES = 1 << 20
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def seed(request):
+    core = sample_core("seed", request.param)
+    prog = core.program()
+    tracemalloc.start()
+    c = census(prog)
+    census_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    r = orphans(prog, c)
+    orphans_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    doc = json.dumps(r.to_json())
+    text = orphans_text(r, 20)
+    report_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return core, r, {"census": census_peak, "orphans": orphans_peak, "report": report_peak,
+                     "json": len(doc), "text": len(text)}
+
+
+def test_most_of_memory_is_leaked(seed):
+    core, r, _ = seed
+    leaked = sum(1 << l["order"] for l in core.manifest["planted_leaks"])
+    assert leaked >= 0.6 * core.manifest["meminfo_kb"]["MemTotal"] // 4
+    assert {l["order"] for l in core.manifest["planted_leaks"]} == {0, 1}
+
+
+def test_orphans_are_exactly_the_complete_record(seed):
+    core, r, _ = seed
+    truth = {l["pfn"]: l for l in core.manifest["planted_leaks"]}
+    assert len(truth) == len(core.manifest["planted_leaks"]), "one record per lost page"
+    found = dict(zip(r.found.pfn.tolist(), zip(r.found.order.tolist(), r.found.refcount.tolist())))
+    assert found.keys() == truth.keys(), (len(found.keys() - truth.keys()), len(truth.keys() - found.keys()))
+    assert all(found[p] == (l["order"], l["refcount"]) for p, l in truth.items())
+    assert r.orphaned_pages == sum(1 << l["order"] for l in truth.values())
+    assert not r.problems
+
+
+def test_suspects_name_the_device_with_exact_counts(seed):
+    core, r, _ = seed
+    assert sum(s.pages for s in r.suspects) == r.orphaned_pages
+    big = r.suspects[0]
+    assert big.allocations > 1000 and big.sampled == 64 and (big.netdev, big.driver) == ("eth2", "i40e")
+    assert "eth2 (i40e) in 64 of 64 sampled" in big.label
+    assert sum(big.nodes.values()) == big.pages and big.range_count >= len(big.ranges) > 0
+    assert "i40e rx buffers of eth2" in r.to_json()["verdict"]
+
+
+def test_report_cost_does_not_grow_with_the_orphans(seed):
+    core, r, cost = seed
+    pages = r.census.memmap.nr
+    assert cost["orphans"] <= cost["census"] + PER_PAGE * pages, cost
+    # the report itself (JSON and text) is bounded: samples and runs, not every orphan
+    assert cost["report"] <= 32 << 20 and cost["json"] <= JSON_BYTES, cost
+    assert len(r.to_json()["orphans"]) <= 64 * len(r.suspects)
