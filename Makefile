@@ -1,6 +1,7 @@
 # The two commands of a fresh machine (see README.md):
 #   make demo   installs what is needed, builds the default sample core and finds its leak
-#   make test   installs what is needed and runs the whole test suite (what CI runs)
+#   make test   installs what is needed and runs the CI tier of the test suite (what CI runs)
+#   make test-all  the whole matrix: every test on every kernel line
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ APT_PACKAGES := qemu-system-x86 qemu-utils makedumpfile kexec-tools kmod busybox
                 cpio e2fsprogs iproute2 gcc make libc6-dev libelf1 xz-utils dpkg \
                 chromium-headless-shell fonts-dejavu-core gdb flex bison libelf-dev bc
 
-.PHONY: demo test deps venv cores
+.PHONY: demo test test-all deps venv cores
 
 demo: deps venv
 	$(BIN)/python -m sample_cores build $(SCENARIO) --kernel $(KERNEL) >/dev/null
@@ -19,6 +20,9 @@ demo: deps venv
 
 test: deps venv
 	$(BIN)/pytest
+
+test-all: deps venv
+	$(BIN)/pytest -m "full or not full"
 
 cores: deps venv
 	$(BIN)/python -m sample_cores build $(SCENARIO) --kernel all

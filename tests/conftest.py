@@ -19,6 +19,14 @@ from sample_cores.scenarios import build
 KERNELS = ("5.10", "6.1", "6.12")
 
 
+def lines(all_lines: tuple[str, ...] = KERNELS, ci: tuple[str, ...] = ("6.1",)) -> list:
+    """Parameters for a test over ``all_lines``: the ``ci`` ones run in
+    ``make test``, the others are marked ``full`` and run in ``make
+    test-all`` (a cold ``make test`` must stay within CI's budget; each
+    feature still runs there on at least one line, each line on many)."""
+    return [k if k in ci else pytest.param(k, marks=pytest.mark.full) for k in all_lines]
+
+
 class Core:
     """A built sample core: its directory, manifest and vmcore-tools options."""
 

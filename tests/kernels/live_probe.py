@@ -85,14 +85,17 @@ def command(*args: str) -> dict:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = run_on(prog, [*args, "--json", "--quiet"])
-    return {"rc": rc, "stderr": err.getvalue()[-2000:], "doc": json.loads(out.getvalue()) if rc == 0 else None}
+    return {"rc": rc, "stderr": err.getvalue()[-2000:], "doc": json.loads(out.getvalue()) if rc in (0, 3) else None}
 
 
 cli = {name: command(name) for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
 cli["page"] = command("page", str(leaks[0]["pfn"]))
 cli["report"] = command("report", "--html", "/tmp/report.html")
+os.environ["VMCORE_TOOLS_FAIL_STAGE"] = "scan: live re-check"     # the stage only a live kernel has
+injected = command("orphans")
+del os.environ["VMCORE_TOOLS_FAIL_STAGE"]
 churn.kill()
-print(json.dumps({"cli": cli, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
+print(json.dumps({"cli": cli, "injected": injected, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
                   "leaks": leaks, "problems": c.problems + r.problems,
                   "orphans": [{"pfn": o.pfn, "order": o.order, "refcount": o.refcount,

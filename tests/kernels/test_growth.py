@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import KERNELS, run_probe_in_guest
+from ..conftest import lines, run_probe_in_guest
 from ..schemas import validate
 
 pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("growth_probe.py")
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", lines())
 def test_diff_and_watch_see_the_leak_grow(kernel):
     result = run_probe_in_guest(kernel, PROBE)
     assert result["grown_log_pages"] > 0, "fake_i40e logged the pages leak_more lost"

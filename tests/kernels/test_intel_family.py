@@ -22,7 +22,7 @@ from sample_cores.manifest import parse_log
 from vmcore_tools import orphans
 from vmcore_tools.rings import intel
 
-from ..conftest import KERNELS, cli_json, run_in_guest, sample_core
+from ..conftest import KERNELS, cli_json, lines, run_in_guest, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -129,7 +129,7 @@ LIVE = ("cat /sys/kernel/debug/vmct_truth/*; echo ===; set -- {debug}; vmlinux=$
          '$(for d in "$@"; do echo -d $d; done)')
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", lines())
 def test_live_the_lost_pages_are_the_orphans(kernel):
     """The same guest, running: the report read from /proc/kcore finds
     exactly the pages its modules recorded lost, each driver named."""

@@ -43,3 +43,8 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     assert result["cli"]["info"]["doc"]["target"] == "/proc/kcore"
     assert result["cli"]["page"]["doc"]["class"] == "unattributed"
     assert "i40e rx buffers of eth2" in result["cli"]["report"]["doc"]["verdict"]
+    # the live re-check failing on purpose: a stated partial result, exit 3
+    injected = result["injected"]
+    assert injected["rc"] == 3, injected["stderr"]
+    validate(injected["doc"])
+    assert any(p.startswith("scan: live re-check failed") for p in injected["doc"]["problems"])

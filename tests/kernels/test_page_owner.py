@@ -23,7 +23,7 @@ from vmcore_tools.classify import PageClass
 from vmcore_tools.page_owner import PageOwners, page_owner_state
 from vmcore_tools.refscan import run_by_page_owner
 
-from ..conftest import cli_json, run_cli, sample_core
+from ..conftest import cli_json, lines, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -37,7 +37,7 @@ def records_task(prog) -> bool:
     return prog.type("struct page_owner").has_member("comm")
 
 
-@pytest.fixture(scope="module", params=KERNELS)
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1-page-owner",)))
 def owner_core(request):
     return sample_core("page-owner", request.param)
 
