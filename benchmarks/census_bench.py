@@ -39,7 +39,7 @@ rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_census = 
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 print(json.dumps({{"pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
                   "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
-                  "orphans": len(r.orphans), "rss_after_census_kb": rss_census,
+                  "orphans": len(r.found), "rss_after_census_kb": rss_census,
                   "rss_after_open_kb": rss_open, "split_open": split_open, "split_census": split_census,
                   "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """

@@ -63,11 +63,15 @@ def print_fit(runs: list[dict]) -> None:
     pages = [r["pages"] for r in runs]
     print(f"\nFit over {', '.join(map(str, pages))} pages, extrapolated (60% leaked at each point, so the "
           "128 GB row stands for about 77 GB leaked, as the seed's 100 GB)")
+    print("  (RSS counts the core's pages the process maps, shared page cache; anon is its own memory)")
     for cmd in ("census", "report"):
         t0, tp = fit(pages, [r[cmd]["seconds"] for r in runs])
-        m0, mp = fit(pages, [r[cmd]["rss_mb"] * 2**20 for r in runs])
-        cells = "  ".join(f"{h}: {t0 + tp * n:6.1f} s {(m0 + mp * n) / 2**30:5.2f} GB" for h, n in HOSTS.items())
-        print(f"  {cmd:7} {t0:6.2f} s + {tp * 1e6:.3f} us/page, {m0 / 2**20:5.0f} MB + {mp:5.1f} B/page   {cells}")
+        for what in ("rss_mb", "anon_mb"):
+            m0, mp = fit(pages, [r[cmd][what] * 2**20 for r in runs])
+            cells = "  ".join(f"{h}: {t0 + tp * n:6.1f} s {(m0 + mp * n) / 2**30:5.2f} GB"
+                              for h, n in HOSTS.items())
+            print(f"  {cmd:7} {what[:-3]:4} {t0:6.2f} s + {tp * 1e6:.3f} us/page, "
+                  f"{m0 / 2**20:5.0f} MB + {mp:5.1f} B/page   {cells}")
 
 
 def main() -> int:

@@ -103,6 +103,14 @@ ENTRY_ADDRESS = np.uint64(0x000FFFFFFFFFF000)
 ENTRY_RESERVED = np.uint64(0x07F0000000000000)
 
 
+#: distinct low-12-bit flag sets the entries of one table page may show: a
+#: table is built with one protection (x86 ``_PAGE_TABLE`` or
+#: ``_KERNPG_TABLE``, VT-d ``READ | WRITE``), and the hardware adds a bit or
+#: two (accessed, dirty); a hash table of ``hlist_nulls`` heads holds a
+#: different odd marker in every slot
+TABLE_FLAG_SETS = 8
+
+
 def table_entries(words: np.ndarray, page_words: int) -> np.ndarray:
     """Which words are entries of a hardware-style table: a page whose every
     nonzero word is a present entry -- bit 0 set (x86 ``_PAGE_PRESENT``,
@@ -117,7 +125,10 @@ def table_entries(words: np.ndarray, page_words: int) -> np.ndarray:
     (``mm->pgd``, an IOMMU domain's ``pgd``), so a referenced page shaped
     like a table makes its entries references.  The whole-page shape is
     what keeps timestamps and hashes out: one word outside it, and the page
-    is not a table."""
+    is not a table; and so do the flags, few per table (``TABLE_FLAG_SETS``):
+    an empty ``hlist_nulls`` hash table (``(nulls << 1) | 1`` per bucket,
+    TCP's listening hash from ``1 << 29``) is odd in every slot but counts
+    in its low bits."""
     if not words.size or words.size % page_words:
         return np.zeros(words.size, bool)
     nonzero = words != 0
@@ -125,6 +136,9 @@ def table_entries(words: np.ndarray, page_words: int) -> np.ndarray:
              & ((words & ENTRY_ADDRESS) != 0))
     pages = (entry | ~nonzero).reshape(-1, page_words).all(axis=1) & \
         entry.reshape(-1, page_words).any(axis=1)
+    flags = (words & np.uint64(0xFFF)).reshape(-1, page_words)
+    for i in np.flatnonzero(pages):
+        pages[i] = np.unique(flags[i][entry.reshape(-1, page_words)[i]]).size <= TABLE_FLAG_SETS
     return entry & np.repeat(pages, page_words)
 
 

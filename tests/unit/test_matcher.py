@@ -71,14 +71,16 @@ def test_table_entries_need_a_whole_table_shaped_page():
     """Physical addresses with flag bits count only in a page whose every
     nonzero word is such an entry: x86 (0x67), VT-d (0x3) and AMD IOMMU
     (IR/IW in bits 61-62) entries; one timestamp-like word, and the page is
-    not a table."""
+    not a table; nor is an hlist_nulls hash table, odd in every slot with a
+    counter in its low bits."""
     from vmcore_tools.refscan import table_entries
     page = np.zeros(512, np.uint64)
     page[[3, 77, 509]] = [(16384 << 12) | 0x67, (16390 << 12) | 0x3, (20001 << 12) | 0x6000000000000601]
     other = page.copy()
     other[100] = 0x17A3B4C5D6E7F001          # bit 0 set, but bits 52-58 too
     empty = np.zeros(512, np.uint64)
-    got = table_entries(np.concatenate([page, other, empty]), 512)
+    nulls = (((np.uint64(1) << np.uint64(29)) + np.arange(512, dtype=np.uint64)) << np.uint64(1)) | np.uint64(1)
+    got = table_entries(np.concatenate([page, other, empty, nulls]), 512)
     assert np.flatnonzero(got).tolist() == [3, 77, 509]
     hit = hits_in_table(page)
     assert hit == [(3, 16384, "table entry"), (77, 16390, "table entry"), (509, 20001, "table entry")]
