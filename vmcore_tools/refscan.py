@@ -443,15 +443,18 @@ class ReferenceScan:
         ``vmcoreinfo_data`` to ``vmcoreinfo_data_safecopy`` during the panic,
         dropping the only pointer to the page ``crash_save_vmcoreinfo_init()``
         had allocated.  That page (its text starts with ``OSRELEASE=``) was
-        orphaned by the crash itself, not by a leak."""
+        orphaned by the crash itself, not by a leak.  It came from
+        ``get_zeroed_page()``: order 0, refcount 1, so only such candidates
+        are read (not a leak of bias-like rx pages, however large)."""
         prog = self.prog
         if not has_object(prog, "vmcoreinfo_data_safecopy"):
             return
         safe = prog["vmcoreinfo_data_safecopy"].value_()
         if not safe or safe != prog["vmcoreinfo_data"].value_():
             return
-        for head in self.heads.tolist():
-            if head in self.result.references or self.a.order_of(head):
+        singles = np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.a.nr])
+        for head in singles.tolist():
+            if head in self.result.references:
                 continue
             try:
                 text = prog.read(self.a.virt_of_pfn(head), 10)
