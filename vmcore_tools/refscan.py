@@ -512,6 +512,12 @@ class ReferenceScan:
         * Inner pages of a run may be referenced themselves (hash tables
           from ``alloc_large_system_hash()``: chains point back at their
           buckets); such a page neither ends the run nor starts a new one.
+          A page held by its ``struct page`` does end it: the owner of an
+          ``alloc_pages_exact()`` buffer keeps its address only, so a page
+          named by its ``struct page`` (on a ``page->lru`` list, in a
+          ``page->private`` chain, in an array of page pointers) is an
+          allocation of its own, and the unreferenced page after it is not
+          that allocation's tail.
           A page whose start the kernel image's data holds does: boot-time
           tables lie back to back (``tcp_hashinfo.ehash`` right after the
           block of ``ip_idents``), and the alignment bound alone would let
@@ -544,9 +550,12 @@ class ReferenceScan:
         starts_of = {h: starts for h in refs if single(h)
                      if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
         image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
+        # a page someone holds by its struct page is an allocation of its own
+        page_held = {h for h, found in refs.items() if any(r.kind == STRUCT_PAGE for r in found)}
         for head in sorted(starts_of):
             block = min(head & -head or largest, largest)
-            span = next((n for n in range(head + 1, head + block) if not single(n) or n in image_held),
+            span = next((n for n in range(head + 1, head + block)
+                         if not single(n) or n in image_held or n in page_held),
                         head + block)
             by_owner = run_by_page_owner(owners, head, span) if owners else None
             if by_owner is not None:

@@ -87,7 +87,7 @@ def test_no_owned_page_is_orphaned_and_each_is_held_by_its_shape(shapes):
 def test_the_page_lost_in_each_shape_is_orphaned(shapes):
     core, r = shapes
     orphaned = {o.pfn for o in r.orphans}
-    for leak in core.manifest["planted_leaks"]:
+    for leak in core.expected_orphans().values():
         if leak["ring"] in ("lru-list", "private-chain", "table"):
             assert leak["pfn"] in orphaned, leak
 
