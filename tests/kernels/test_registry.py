@@ -25,6 +25,12 @@ NOT_EXERCISED = {
     "kernel pages": "large kmalloc is a class only from 6.15 (page type); before, it is a referenced "
                     "candidate and read as such, and no page_frag page holds the only pointer to a page",
 }
+#: entries no sample core exercises reliably, tested by the unit test they
+#: name instead: a page held only through an skb frag in an rx buffer is
+#: something no sample driver builds, while stale data of an rx buffer's
+#: earlier owner (a bio_vec array) matches the frag shape on some builds and
+#: not on others
+UNIT_TESTED = {"rx buffers"}
 #: entries that keep words from counting rather than make them count: their
 #: test is the exact orphan set of the seed core (test_seed), where 60% of
 #: memory is candidates and an index read as an address finds one
@@ -43,6 +49,8 @@ def scans():
 
 @pytest.mark.parametrize("name", [e.name for e in (*ROOTS, *OWNERS) if e.name not in PRECISION])
 def test_each_entry_holds_pages(scans, name):
+    if name in UNIT_TESTED:
+        pytest.skip(f"{name}: {next(e.test for e in ROOTS if e.name == name)}")
     lost = set()
     for c, heads, held in scans:
         lost |= held - set(ReferenceScan(c, heads).run(frozenset({name})).references)
