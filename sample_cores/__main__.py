@@ -61,6 +61,11 @@ def summary(core_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # what follows -- is the live command, whole: argparse would take its
+    # options (or our --kernel after the scenario) for its own
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(prog="python -m sample_cores", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     lv = sub.add_parser("live", help="boot a scenario and run a command inside it")
     lv.add_argument("scenario", choices=sorted(SCENARIOS))
     lv.add_argument("--kernel", default=DEFAULT_KERNEL, choices=kernels)
-    lv.add_argument("command", nargs=argparse.REMAINDER)
+    lv.add_argument("command", nargs="*", help="the command (after --, so its options are its own)")
     for name, text in (("args", "print vmcore-tools target options for a built core"),
                        ("show", "summarize a built core's manifest")):
         p = sub.add_parser(name, help=text)
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "show":
             print(summary(build(args.scenario, args.kernel, log=_log)))
         elif args.cmd == "live":
-            cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+            cmd = args.command + command
             rc, out, err = live(args.scenario, args.kernel, shlex.join(cmd), log=_log)
             sys.stdout.write(out)
             sys.stderr.write(err)

@@ -12,6 +12,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .kernels import Kernel
@@ -93,22 +94,25 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
     if all(p.exists() for p in result.values()):
         return result
     flags = " ".join(features(k) + (intel_features(k) if directory == "fake_intel" else []))
-    work = out / "build"
-    if work.exists():
-        shutil.rmtree(work)
-    shutil.copytree(MODULES_SRC / directory, work)
-    shutil.copytree(MODULES_SRC / "include", work, dirs_exist_ok=True)     # headers they share
-    log(f"[{k.line}] building {', '.join(names)} {flags}")
-    proc = subprocess.run(
-        ["make", "-C", str(k.build_dir), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-         f"I40E_SRC={k.source_dir / 'i40e'}", f"INTEL_SRC={k.source_dir}", f"FEATURES={flags}",
-         "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"building {directory} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    for name, path in result.items():
-        shutil.copy(work / f"{name}.ko", path)
+    out.mkdir(parents=True, exist_ok=True)
+    # kbuild takes no blank in M= or the kernel tree's path: build in a
+    # temporary directory of our own, against the tree's real path
+    with tempfile.TemporaryDirectory(prefix="vmct-modules-") as tmp:
+        work = Path(tmp) / directory
+        shutil.copytree(MODULES_SRC / directory, work)
+        shutil.copytree(MODULES_SRC / "include", work, dirs_exist_ok=True)     # headers they share
+        log(f"[{k.line}] building {', '.join(names)} {flags}")
+        source = k.source_dir.resolve()
+        proc = subprocess.run(
+            ["make", "-C", str(k.build_dir.resolve()), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+             f"I40E_SRC={source / 'i40e'}", f"INTEL_SRC={source}", f"FEATURES={flags}",
+             "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {directory} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        for name, path in result.items():
+            shutil.copy(work / f"{name}.ko", path)
     return result
 
 

@@ -150,7 +150,6 @@ def host_paths(*paths: Path) -> list[str]:
 
 def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
                mode: str, live_cmd: str = "", live_cwd: Path = REPO) -> None:
-    insmod = [f"{modules[name]} {sc.module_params.get(name, '')}".strip() for name in modules]
     job = {
         "MODE": mode,
         "KROOT": str(k.modules_root),
@@ -163,7 +162,9 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
         "LIVE_CWD": str(live_cwd),
     }
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
-    lines.append("INSMOD=(" + " ".join(shlex.quote(i) for i in insmod) + ")")
+    # each module's path (it may hold blanks) and its parameters, side by side
+    lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
+    lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
     needed = host_paths(REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
     lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in needed) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]

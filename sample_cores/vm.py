@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +58,6 @@ class GuestSpec:
     def console(self) -> Path:
         return self.run_dir / "console.log"
 
-    @property
-    def qmp_path(self) -> Path:
-        return self.run_dir / "qmp.sock"
 
 
 class QMP:
@@ -105,6 +104,10 @@ class Guest:
         self.spec = spec
         self.proc: subprocess.Popen | None = None
         self._seen = 0
+        # a unix socket's path must fit in 108 bytes, which a cache deep in a
+        # clone's tree does not: the QMP socket gets a short directory of its own
+        self.qmp_dir = Path(tempfile.mkdtemp(prefix="vmct-qmp-"))
+        self.qmp_path = self.qmp_dir / "qmp.sock"
 
     def command(self) -> list[str]:
         s = self.spec
@@ -116,7 +119,7 @@ class Guest:
             "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",
-            "-qmp", f"unix:{s.qmp_path},server=on,wait=off",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on",
             "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={HOST_ROOT_TAG}",
             "-fsdev", f"local,id=out,path={s.out_dir},security_model=none",
@@ -136,7 +139,7 @@ class Guest:
         s.console.write_text("")
         with open(s.run_dir / "disk.img", "wb") as f:
             f.truncate(s.disk_mb * 1024 * 1024)
-        s.qmp_path.unlink(missing_ok=True)
+        self.qmp_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu().environ(),
                                      stdout=open(s.run_dir / "qemu.log", "w"),
                                      stderr=subprocess.STDOUT)
@@ -174,7 +177,7 @@ class Guest:
 
     def dump_elf(self, path: Path) -> None:
         """Stop the guest and write an ELF memory dump through QMP."""
-        qmp = QMP(self.spec.qmp_path)
+        qmp = QMP(self.qmp_path)
         try:
             qmp.execute("stop")
             tmp = path.with_suffix(".tmp")
@@ -188,3 +191,4 @@ class Guest:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.qmp_dir, ignore_errors=True)

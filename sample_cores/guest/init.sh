@@ -44,9 +44,9 @@ hostname vmct-guest
 ip link set lo up
 load() { for m in "$@"; do modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"; done; }
 load qemu_fw_cfg virtio_net e1000e virtio_blk ext4 veth
-for line in "${INSMOD[@]}"; do
+for i in "${!INSMOD[@]}"; do
     # shellcheck disable=SC2086
-    insmod $line || die "insmod $line"
+    insmod "${INSMOD[$i]}" ${INSMOD_PARAMS[$i]} || die "insmod ${INSMOD[$i]}"
 done
 # igb after the test modules, so fake_i40e's net device is eth2 whether or
 # not this QEMU emulates igb; the rest of the Intel family binds no device
