@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import drgn
+import numpy as np
 from drgn.helpers.linux.device import bus_for_each_dev, dev_name
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import virt_to_pfn
@@ -68,34 +69,44 @@ def _size(ptr: drgn.Object) -> int:
     return drgn.sizeof(ptr.type_.type)
 
 
+def posted_chains(prog: drgn.Program, split: drgn.Object) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                                  list[tuple[int, list[int]]]]:
+    """A split ring's ``desc`` and ``desc_state`` arrays (read in one go
+    each) and, per head with ``desc_state[head].data`` set, the
+    descriptors of its chain (``next`` while ``VRING_DESC_F_NEXT``)."""
+    ring = split.vring
+    num = ring.num.value_()
+    desc = struct_array(prog, ring.desc.value_(), ring.desc.type_.type, num,
+                        {"addr": "addr", "len": "len", "flags": "flags", "next": "next"})
+    state = struct_array(prog, split.desc_state.value_(), "struct vring_desc_state_split", num,
+                         {"data": "data", "indir_desc": "indir_desc"})
+    chains = []
+    for head in np.flatnonzero(state["data"]).tolist():
+        chain, i = [], head
+        while len(chain) < num:
+            chain.append(i)
+            if not int(desc["flags"][i]) & VRING_DESC_F_NEXT:
+                break
+            i = int(desc["next"][i]) % num
+        chains.append((head, chain))
+    return desc, state, chains
+
+
 def _split(prog: drgn.Program, split: drgn.Object, out: Virtqueue) -> None:
-    """A split ring's pages, and the buffers of the chains posted to it:
-    those whose head has ``desc_state[head].data`` (a free descriptor
-    keeps the address of a buffer long gone)."""
+    """A split ring's pages, and the buffers of the chains posted to it
+    (a free descriptor keeps the address of a buffer long gone)."""
     ring = split.vring
     num = ring.num.value_()
     page = 1 << prog["PAGE_SHIFT"].value_()
     out.pages = (_pfns(prog, ring.desc.value_(), num * _size(ring.desc))
                  | _pfns(prog, ring.avail.value_(), page) | _pfns(prog, ring.used.value_(), page))
-    desc = struct_array(prog, ring.desc.value_(), ring.desc.type_.type, num,
-                        {"addr": "addr", "len": "len", "flags": "flags", "next": "next"})
-    state = split.desc_state
-    indirect = has_member(prog, "struct vring_desc_state_split", "indir_desc")
-    for head in range(num):
-        st = state[head]
-        if not st.data:
-            continue
-        i, steps = head, 0
-        while steps < num:
+    desc, state, chains = posted_chains(prog, split)
+    for head, chain in chains:
+        for i in chain:
             out.buffers.append((int(desc["addr"][i]), f"desc[{i}]"))
-            flags = int(desc["flags"][i])
-            if flags & VRING_DESC_F_INDIRECT and indirect and st.indir_desc:
-                _indirect(prog, st.indir_desc.value_(), int(desc["len"][i]), ring.desc.type_.type,
-                          f"desc[{i}] indirect", out)
-            if not flags & VRING_DESC_F_NEXT:
-                break
-            i = int(desc["next"][i]) % num
-            steps += 1
+            table = int(state["indir_desc"][head]) if "indir_desc" in state else 0
+            if int(desc["flags"][i]) & VRING_DESC_F_INDIRECT and table:
+                _indirect(prog, table, int(desc["len"][i]), ring.desc.type_.type, f"desc[{i}] indirect", out)
 
 
 def _indirect(prog: drgn.Program, table: int, length: int, desc_type: drgn.Type, where: str,

@@ -20,11 +20,10 @@ from drgn.helpers.linux.net import netdev_priv
 
 from ..features import has_type
 from ..pages import Memmap
+from ..virtqueues import VRING_DESC_F_INDIRECT, posted_chains
 from . import Ring
-from .common import netdev_label, netdevs_of, struct_array
+from .common import netdev_label, netdevs_of
 
-VRING_DESC_F_NEXT = 1
-VRING_DESC_F_INDIRECT = 4
 
 
 class VirtioNet:
@@ -62,19 +61,13 @@ class VirtioNet:
         return ring
 
     def _split_slots(self, prog: drgn.Program, a: Memmap, split: drgn.Object, ring: Ring) -> None:
-        num = split.vring.num.value_()
-        ring.count = num
-        state = struct_array(prog, split.desc_state.value_(), "struct vring_desc_state_split", num,
-                             {"data": "data"})
-        desc = struct_array(prog, split.vring.desc.value_(), "struct vring_desc", num,
-                            {"addr": "addr", "flags": "flags", "next": "next"})
+        ring.count = split.vring.num.value_()
+        desc, _, chains = posted_chains(prog, split)
         slots, pfns, offsets = [], [], []
         mask = (1 << a.page_shift) - 1
-        for head in np.nonzero(state["data"])[0].tolist():
-            i, steps = head, 0
-            while steps < num:
-                flags = int(desc["flags"][i])
-                if flags & VRING_DESC_F_INDIRECT:
+        for head, chain in chains:
+            for i in chain:
+                if int(desc["flags"][i]) & VRING_DESC_F_INDIRECT:
                     ring.problems.append(f"slot {head}: indirect descriptors not followed")
                     break
                 addr = int(desc["addr"][i])
@@ -83,12 +76,8 @@ class VirtioNet:
                     slots.append(head)
                     pfns.append(pfn)
                     offsets.append(addr & mask)
-                if not flags & VRING_DESC_F_NEXT:
-                    break
-                i = int(desc["next"][i]) % num
-                steps += 1
         ring.slot = np.asarray(slots, np.int64)
         ring.pfn = np.asarray(pfns, np.int64)
         ring.offset = np.asarray(offsets, np.int64)
         ring.bias = np.full(ring.slot.size, -1, np.int64)
-        ring.indices["populated_heads"] = int(np.count_nonzero(state["data"]))
+        ring.indices["populated_heads"] = len(chains)
