@@ -214,12 +214,34 @@ def prune(log=print) -> list[Path]:
     return removed
 
 
+#: an older build of the same scenario used within this many seconds is
+#: kept when a new one lands (another checkout may still be reading it)
+IN_USE_SECONDS = 1800
+
+
+def _retire_older_builds(dest: Path, log) -> None:
+    """Delete the other builds of ``dest``'s scenario and kernel line that
+    nothing used in the last ``IN_USE_SECONDS``: each change of the guest
+    files or test modules makes a new key, and a core is 1 to 16 GB, so a
+    cache that only grows fills the disk within a day of work.  (``prune``
+    does the same for every scenario at once, whatever their age.)"""
+    now = time.time()
+    for d in dest.parent.iterdir():
+        if d != dest and not d.name.endswith(".run") and now - d.stat().st_mtime > IN_USE_SECONDS:
+            shutil.rmtree(d, ignore_errors=True)
+            log(f"removed an older build: {d}")
+
+
 def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False) -> Path:
-    """Build scenario ``name`` on kernel line ``line``; return its directory."""
+    """Build scenario ``name`` on kernel line ``line``; return its directory.
+
+    A build found in the cache is marked as used (its directory's mtime),
+    which keeps it from ``_retire_older_builds`` for a while."""
     sc = SCENARIOS[name]
     k, modules, initrd = _prepare(sc, line, log)
     dest = core_dir(name, line) / _key(sc, k, modules)
     if (dest / "manifest.json").exists() and not force:
+        os.utime(dest)
         return dest
     run_dir = dest.with_name(dest.name + ".run")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -280,6 +302,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     spec.out_dir.rename(dest)
     shutil.copy(spec.console, dest / "console.log")
     shutil.rmtree(run_dir)
+    _retire_older_builds(dest, log)
     log(f"[{line}] {name}: {dest} ({time.time() - t0:.0f}s)")
     return dest
 
