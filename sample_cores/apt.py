@@ -136,6 +136,16 @@ class PrivateApt:
             if line.strip().startswith("Depends:")
         ]
 
+    def download_closure(self, packages: list[str], dest: Path) -> list[Path]:
+        """Fetch ``packages`` and everything they depend on (as on an empty
+        system, so the suite's own libc comes too) into ``dest``; return the
+        ``.deb`` files there."""
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "partial").mkdir(exist_ok=True)
+        self.run("apt-get", "-q", "-y", "--download-only", "-o", "APT::Install-Recommends=0",
+                 "-o", f"Dir::Cache::archives={dest}", "install", *packages)
+        return sorted(dest.glob("*.deb"))
+
     def download(self, package: str, version: str, dest: Path) -> Path:
         """Fetch ``package=version`` into ``dest`` (once) and return the .deb path."""
         dest.mkdir(parents=True, exist_ok=True)

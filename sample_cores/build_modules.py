@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .kernels import Kernel
+from .kernels import Kernel, toolchain_suite
+from .toolchain import toolchain_for
 
 MODULES_SRC = Path(__file__).parent / "modules"
 #: the drivers fake_intel fakes (one module each: fake_ixgbe.ko, ...)
@@ -40,8 +41,14 @@ def features(k: Kernel) -> list[str]:
         flags.append("-DHAVE_RING_XDP_BUFF")     # 6.4+: ring->xdp replaces ring->skb
     if "eth_hw_addr_set" in k.header("linux/etherdevice.h").read_text():
         flags.append("-DHAVE_ETH_HW_ADDR_SET")
-    if "remove_new" in k.header("linux/platform_device.h").read_text():
-        flags.append("-DHAVE_PLATFORM_REMOVE_NEW")   # 6.3+; 6.11+ .remove returns void
+    frag = next(k.root.glob("headers/usr/src/linux-headers-*/include/linux/page_frag_cache.h"), None)
+    if frag is not None and "void page_frag_cache_drain(struct page_frag_cache" in frag.read_text():
+        flags.append("-DHAVE_PAGE_FRAG_CACHE_DRAIN")    # 6.13+: the cache holds an encoded page, not va
+    platform = k.header("linux/platform_device.h").read_text()
+    if "remove_new" in platform:
+        flags.append("-DHAVE_PLATFORM_REMOVE_NEW")   # 6.3 to 6.12
+    elif re.search(r"void \(\*remove\)\(struct platform_device \*\)", platform):
+        flags.append("-DHAVE_PLATFORM_REMOVE_VOID")  # 6.13+: only .remove, returning void
     return flags
 
 
@@ -56,15 +63,29 @@ def intel_features(k: Kernel) -> list[str]:
     return flags
 
 
-def modules_of(k: Kernel, directory: str) -> tuple[str, ...]:
-    """The modules ``modules/<directory>`` builds for ``k``.
+#: where each faked driver keeps its rx slots: (header, ring struct, member).
+#: A driver whose ring has no page slots any more receives through
+#: page_pool/libeth (iavf from 6.10, ice from 6.17): nothing to fake there
+SLOTS = {
+    "iavf": ("iavf/iavf_txrx.h", "iavf_ring", r"\*rx_bi;"),
+    "ice": ("ice/ice_txrx.h", "ice_rx_ring", r"\*rx_buf;"),
+}
 
-    fake_intel fakes iavf only where its ring has page slots (``rx_bi``):
-    from 6.10 iavf receives through page_pool."""
+
+def modules_of(k: Kernel, directory: str) -> tuple[str, ...]:
+    """The modules ``modules/<directory>`` builds for ``k``: fake_intel
+    fakes a driver only where its ring has page slots (``SLOTS``)."""
     if directory != "fake_intel":
         return (directory,)
-    iavf = _struct_body((k.source_dir / "iavf" / "iavf_txrx.h").read_text(), "iavf_ring")
-    return tuple(f"fake_{d}" for d in FAKE_INTEL if d != "iavf" or re.search(r"\*rx_bi;", iavf))
+
+    def has_slots(driver: str) -> bool:
+        if driver not in SLOTS:
+            return True
+        header, ring, member = SLOTS[driver]
+        text = (k.source_dir / header).read_text()
+        return bool(re.search(member, _struct_body(text, ring) or text))
+
+    return tuple(f"fake_{d}" for d in FAKE_INTEL if has_slots(d))
 
 
 def _digest(k: Kernel, directory: str) -> str:
@@ -94,6 +115,7 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
     if all(p.exists() for p in result.values()):
         return result
     flags = " ".join(features(k) + (intel_features(k) if directory == "fake_intel" else []))
+    toolchain = toolchain_for(k, toolchain_suite(k.line), log)
     out.mkdir(parents=True, exist_ok=True)
     # kbuild takes no blank in M= or the kernel tree's path: build in a
     # temporary directory of our own, against the tree's real path
@@ -103,12 +125,13 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
         shutil.copytree(MODULES_SRC / "include", work, dirs_exist_ok=True)     # headers they share
         log(f"[{k.line}] building {', '.join(names)} {flags}")
         source = k.source_dir.resolve()
-        proc = subprocess.run(
-            ["make", "-C", str(k.build_dir.resolve()), f"M={work}", "CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=",
-             f"I40E_SRC={source / 'i40e'}", f"INTEL_SRC={source}", f"FEATURES={flags}",
-             "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"],
-            capture_output=True, text=True,
-        )
+        make = ["make", "-C", str(k.build_dir.resolve()), f"M={work}", "CONFIG_DEBUG_INFO_BTF_MODULES=",
+                f"I40E_SRC={source / 'i40e'}", f"INTEL_SRC={source}", f"FEATURES={flags}",
+                "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"]
+        if toolchain is None:
+            proc = subprocess.run([*make, "CC=gcc"], capture_output=True, text=True)
+        else:       # the headers' own CC (x86_64-linux-gnu-gcc-N), in the suite's root
+            proc = toolchain.run([*make, "DEB_BUILD_ARCH=amd64"], binds=(k.root, Path(tmp)))
         if proc.returncode != 0:
             raise RuntimeError(f"building {directory} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         for name, path in result.items():

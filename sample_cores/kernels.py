@@ -17,6 +17,7 @@ Everything is cached under ``cache_dir()/kernels/<line>/<version>`` and a
 from __future__ import annotations
 
 import lzma
+import re
 import shutil
 import subprocess
 import tarfile
@@ -45,6 +46,9 @@ class KernelLine:
     name: str                      # "6.1"
     apt_name: str                  # private apt tree name
     suites: tuple[tuple[str, str], ...]
+    #: the suite whose gcc Debian built this line with, where it is newer
+    #: than this machine's (toolchain.py); None: this machine's gcc
+    toolchain: str | None = None
 
     def apt(self) -> PrivateApt:
         return PrivateApt(self.apt_name, list(self.suites))
@@ -56,6 +60,9 @@ KERNEL_LINES: dict[str, KernelLine] = {
     "6.1": KernelLine("6.1", "bookworm",
                       (("debian", "bookworm"), ("security", "bookworm-security"))),
     "6.12": KernelLine("6.12", "bookworm-backports", (("debian", "bookworm-backports"),)),
+    # 7.x: the image is split into linux-binary-<abi> and linux-modules-<abi>;
+    # built by trixie's gcc 14
+    "7.3": KernelLine("7.3", "trixie-backports", (("debian", "trixie-backports"),), toolchain="trixie"),
 }
 
 
@@ -154,17 +161,32 @@ def extract_deb(deb: Path, dest: Path, members: tuple[str, ...] = ()) -> None:
 
 
 def _resolve(line: KernelLine) -> tuple[str, str]:
+    """The ABI and package version of ``line``: what ``linux-image-amd64``
+    of its suite depends on, or, once that moved on to a newer upstream
+    release (backports do), the newest ``linux-image-<line>.N...-amd64``."""
     apt = line.apt()
     apt.update()
     deps = [d for d in apt.depends("linux-image-amd64") if d.startswith("linux-image-")]
     if not deps:
         raise RuntimeError(f"linux-image-amd64 in {line.apt_name} depends on no kernel image")
     image = deps[0]
+    if not image.startswith(f"linux-image-{line.name}."):
+        named = apt.search_names(rf"^linux-image-{re.escape(line.name)}\.[0-9.+a-z~-]*-amd64$")
+        if not named:
+            raise RuntimeError(f"{line.apt_name} has no linux-image-{line.name}.*-amd64")
+        image = max(named, key=lambda n: _Version(apt.candidate(n) or "0"))
     abi = image.removeprefix("linux-image-")
     version = apt.candidate(image)
     if version is None:
         raise RuntimeError(f"{image} has no candidate version")
     return abi, version
+
+
+class _Version(str):
+    """A Debian version, ordered as dpkg orders them."""
+
+    def __lt__(self, other: str) -> bool:
+        return subprocess.run(["dpkg", "--compare-versions", self, "lt", other]).returncode == 0
 
 
 def _fix_headers(k: Kernel, headers_root: Path) -> None:
@@ -219,6 +241,19 @@ def _complete_sources(k: Kernel) -> None:
     shutil.rmtree(scratch)
 
 
+def _one_of(*paths: Path) -> Path:
+    found = next((p for p in paths if p.exists()), None)
+    if found is None:
+        raise RuntimeError("the kernel packages hold none of " + ", ".join(map(str, paths)))
+    return found
+
+
+def toolchain_suite(line_name: str) -> str | None:
+    """``KernelLine.toolchain`` of a line, or of the Debian line a built line builds."""
+    line = KERNEL_LINES[BUILT_LINES[line_name].base if line_name in BUILT_LINES else line_name]
+    return line.toolchain
+
+
 def fetch(line_name: str, log=print) -> Kernel:
     """Download and unpack kernel line ``line_name`` ("5.10", "6.1", "6.12"),
     or build one of ``BUILT_LINES`` from its Debian line's source."""
@@ -247,7 +282,11 @@ def fetch(line_name: str, log=print) -> Kernel:
     k.root.mkdir(parents=True)
 
     log(f"[{line_name}] fetching {abi} ({version})")
-    image = apt.download(f"linux-image-{abi}", version, debs)
+    # from 7.x the image package is empty and depends on linux-binary-<abi>
+    # (vmlinuz), linux-modules-<abi> and linux-base-<abi> (config): take
+    # every package of this ABI it depends on, and find the files by path
+    images = [apt.download(name, version, debs) for name in
+              [f"linux-image-{abi}", *(d for d in apt.depends(f"linux-image-{abi}") if d.endswith(f"-{abi}"))]]
     dbg = apt.download(f"linux-image-{abi}-dbg", version, debs)
     headers = apt.download(f"linux-headers-{abi}", version, debs)
     common_name = next(d for d in apt.depends(f"linux-headers-{abi}") if d.endswith("-common"))
@@ -259,10 +298,12 @@ def fetch(line_name: str, log=print) -> Kernel:
 
     log(f"[{line_name}] unpacking image and modules")
     scratch = k.root / "scratch"
-    extract_deb(image, scratch, ("boot/", "lib/modules/", "usr/lib/modules/"))
-    shutil.move(scratch / "boot" / f"vmlinuz-{abi}", k.vmlinuz)
-    shutil.move(scratch / "boot" / f"config-{abi}", k.config)
-    mods = next(p for p in (scratch / "lib" / "modules" / abi, scratch / "usr" / "lib" / "modules" / abi) if p.exists())
+    for image in images:
+        extract_deb(image, scratch, ("boot/", "lib/modules/", "usr/lib/modules/"))
+    mod_dirs = (scratch / "lib" / "modules" / abi, scratch / "usr" / "lib" / "modules" / abi)
+    shutil.move(_one_of(scratch / "boot" / f"vmlinuz-{abi}", *(d / "vmlinuz" for d in mod_dirs)), k.vmlinuz)
+    shutil.move(_one_of(scratch / "boot" / f"config-{abi}", *(d / "config" for d in mod_dirs)), k.config)
+    mods = _one_of(*mod_dirs)
     k.modules_dir.parent.mkdir(parents=True)
     shutil.move(mods, k.modules_dir)
     _decompress_modules(k.modules_dir)
@@ -270,7 +311,8 @@ def fetch(line_name: str, log=print) -> Kernel:
 
     log(f"[{line_name}] unpacking debug info")
     dbg_prefix = "usr/lib/debug/"
-    members = ["usr/lib/debug/boot/"] + [
+    # 7.x: boot/vmlinux-<abi> is a link to lib/modules/<abi>/vmlinux
+    members = ["usr/lib/debug/boot/", f"{dbg_prefix}lib/modules/{abi}/vmlinux"] + [
         f"{dbg_prefix}lib/modules/{abi}/kernel/{d}" for d in DEBUG_MODULE_DIRS
     ]
     extract_deb(dbg, k.root / "dbg", tuple(members))

@@ -15,7 +15,8 @@
 #define FAKE_QUEUE queue_index
 #define FAKE_SLOT_SKB
 #define fake_rx_pg_order(ring) ixgbe_rx_pg_order(ring)
-#define fake_set_large(ring) set_bit(__IXGBE_RX_3K_BUFFER, &(ring)->state)
+/* ring->state: an unsigned long, a one-word bitmap from 6.18 */
+#define fake_set_large(ring) set_bit(__IXGBE_RX_3K_BUFFER, (unsigned long *)&(ring)->state)
 #include "fake_rx.h"
 
 MODULE_DESCRIPTION("vmcore-tools test module: ixgbe rx rings with planted page losses");

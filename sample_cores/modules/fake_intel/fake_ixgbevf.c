@@ -14,7 +14,8 @@
 #define FAKE_SLOTS rx_buffer_info
 #define FAKE_QUEUE queue_index
 #define fake_rx_pg_order(ring) ixgbevf_rx_pg_order(ring)
-#define fake_set_large(ring) set_bit(__IXGBEVF_RX_3K_BUFFER, &(ring)->state)
+/* ring->state: an unsigned long, or a one-word bitmap */
+#define fake_set_large(ring) set_bit(__IXGBEVF_RX_3K_BUFFER, (unsigned long *)&(ring)->state)
 #include "fake_rx.h"
 
 MODULE_DESCRIPTION("vmcore-tools test module: ixgbevf rx rings with planted page losses");

@@ -358,12 +358,16 @@ static int fake_remove_netdev(struct platform_device *pdev)
 	return 0;
 }
 
-#ifdef HAVE_PLATFORM_REMOVE_NEW
+#if defined(HAVE_PLATFORM_REMOVE_NEW) || defined(HAVE_PLATFORM_REMOVE_VOID)
 static void fake_remove(struct platform_device *pdev)
 {
 	fake_remove_netdev(pdev);
 }
+#ifdef HAVE_PLATFORM_REMOVE_NEW
 #define FAKE_REMOVE .remove_new = fake_remove
+#else
+#define FAKE_REMOVE .remove = fake_remove
+#endif
 #else
 #define FAKE_REMOVE .remove = fake_remove_netdev
 #endif

@@ -178,8 +178,12 @@ static void __exit vmct_exit(void)
 		if (netdev_frags[i])
 			skb_free_frag(netdev_frags[i]);
 	}
+#ifdef HAVE_PAGE_FRAG_CACHE_DRAIN
+	page_frag_cache_drain(&frag_cache);
+#else
 	if (frag_cache.va)
 		__page_frag_cache_drain(virt_to_head_page(frag_cache.va), frag_cache.pagecnt_bias);
+#endif
 	vfree(vbuf);
 	free_exact(exact);
 	free_exact(pair);

@@ -1,0 +1,111 @@
+"""A Debian suite's compiler, in a chroot, for kernels this machine's gcc cannot build for.
+
+Fact: Kbuild compiles an external module with the flags the kernel was
+configured with, and a kernel's headers name their compiler in
+``CONFIG_CC_VERSION_TEXT``.  Debian's 7.x backports were configured by
+trixie's gcc 14, whose flags (``-fmin-function-alignment=16``) bookworm's
+gcc 12 rejects.  Their ``linux-kbuild`` tools (``modpost``, ``objtool``)
+are also linked against trixie's glibc 2.41.  So a module for them is
+built by trixie's own gcc, make and glibc: the packages and their
+dependencies are unpacked (never installed: no maintainer script runs)
+into a root under the cache, and ``make`` runs chrooted there, in a mount
+namespace of its own with ``/proc`` mounted (objtool reads it) and each
+host path the build reads bound at the same path inside.  Nothing is
+weakened: the compiler is the one the kernel was built with.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from .apt import PrivateApt
+from .cache import cache_dir
+from .kernels import Kernel, extract_deb
+
+#: what Kbuild runs for an external module (``make M=``), on top of which
+#: apt adds the dependencies; ``coreutils``, ``sed`` and the shells are
+#: Essential in Debian and so named by nothing
+PACKAGES = ("make", "libc6-dev", "binutils", "bash", "dash", "coreutils", "sed", "grep", "mawk",
+            "findutils", "diffutils", "libelf1t64")
+
+
+def gcc_major(k: Kernel) -> int:
+    """The major version of the gcc that configured ``k``, from its
+    headers' ``CONFIG_CC_VERSION_TEXT`` ("x86_64-linux-gnu-gcc-14 (Debian
+    14.2.0-19) 14.2.0")."""
+    config = next(k.root.glob("headers/usr/src/linux-headers-*/.config"), None)
+    text = config.read_text() if config else ""
+    m = re.search(r'^CONFIG_CC_VERSION_TEXT=".*gcc.* (\d+)\.\d+\.\d+"$', text, re.M)
+    if not m:
+        raise RuntimeError(f"the headers of {k.abi} name no gcc in CONFIG_CC_VERSION_TEXT")
+    return int(m.group(1))
+
+
+def host_gcc_major() -> int:
+    return int(subprocess.run(["gcc", "-dumpversion"], capture_output=True, text=True, check=True)
+               .stdout.split(".")[0])
+
+
+def toolchain_for(k: Kernel, suite: str | None, log=print) -> "Toolchain | None":
+    """The toolchain a module for ``k`` is built with: None (this machine's
+    gcc) unless ``k`` was configured by a newer gcc than this machine's,
+    which gcc rejects flags of; then ``suite``'s own gcc of that version.
+    (An older kernel's flags are all known to a newer gcc: 5.10, configured
+    by gcc 10, builds with gcc 12.)"""
+    major = gcc_major(k)
+    if major <= host_gcc_major():
+        return None
+    if suite is None:
+        raise RuntimeError(f"{k.abi} was configured by gcc {major}, newer than this machine's, "
+                           f"and its kernel line names no suite to take gcc-{major} from")
+    return Toolchain(suite, f"gcc-{major}").ensure(log)
+
+
+class Toolchain:
+    """``suite``'s ``gcc-N`` and build tools, unpacked under ``cache_dir()/toolchains``."""
+
+    def __init__(self, suite: str, compiler: str):
+        self.suite = suite
+        self.compiler = compiler
+        self.root = cache_dir() / "toolchains" / f"{suite}-{compiler}"
+
+    def ensure(self, log=print) -> "Toolchain":
+        if (self.root / ".complete").exists():
+            return self
+        log(f"[toolchain] unpacking {self.suite}'s {self.compiler} into {self.root}")
+        apt = PrivateApt(self.suite, [("debian", self.suite)])
+        apt.update()
+        debs = apt.download_closure([self.compiler, *PACKAGES], cache_dir() / "debs" / f"toolchain-{self.suite}")
+        subprocess.run(["rm", "-rf", str(self.root)], check=True)
+        # merged /usr (Debian 12+): /bin, /lib... are links into /usr
+        for top in ("bin", "sbin", "lib", "lib64"):
+            (self.root / "usr" / top).mkdir(parents=True, exist_ok=True)
+            (self.root / top).symlink_to(f"usr/{top}")
+        for deb in debs:
+            extract_deb(deb, self.root)
+        # what alternatives (a maintainer script) would have made
+        (self.root / "usr" / "bin" / "awk").symlink_to("mawk")
+        for d in ("proc", "tmp"):
+            (self.root / d).mkdir(exist_ok=True)
+        check = self.run([self.compiler, "--version"], binds=())
+        if check.returncode != 0:
+            raise RuntimeError(f"{self.compiler} does not run in {self.root}: {check.stderr.strip()[-500:]}")
+        (self.root / ".complete").touch()
+        return self
+
+    def run(self, argv: list[str], binds: tuple[Path, ...], cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run ``argv`` chrooted in the toolchain, each of ``binds`` (host
+        directories) seen at its own path inside."""
+        script = [f"mount --make-rprivate / && mount -t proc proc {shlex.quote(str(self.root / 'proc'))}"]
+        for path in binds:
+            inside = self.root / str(path.resolve()).lstrip("/")
+            script.append(f"mkdir -p {shlex.quote(str(inside))} && "
+                          f"mount --bind {shlex.quote(str(path.resolve()))} {shlex.quote(str(inside))}")
+        chdir = f"cd {shlex.quote(str(cwd.resolve()))} && " if cwd else ""
+        script.append(f"exec chroot {shlex.quote(str(self.root))} /bin/sh -c "
+                      + shlex.quote(chdir + " ".join(map(shlex.quote, argv))))
+        return subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", " && ".join(script)],
+                              capture_output=True, text=True)
