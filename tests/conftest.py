@@ -16,7 +16,7 @@ import pytest
 from sample_cores.__main__ import target_args
 from sample_cores.scenarios import build
 
-KERNELS = ("5.10", "6.1", "6.12")
+KERNELS = ("5.10", "6.1", "6.12", "7.3")
 
 
 def lines(all_lines: tuple[str, ...] = KERNELS, ci: tuple[str, ...] = ("6.1",)) -> list:

@@ -219,7 +219,8 @@ class Describer:
             return f"{ref.region} {sym}"
         if ref.region.startswith("per-cpu cpu"):
             cpu = int(ref.region.removeprefix("per-cpu cpu"))
-            offset = ref.address - prog["__per_cpu_offset"][cpu].value_()
+            # modulo 2**64, as per_cpu_ptr() adds it (refscan.scan_percpu_first_chunk)
+            offset = (ref.address - prog["__per_cpu_offset"][cpu].value_()) & 0xFFFF_FFFF_FFFF_FFFF
             try:
                 sym = prog.symbol(offset)
                 return f"per-cpu {sym.name}+{offset - sym.address:#x} of cpu {cpu}"

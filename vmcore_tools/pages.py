@@ -254,6 +254,27 @@ class Memmap:
         (r1, ok1), (r2, ok2) = self._read(lo, mid), self._read(mid, hi)
         return np.concatenate([r1, r2]), np.concatenate([ok1, ok2])
 
+    def _head_pfns(self, pfn: np.ndarray, info: np.ndarray) -> np.ndarray:
+        """The head PFN of each tail page ``pfn`` from its ``compound_head``
+        word (bit 0 set), -1 where it points outside the memmap.
+
+        Fact: the word is the head's ``struct page`` address | 1, except
+        from 7.x with HugeTLB vmemmap optimization and a power-of-two
+        ``struct page`` (``compound_info_has_mask()``), where it is ``mask |
+        1`` with ``mask = GENMASK(63, order + log2(sizeof(struct page)))``,
+        and the head is the tail's own address ANDed with the mask.  The two
+        never meet: a mask is ``-2**shift``, and no ``struct page`` address
+        (the vmemmap region) is."""
+        mask = info & ~np.uint64(1)
+        neg = ~mask + np.uint64(1)
+        is_mask = (mask != 0) & ((neg & (neg - np.uint64(1))) == 0)
+        own = np.uint64(self.memmap) + pfn.astype(np.uint64) * np.uint64(self.struct_size)
+        addr = np.where(is_mask, own & mask, mask)
+        hp = np.full(pfn.size, -1, np.int64)
+        ok = addr >= np.uint64(self.memmap)
+        hp[ok] = ((addr[ok] - np.uint64(self.memmap)) // np.uint64(self.struct_size)).astype(np.int64)
+        return hp
+
     def _decode(self, lo: int, hi: int, pick: np.ndarray | None = None) -> PageWords:
         """Decode ``[lo, hi)``, or only the PFNs ``pick`` in it."""
         L, size = self.layout, self.struct_size
@@ -290,8 +311,8 @@ class Memmap:
                 pass
         tail = ok & (head & np.uint64(1)).astype(bool)
         head_pfn = pfn.copy()
-        hp = ((head[tail] - np.uint64(1) - np.uint64(self.memmap)) // np.uint64(size)).astype(np.int64)
-        inside = (head[tail] > np.uint64(self.memmap)) & (hp < self.nr)
+        hp = self._head_pfns(pfn[tail], head[tail])
+        inside = (hp >= 0) & (hp < self.nr)
         head_pfn[np.flatnonzero(tail)[inside]] = hp[inside]
         return PageWords(
             pfn=pfn, readable=ok, flags=flags, refcount=field_(L.refcount, "<i4"),

@@ -522,8 +522,17 @@ class ReferenceScan:
           tables lie back to back (``tcp_hashinfo.ehash`` right after the
           block of ``ip_idents``), and the alignment bound alone would let
           one table's run take in the next.  A global pointing into a table
-          at a page boundary (``ip_tstamps``, ``tcp_hashinfo.bhash2``) then
-          splits that table's run in two, both held.
+          at a page boundary (``ip_tstamps``, ``tcp_hashinfo.bhash2``,
+          ``udp_table.hash2`` and, from 6.13, ``udp_table.hash4``: one
+          ``alloc_large_system_hash()`` block cut in three) then splits that
+          table's run, all parts held; the later parts stay within the
+          block of the first (their own alignment is smaller).
+        * ``split_page()`` makes every page of an ``alloc_pages(order)``
+          block an order-0 page of its own, and its owner may keep the first
+          ``struct page *`` and index from it (``page + i``): 7.x's vDSO
+          data store, ``vdso_data_pages``, a global.  A ``struct page``
+          pointer from the kernel image's data to a block-aligned page
+          starts a run like a start address does.
 
         What ``struct page`` cannot tell: a one-page allocation followed by
         a leaked, never-used page looks exactly like a two-page run whose
@@ -552,21 +561,32 @@ class ReferenceScan:
         image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
         # a page someone holds by its struct page is an allocation of its own
         page_held = {h for h, found in refs.items() if any(r.kind == STRUCT_PAGE for r in found)}
-        for head in sorted(starts_of):
-            block = min(head & -head or largest, largest)
-            span = next((n for n in range(head + 1, head + block)
+        # split_page() blocks whose first struct page the image holds
+        by_image = np.array(sorted(h for h in page_held
+                                   if any(r.kind == STRUCT_PAGE and r.region == "data" for r in refs[h])), np.int64)
+        split = set(by_image[a.order_of(by_image) == 0].tolist())
+        outer_end = 0
+        for head in sorted(set(starts_of) | split):
+            held_by_image = head in image_held or head in split
+            end = head + min(head & -head or largest, largest)
+            if held_by_image:
+                if head < outer_end:        # a later part of an image-held table
+                    end = max(end, outer_end)
+                outer_end = end
+            span = next((n for n in range(head + 1, end)
                          if not single(n) or n in image_held or n in page_held),
-                        head + block)
+                        end)
             by_owner = run_by_page_owner(owners, head, span) if owners else None
             if by_owner is not None:
                 tail, how = [n for n in by_owner if n not in refs], " (page_owner: one allocation)"
             else:
                 tail, how = [n for n in range(head + 1, span) if n not in refs], ""
-                if len(tail) < (1 if head in image_held else HEAP_RUN_MIN):
+                if len(tail) < (1 if held_by_image else HEAP_RUN_MIN):
                     continue
+            kind = "a split_page() block" if head in split else "an alloc_pages_exact() run"
             for nxt in tail:
                 refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                                       f"in an alloc_pages_exact() run starting at pfn {head}{how}")]
+                                       f"in {kind} starting at pfn {head}{how}")]
 
     @property
     def max_block(self) -> int:
@@ -591,12 +611,17 @@ class ReferenceScan:
     def scan_percpu_first_chunk(self) -> None:
         """Each CPU's unit of the first per-cpu chunk (memblock memory, so
         "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
-        section start, ``pcpu_unit_size`` bytes."""
+        section start, ``pcpu_unit_size`` bytes.
+
+        Fact: ``per_cpu_ptr()`` adds the offset modulo 2**64.  Up to 6.14
+        the x86-64 section is linked at 0 and the offset is the unit's
+        address; from 6.15 the section has its link address and the offset
+        is the unit's address minus it, which wraps."""
         prog = self.prog
         start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
         for cpu in for_each_possible_cpu(prog):
-            base = prog["__per_cpu_offset"][cpu].value_() + start
+            base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
             self.scan_virt(base, base + size, f"per-cpu cpu{cpu}")
 
     def scan_stacks(self) -> None:

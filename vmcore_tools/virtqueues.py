@@ -10,9 +10,9 @@ buffer's guest-physical address without a vIOMMU), and ``avail`` and
 indexes side by side can read like a page-aligned one.  A chain posted to
 the device starts at a head whose ``desc_state[head].data`` is set; a
 descriptor with ``VRING_DESC_F_INDIRECT`` points to a table of descriptors
-of its own (``desc_state[head].indir_desc``).  A packed ring
-(``packed_ring``) is one ``desc`` array: its pages are known, its buffers
-are not read here.
+of its own (``desc_state[head].indir_desc``).  A packed ring is one
+``desc`` array: its pages are known, its buffers are not read here
+(``is_packed``).
 """
 
 from __future__ import annotations
@@ -50,19 +50,31 @@ def virtqueues(prog: drgn.Program) -> Iterator[Virtqueue]:
     load_module_debug_info(prog, ("virtio", "virtio_ring"))
     if not has_object(prog, "virtio_bus") or not has_type(prog, "struct vring_virtqueue"):
         return
-    packed = has_member(prog, "struct vring_virtqueue", "packed_ring")
     for dev in bus_for_each_dev(prog["virtio_bus"].address_of_()):
         vdev = drgn.container_of(dev, "struct virtio_device", "dev")
         for vq in list_for_each_entry("struct virtqueue", vdev.vqs.address_of_(), "list"):
             vvq = drgn.container_of(vq, "struct vring_virtqueue", "vq")
             name = f"{dev_name(dev).decode(errors='replace')} {vq.name.string_().decode(errors='replace')}"
             out = Virtqueue(name, vvq.value_())
-            if packed and vvq.packed_ring:
+            if is_packed(vvq):
                 ring = vvq.packed.vring
                 out.pages = _pfns(prog, ring.desc.value_(), ring.num.value_() * _size(ring.desc))
             else:
                 _split(prog, vvq.split, out)
             yield out
+
+
+def is_packed(vvq: drgn.Object) -> bool:
+    """Whether a ``struct vring_virtqueue`` is a packed ring.
+
+    Fact: up to 6.x the flag ``packed_ring`` says it; 7.x replaced it with
+    ``enum vq_layout layout`` (``VQ_LAYOUT_SPLIT``, ``VQ_LAYOUT_PACKED``
+    and their ``_IN_ORDER`` variants), the ``split``/``packed`` union kept."""
+    prog = vvq.prog_
+    if has_member(prog, "struct vring_virtqueue", "packed_ring"):
+        return bool(vvq.packed_ring)
+    layout = vvq.layout.value_()
+    return any(layout == value for name, value in vvq.layout.type_.enumerators if "PACKED" in name)
 
 
 def _size(ptr: drgn.Object) -> int:

@@ -19,7 +19,7 @@ import pytest
 
 from vmcore_tools import orphans
 from vmcore_tools.classify import PageClass
-from vmcore_tools.features import has_object
+from vmcore_tools.features import has_member, has_object
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -229,6 +229,46 @@ def test_tcp_hash_tables_are_alloc_pages_exact_runs(leak_report):
             run = f"in an alloc_pages_exact() run starting at pfn {first}"
             by_run += referenced[pfn].references == [run]
     assert by_run > 0, "no page of the tables was attributed by the run rule alone"
+
+
+def test_udp_table_cut_in_three_keeps_its_block(leak_report):
+    """``udp_table_init()`` takes one ``alloc_large_system_hash()`` block and
+    cuts it at page boundaries: ``hash``, then ``hash2`` and (6.13+)
+    ``hash4`` right after, each held by the global ``udp_table``.  Every
+    page from ``hash`` to the end of the last table is referenced; those no
+    socket points into belong to the run of the part they lie in, within
+    the first part's block."""
+    core, r = leak_report
+    prog, a = r.census.prog, r.census.memmap
+    t = prog["udp_table"]
+    parts = [t.member_(m) for m in ("hash", "hash2", "hash4") if has_member(prog, "struct udp_table", m)]
+    buckets = t.mask.value_() + 1
+    first = a.pfn_of_virt(parts[0].value_())
+    last = a.pfn_of_virt(parts[-1].value_() + buckets * prog.type(parts[-1].type_.type).size - 1)
+    referenced = {x.pfn for x in r.referenced}
+    assert last > first
+    for pfn in range(first, last + 1):
+        assert pfn not in orphan_pfns(r), pfn
+        assert r.census.class_of(pfn) != PageClass.UNATTRIBUTED or pfn in referenced, pfn
+
+
+def test_split_page_block_held_by_its_first_struct_page(leak_report):
+    """7.x's vDSO data store (``lib/vdso/datastore.c``) is ``alloc_pages()``
+    + ``split_page()``, kept as ``vdso_data_pages`` (the first ``struct
+    page``, indexed from) and as direct-map pointers to some of its pages:
+    none of its pages is orphaned, the unnamed ones belong to the block."""
+    core, r = leak_report
+    prog, a = r.census.prog, r.census.memmap
+    if not has_object(prog, "vdso_data_pages"):
+        pytest.skip("no vDSO data store held by struct page on this kernel")
+    first = a.pfn_of_page_ptr(prog["vdso_data_pages"].value_())
+    named = [a.pfn_of_virt(prog[g].value_()) for g in ("vdso_k_time_data", "vdso_k_rng_data", "vdso_k_arch_data")
+             if has_object(prog, g) and prog[g].value_()]
+    block = range(first, max(named) + 1)
+    referenced = {x.pfn: x.references for x in r.referenced}
+    assert len(block) > 1 and not set(block) & orphan_pfns(r)
+    assert any(f"in a split_page() block starting at pfn {first}" in referenced.get(p, []) for p in block), \
+        "no page of the vDSO block was given to its split_page() run"
 
 
 def test_page_pool_of_a_veth_with_xdp(leak_report):

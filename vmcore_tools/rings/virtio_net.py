@@ -18,9 +18,9 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
-from ..features import has_type
+from ..features import has_member, has_type
 from ..pages import Memmap
-from ..virtqueues import VRING_DESC_F_INDIRECT, posted_chains
+from ..virtqueues import VRING_DESC_F_INDIRECT, is_packed, posted_chains
 from . import Ring
 from .common import netdev_label, netdevs_of
 
@@ -45,12 +45,14 @@ class VirtioNet:
         ring = Ring(self.name, label, q, "rx", vvq.value_())
         ring.indices = {"num_free": rq.vq.num_free.value_(),
                         "last_used_idx": vvq.last_used_idx.value_()}
-        if vvq.packed_ring:
+        if is_packed(vvq):
             ring.problems.append("packed virtqueue: posted buffers not read")
         else:
             self._split_slots(prog, a, vvq.split, ring)
         extra = []
-        if rq.alloc_frag.page:
+        # 7.x receives into page_pool pages (rq->page_pool, the page_pool
+        # walker's): no alloc_frag there
+        if has_member(prog, "struct receive_queue", "alloc_frag") and rq.alloc_frag.page:
             extra.append(a.pfn_of_page_ptr(rq.alloc_frag.page.value_()))
         page, steps = rq.pages, 0
         while page and steps < a.nr:        # big mode: spare pages chained by page->private
