@@ -1,8 +1,8 @@
 """A Debian suite's compiler, in a chroot, for kernels this machine's gcc cannot build for.
 
 Fact: Kbuild compiles an external module with the flags the kernel was
-configured with, and a kernel's headers name their compiler in
-``CONFIG_CC_VERSION_TEXT``.  Debian's 7.x backports were configured by
+configured with, and a kernel's headers name their compiler's version in
+``CONFIG_GCC_VERSION``.  Debian's 7.x backports were configured by
 trixie's gcc 14, whose flags (``-fmin-function-alignment=16``) bookworm's
 gcc 12 rejects.  Their ``linux-kbuild`` tools (``modpost``, ``objtool``)
 are also linked against trixie's glibc 2.41.  So a module for them is
@@ -34,14 +34,12 @@ PACKAGES = ("make", "libc6-dev", "binutils", "bash", "dash", "coreutils", "sed",
 
 def gcc_major(k: Kernel) -> int:
     """The major version of the gcc that configured ``k``, from its
-    headers' ``CONFIG_CC_VERSION_TEXT`` ("x86_64-linux-gnu-gcc-14 (Debian
-    14.2.0-19) 14.2.0")."""
+    headers' ``CONFIG_GCC_VERSION`` (140200 for gcc 14.2.0)."""
     config = next(k.root.glob("headers/usr/src/linux-headers-*/.config"), None)
-    text = config.read_text() if config else ""
-    m = re.search(r'^CONFIG_CC_VERSION_TEXT=".*gcc.* (\d+)\.\d+\.\d+"$', text, re.M)
+    m = re.search(r"^CONFIG_GCC_VERSION=(\d+)$", config.read_text() if config else "", re.M)
     if not m:
-        raise RuntimeError(f"the headers of {k.abi} name no gcc in CONFIG_CC_VERSION_TEXT")
-    return int(m.group(1))
+        raise RuntimeError(f"the headers of {k.abi} name no gcc version (CONFIG_GCC_VERSION)")
+    return int(m.group(1)) // 10000
 
 
 def host_gcc_major() -> int:
