@@ -327,18 +327,25 @@ class ReferenceScan:
         for owner in owners:
             if not owner.closure:
                 run_owner(owner)
+        # The closure owners (runs, memmap links) judge a page by what else
+        # is referenced -- a run takes in unreferenced pages only -- so they
+        # are asked once the referenced pages' closure is complete, and the
+        # closure is taken again from what they add, until neither adds.
         scanned: set[int] = set()
         while True:
+            todo = np.array(sorted(h for h in self.result.references if h not in scanned), np.int64)
+            if todo.size:
+                scanned.update(todo.tolist())
+                for root in roots:
+                    if root.closure:
+                        run_root(root, todo)
+                continue
+            known = len(self.result.references)
             for owner in owners:
                 if owner.closure:
                     run_owner(owner)
-            todo = np.array(sorted(h for h in self.result.references if h not in scanned), np.int64)
-            if not todo.size:
+            if len(self.result.references) == known:
                 break
-            scanned.update(todo.tolist())
-            for root in roots:
-                if root.closure:
-                    run_root(root, todo)
         if self.prog.flags & drgn.ProgramFlags.IS_LIVE:
             run_stage("scan: live re-check", self.drop_unstable, None, self.result.problems)
         self.result.seconds = time.monotonic() - t0
