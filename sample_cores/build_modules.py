@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .kernels import Kernel, toolchain_suite
+from .kernels import Kernel, debian_line
 from .toolchain import toolchain_for
 
 MODULES_SRC = Path(__file__).parent / "modules"
@@ -115,7 +115,7 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
     if all(p.exists() for p in result.values()):
         return result
     flags = " ".join(features(k) + (intel_features(k) if directory == "fake_intel" else []))
-    toolchain = toolchain_for(k, toolchain_suite(k.line), log)
+    toolchain = toolchain_for(k, debian_line(k.line).toolchain, log)
     out.mkdir(parents=True, exist_ok=True)
     # kbuild takes no blank in M= or the kernel tree's path: build in a
     # temporary directory of our own, against the tree's real path

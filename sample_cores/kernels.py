@@ -49,6 +49,9 @@ class KernelLine:
     #: the suite whose gcc Debian built this line with, where it is newer
     #: than this machine's (toolchain.py); None: this machine's gcc
     toolchain: str | None = None
+    #: the suite whose makedumpfile knows this line's memory layout, where
+    #: the machine's does not (toolchain.CaptureTools); None: the machine's
+    capture: str | None = None
 
     def apt(self) -> PrivateApt:
         return PrivateApt(self.apt_name, list(self.suites))
@@ -62,7 +65,10 @@ KERNEL_LINES: dict[str, KernelLine] = {
     "6.12": KernelLine("6.12", "bookworm-backports", (("debian", "bookworm-backports"),)),
     # 7.x: the image is split into linux-binary-<abi> and linux-modules-<abi>;
     # built by trixie's gcc 14
-    "7.3": KernelLine("7.3", "trixie-backports", (("debian", "trixie-backports"),), toolchain="trixie"),
+    # built by trixie's gcc 14; captured by sid's makedumpfile 1.7.8 (trixie
+    # has no newer one than 1.7.6, the machine's 1.7.2 misreads 7.x pages)
+    "7.3": KernelLine("7.3", "trixie-backports", (("debian", "trixie-backports"),), toolchain="trixie",
+                      capture="sid"),
 }
 
 
@@ -248,10 +254,9 @@ def _one_of(*paths: Path) -> Path:
     return found
 
 
-def toolchain_suite(line_name: str) -> str | None:
-    """``KernelLine.toolchain`` of a line, or of the Debian line a built line builds."""
-    line = KERNEL_LINES[BUILT_LINES[line_name].base if line_name in BUILT_LINES else line_name]
-    return line.toolchain
+def debian_line(line_name: str) -> KernelLine:
+    """A Debian line, or the one a built line builds from."""
+    return KERNEL_LINES[BUILT_LINES[line_name].base if line_name in BUILT_LINES else line_name]
 
 
 def fetch(line_name: str, log=print) -> Kernel:

@@ -22,8 +22,9 @@ from . import manifest
 from .build_modules import DEFAULT_MODULES, build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
-from .kernels import KERNEL_LINES, Kernel, fetch
+from .kernels import KERNEL_LINES, Kernel, debian_line, fetch
 from .qemu import qemu
+from .toolchain import CaptureTools
 from .vm import Guest, GuestSpec, KernelDied
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -167,6 +168,9 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
     needed = host_paths(REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
     lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in needed) + ")")
+    capture = debian_line(k.line).capture
+    makedumpfile = CaptureTools(capture).ensure().command() if capture and mode == "kdump" else ["makedumpfile"]
+    lines.append("MAKEDUMPFILE=(" + " ".join(map(shlex.quote, makedumpfile)) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
     if not sc.workload:
         wargs.append("--netdevs-only")

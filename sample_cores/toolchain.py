@@ -1,4 +1,5 @@
-"""A Debian suite's compiler, in a chroot, for kernels this machine's gcc cannot build for.
+"""Tools of another Debian suite, for kernels this machine's tools do not know:
+a compiler run in a chroot, and a makedumpfile for the capture kernel.
 
 Fact: Kbuild compiles an external module with the flags the kernel was
 configured with, and a kernel's headers name their compiler's version in
@@ -62,21 +63,24 @@ def toolchain_for(k: Kernel, suite: str | None, log=print) -> "Toolchain | None"
     return Toolchain(suite, f"gcc-{major}").ensure(log)
 
 
-class Toolchain:
-    """``suite``'s ``gcc-N`` and build tools, unpacked under ``cache_dir()/toolchains``."""
+class SuiteRoot:
+    """A Debian suite's ``packages`` and everything they depend on (as on an
+    empty system: the suite's own libc comes too), unpacked -- never
+    installed, no maintainer script runs -- into ``cache_dir()/roots``."""
 
-    def __init__(self, suite: str, compiler: str):
+    packages: tuple[str, ...] = ()
+
+    def __init__(self, suite: str, name: str):
         self.suite = suite
-        self.compiler = compiler
-        self.root = cache_dir() / "toolchains" / f"{suite}-{compiler}"
+        self.root = cache_dir() / "roots" / f"{suite}-{name}"
 
-    def ensure(self, log=print) -> "Toolchain":
+    def ensure(self, log=print):
         if (self.root / ".complete").exists():
             return self
-        log(f"[toolchain] unpacking {self.suite}'s {self.compiler} into {self.root}")
+        log(f"[{self.suite}] unpacking {' '.join(self.packages[:1])} and what it needs into {self.root}")
         apt = PrivateApt(self.suite, [("debian", self.suite)])
         apt.update()
-        debs = apt.download_closure([self.compiler, *PACKAGES], cache_dir() / "debs" / f"toolchain-{self.suite}")
+        debs = apt.download_closure(list(self.packages), cache_dir() / "debs" / f"root-{self.suite}")
         subprocess.run(["rm", "-rf", str(self.root)], check=True)
         # merged /usr (Debian 12+): /bin, /lib... are links into /usr
         for top in ("bin", "sbin", "lib", "lib64"):
@@ -84,15 +88,35 @@ class Toolchain:
             (self.root / top).symlink_to(f"usr/{top}")
         for deb in debs:
             extract_deb(deb, self.root)
-        # what alternatives (a maintainer script) would have made
-        (self.root / "usr" / "bin" / "awk").symlink_to("mawk")
+        self.finish()
+        self.check()
+        (self.root / ".complete").touch()
+        return self
+
+    def finish(self) -> None:
+        """What maintainer scripts would have made."""
+
+    def check(self) -> None:
+        """Raise unless the root's tools run here."""
+
+
+class Toolchain(SuiteRoot):
+    """``suite``'s ``gcc-N`` and build tools, run chrooted (``run``)."""
+
+    def __init__(self, suite: str, compiler: str):
+        super().__init__(suite, compiler)
+        self.compiler = compiler
+        self.packages = (compiler, *PACKAGES)
+
+    def finish(self) -> None:
+        (self.root / "usr" / "bin" / "awk").symlink_to("mawk")      # an alternative
         for d in ("proc", "tmp"):
             (self.root / d).mkdir(exist_ok=True)
+
+    def check(self) -> None:
         check = self.run([self.compiler, "--version"], binds=())
         if check.returncode != 0:
             raise RuntimeError(f"{self.compiler} does not run in {self.root}: {check.stderr.strip()[-500:]}")
-        (self.root / ".complete").touch()
-        return self
 
     def run(self, argv: list[str], binds: tuple[Path, ...], cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run ``argv`` chrooted in the toolchain, each of ``binds`` (host
@@ -107,3 +131,30 @@ class Toolchain:
                       + shlex.quote(chdir + " ".join(map(shlex.quote, argv))))
         return subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", " && ".join(script)],
                               capture_output=True, text=True)
+
+
+class CaptureTools(SuiteRoot):
+    """``suite``'s ``makedumpfile``, for a capture kernel whose memory layout
+    the machine's own makedumpfile does not know.
+
+    Fact: ``makedumpfile -d 31`` drops pages by what their ``struct page``
+    says (free, cache, user, zero), read by the rules of the kernel versions
+    it knows; bookworm's 1.7.2 misreads 7.x's (it dropped page tables and
+    ring pages of a 7.3 core).  makedumpfile calls no other program, so it
+    runs under its own root's dynamic loader and libraries, no chroot
+    needed, in the capture kernel as on the host."""
+
+    packages = ("makedumpfile",)
+
+    def __init__(self, suite: str):
+        super().__init__(suite, "makedumpfile")
+
+    def command(self) -> list[str]:
+        libs = ":".join(str(self.root / d) for d in ("usr/lib/x86_64-linux-gnu", "usr/lib"))
+        return [str(self.root / "usr/lib64/ld-linux-x86-64.so.2"), "--library-path", libs,
+                str(self.root / "usr/bin/makedumpfile")]
+
+    def check(self) -> None:
+        proc = subprocess.run([*self.command(), "-v"], capture_output=True, text=True)
+        if "makedumpfile" not in proc.stdout + proc.stderr:
+            raise RuntimeError(f"makedumpfile does not run from {self.root}: {proc.stderr.strip()[-500:]}")

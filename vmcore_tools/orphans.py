@@ -44,7 +44,7 @@ from .evidence import Describer, Frame, PageSample, Sniffer, contents_text, devi
 from .features import kernel_release
 from .page_owner import PageOwner
 from .refscan import Reference, ScanResult, scan_references
-from .stages import failed_stages, run_stage
+from .stages import abandoned_stages, failed_stages, run_stage
 
 #: refcounts from here up look like an rx ring's pagecnt_bias (USHRT_MAX-based)
 BIAS_LIKE = 1024
@@ -289,15 +289,21 @@ def coverage(r: OrphanReport) -> dict:
         "rings_not_walked": sorted({p.split(":")[0] for p in c.rings.problems
                                     if "rings are not walked" in p or "debug info lacks" in p}),
         "failed_stages": failed_stages(c.problems + r.problems),
+        "stopped_by_missing_memory": abandoned_stages(c.problems + r.problems),
     }
 
 
 def coverage_text(cov: dict, page_size: int) -> str:
     """The coverage in one sentence."""
+    stopped = cov["stopped_by_missing_memory"]
     parts = [f"architecture {cov['architecture']}",
              f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
-             "the dump)" if cov["unreadable_pages"] else "all memory readable",
+             "the dump)" if cov["unreadable_pages"] else
+             "memory missing from the dump" if stopped else "all memory readable",
              f"rings walked: {', '.join(cov['rings_walked']) or 'none'}"]
+    if stopped:
+        parts.append(f"STOPPED by memory missing from the dump: {', '.join(stopped)} (their pages may look "
+                     "orphaned)")
     if cov["rings_not_walked"]:
         parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
     if cov["failed_stages"]:

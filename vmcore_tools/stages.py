@@ -71,19 +71,36 @@ class StageFailure(str):
     """A problem line that says a stage failed: the result is partial."""
 
     stage: str
+    label: str      # the stage and its part ("ring walkers (page_pool)")
 
-    def __new__(cls, stage: str, text: str) -> StageFailure:
+    def __new__(cls, stage: str, text: str, label: str = "") -> StageFailure:
         self = super().__new__(cls, text)
         self.stage = stage
+        self.label = label or stage
         return self
 
     def __reduce__(self):       # copies (dataclasses.asdict) keep the stage
-        return StageFailure, (self.stage, str(self))
+        return type(self), (self.stage, str(self), self.label)
+
+
+class StageAbandoned(StageFailure):
+    """A problem line that says a stage stopped at memory the dump lacks
+    (makedumpfile ``-d`` or ``-e``, a truncated core): its evidence is
+    missing, and the coverage says so."""
+
+    def __reduce__(self):
+        return StageAbandoned, (self.stage, str(self))
 
 
 def failed_stages(problems: list[str]) -> list[str]:
-    """The stages whose failure ``problems`` records."""
-    return sorted({p.stage for p in problems if isinstance(p, StageFailure)})
+    """The stages whose failure ``problems`` records (an error, not a fault)."""
+    return sorted({p.stage for p in problems if isinstance(p, StageFailure) and not isinstance(p, StageAbandoned)})
+
+
+def abandoned_stages(problems: list[str]) -> list[str]:
+    """The stages ``problems`` records as stopped at unreadable memory, with
+    the part (walker, region) where one is named."""
+    return sorted({p.label for p in problems if isinstance(p, StageAbandoned)})
 
 
 def _injected(name: str) -> bool:
@@ -102,11 +119,12 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
             raise RuntimeError("failure injected by VMCORE_TOOLS_FAIL_STAGE")
         return fn()
     except drgn.FaultError as e:
-        line = f"{label}: abandoned, memory unreadable ({e})"
+        line = StageAbandoned(name, f"{label}: abandoned, memory unreadable ({e})", label)
     except Exception as e:      # noqa: BLE001 -- the point of the guard
         if os.environ.get("VMCORE_TOOLS_DEBUG"):
             traceback.print_exc(file=sys.stderr)
-        line = StageFailure(name, f"{label} failed ({type(e).__name__}: {e}): partial result, {STAGES[name]}")
+        line = StageFailure(name, f"{label} failed ({type(e).__name__}: {e}): partial result, {STAGES[name]}",
+                            label)
     if line not in problems:        # a stage run once per group or per pass says it once
         problems.append(line)
     return default

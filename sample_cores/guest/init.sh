@@ -33,7 +33,7 @@ exec >> "$OUT/guest.log" 2>&1
 if [ -e /proc/vmcore ]; then
     say "CAPTURE $(uname -r)"
     modprobe -d "$KROOT" virtio_blk 2>/dev/null
-    makedumpfile -c -d 31 /proc/vmcore "$OUT/vmcore.kdump.tmp" && mv "$OUT/vmcore.kdump.tmp" "$OUT/vmcore.kdump"
+    "${MAKEDUMPFILE[@]}" -c -d 31 /proc/vmcore "$OUT/vmcore.kdump.tmp" && mv "$OUT/vmcore.kdump.tmp" "$OUT/vmcore.kdump"
     say "CAPTURED rc=$?"
     sync
     echo b > /proc/sysrq-trigger

@@ -16,6 +16,7 @@ import pytest
 
 from vmcore_tools.census import census
 from vmcore_tools.classify import PageClass
+from vmcore_tools.features import constant
 
 from ..conftest import cli_json, run_cli
 
@@ -95,11 +96,14 @@ def test_planted_leaks_are_unattributed_kernel_memory(leak_census):
 
 def test_decoys_are_allocated_kernel_memory(leak_census):
     """Large kmalloc and page_frag pages are allocated kernel memory.  Until
-    the reference scan (issue 4) they stay unattributed; they must never be
-    taken for free, slab or user memory."""
+    the reference scan they stay unattributed, except where the kernel marks
+    large kmalloc with its page type (``PGTY_large_kmalloc``, 6.15+); they
+    must never be taken for free, slab or user memory."""
     core, c = leak_census
+    marked = constant(c.prog, "PGTY_large_kmalloc") is not None
     for d in core.manifest["decoys"]:
-        assert c.class_of(d["pfn"]) in (PageClass.UNATTRIBUTED, PageClass.PAGE_FRAG), d
+        want = PageClass.LARGE_KMALLOC if marked and d["kind"] == "large_kmalloc" else None
+        assert c.class_of(d["pfn"]) in ((want,) if want else (PageClass.UNATTRIBUTED, PageClass.PAGE_FRAG)), d
 
 
 def test_classes_do_not_depend_on_the_chunk_size(leak_census):
