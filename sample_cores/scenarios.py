@@ -94,7 +94,7 @@ SCENARIOS = {
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
                  workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
-                 kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner")),
+                 kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),

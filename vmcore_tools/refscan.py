@@ -536,10 +536,14 @@ class ReferenceScan:
           block of the first (their own alignment is smaller).
         * ``split_page()`` makes every page of an ``alloc_pages(order)``
           block an order-0 page of its own, and its owner may keep the first
-          ``struct page *`` and index from it (``page + i``): 7.x's vDSO
-          data store, ``vdso_data_pages``, a global.  A ``struct page``
-          pointer from the kernel image's data to a block-aligned page
-          starts a run like a start address does.
+          ``struct page *`` and index from it (``page + i``): the vDSO data
+          store, ``vdso_data_pages``, a global from 7.3 (7.2 keeps only
+          direct-map pointers to some of its pages, the first among them).
+          A ``struct page`` pointer from the kernel image's data to a
+          block-aligned page starts a run like a start address does.  Such
+          a block's first page may be mapped to user space (the vDSO's are,
+          into every process) and so have more references than one: a run
+          held from the image starts at any order-0 page.
 
         What ``struct page`` cannot tell: a one-page allocation followed by
         a leaked, never-used page looks exactly like a two-page run whose
@@ -563,17 +567,22 @@ class ReferenceScan:
         mask = (1 << a.page_shift) - 1
         largest = self.max_block
         owners = self.census.page_owners
-        starts_of = {h: starts for h in refs if single(h)
+        starts_of = {h: starts for h in refs
                      if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
         image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
         # a page someone holds by its struct page is an allocation of its own
         page_held = {h for h, found in refs.items() if any(r.kind == STRUCT_PAGE for r in found)}
         # split_page() blocks whose first struct page the image holds
-        by_image = np.array(sorted(h for h in page_held
-                                   if any(r.kind == STRUCT_PAGE and r.region == "data" for r in refs[h])), np.int64)
-        split = set(by_image[a.order_of(by_image) == 0].tolist())
+        split = {h for h in page_held if any(r.kind == STRUCT_PAGE and r.region == "data" for r in refs[h])}
+        # A run starts at a single page (alloc_pages_exact() gives refcount
+        # 1), or, held from the image, at any order-0 page: the first page
+        # of a split block may be mapped to user space (the vDSO data pages
+        # are), which raises its refcount
+        by_image = np.array(sorted(image_held | split), np.int64)
+        heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
+        split &= heads
         outer_end = 0
-        for head in sorted(set(starts_of) | split):
+        for head in sorted(heads):
             held_by_image = head in image_held or head in split
             end = head + min(head & -head or largest, largest)
             if held_by_image:

@@ -27,7 +27,7 @@ from ..conftest import cli_json, lines, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
-KERNELS = ("5.10-page-owner", "6.1-page-owner", "6.12-page-owner")
+KERNELS = ("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")
 #: the fake i40e driver's rx buffer allocation (sample_cores/modules/fake_i40e)
 I40E_SITE = "fake_alloc_mapped_page [fake_i40e]"
 
