@@ -95,6 +95,9 @@ SCENARIOS = {
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
                  workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
                  kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")),
+        Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
+                 "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias): "
+                 "vmct_released; no workload", workload=False, modules=("vmct_released",)),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),

@@ -368,7 +368,8 @@ _PER_PAGE = {PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.K
 def page_flag_bits(prog: drgn.Program) -> dict[str, int]:
     """``PG_*`` bit numbers from ``enum pageflags`` in DWARF."""
     out = {}
-    for name in ("reserved", "slab", "head", "lru", "swapbacked", "swapcache", "private"):
+    for name in ("reserved", "slab", "head", "lru", "swapbacked", "swapcache", "private",
+                 "uptodate", "dirty", "active", "referenced", "mlocked"):
         value = constant(prog, f"PG_{name}")
         if value is not None:
             out[name] = value

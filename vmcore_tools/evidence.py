@@ -17,6 +17,7 @@ import numpy as np
 from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census
+from .classify import page_flag_bits
 from .debuginfo import module_at
 from .pages import Memmap
 from .refscan import Reference
@@ -169,6 +170,60 @@ def contents_text(kinds: dict[str, int], sampled: int) -> str:
         return f"all zero in {sampled} of {sampled} sampled: allocated and never used"
     parts = ", ".join(f"{k} {kinds[k]}" for k in CONTENT_KINDS if kinds.get(k))
     return f"written ({parts} of {sampled} sampled)"
+
+
+#: what a page's flags say it was before its owner let it go (``page_history``)
+HISTORY_KINDS = ("file page cache", "shmem page cache")
+#: flags a page-cache page carries while cached, kept until the page is freed
+CACHE_FLAGS = ("uptodate", "lru", "dirty", "active", "referenced", "mlocked")
+#: include/linux/mm.h: each FOLL_PIN pin of a page adds this to its refcount
+GUP_PIN_COUNTING_BIAS = 1024
+
+
+def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
+    """For each of ``pfns`` (orphans: allocated, unreferenced) whose flags
+    say it was page cache, which (``HISTORY_KINDS``).
+
+    Fact: a page-cache page gets ``PG_uptodate`` once read or written and
+    ``PG_lru`` on the LRU (``PG_swapbacked`` for shmem/tmpfs); truncation
+    or eviction (``filemap_remove_folio()``) clears ``mapping`` and drops the
+    cache's references, and the flags go only when the page is freed
+    (``free_pages_prepare()``).  So an allocated page with those flags and
+    no mapping was released by its owner while somebody else kept a
+    reference: a ``get_page()`` without its ``put_page()`` (splice,
+    io_uring, a driver), or a FOLL_PIN pin never unpinned.  Neither the
+    LRU nor the cache holds a reference then: every one is the leak's.
+    (An anonymous page keeps its ``anon_vma`` in ``mapping`` until it is
+    freed, so the census calls it anon, not a candidate.)"""
+    bits = page_flag_bits(c.prog)
+    cached = [bits[n] for n in CACHE_FLAGS if n in bits]
+    w = c.memmap.read(pfns)
+    flags = w.flags
+    was_cached = np.zeros(flags.size, bool)
+    for bit in cached:
+        was_cached |= (flags >> np.uint64(bit) & np.uint64(1)).astype(bool)
+    was_cached &= w.mapping == 0
+    shmem = (flags >> np.uint64(bits["swapbacked"]) & np.uint64(1)).astype(bool) if "swapbacked" in bits \
+        else np.zeros(flags.size, bool)
+    return {int(p): HISTORY_KINDS[int(s)] for p, s in zip(w.pfn[was_cached], shmem[was_cached])}
+
+
+def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
+    """"released by its owner, still referenced: shmem page cache until
+    truncation; 1 reference kept" -- and the pins, where the refcount holds
+    FOLL_PIN's bias."""
+    pins = refcount_min // GUP_PIN_COUNTING_BIAS
+    refs = refcount_min % GUP_PIN_COUNTING_BIAS
+    same = refcount_min == refcount_max
+    if pins and same:
+        kept = f"pinned: {pins} FOLL_PIN pin{'s' if pins > 1 else ''} ({GUP_PIN_COUNTING_BIAS} each) and " \
+               f"{refs} reference{'s' if refs != 1 else ''} kept"
+    elif same:
+        kept = f"{refs} reference{'s' if refs != 1 else ''} kept"
+    else:
+        kept = f"{refcount_min}-{refcount_max} references kept"
+    return (f"released by its owner, still referenced: {kind} until truncation or eviction "
+            f"(flags of page cache, mapping gone); {kept}")
 
 
 @dataclass

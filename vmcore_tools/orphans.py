@@ -40,7 +40,8 @@ import numpy as np
 
 from .census import Census, census as run_census
 from .classify import KERNEL_CLASSES, PageClass
-from .evidence import Describer, Frame, PageSample, Sniffer, contents_text, device_label, node_of
+from .evidence import (Describer, Frame, PageSample, Sniffer, contents_text, device_label, history_text, node_of,
+                       page_history)
 from .features import kernel_release
 from .page_owner import PageOwner
 from .refscan import Reference, ScanResult, scan_references
@@ -101,6 +102,9 @@ class Suspect:
     ranges: list[list[int]] = field(default_factory=list)
     #: how many such runs the group has in all
     range_count: int = 0
+    #: of the sampled allocations, how many were each kind of page cache
+    #: before their owner let them go (evidence.HISTORY_KINDS)
+    history: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -420,11 +424,13 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
     """Group the orphans, largest group first, and set ``found.suspect``.
 
     Groups are made by order and refcount pattern, over all orphans at once
-    (a byte per orphan).  Each group's bytes and page_owner records are read
-    from an even sample of ``SAMPLE`` allocations (into ``sampled`` and
-    ``records``).  A group read whole is split by the device its frames
-    were sent to and by its allocation site; a larger one stays whole, with
-    its sample's shares."""
+    (a byte per orphan).  Each group's bytes, flags and page_owner records
+    are read from an even sample of ``SAMPLE`` allocations (into ``sampled``
+    and ``records``).  A group read whole is split by the device its frames
+    were sent to, by its allocation site and by what its flags say it was
+    (``evidence.page_history``); a larger one stays whole, with its
+    sample's shares."""
+    histories: dict[int, str] = {}
     sniff = run_stage("evidence: frames", lambda: Sniffer(c), None, problems)
     owners = c.page_owners
     ring_orders = c.rings.orders_by_driver(c.memmap)
@@ -444,6 +450,7 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
             run_stage("evidence: contents", read, None, problems)
         if owners is not None:
             records.update(run_stage("evidence: page_owner", lambda: owners.lookup(pfns), {}, problems))
+        histories.update(run_stage("evidence: history", lambda: page_history(c, pfns), {}, problems))
         pattern = PATTERNS[k % len(PATTERNS)]
         if pick.size < n:
             groups.append((pattern, order, mask, _device(pfns, sampled), None))
@@ -452,8 +459,8 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         for i, p in zip(pick.tolist(), pfns.tolist()):
             s, rec = sampled.get(p), records.get(p)
             dev = (s.frame.netdev, s.frame.driver) if s and s.frame and s.frame.netdev else (None, None)
-            split.setdefault((dev, rec.alloc_site if rec else None), []).append(i)
-        for (dev, site), idx in split.items():
+            split.setdefault((dev, rec.alloc_site if rec else None, histories.get(p)), []).append(i)
+        for (dev, site, _), idx in split.items():
             part = np.zeros(found.pfn.size, bool)
             part[idx] = True
             groups.append((pattern, order, part, dev, site))
@@ -464,7 +471,7 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         pattern, order, mask, (netdev, driver), site = groups[g]
         found.suspect[mask] = sid
         suspects.append(_suspect(c, sid, pattern, order, mask, netdev, driver, site, found, sampled,
-                                 ring_orders))
+                                 ring_orders, histories))
     return suspects
 
 
@@ -481,10 +488,11 @@ def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | Non
 
 def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, netdev: str | None,
              driver: str | None, site: str | None, found: Orphans, sampled: dict[int, PageSample],
-             ring_orders: dict[int, list[str]]) -> Suspect:
+             ring_orders: dict[int, list[str]], histories: dict[int, str]) -> Suspect:
     n = int(np.count_nonzero(mask))
     pfn = found.pfn
-    seen = [sampled[p] for p in pfn[members_at(mask, even_sample(n))].tolist() if p in sampled]
+    sample = pfn[members_at(mask, even_sample(n))].tolist()
+    seen = [sampled[p] for p in sample if p in sampled]
     frames = Counter(s.frame.device for s in seen if s.frame and s.frame.device)
     contents = Counter(s.contents for s in seen)
     nodes: dict[str, int] = {}
@@ -499,7 +507,8 @@ def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, ne
                 int(np.min(refcount, where=mask, initial=np.iinfo(np.int32).max)),
                 int(np.max(refcount, where=mask, initial=np.iinfo(np.int32).min)),
                 netdev, driver, sorted(ring_orders.get(order, [])), site, len(seen), dict(frames),
-                dict(contents), nodes, ranges, range_count)
+                dict(contents), nodes, ranges, range_count,
+                dict(Counter(histories[p] for p in sample if p in histories)))
     s.label = _label(pattern, s)
     return s
 
@@ -513,6 +522,13 @@ def _label(pattern: str, s: Suspect) -> str:
         "fresh": f"refcount 1, {contents_text(s.contents, s.sampled)}",
         "other": refcount,
     }[pattern]
+    was_cache = bool(s.history) and sum(s.history.values()) == s.sampled
+    if was_cache:       # all of them were page cache: no ring to suspect
+        kind = max(s.history, key=s.history.get)
+        what = f"{refcount}, {history_text(kind, lo, hi)}"
+    elif s.history:
+        what += "; " + ", ".join(f"{k} released but referenced in {v} of {s.sampled} sampled"
+                                 for k, v in sorted(s.history.items()))
     text = f"{s.allocations} order-{order_txt} allocations ({s.pages} pages), {what}"
     whole = s.sampled == s.allocations
     if s.netdev:
@@ -520,7 +536,7 @@ def _label(pattern: str, s: Suspect) -> str:
         text += f"; stale frames addressed to {device}"
         if not whole:
             text += f" in {s.frames.get(device, 0)} of {s.sampled} sampled"
-    elif s.rings_using_order:
+    elif s.rings_using_order and not was_cache:
         text += f"; rings using order-{order_txt} pages: {', '.join(s.rings_using_order)}"
     if s.alloc_site:
         text += f"; allocated by {s.alloc_site}"

@@ -62,6 +62,7 @@ STAGES: dict[str, str] = {
     "evidence: frames": "orphans are not matched to a device by their contents",
     "evidence: page_owner": "orphans carry no allocating stack",
     "evidence: contents": "orphan groups carry no contents evidence",
+    "evidence: history": "orphans are not told apart by what their flags say they were (released page cache, pins)",
     "suspects": "orphans are not grouped into suspects",
     "pictures": "no memory map or class bar is drawn",
 }

@@ -1,0 +1,64 @@
+"""Pages their owner let go of while someone kept a reference, on real kernels.
+
+vmct_released writes a shmem file through its page cache, keeps the
+reference ``shmem_read_mapping_page()`` took on each page (two of them also
+carry FOLL_PIN's bias, as ``pin_user_pages()`` leaves them), and truncates
+the file: the pages leave the cache and keep their page-cache flags.  Its
+truth record names each page and its refcount.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vmcore_tools import orphans
+from vmcore_tools.evidence import GUP_PIN_COUNTING_BIAS
+
+from ..conftest import KERNELS, cli_json, lines, sample_core
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1", "7.3")))
+def released(request):
+    core = sample_core("released", request.param)
+    return core, orphans(core.program())
+
+
+def test_released_pages_are_orphaned_with_their_references(released):
+    core, r = released
+    truth = {x["pfn"]: x for x in core.manifest["planted_leaks"]}
+    assert {x["ring"] for x in truth.values()} == {"released", "pinned"}
+    found = {o.pfn: o for o in r.orphans}
+    for pfn, leak in truth.items():
+        assert pfn in found, leak
+        assert (found[pfn].order, found[pfn].refcount) == (0, leak["refcount"]), (found[pfn], leak)
+    pinned = [x for x in truth.values() if x["ring"] == "pinned"]
+    assert all(x["refcount"] > GUP_PIN_COUNTING_BIAS for x in pinned)
+
+
+def test_their_flags_say_released_page_cache_not_never_used(released):
+    """Each planted page's group is told by its flags: shmem page cache
+    released while referenced, the pinned ones with their pin count --
+    never "allocated and never used", and no ring is suspected for them."""
+    core, r = released
+    truth = {x["pfn"]: x for x in core.manifest["planted_leaks"]}
+    by_id = {s.id: s for s in r.suspects}
+    for o in r.orphans:
+        if o.pfn not in truth:
+            continue
+        s = by_id[o.suspect]
+        assert s.history == {"shmem page cache": s.sampled}, s
+        assert "released by its owner, still referenced: shmem page cache" in s.label, s.label
+        assert "never used" not in s.label and "rings using" not in s.label, s.label
+        if truth[o.pfn]["ring"] == "pinned":
+            assert "pinned: 1 FOLL_PIN pin (1024 each) and 1 reference kept" in s.label, s.label
+        else:
+            assert s.label.count("1 reference kept") == 1, s.label
+
+
+def test_history_in_the_json(released):
+    core, _ = released
+    doc = cli_json("orphans", *core.args)
+    kinds = [s["history"] for s in doc["suspects"] if s["history"]]
+    assert sum(sum(h.values()) for h in kinds) == len(core.manifest["planted_leaks"])
