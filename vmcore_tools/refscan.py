@@ -581,25 +581,27 @@ class ReferenceScan:
         by_image = np.array(sorted(image_held | split), np.int64)
         heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
         split &= heads
-        outer_end = 0
+        outer_end, outer_split = 0, False
         for head in sorted(heads):
             held_by_image = head in image_held or head in split
             end = head + min(head & -head or largest, largest)
+            in_split = head in split
             if held_by_image:
-                if head < outer_end:        # a later part of an image-held table
+                if head < outer_end:        # a later part of an image-held table or split block
                     end = max(end, outer_end)
-                outer_end = end
+                    in_split |= outer_split
+                outer_end, outer_split = end, in_split
             span = next((n for n in range(head + 1, end)
                          if not single(n) or n in image_held or n in page_held),
                         end)
-            by_owner = run_by_page_owner(owners, head, span) if owners else None
+            by_owner = run_by_page_owner(owners, head, span, in_split) if owners else None
             if by_owner is not None:
                 tail, how = [n for n in by_owner if n not in refs], " (page_owner: one allocation)"
             else:
                 tail, how = [n for n in range(head + 1, span) if n not in refs], ""
                 if len(tail) < (1 if held_by_image else HEAP_RUN_MIN):
                     continue
-            kind = "a split_page() block" if head in split else "an alloc_pages_exact() run"
+            kind = "a split_page() block" if in_split else "an alloc_pages_exact() run"
             for nxt in tail:
                 refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
                                        f"in {kind} starting at pfn {head}{how}")]
@@ -734,20 +736,22 @@ def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int) -> np.ndarray:
     return (idx + 1 < words.size) & (low < cap) & (high < cap) & (nxt != 0)
 
 
-def run_by_page_owner(owners: PageOwners, head: int, span: int) -> list[int] | None:
+def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: bool = False) -> list[int] | None:
     """The pages after ``head``, below ``span``, that one
     ``alloc_pages_exact()`` call allocated with it: its stack goes through
     ``alloc_pages_exact()``, and their records were written by that one
     allocation (``PageOwners.same_allocation``).  An order-1 block split by
     anyone else -- one page kept, one lost -- has such records too but
-    another stack, and makes no run.  None when the head's
+    another stack, and makes no run, unless the head is held the way a
+    ``split_page()`` block is (``split_block``: its first ``struct page``
+    from the image), whose owner keeps every page.  None when the head's
     record cannot say: none, or a special handle (allocated before
     page_owner was set up, such as the boot-time hash tables)."""
     recs = owners.lookup(np.arange(head, span, dtype=np.int64))
     first = recs.get(head)
     if first is None or not first.allocated or first.handle in owners.special:
         return None
-    if not owners.exact_run(first):
+    if not split_block and not owners.exact_run(first):
         return []
     run, prev = [], first
     for pfn in range(head + 1, span):
