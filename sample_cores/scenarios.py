@@ -142,14 +142,31 @@ def _cmdline(*extra: str) -> str:
     return " ".join(["console=ttyS0", "panic=-1", *filter(None, extra)])
 
 
+def _hidden(p: Path) -> bool:
+    return len(p.parts) > 1 and p.parts[1] in HIDDEN_TOPS
+
+
 def host_paths(*paths: Path) -> list[str]:
-    """Of ``paths`` (as given, and with symlinks resolved), those under a
-    directory the guest hides (a clone in /tmp, a cache behind a link
-    there): the guest binds them back from the host's root.  A path inside
-    another one of the list is left out: binding the outer one brings it."""
-    given = {Path(os.path.abspath(p)) for p in paths} | {p.resolve() for p in paths}
-    hidden = sorted({str(p) for p in given if len(p.parts) > 1 and p.parts[1] in HIDDEN_TOPS})
+    """Of ``paths`` (symlinks resolved), those under a directory the guest
+    hides (a clone in /tmp, a cache behind a link there): the guest binds
+    them back from the host's root.  A path inside another one of the list
+    is left out: binding the outer one brings it.  The links themselves are
+    made again in the guest (``host_links``): a bind mount of a link would
+    follow it inside the guest, before its target is there."""
+    hidden = sorted({str(p.resolve()) for p in paths if _hidden(p.resolve())})
     return [p for p in hidden if not any(p.startswith(q + "/") for q in hidden)]
+
+
+def host_links(*paths: Path) -> list[tuple[str, str]]:
+    """(path as given, where it leads) for each of ``paths`` that the guest
+    hides and that is not itself the real path (a symlink, or a directory
+    under one): the guest makes the link after the binds."""
+    out = set()
+    for p in paths:
+        given, real = Path(os.path.abspath(p)), p.resolve()
+        if given != real and _hidden(given):
+            out.add((str(given), str(real)))
+    return sorted(out)
 
 
 def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
@@ -169,8 +186,9 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     # each module's path (it may hold blanks) and its parameters, side by side
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
-    needed = host_paths(REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
-    lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in needed) + ")")
+    used = (REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
+    lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in host_paths(*used)) + ")")
+    lines.append("HOST_LINKS=(" + " ".join(shlex.quote(x) for pair in host_links(*used) for x in pair) + ")")
     capture = debian_line(k.line).capture
     makedumpfile = CaptureTools(capture).ensure().command() if capture and mode == "kdump" else ["makedumpfile"]
     lines.append("MAKEDUMPFILE=(" + " ".join(map(shlex.quote, makedumpfile)) + ")")

@@ -28,6 +28,12 @@ die() { say "FAILED $*"; sleep 2; echo b > /proc/sysrq-trigger; }
 for path in "${HOST_PATHS[@]}"; do
     mkdir -p "$path" && mount --bind "/.host$path" "$path" || die "cannot bind $path"
 done
+# and the links among them, (link, target) pairs: a path given through a link
+for ((i = 0; i < ${#HOST_LINKS[@]}; i += 2)); do
+    link=${HOST_LINKS[i]}
+    [ -e "$link" ] || { mkdir -p "$(dirname "$link")" && ln -s "${HOST_LINKS[i + 1]}" "$link"; } \
+        || die "cannot link $link"
+done
 exec >> "$OUT/guest.log" 2>&1
 
 if [ -e /proc/vmcore ]; then
