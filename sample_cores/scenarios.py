@@ -244,7 +244,7 @@ def prune(log=print) -> list[Path]:
 IN_USE_SECONDS = 1800
 
 
-def _retire_older_builds(dest: Path, log) -> None:
+def retire_older_builds(dest: Path, log) -> None:
     """Delete the other builds of ``dest``'s scenario and kernel line that
     nothing used in the last ``IN_USE_SECONDS``: each change of the guest
     files or test modules makes a new key, and a core is 1 to 16 GB, so a
@@ -261,7 +261,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     """Build scenario ``name`` on kernel line ``line``; return its directory.
 
     A build found in the cache is marked as used (its directory's mtime),
-    which keeps it from ``_retire_older_builds`` for a while."""
+    which keeps it from ``retire_older_builds`` for a while."""
     sc = SCENARIOS[name]
     k, modules, initrd = _prepare(sc, line, log)
     dest = core_dir(name, line) / _key(sc, k, modules)
@@ -327,7 +327,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     spec.out_dir.rename(dest)
     shutil.copy(spec.console, dest / "console.log")
     shutil.rmtree(run_dir)
-    _retire_older_builds(dest, log)
+    retire_older_builds(dest, log)
     log(f"[{line}] {name}: {dest} ({time.time() - t0:.0f}s)")
     return dest
 

@@ -4,7 +4,7 @@ older ones something used recently."""
 import os
 import time
 
-from sample_cores.scenarios import IN_USE_SECONDS, _retire_older_builds
+from sample_cores.scenarios import IN_USE_SECONDS, retire_older_builds
 
 
 def test_a_new_build_retires_older_unused_builds(tmp_path):
@@ -17,6 +17,6 @@ def test_a_new_build_retires_older_unused_builds(tmp_path):
     for d in (old, running):
         os.utime(d, (long_ago, long_ago))
     removed = []
-    _retire_older_builds(new, removed.append)
+    retire_older_builds(new, removed.append)
     assert sorted(p.name for p in name_dir.iterdir()) == ["new", "other.run", "recent"]
     assert removed == [f"removed an older build: {old}"]
