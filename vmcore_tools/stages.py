@@ -89,9 +89,6 @@ class StageAbandoned(StageFailure):
     (makedumpfile ``-d`` or ``-e``, a truncated core): its evidence is
     missing, and the coverage says so."""
 
-    def __reduce__(self):
-        return StageAbandoned, (self.stage, str(self))
-
 
 def failed_stages(problems: list[str]) -> list[str]:
     """The stages whose failure ``problems`` records (an error, not a fault)."""
