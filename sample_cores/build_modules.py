@@ -43,12 +43,12 @@ def features(k: Kernel) -> list[str]:
         flags.append("-DHAVE_ETH_HW_ADDR_SET")
     if "EMPTY_VMA_FLAGS" in k.header("linux/mm_types.h").read_text():
         flags.append("-DHAVE_VMA_FLAGS_T")              # 7.x: shmem_file_setup() takes vma_flags_t
-    batch = next(k.root.glob("headers/usr/src/linux-headers-*/include/linux/folio_batch.h"), None)
+    batch = k.find_header("linux/folio_batch.h")
     if batch is not None:
         flags.append("-DHAVE_FOLIO_BATCH_H")            # 7.x: pagevec.h renamed
     if "__folio_batch_release" in (batch or k.header("linux/pagevec.h")).read_text():
         flags.append("-DHAVE_FOLIO_BATCH_RELEASE")      # 6.5+: pagevec became folio_batch
-    frag = next(k.root.glob("headers/usr/src/linux-headers-*/include/linux/page_frag_cache.h"), None)
+    frag = k.find_header("linux/page_frag_cache.h")
     if frag is not None and "void page_frag_cache_drain(struct page_frag_cache" in frag.read_text():
         flags.append("-DHAVE_PAGE_FRAG_CACHE_DRAIN")    # 6.13+: the cache holds an encoded page, not va
     platform = k.header("linux/platform_device.h").read_text()

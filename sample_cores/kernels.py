@@ -64,7 +64,6 @@ KERNEL_LINES: dict[str, KernelLine] = {
                       (("debian", "bookworm"), ("security", "bookworm-security"))),
     "6.12": KernelLine("6.12", "bookworm-backports", (("debian", "bookworm-backports"),)),
     # 7.x: the image is split into linux-binary-<abi> and linux-modules-<abi>;
-    # built by trixie's gcc 14
     # built by trixie's gcc 14; captured by sid's makedumpfile 1.7.8 (trixie
     # has no newer one than 1.7.6, the machine's 1.7.2 misreads 7.x pages)
     "7.3": KernelLine("7.3", "trixie-backports", (("debian", "trixie-backports"),), toolchain="trixie",
@@ -137,11 +136,15 @@ class Kernel:
         """Driver sources copied out of ``linux-source`` (e.g. ``i40e/``)."""
         return self.root / "src"
 
+    def find_header(self, rel: str) -> Path | None:
+        """A kernel header (``linux/etherdevice.h``) of the headers tree, or
+        None where this kernel has none: Debian splits the tree into
+        ``-amd64`` and ``-common``, a built kernel has one."""
+        return next(self.root.glob(f"headers/usr/src/linux-headers-*/include/{rel}"), None)
+
     def header(self, rel: str) -> Path:
-        """A kernel header (``linux/etherdevice.h``) of the headers tree:
-        Debian splits it into ``-amd64`` and ``-common``, a built kernel has
-        one tree."""
-        found = next(self.root.glob(f"headers/usr/src/linux-headers-*/include/{rel}"), None)
+        """``find_header``, for a header every kernel has."""
+        found = self.find_header(rel)
         if found is None:
             raise RuntimeError(f"{rel} is missing from the headers of {self.abi}")
         return found
