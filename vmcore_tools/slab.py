@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import drgn
+import numpy as np
 from drgn.helpers.linux.cpumask import for_each_online_cpu
+from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases,
                                      slab_cache_pages_per_slab, slab_cache_usage, slab_object_info)
 
-from .features import has_member, has_type
+from .features import has_member, has_object, has_type
 from .pages import Memmap
 
 
@@ -113,10 +115,17 @@ class SlabObjects:
     decoding that keeps the chain inside its slab is kept).  Objects start at
     the slab's address plus ``cache->red_left_pad``, ``cache->size`` apart.
 
+    Fact (SLUB with sheaves, 6.18+): free objects are also cached as arrays,
+    ``slab_sheaf.objects[0..size)``: each CPU's ``main`` and ``spare`` sheaf
+    (``kmem_cache.cpu_sheaves``) and the full sheaves of each node's barn
+    (``barn.sheaves_full``, the barn in ``kmem_cache.node[n]`` until 7.0,
+    ``kmem_cache.per_node[n]`` from 7.1).  From 7.0 there are no per-CPU
+    slabs (``cpu_slab``) at all.
+
     drgn's ``slab_object_info()`` answers the same question but walks every
     CPU and the slab's freelist again for each address; here each slab's
-    freelist and each cache's per-CPU freelists are walked once.  Kernels with
-    per-CPU sheaves (6.18+) or SLAB go through ``slab_object_info()``.
+    freelist and each cache's per-CPU freelists and sheaves are read once.
+    Kernels with SLAB (gone in 6.8) go through ``slab_object_info()``.
     """
 
     #: a freelist that keeps changing under a live read is given up after this many tries
@@ -128,14 +137,16 @@ class SlabObjects:
     def __init__(self, prog: drgn.Program, pages: Memmap):
         self.prog, self.a = prog, pages
         self.live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
-        self.slub = (has_member(prog, "struct kmem_cache", "cpu_slab")
-                     and not has_member(prog, "struct kmem_cache", "cpu_sheaves"))
+        self.cpu_slabs = has_member(prog, "struct kmem_cache", "cpu_slab")
+        self.sheaves = has_member(prog, "struct kmem_cache", "cpu_sheaves")
+        self.slub = self.cpu_slabs or self.sheaves
         slab = prog.type("struct slab" if has_type(prog, "struct slab") else "struct page")
         self.slab_cache_offset = drgn.offsetof(slab, "slab_cache")
         self.freelist_offset = drgn.offsetof(slab, "freelist")
         self.hardened = has_member(prog, "struct kmem_cache", "random")    # CONFIG_SLAB_FREELIST_HARDENED
         self.has_red_left_pad = has_member(prog, "struct kmem_cache", "red_left_pad")
-        self.cpu_slab_member = "slab" if has_member(prog, "struct kmem_cache_cpu", "slab") else "page"
+        self.cpu_slab_member = ("slab" if self.cpu_slabs and has_member(prog, "struct kmem_cache_cpu", "slab")
+                                else "page")
         self.swab: bool | None = None         # decided on the first hardened chain
         self.caches: dict[int, _Cache] = {}
         self.slabs: dict[int, tuple[_Cache, set[int] | None]] = {}
@@ -162,6 +173,23 @@ class SlabObjects:
             obj not in free and obj not in cache.cpu_free)
         return SlabObject(cache.name, obj, allocated)
 
+    def allocated(self, head: int) -> tuple[str, int, np.ndarray] | None:
+        """The cache name, the slot size and the start addresses of the
+        allocated objects of the slab whose head page is ``head``; None where
+        its freelists cannot be read (or the kernel has SLAB)."""
+        if not self.slub:
+            return None
+        cache, free = self._slab(head)
+        if free is None or cache.cpu_free is None:
+            return None
+        lo, hi = self._span(head)
+        first = lo + cache.red_left_pad
+        starts = np.arange(first, hi - cache.size + 1, cache.size, dtype=np.uint64)
+        taken = free | cache.cpu_free
+        if taken:
+            starts = starts[~np.isin(starts, np.fromiter(taken, np.uint64, len(taken)))]
+        return cache.name, cache.size, starts
+
     def _slab(self, head: int) -> tuple["_Cache", set[int] | None]:
         a, prog = self.a, self.prog
         struct = a.memmap + head * a.struct_size
@@ -178,7 +206,11 @@ class SlabObjects:
                        s.random.value_() if self.hardened else None,
                        s.red_left_pad.value_() if self.has_red_left_pad else 0)
         cache.cpu_free = set()
-        for cpu in for_each_online_cpu(prog):
+        if self.sheaves:
+            cache.cpu_free = self._sheaf_objects(s)
+        for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
+            if cache.cpu_free is None:
+                break
             c = per_cpu_ptr(s.cpu_slab, cpu)
             slab = c.member_(self.cpu_slab_member).value_()
             if not slab:
@@ -192,6 +224,64 @@ class SlabObjects:
                 break
             cache.cpu_free |= chain
         return cache
+
+    def _sheaves(self, s: drgn.Object, every: bool = False) -> list[int]:
+        """The addresses of the cache's sheaves that cache free objects: each
+        CPU's ``main`` and ``spare``, the full sheaves of each node's barn;
+        with ``every``, also each CPU's ``rcu_free`` and the barns' empty
+        sheaves."""
+        prog = self.prog
+        out: list[int] = []
+        if s.cpu_sheaves.value_():
+            members = ("main", "spare", "rcu_free") if every else ("main", "spare")
+            for cpu in for_each_online_cpu(prog):
+                pcs = per_cpu_ptr(s.cpu_sheaves, cpu)
+                out += [pcs.member_(m).value_() for m in members if has_member(prog, "struct slub_percpu_sheaves", m)]
+        nodes = prog["nr_node_ids"].value_() if has_object(prog, "nr_node_ids") else 1
+        per_node = s.per_node if has_member(prog, "struct kmem_cache", "per_node") else s.node
+        for i in range(nodes):
+            entry = per_node[i]        # a struct from 7.1, a pointer to kmem_cache_node before
+            if entry.type_.kind == drgn.TypeKind.POINTER and not entry.value_():
+                continue
+            barn = entry.barn.read_()
+            if barn:
+                for which in ("sheaves_full", "sheaves_empty") if every else ("sheaves_full",):
+                    out += [sh.value_() for sh in list_for_each_entry(
+                        "struct slab_sheaf", barn.member_(which).address_of_(), "barn_list")]
+        return [x for x in out if x]
+
+    def _sheaf_objects(self, s: drgn.Object) -> set[int] | None:
+        """The objects cached in the cache's sheaves (``_sheaves``)."""
+        prog = self.prog
+        try:
+            out: set[int] = set()
+            for addr in self._sheaves(s):
+                sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)
+                n = sheaf.size.value_()
+                out.update(np.frombuffer(prog.read(sheaf.objects.address_, 8 * n), "<u8").tolist())
+            return out
+        except (drgn.FaultError, ValueError):
+            return None
+
+    def stale_sheaf_words(self) -> list[tuple[int, int]]:
+        """``(sheaf, first stale word)`` for every sheaf of every cache (6.18+).
+
+        Fact: a sheaf is a kmalloc'd ``slab_sheaf`` whose ``objects[0..size)``
+        are the free objects it caches; allocating from it decrements
+        ``size`` and leaves the pointer in ``objects[size]``, so the slots
+        from ``size`` to the end of the sheaf name objects handed out since:
+        stale words that would keep a leaked object reachable."""
+        if not self.sheaves:
+            return []
+        prog, out = self.prog, []
+        for cache in for_each_slab_cache(prog):
+            try:
+                for addr in self._sheaves(cache, every=True):
+                    sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)
+                    out.append((addr, sheaf.objects.address_ + 8 * sheaf.size.value_()))
+            except (drgn.FaultError, ValueError):
+                continue
+        return out
 
     def _span(self, head: int) -> tuple[int, int]:
         """Direct-map addresses ``[lo, hi)`` of the slab whose head page is ``head``."""
