@@ -31,6 +31,8 @@ LEAK_RE = re.compile(
     r"(?:fake_\w+|vmct_\w+): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
 #: pages vmct_shapes owns without a plain pointer, and how it holds them
 OWNED_RE = re.compile(r"vmct_shapes: owned pfn=(\d+) kind=(\S+)")
+#: pages vmct_shapes left held only by an object it lost (its rx buffer array)
+HIDDEN_RE = re.compile(r"vmct_shapes: hidden pfn=(\d+) holder=([0-9a-f]+)")
 PARKED_RE = re.compile(
     r"fake_\w+: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
 RING_RE = re.compile(
@@ -103,6 +105,11 @@ def parse_owned(text: str) -> list[dict]:
     return [{"pfn": int(m[0]), "kind": m[1]} for m in OWNED_RE.findall(text)]
 
 
+def parse_hidden(text: str) -> list[dict]:
+    """Pages that only a lost object holds, and that object's address."""
+    return [{"pfn": int(m[0]), "holder": int(m[1], 16)} for m in HIDDEN_RE.findall(text)]
+
+
 def parse_parked(text: str) -> list[dict]:
     """Pages the fake drivers left held outside their rx slots: a frame in
     progress (kind ``skb`` or ``xdp`` in the ring, ``slot-skb`` in a slot)
@@ -140,6 +147,7 @@ def guest_truth(out_dir: Path) -> dict:
         "decoys": decoys,
         "parked": parse_parked(dmesg),
         "owned": parse_owned(dmesg),
+        "hidden": parse_hidden(dmesg),
         "fake_rings": parse_rings(dmesg),
         "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),

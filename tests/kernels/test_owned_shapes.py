@@ -24,6 +24,7 @@ HELD_BY = {
     "vm-map-ram": ("mapped at",),                 # a leaf of init_mm
     "kthread-local": ("stack",),
     "large-kmalloc-held": ("itself referenced", "kernel pages"),
+    "rx-buffer-array": ("slab",),                 # a kcalloc'd record array (lost itself with leak=1)
 }
 
 

@@ -14,8 +14,15 @@
  *    held by a pointer in .bss, entries at scattered slots;
  *  - a page mapped with vm_map_ram() whose only trace is the mapping
  *    (what a driver keeps is the virtual address);
- *  - a page held in a sleeping kernel thread's local variable;
- *  - a page named only from inside a large kmalloc buffer.
+ *  - a page (and a kmalloc'd object) held in a sleeping kernel thread's
+ *    local variables;
+ *  - a page and a small object named only from inside a large kmalloc
+ *    buffer (a kvmalloc'd table of buckets);
+ *  - a driver's rx buffer array (records of dma, page, offset and bias, as
+ *    i40e's rx_bi[]) kcalloc'd, each record naming a page it filled.  With
+ *    leak=1 the array itself is lost, its pages in it: the pages stay
+ *    referenced, by an object nothing reaches ("vmct_shapes: hidden
+ *    pfn=... holder=<the array's address>").
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
  * with leak=1 (the default) one page of the list, the chain and the table
@@ -47,6 +54,15 @@ static u64 *table_root;                 /* an IOMMU domain's pgd */
 static void *mapped;                    /* vm_map_ram()'s address */
 static struct task_struct *holder;
 static void **large_buf;                /* a large kmalloc'd array */
+
+struct vmct_rx_buffer {                 /* i40e_rx_buffer's layout */
+	dma_addr_t dma;
+	struct page *page;
+	__u32 page_offset;
+	__u16 pagecnt_bias;
+};
+#define RX_BI_COUNT 8
+static struct vmct_rx_buffer *rx_bi __used;     /* kept only with leak=0 */
 
 static void owned(struct page *page, const char *kind)
 {
@@ -161,20 +177,25 @@ static int build_table(void)
 
 static DECLARE_COMPLETION(holding);
 
-/* the page lives in this thread's local variable only, across its sleeps */
+/* the page and a request object live in this thread's local variables
+ * only, across its sleeps (a worker holding what it is working on) */
 static int hold(void *unused)
 {
 	struct page *mine = alloc_page(GFP_KERNEL);
+	char *request = kmalloc(256, GFP_KERNEL);
 
 	if (mine) {
 		fill(mine, 300);
 		owned(mine, "kthread-local");
 	}
+	if (request)
+		snprintf(request, 256, "vmct_shapes request");
 	complete(&holding);
 	while (!kthread_should_stop())
 		msleep_interruptible(1000);
 	if (mine)
 		__free_page(mine);
+	kfree(request);
 	return 0;
 }
 
@@ -202,7 +223,34 @@ static int build_others(void)
 		return -ENOMEM;
 	fill(page, 400);
 	large_buf[1000] = page;
+	large_buf[1001] = kzalloc(64, GFP_KERNEL);
 	owned(page, "large-kmalloc-held");
+	return 0;
+}
+
+static int build_rx_bi(void)
+{
+	struct vmct_rx_buffer *bi = kcalloc(RX_BI_COUNT, sizeof(*bi), GFP_KERNEL);
+	struct page *page;
+	int i;
+
+	if (!bi)
+		return -ENOMEM;
+	for (i = 0; i < RX_BI_COUNT; i++) {
+		page = alloc_page(GFP_KERNEL);
+		if (!page)
+			return -ENOMEM;
+		fill(page, 500 + i);
+		bi[i].page = page;
+		bi[i].dma = page_to_phys(page);
+		bi[i].pagecnt_bias = 1;
+		owned(page, "rx-buffer-array");
+		if (leak)
+			pr_info("vmct_shapes: hidden pfn=%lu holder=%px\n", page_to_pfn(page), bi);
+	}
+	if (!leak)
+		WRITE_ONCE(rx_bi, bi);  /* a store nothing reads: kept by WRITE_ONCE */
+	/* with leak=1 the array's only pointer dies with this frame */
 	return 0;
 }
 
@@ -215,6 +263,7 @@ static int __init shapes_init(void)
 	err = err ?: build_chain();
 	err = err ?: build_table();
 	err = err ?: build_others();
+	err = err ?: build_rx_bi();
 	return err;
 }
 
