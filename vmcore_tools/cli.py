@@ -36,6 +36,7 @@ from .htmlreport import report_html
 from .page import explain_page
 from .rings import all_walkers, walker_ready
 from .rings.common import bound_devices
+from .reachability import reachability as run_reachability, reachability_text
 from .pictures import class_bar_svg, growth_svg, memory_map
 from .slab import SORT_KEYS, slab_caches
 from .snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
@@ -429,6 +430,23 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path) -> None:
     _exit_for(r.census.problems + r.problems)
 
 
+@main.command()
+@target_options
+def unreachable(core, vmlinux, debug_dirs, as_json, quiet) -> None:
+    """Slab objects and large kmalloc buffers that nothing reaches from the
+    roots (kmemleak-style, offline), and the pages only they hold.
+
+    Its own tier: an unreachable object is a suspect, not a verdict."""
+    def analysis(prog: drgn.Program):
+        r = run_orphans(prog, progress=_progress(quiet))
+        return r, run_reachability(r, _progress(quiet))
+
+    r, rr = _analyze(core, vmlinux, debug_dirs, analysis)
+    data = {"schema": "vmcore-tools/unreachable/1", **rr.to_json()}
+    _emit(data, as_json, lambda _: reachability_text(rr))
+    _exit_for(r.census.problems + r.problems + rr.problems)
+
+
 def _write_lines(path: str, lines) -> None:
     """Stream text chunks to ``path`` ('-': stderr, stdout being the report)."""
     try:
@@ -451,23 +469,32 @@ def _write_lines(path: str, lines) -> None:
               help="also write a self-contained HTML report (tables, memory map, bar) here")
 @click.option("--pictures", "pictures_dir", type=click.Path(file_okay=False),
               help="also write memory-map.png and classes.svg into this directory")
-def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, pictures_dir) -> None:
+@click.option("--reachability", "reach", is_flag=True,
+              help="add the unreachable tier: objects nothing reaches, pages only they hold "
+                   "(reads all slab memory once more)")
+def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, pictures_dir, reach) -> None:
     """The one-shot answer: where the memory went, and who leaked it."""
-    r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
+    def analysis(prog: drgn.Program):
+        r = run_orphans(prog, progress=_progress(quiet))
+        return r, (run_reachability(r, _progress(quiet)) if reach else None)
+
+    r, rr = _analyze(core, vmlinux, debug_dirs, analysis)
     c = r.census
     m = None
     if html_path or pictures_dir:
         m = run_stage("pictures", lambda: memory_map(c.classes, r.found.pfn, r.found.order), None, r.problems)
     data = {"schema": "vmcore-tools/report/2", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
+    if rr is not None:
+        data["reachability"] = {"schema": "vmcore-tools/unreachable/1", **rr.to_json()}
     if html_path:
         _write(html_path, report_html(data, m))
     if pictures_dir and m is not None:
         Path(pictures_dir).mkdir(parents=True, exist_ok=True)
         _write(Path(pictures_dir) / "memory-map.png", m.png())
         _write(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))
-    _emit(data, as_json, lambda d: report_text(r, d))
-    _exit_for(c.problems + r.problems, leak=fail_on_leak and len(r.found) > 0)
+    _emit(data, as_json, lambda d: report_text(r, d) + (f"\n\n{reachability_text(rr)}" if rr else ""))
+    _exit_for(c.problems + r.problems + (rr.problems if rr else []), leak=fail_on_leak and len(r.found) > 0)
 
 
 def report_text(r: OrphanReport, d: dict[str, Any]) -> str:

@@ -21,15 +21,21 @@ How a word can count (``Root.counts``):
 * ``TABLE_ENTRY``: a hardware-style table entry, physical address with flag
   bits, in a page shaped like a table (``refscan.table_entries``);
 * ``SKB_FRAG``: a ``struct page`` pointer followed by an skb frag's length
-  and offset (``refscan.frag_entries``).
+  and offset (``refscan.frag_entries``);
+* ``OBJECT``: a direct-map address anywhere inside an allocated object's
+  slot (reachability only: ``reachability.ObjectTable.find``).
+
+Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
+wider than the page scan's: a stale word there only hides an unreachable
+object, never invents one) and the memory it traces (``TRACED``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG = (
-    "struct page", "direct map", "physical", "table entry", "skb frag")
+STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG, OBJECT = (
+    "struct page", "direct map", "physical", "table entry", "skb frag", "object")
 POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
 
 
@@ -124,6 +130,56 @@ OWNERS: tuple[Owner, ...] = (
           "crash_save_vmcoreinfo() switches vmcoreinfo_data to its safe copy at panic, dropping the "
           "only pointer to the page crash_save_vmcoreinfo_init() allocated.",
           "kdump cores", "tests/kernels/test_orphans.py::test_orphans_on_kdump_compressed_core"),
+)
+
+
+_IN_OBJECT = frozenset({OBJECT})
+
+REACH_ROOTS: tuple[Root, ...] = (
+    Root("boot memory", "scan_boot_memory", _IN_OBJECT,
+         "Reserved pages live as long as the kernel: the image (its data, bss and __ro_after_init), "
+         "memblock allocations (the memmap -- struct page's mapping and private name address spaces and "
+         "buffer heads --, boot-time hash tables, the first per-cpu chunk).",
+         "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+    Root("task stacks", "scan_stacks", _IN_OBJECT,
+         "A sleeping task's live frames are above its saved stack pointer; a running task's whole stack.",
+         "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+    Root("vmalloc", "scan_vmalloc", _IN_OBJECT,
+         "vmalloc areas (module data and bss, kvmalloc'd tables) and later per-cpu chunks; vmalloc areas "
+         "are roots, not traced: their vmap area keeps them reachable whatever their owner does.",
+         "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+    Root("page frags", "scan_page_frags", _IN_OBJECT,
+         "page_frag pages hold skb heads, whose skb_shared_info names further skbs (frag_list).",
+         "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+    Root("held pages", "scan_held_pages", _IN_OBJECT,
+         "Pages the reference scan found held (unattributed but referenced: kfree_rcu()'s bulk pages of "
+         "pointers, drivers' page-sized tables) hold pointers to objects too; they are roots, so an "
+         "object held only by an unreachable page is not reported.",
+         "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+)
+
+TRACED: tuple[Root, ...] = (
+    Root("slab objects", "trace_slab", _IN_OBJECT,
+         "SLUB: objects start at the slab's address plus red_left_pad, kmem_cache.size apart; one is "
+         "allocated unless it is on a freelist (per slab, per CPU) or in a sheaf (6.18+), and only an "
+         "allocated object's words count (a free one's are stale).  A pointer anywhere inside the slot "
+         "reaches it (list_head members, rcu_head of kfree_rcu() and call_rcu() callbacks, tagged "
+         "pointers: xarray nodes | 2, maple nodes with their type bits, rb_node colour).",
+         "all", "tests/kernels/test_reachability.py::test_a_leaked_holder_hides_its_pages"),
+    Root("large kmalloc", "trace_large_kmalloc", _IN_OBJECT,
+         "kmalloc() above the largest slab size takes a compound page without a slab; the caller keeps "
+         "its address, so it is an object of PAGE_SIZE << order bytes.",
+         "6.15+, where large kmalloc is a page type; before, such a buffer is an unattributed page the "
+         "reference scan finds held, read as a root (held pages)", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+)
+
+KEPT: tuple[Owner, ...] = (
+    Owner("sysctl registrations", "kept_sysctl_headers",
+          "A built-in sysctl table is registered for the kernel's lifetime and its header dropped "
+          "(register_sysctl_init(), sysctl_init()'s register_sysctl_table()); the kernel tells kmemleak "
+          "with kmemleak_not_leak(hdr).  Its ctl_table_arg is the table in the image, its root "
+          "&sysctl_table_root (NULL in the wrapper header of register_sysctl_table()'s subtables).",
+          "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
 )
 
 

@@ -64,6 +64,14 @@ STAGES: dict[str, str] = {
     "evidence: contents": "orphan groups carry no contents evidence",
     "evidence: history": "orphans are not told apart by what their flags say they were (released page cache, pins)",
     "suspects": "orphans are not grouped into suspects",
+    "reachability: boot memory": "objects named from the image and memblock memory may be called unreachable",
+    "reachability: task stacks": "objects named from task stacks may be called unreachable",
+    "reachability: vmalloc": "objects named from vmalloc areas and modules may be called unreachable",
+    "reachability: page frags": "objects named from skb heads in page frags may be called unreachable",
+    "reachability: held pages": "objects named from held pages may be called unreachable",
+    "reachability: slab objects": "slab objects are not traced: what they reach may be called unreachable",
+    "reachability: large kmalloc": "large kmalloc buffers are not traced",
+    "reachability: hidden pages": "pages held only by unreachable objects are not named",
     "pictures": "no memory map or class bar is drawn",
 }
 

@@ -35,12 +35,12 @@ def report(prog, monkeypatch, tmp_path, stage: str | None) -> tuple[int, dict, s
         monkeypatch.setenv("VMCORE_TOOLS_FAIL_STAGE", stage)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = run_on(prog, ["report", "--json", "--quiet", "--html", str(tmp_path / "r.html")])
+        rc = run_on(prog, ["report", "--json", "--quiet", "--reachability", "--html", str(tmp_path / "r.html")])
     return rc, json.loads(out.getvalue()), err.getvalue()
 
 
 def stage_lines(doc: dict, stage: str) -> list[str]:
-    return [p for p in doc["census"]["problems"] + doc["orphans"]["problems"]
+    return [p for p in doc["census"]["problems"] + doc["orphans"]["problems"] + doc["reachability"]["problems"]
             if p.startswith(stage) and " failed (" in p]
 
 
@@ -61,6 +61,7 @@ def test_nothing_fails_without_injection(leak_prog, monkeypatch, tmp_path):
     rc, doc, err = report(leak_prog, monkeypatch, tmp_path, None)
     assert rc == 0, err
     assert not doc["census"]["problems"] and not doc["orphans"]["problems"]
+    assert not failed_stages(doc["reachability"]["problems"]) and doc["reachability"]["unreachable"] >= 1
 
 
 def test_page_owner_evidence_can_fail_alone(monkeypatch, tmp_path):
