@@ -16,10 +16,15 @@ This module finds that object, the way kmemleak would if it were running:
   holds a direct-map address inside it; what is never reached is
   *unreachable*.
 
+How a word counts in traced memory (interior and tagged pointers, free
+object caches, stale sheaf slots, RCU-pending objects) is
+``registry.REACH_RULES``; objects the kernel keeps for good without any
+pointer (what it tells kmemleak with ``kmemleak_not_leak()``) are
+``registry.KEPT``.
+
 This is its own tier, never mixed with "orphaned": an unreachable object is
 a leak only if nothing outside the scanned memory (a device, user space, a
-pointer kept in an encoded form) holds it.  ``REACH_LIMITS`` names what the
-trace does not see.
+pointer kept in a form no rule decodes) holds it.
 
     >>> from vmcore_tools import orphans, reachability
     >>> r = reachability.reachability(orphans.orphans(prog))

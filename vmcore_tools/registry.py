@@ -160,17 +160,50 @@ REACH_ROOTS: tuple[Root, ...] = (
 
 TRACED: tuple[Root, ...] = (
     Root("slab objects", "trace_slab", _IN_OBJECT,
-         "SLUB: objects start at the slab's address plus red_left_pad, kmem_cache.size apart; one is "
-         "allocated unless it is on a freelist (per slab, per CPU) or in a sheaf (6.18+), and only an "
-         "allocated object's words count (a free one's are stale).  A pointer anywhere inside the slot "
-         "reaches it (list_head members, rcu_head of kfree_rcu() and call_rcu() callbacks, tagged "
-         "pointers: xarray nodes | 2, maple nodes with their type bits, rb_node colour).",
+         "SLUB: objects start at the slab's address plus red_left_pad, kmem_cache.size apart; only an "
+         "allocated object's words count (REACH_RULES says which words do not).",
          "all", "tests/kernels/test_reachability.py::test_a_leaked_holder_hides_its_pages"),
     Root("large kmalloc", "trace_large_kmalloc", _IN_OBJECT,
          "kmalloc() above the largest slab size takes a compound page without a slab; the caller keeps "
          "its address, so it is an object of PAGE_SIZE << order bytes.",
          "6.15+, where large kmalloc is a page type; before, such a buffer is an unattributed page the "
          "reference scan finds held, read as a root (held pages)", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
+)
+
+@dataclass(frozen=True)
+class Rule:
+    """How a word of traced memory counts, or does not, for reachability:
+    the known false-unreachable (and false-reachable) sources, each with
+    its kernel fact."""
+
+    name: str
+    fact: str
+    kernels: str
+    test: str
+
+
+REACH_RULES: tuple[Rule, ...] = (
+    Rule("interior and tagged pointers",
+         "A pointer anywhere inside an object's slot reaches it: embedded list_head and rb_node members "
+         "(rb_node keeps its colour in bit 0), an xarray's internal node entries (node | 2), a maple "
+         "tree's encoded node pointers (type bits below the 256-byte node alignment), hlist_bl's lock "
+         "bit.  A pointer one past the end does not.",
+         "all", "tests/unit/test_reach_graph.py::test_interior_and_tagged_pointers_reach_their_object"),
+    Rule("free object caches",
+         "Objects on a slab's freelist, a CPU's freelist or in a sheaf (6.18+) are free: not traced, and "
+         "never reported unreachable.",
+         "all", "tests/kernels/test_reachability.py::test_every_allocated_object_is_traced"),
+    Rule("stale sheaf slots",
+         "A sheaf (6.18+) is a kmalloc'd object whose objects[0..size) are free objects it caches; "
+         "taking one leaves its pointer in objects[size], so the slots from size on name objects handed "
+         "out since: stale, they do not count (slab.SlabObjects.stale_sheaf_words).",
+         "6.18+", "tests/kernels/test_reachability.py::test_a_leaked_holder_hides_its_pages"),
+    Rule("RCU-pending objects",
+         "An object passed to call_rcu() or kfree_rcu() is still allocated until the grace period ends; "
+         "its rcu_head is inside it and is chained from the per-CPU callback lists (rcu_data) or "
+         "kfree_rcu()'s per-CPU batches and their bulk pages: reached from the per-CPU roots and held "
+         "pages like any object.",
+         "all", "tests/kernels/test_reachability.py::test_no_leak_core_has_few_unreachable_objects"),
 )
 
 KEPT: tuple[Owner, ...] = (

@@ -11,7 +11,7 @@ import pytest
 
 from vmcore_tools import orphans
 from vmcore_tools.reachability import reachability, reachability_text
-from vmcore_tools.registry import KEPT, REACH_ROOTS, TRACED
+from vmcore_tools.registry import KEPT, REACH_ROOTS, REACH_RULES, TRACED
 from vmcore_tools.stages import STAGES, failed_stages
 
 from ..conftest import KERNELS, cli_json, sample_core
@@ -113,10 +113,10 @@ def test_each_reachability_entry_is_needed(no_leak_reports, name):
         assert more > 0, f"without {name}, no object of the no-leak cores is lost: what does it reach?"
 
 
-@pytest.mark.parametrize("name", ENTRIES)
+@pytest.mark.parametrize("name", ENTRIES + [r.name for r in REACH_RULES])
 def test_each_reachability_entry_names_its_test(name):
-    e = next(e for e in (*REACH_ROOTS, *TRACED, *KEPT) if e.name == name)
-    assert e in KEPT or f"reachability: {name}" in STAGES
+    e = next(e for e in (*REACH_ROOTS, *TRACED, *KEPT, *REACH_RULES) if e.name == name)
+    assert e in KEPT or e in REACH_RULES or f"reachability: {name}" in STAGES
     assert e.fact and e.kernels
     path, func = e.test.split("::")
     assert f"def {func}(" in (REPO / path).read_text(), e.test

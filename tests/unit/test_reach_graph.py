@@ -1,0 +1,44 @@
+"""Reachability's pure logic: which object a word names (interior and
+tagged pointers count, one past the end does not) and the closure over
+object edges."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vmcore_tools.reachability import ObjectTable, closure
+
+
+def table() -> ObjectTable:
+    start = np.array([0x1000, 0x1100, 0x2000], np.uint64)        # a 256-byte node, a 64-byte object, ...
+    end = start + np.array([0x100, 0x40, 0x80], np.uint64)
+    return ObjectTable(start, end, np.zeros(3, np.int32), ["c"])
+
+
+def test_interior_and_tagged_pointers_reach_their_object():
+    t = table()
+    words = np.array([0x1000, 0x1000 | 2, 0x1000 + 0x18 | 0xC, 0x1100 + 0x10 | 1, 0x2000 + 0x7F], np.uint64)
+    assert t.find(words).tolist() == [0, 0, 0, 1, 2]
+
+
+def test_words_outside_every_object_name_none():
+    t = table()
+    words = np.array([0xFFF, 0x1140, 0x2080, 0x1F00, 0], np.uint64)   # before, one past the end, gaps
+    assert t.find(words).tolist() == [-1, -1, -1, -1, -1]
+
+
+def test_closure_follows_chains_and_leaves_unreached_cycles():
+    rooted = np.zeros(6, bool)
+    rooted[0] = True
+    # 0 -> 1 -> 2 -> 0 (a cycle with the root), 3 <-> 4 (a cycle nothing reaches), 5 alone
+    edges = [(np.array([0, 1, 2, 3], np.int32), np.array([1, 2, 0, 4], np.int32)),
+             (np.array([4], np.int32), np.array([3], np.int32))]
+    assert closure(rooted, edges).tolist() == [True, True, True, False, False, False]
+
+
+def test_closure_of_a_long_list_reaches_its_end():
+    n = 10_000
+    rooted = np.zeros(n, bool)
+    rooted[0] = True
+    src = np.arange(n - 1, dtype=np.int32)
+    assert closure(rooted, [(src[::-1].copy(), (src + 1)[::-1].copy())]).all()
