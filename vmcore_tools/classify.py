@@ -271,8 +271,31 @@ def rule_page_pool(w, ev, ctx):
 
 def rule_anon(w, ev, ctx):
     """Anonymous memory (and KSM): ``mapping & PAGE_MAPPING_ANON`` (bit 0).
-    THP are compound: tails inherit from the head."""
-    return (w.mapping & np.uint64(1)).astype(bool)
+    THP are compound: tails inherit from the head.  An order-0 anonymous
+    page that no process maps is not user memory (``anon_mapped_nowhere``)."""
+    return (w.mapping & np.uint64(1)).astype(bool) & ~anon_mapped_nowhere(w, ctx)
+
+
+def anon_mapped_nowhere(w, ctx) -> np.ndarray:
+    """Order-0 anonymous (not KSM) pages that no page table maps and that
+    are not in the swap cache.
+
+    Fact: an anonymous page keeps ``anon_vma | PAGE_MAPPING_ANON`` in
+    ``mapping`` until it is freed, and ``_mapcount`` counts the page tables
+    that map it (-1: none).  When its process exits or unmaps it, the unmap
+    drops the mapping's reference; a page kept past that by another
+    reference (``get_user_pages()``, a driver, splice) stays allocated,
+    on the LRU, mapped nowhere: no process owns it, and whoever holds the
+    reference must be found by the reference scan (a pipe buffer, a pinned
+    buffer's page array) or it is orphaned.  Reclaim unmaps a page only once
+    it is in the swap cache (``PG_swapcache`` with ``PG_swapbacked``), which
+    owns it then.  A large folio's mapcounts live in its folio fields, so
+    only order-0 pages are judged here."""
+    if "head" not in ctx.pg:
+        return np.zeros(w.nr, bool)
+    anon = (w.mapping & np.uint64(3)) == np.uint64(1)
+    swapcache = _flag(w, ctx, "swapcache") & _flag(w, ctx, "swapbacked")
+    return anon & ~_flag(w, ctx, "head") & (w.mapcount == np.uint32(0xFFFFFFFF)) & ~swapcache
 
 
 def rule_shmem(w, ev, ctx):

@@ -173,7 +173,7 @@ def contents_text(kinds: dict[str, int], sampled: int) -> str:
 
 
 #: what a page's flags say it was before its owner let it go (``page_history``)
-HISTORY_KINDS = ("file page cache", "shmem page cache")
+HISTORY_KINDS = ("file page cache", "shmem page cache", "anonymous memory")
 #: flags a page-cache page carries while cached, kept until the page is freed
 CACHE_FLAGS = ("uptodate", "lru", "dirty", "active", "referenced", "mlocked")
 #: include/linux/mm.h: each FOLL_PIN pin of a page adds this to its refcount
@@ -193,8 +193,12 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     reference: a ``get_page()`` without its ``put_page()`` (splice,
     io_uring, a driver), or a FOLL_PIN pin never unpinned.  Neither the
     LRU nor the cache holds a reference then: every one is the leak's.
-    (An anonymous page keeps its ``anon_vma`` in ``mapping`` until it is
-    freed, so the census calls it anon, not a candidate.)"""
+
+    An anonymous page keeps its ``anon_vma`` in ``mapping`` until it is
+    freed; one that is a candidate is mapped nowhere
+    (``classify.anon_mapped_nowhere``): its process unmapped it (exit,
+    munmap) while somebody kept a reference, the shape of a GUP reference
+    or pin never released."""
     bits = page_flag_bits(c.prog)
     cached = [bits[n] for n in CACHE_FLAGS if n in bits]
     w = c.memmap.read(pfns)
@@ -205,7 +209,11 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     was_cached &= w.mapping == 0
     shmem = (flags >> np.uint64(bits["swapbacked"]) & np.uint64(1)).astype(bool) if "swapbacked" in bits \
         else np.zeros(flags.size, bool)
-    return {int(p): HISTORY_KINDS[int(s)] for p, s in zip(w.pfn[was_cached], shmem[was_cached])}
+    kind = np.where(shmem, 1, 0)
+    anon = (w.mapping & np.uint64(3)) == np.uint64(1)
+    kind[anon] = 2
+    keep = was_cached | anon
+    return {int(p): HISTORY_KINDS[int(k)] for p, k in zip(w.pfn[keep], kind[keep])}
 
 
 def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
@@ -222,6 +230,9 @@ def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
         kept = f"{refs} reference{'s' if refs != 1 else ''} kept"
     else:
         kept = f"{refcount_min}-{refcount_max} references kept"
+    if kind == "anonymous memory":
+        return (f"released by its owner, still referenced: {kind} of a process that unmapped it "
+                f"(exit or munmap; anon_vma kept, mapped nowhere); {kept}")
     return (f"released by its owner, still referenced: {kind} until truncation or eviction "
             f"(flags of page cache, mapping gone); {kept}")
 

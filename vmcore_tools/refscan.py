@@ -37,7 +37,7 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
 
 from .census import Census, _all_tasks
-from .classify import PageClass
+from .classify import PageClass, page_flag_bits
 from .features import has_member, has_object, has_symbol
 from .page_owner import PageOwners
 from .pages import Memmap
@@ -411,8 +411,20 @@ class ReferenceScan:
     def scan_memmap_links(self, heads: np.ndarray) -> None:
         """The ``struct page`` of each referenced candidate in ``heads``
         (its ``lru`` and ``private`` words name the next page of a list; an
-        empty list head names the page itself, which holds nothing)."""
+        empty list head names the page itself, which holds nothing), except
+        the candidates on the LRU.
+
+        Fact: a page with ``PG_lru`` is linked through ``page->lru`` into its
+        lruvec's list, which holds no reference (the page's owners do: page
+        tables, the page cache, a pin); only a page off the LRU can be on an
+        owner's list through ``page->lru``.  Its LRU neighbours are not held
+        by it."""
         a = self.a
+        lru = page_flag_bits(self.prog).get("lru")
+        if lru is not None and heads.size:
+            w = a.read(heads)
+            on_lru = w.pfn[(w.flags >> np.uint64(lru) & np.uint64(1)).astype(bool)]
+            heads = heads[~np.isin(heads, on_lru)]
         for head in heads.tolist():
             addr = a.memmap + head * a.struct_size
             try:

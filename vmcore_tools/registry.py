@@ -110,7 +110,8 @@ ROOTS: tuple[Root, ...] = (
          "A page kept on a list through its own struct page (page->lru: TTM pools, kexec and balloon "
          "lists; page->private chains) is named only by the struct page of the page before it; the "
          "struct page of a referenced page is live memory. Pages freed to the buddy allocator have "
-         "their list links poisoned (list_del), so a stale link does not survive allocation.",
+         "their list links poisoned (list_del), so a stale link does not survive allocation; a page on "
+         "the LRU (PG_lru) is linked into its lruvec, which holds no reference, so its links hold nothing.",
          "all", "tests/kernels/test_owned_shapes.py::test_page_lists_through_struct_page", closure=True),
 )
 
