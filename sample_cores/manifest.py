@@ -29,8 +29,8 @@ KPF_BITS = {
 #: the fake drivers (fake_i40e, fake_intel's fake_ixgbe, ...), vmct_workload and vmct_shapes log these
 LEAK_RE = re.compile(
     r"(?:fake_\w+|vmct_\w+): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
-#: pages vmct_shapes owns without a plain pointer, and how it holds them
-OWNED_RE = re.compile(r"vmct_shapes: owned pfn=(\d+) kind=(\S+)")
+#: pages a test module owns (vmct_shapes without a plain pointer, vmct_released a user buffer's pages)
+OWNED_RE = re.compile(r"vmct_\w+: owned pfn=(\d+) kind=(\S+)")
 #: pages vmct_shapes left held only by an object it lost (its rx buffer array)
 HIDDEN_RE = re.compile(r"vmct_shapes: hidden pfn=(\d+) holder=([0-9a-f]+)")
 PARKED_RE = re.compile(

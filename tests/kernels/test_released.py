@@ -3,8 +3,12 @@
 vmct_released writes a shmem file through its page cache, keeps the
 reference ``shmem_read_mapping_page()`` took on each page (two of them also
 carry FOLL_PIN's bias, as ``pin_user_pages()`` leaves them), and truncates
-the file: the pages leave the cache and keep their page-cache flags.  Its
-truth record names each page and its refcount.
+the file: the pages leave the cache and keep their page-cache flags.  A user
+process (dd) then hands it its anonymous buffer: the module takes GUP
+references (pins on two pages) and the process exits, unmapping them; two
+of those pages the module keeps in an array (a driver holding a user
+buffer), the rest it loses.  Its truth record names each lost page and its
+refcount.
 """
 
 from __future__ import annotations
@@ -28,13 +32,27 @@ def released(request):
 def test_released_pages_are_orphaned_with_their_references(released):
     core, r = released
     truth = {x["pfn"]: x for x in core.manifest["planted_leaks"]}
-    assert {x["ring"] for x in truth.values()} == {"released", "pinned"}
+    assert {x["ring"] for x in truth.values()} == {"released", "pinned", "anon-released", "anon-pinned"}
     found = {o.pfn: o for o in r.orphans}
     for pfn, leak in truth.items():
         assert pfn in found, leak
         assert (found[pfn].order, found[pfn].refcount) == (0, leak["refcount"]), (found[pfn], leak)
-    pinned = [x for x in truth.values() if x["ring"] == "pinned"]
-    assert all(x["refcount"] > GUP_PIN_COUNTING_BIAS for x in pinned)
+    pinned = [x for x in truth.values() if x["ring"] in ("pinned", "anon-pinned")]
+    assert all(x["refcount"] >= GUP_PIN_COUNTING_BIAS for x in pinned)
+
+
+def test_anon_pages_a_driver_still_holds_are_referenced_not_user_memory(released):
+    """The user buffer's pages the module keeps in its array are mapped
+    nowhere after the process exited: not anon in the census, referenced
+    from the module's array, not orphaned."""
+    core, r = released
+    held = [o["pfn"] for o in core.manifest["owned"] if o["kind"] == "anon-held"]
+    assert len(held) == 2
+    referenced = {x.pfn: x.references for x in r.referenced}
+    orphaned = {o.pfn for o in r.orphans}
+    for pfn in held:
+        assert r.census.class_of(pfn).label == "unattributed"
+        assert pfn in referenced and pfn not in orphaned, pfn
 
 
 def test_their_flags_say_released_page_cache_not_never_used(released):
@@ -47,12 +65,15 @@ def test_their_flags_say_released_page_cache_not_never_used(released):
     for o in r.orphans:
         if o.pfn not in truth:
             continue
-        s = by_id[o.suspect]
-        assert s.history == {"shmem page cache": s.sampled}, s
-        assert "released by its owner, still referenced: shmem page cache" in s.label, s.label
+        s, ring = by_id[o.suspect], truth[o.pfn]["ring"]
+        kind = "anonymous memory" if ring.startswith("anon-") else "shmem page cache"
+        assert s.history == {kind: s.sampled}, s
+        assert f"released by its owner, still referenced: {kind}" in s.label, s.label
         assert "never used" not in s.label and "rings using" not in s.label, s.label
-        if truth[o.pfn]["ring"] == "pinned":
+        if ring == "pinned":
             assert "pinned: 1 FOLL_PIN pin (1024 each) and 1 reference kept" in s.label, s.label
+        elif ring == "anon-pinned":
+            assert "pinned: 1 FOLL_PIN pin (1024 each) and 0 references kept" in s.label, s.label
         else:
             assert s.label.count("1 reference kept") == 1, s.label
 

@@ -26,10 +26,16 @@
 #include <linux/pagevec.h>
 #endif
 #include <linux/workqueue.h>
+#include <linux/debugfs.h>
+#include <linux/umh.h>
+#include <linux/string.h>
 #include "vmct_truth.h"
 
 #define NR_PAGES 6
 #define NR_PINNED 2
+#define NR_ANON 8               /* pages of the helper's buffer we take references on */
+#define NR_ANON_PINNED 2        /* of them, pinned (FOLL_PIN) */
+#define NR_ANON_HELD 2          /* of them, kept in anon_held[] */
 /* include/linux/mm.h: each FOLL_PIN pin of an order-0 page adds this */
 #define PIN_BIAS 1024
 
@@ -91,14 +97,80 @@ static long plant(void *unused)
 	return 0;
 }
 
+static struct page *anon_taken[NR_ANON];        /* until the helper is gone and they are recorded */
+static int anon_count;
+static struct page *anon_held[NR_ANON_HELD] __used;
+static struct dentry *dir;
+
+static ssize_t user_write(struct file *f, const char __user *buf, size_t len, loff_t *pos)
+{
+	unsigned long start = PAGE_ALIGN((unsigned long)buf);
+	int n = 0, pinned;
+
+	if (start + NR_ANON * PAGE_SIZE > (unsigned long)buf + len || anon_count)
+		return -EINVAL;
+	pinned = pin_user_pages_fast(start, NR_ANON_PINNED, FOLL_WRITE, anon_taken);
+	if (pinned == NR_ANON_PINNED)
+		n = get_user_pages_fast(start + NR_ANON_PINNED * PAGE_SIZE, NR_ANON - NR_ANON_PINNED,
+					FOLL_WRITE, anon_taken + NR_ANON_PINNED);
+	anon_count = pinned + max(n, 0);
+	return len;
+}
+
+static const struct file_operations user_fops = {
+	.owner = THIS_MODULE,
+	.write = user_write,
+};
+
+static long drain(void *unused)
+{
+	drain_this_cpu();
+	return 0;
+}
+
+/* a user process hands its anonymous buffer to user_write() and exits */
+static int plant_anon(void)
+{
+	char *argv[] = { "/usr/bin/dd", "if=/dev/urandom", "of=/sys/kernel/debug/vmct_released/user",
+			 "bs=65536", "count=1", "status=none", NULL };
+	char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+	int cpu, i, err;
+
+	dir = debugfs_create_dir("vmct_released", NULL);
+	debugfs_create_file("user", 0200, dir, NULL, &user_fops);
+	err = call_usermodehelper(argv[0], argv, envp, UMH_WAIT_PROC);
+	if (err || anon_count != NR_ANON) {
+		pr_err("vmct_released: the user helper failed (%d, %d pages)\n", err, anon_count);
+		return -EIO;
+	}
+	/* the LRU batches that took the pages at fault time hold references */
+	for_each_online_cpu(cpu)
+		work_on_cpu(cpu, drain, NULL);
+	for (i = 0; i < NR_ANON; i++) {
+		if (i >= NR_ANON - NR_ANON_HELD) {
+			anon_held[i - (NR_ANON - NR_ANON_HELD)] = anon_taken[i];
+			pr_info("vmct_released: owned pfn=%lu kind=anon-held\n", page_to_pfn(anon_taken[i]));
+		} else {
+			vmct_truth_leak(page_to_pfn(anon_taken[i]), 0, page_ref_count(anon_taken[i]),
+					i < NR_ANON_PINNED ? "anon-pinned" : "anon-released", ~0u);
+		}
+	}
+	memzero_explicit(anon_taken, sizeof(anon_taken));      /* the lost ones keep no pointer */
+	return 0;
+}
+
 static int __init vmct_released_init(void)
 {
+	int err;
+
 	vmct_truth_init();
-	return work_on_cpu(0, plant, NULL);
+	err = work_on_cpu(0, plant, NULL);
+	return err ?: plant_anon();
 }
 
 static void __exit vmct_released_exit(void)
 {
+	debugfs_remove_recursive(dir);
 	vmct_truth_exit();
 }
 
