@@ -544,8 +544,11 @@ class ReferenceScan:
           at a page boundary (``ip_tstamps``, ``tcp_hashinfo.bhash2``,
           ``udp_table.hash2`` and, from 6.13, ``udp_table.hash4``: one
           ``alloc_large_system_hash()`` block cut in three) then splits that
-          table's run, all parts held; the later parts stay within the
-          block of the first (their own alignment is smaller).
+          table's run, all parts held; a later part -- one that starts
+          where the run of the part before it stopped -- stays within the
+          block of the first (its own alignment is smaller).  An image-held
+          table further on is a block of its own, whatever the alignment
+          bound of an earlier one allowed.
         * ``split_page()`` makes every page of an ``alloc_pages(order)``
           block an order-0 page of its own, and its owner may keep the first
           ``struct page *`` and index from it (``page + i``): the vDSO data
@@ -593,19 +596,23 @@ class ReferenceScan:
         by_image = np.array(sorted(image_held | split), np.int64)
         heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
         split &= heads
-        outer_end, outer_split = 0, False
+        outer_end, outer_split, outer_next = 0, False, -1
         for head in sorted(heads):
             held_by_image = head in image_held or head in split
             end = head + min(head & -head or largest, largest)
             in_split = head in split
             if held_by_image:
-                if head < outer_end:        # a later part of an image-held table or split block
+                # a later part of an image-held table or split block starts
+                # where the run of the part before it stopped
+                if head == outer_next and head < outer_end:
                     end = max(end, outer_end)
                     in_split |= outer_split
                 outer_end, outer_split = end, in_split
             span = next((n for n in range(head + 1, end)
                          if not single(n) or n in image_held or n in page_held),
                         end)
+            if held_by_image:
+                outer_next = span
             by_owner = run_by_page_owner(owners, head, span, in_split) if owners else None
             if by_owner is not None:
                 tail, how = [n for n in by_owner if n not in refs], " (page_owner: one allocation)"
