@@ -29,6 +29,7 @@ import click
 import drgn
 from tabulate import tabulate
 
+from .classify import PageClass
 from .census import Census, census as run_census, free_memory, totalram_pages
 from .features import has_object, kernel_release
 from .orphans import OrphanReport, orphans as run_orphans, verdict
@@ -389,6 +390,45 @@ def allocating_stacks(d: dict) -> list[str]:
         out.append(f"  #{s['id']}: {owner_summary(rec)}")
         out += [f"      {frame}" for frame in rec["stack"]]
     return out
+
+
+@main.command()
+@target_options
+@click.option("--class", "klasses", multiple=True, type=click.Choice(sorted(c.label for c in PageClass
+                                                                              if c > PageClass.FREE_PCP)),
+              help="only the pages of this census class (repeatable); default: every allocated page")
+@click.option("--top", default=20, show_default=True, help="stacks listed")
+def stacks(core, vmlinux, debug_dirs, as_json, quiet, klasses, top) -> None:
+    """Allocating stacks (page_owner) that hold the most pages now, like
+    page_owner_sort on a live system: needs a kernel booted with page_owner=on."""
+    def analysis(prog: drgn.Program):
+        c = run_census(prog, _progress(quiet))
+        chosen = [PageClass[k.upper()] for k in klasses] or [k for k in PageClass if k > PageClass.FREE_PCP]
+        owners = c.page_owners
+        found = owners.by_stack(c.pfns_of(*chosen), top) if owners else ([], 0, 0)
+        return c, chosen, found
+
+    c, chosen, (rows, distinct, unrecorded) = _analyze(core, vmlinux, debug_dirs, analysis)
+    data = {"schema": "vmcore-tools/stacks/1", "page_owner": c.page_owner_state,
+            "classes": [k.label for k in chosen], "page_size": c.memmap.page_size,
+            "stacks_in_all": distinct, "pages_without_record": unrecorded,
+            "stacks": [asdict(r) for r in rows]}
+    _emit(data, as_json, stacks_text)
+    _exit_for(c.problems)
+
+
+def stacks_text(d: dict[str, Any]) -> str:
+    if d["page_owner"] != "on":
+        return f"page_owner: {PAGE_OWNER_HINTS[d['page_owner']]}"
+    ps = d["page_size"]
+    out = [f"Allocating stacks of {', '.join(d['classes'])} pages: {len(d['stacks'])} of "
+           f"{d['stacks_in_all']} stacks, most pages first; {d['pages_without_record']} pages have no "
+           f"current record", ""]
+    for s in d["stacks"]:
+        out.append(f"{s['pages']} pages ({_mib(s['pages'], ps)} MiB) in {s['allocations']} allocations, "
+                   f"allocated by {s['alloc_site'] or '?'}")
+        out += [f"    {frame}" for frame in s["stack"]]
+    return "\n".join(out)
 
 
 def orphans_text(r: OrphanReport, top: int) -> str:

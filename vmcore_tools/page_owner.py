@@ -55,6 +55,11 @@ ALLOCATOR_FRAMES = (
     "dev_alloc_pages", "alloc_pages_exact", "__alloc_pages_node", "alloc_page_interleave",
     "__page_cache_alloc", "set_page_owner", "__set_page_owner", "split_page",
     "__alloc_frozen_pages", "alloc_frozen_pages", "alloc_pages_mpol",
+    # kmalloc() above the largest slab size takes pages straight from here:
+    # the caller is the one who asked for the buffer
+    "kmalloc_large", "__kmalloc_large_", "___kmalloc_large_", "kmalloc_large_node", "kmalloc_order",
+    "kmalloc_order_trace", "__kmalloc_node", "__kmalloc", "__kmalloc_noprof", "__kmalloc_node_noprof",
+    "kmalloc_large_noprof",
 )
 #: Entry points that hand out one block split into order-0 pages, the
 #: front of which the caller keeps (``make_alloc_exact()``).
@@ -81,6 +86,17 @@ class PageOwner:
     handle: int              # its stack depot handle
     stack: list[str]         # "function+0xoff [module]", innermost first
     alloc_site: str | None   # the first function outside the page allocator, "name [module]"
+
+
+@dataclass
+class StackUsage:
+    """The pages that one allocating stack holds now (``PageOwners.by_stack``)."""
+
+    handle: int
+    pages: int
+    allocations: int
+    alloc_site: str | None
+    stack: list[str]
 
 
 def page_owner_state(prog: drgn.Program) -> str:
@@ -262,6 +278,48 @@ class PageOwners:
             rows = np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
             out.update(self._decode(group, rows))
         return out
+
+    def by_stack(self, pfns: np.ndarray, top: int = 20) -> tuple[list[StackUsage], int, int]:
+        """The allocating stacks that hold ``pfns`` now, most pages first:
+        the ``top`` of them, how many stacks there are in all, and how many
+        of the pages have no current record (allocated before page_owner was
+        on, or the table is missing).
+
+        Every page of an allocation carries its record, so pages are counted
+        per page and an allocation of order n counts 2^-n per page; only the
+        handles go through the stack depot, and only the ``top`` ones.  What
+        ``page_owner_sort`` does with ``/sys/kernel/debug/page_owner`` on a
+        live system, from a dump."""
+        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        sections = pfns >> self.section_shift
+        size = self.entry_size
+        handles, weights = [], []
+        recorded = 0
+        for nr in np.unique(sections).tolist():
+            table = _section_table(self.prog, nr)
+            if table is None:
+                continue
+            group = pfns[sections == nr]
+            lo, hi = int(group[0]), int(group[-1]) + 1
+            try:
+                raw = self.prog.read(table + size * lo, size * (hi - lo))
+            except drgn.FaultError:
+                continue
+            rows = np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
+            now = ((self._column(rows, "flags") >> np.uint64(self.allocated_bit)) & np.uint64(1)).astype(bool)
+            recorded += int(now.sum())
+            handles.append(self._column(rows, "handle")[now].astype(np.uint64))
+            weights.append(np.ldexp(1.0, -self._column(rows, "order")[now].astype(np.int64)))
+        if not handles:
+            return [], 0, int(pfns.size)
+        handle, inverse = np.unique(np.concatenate(handles), return_inverse=True)
+        pages = np.bincount(inverse, minlength=handle.size)
+        allocations = np.bincount(inverse, weights=np.concatenate(weights), minlength=handle.size)
+        out = []
+        for i in np.argsort(-pages, kind="stable")[:top].tolist():
+            stack, site, _ = self._stack(int(handle[i]))
+            out.append(StackUsage(int(handle[i]), int(pages[i]), int(np.ceil(allocations[i])), site, stack))
+        return out, int(handle.size), int(pfns.size) - recorded
 
     def _column(self, rows: np.ndarray, name: str, signed: bool = False) -> np.ndarray | None:
         """One member of every row, as integers of the member's DWARF size
