@@ -30,7 +30,8 @@ import drgn
 from tabulate import tabulate
 
 from .classify import PageClass
-from .census import Census, census as run_census, free_memory, totalram_pages
+from .census import Census, census as run_census, free_memory
+from .counters import totalram_pages
 from .features import has_object, kernel_release
 from .orphans import OrphanReport, orphans as run_orphans, verdict
 from .htmlreport import report_html

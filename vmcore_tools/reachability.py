@@ -46,7 +46,7 @@ from .classify import PageClass
 from .orphans import OrphanReport
 from .refscan import MAX_REFS, ReferenceScan
 from .features import has_symbol, has_type
-from .registry import KEPT, REACH_ROOTS, TRACED, Owner, Root
+from .registry import KEPT, REACH_ROOTS, TRACED, Root
 from .stages import run_stage
 
 #: unreachable objects listed per cache

@@ -36,7 +36,8 @@ import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
 
-from .census import Census, _all_tasks
+from .census import Census
+from .walks import all_tasks
 from .classify import PageClass, page_flag_bits
 from .features import has_member, has_object, has_symbol
 from .page_owner import PageOwners
@@ -668,7 +669,7 @@ class ReferenceScan:
         prog = self.prog
         size = self.thread_size()
         has_sp = has_member(prog, "struct thread_struct", "sp")
-        for task in _all_tasks(prog):
+        for task in all_tasks(prog):
             base = task.stack.value_()
             if not base:
                 continue
