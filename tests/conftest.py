@@ -62,7 +62,7 @@ class Core:
         them, except a refcount-1 page that lands right after a heap-held
         ``alloc_pages_exact()`` run in its buddy block, where the run rule
         takes it for the run's tail -- the one case ``struct page`` cannot
-        tell (``refscan.ReferenceScan.extend_runs``; page_owner decides
+        tell (``runs.extend_runs``; page_owner decides
         it).  At most one such page per core, and its only references must
         be that run."""
         if self._expected is None:

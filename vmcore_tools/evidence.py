@@ -20,7 +20,7 @@ from .census import Census
 from .classify import page_flag_bits
 from .debuginfo import module_at
 from .pages import Memmap
-from .refscan import Reference
+from .references import Reference
 from .rings.common import driver_name, netdev_label
 
 #: rx buffer offsets tried when sniffing a page for a frame, besides those the

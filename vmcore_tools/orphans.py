@@ -44,7 +44,8 @@ from .evidence import (Describer, Frame, PageSample, Sniffer, contents_text, dev
                        page_history)
 from .features import kernel_release
 from .page_owner import PageOwner
-from .refscan import Reference, ScanResult, scan_references
+from .references import Reference, ScanResult
+from .refscan import scan_references
 from .stages import abandoned_stages, failed_stages, run_stage
 
 #: refcounts from here up look like an rx ring's pagecnt_bias (USHRT_MAX-based)

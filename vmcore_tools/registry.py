@@ -124,7 +124,7 @@ OWNERS: tuple[Owner, ...] = (
           "alloc_pages_exact() splits a block into order-0 pages and the caller keeps only the first "
           "one's address; a split_page() block may be kept by its first struct page, from the image "
           "(the vDSO data store); boot-time tables cut by globals stay in their first part's block "
-          "(refscan.ReferenceScan.extend_runs); page_owner decides where it can.",
+          "(runs.extend_runs); page_owner decides where it can.",
           "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single",
           closure=True),
     Owner("panic vmcoreinfo", "vmcoreinfo_dropped_at_panic",

@@ -21,7 +21,7 @@ from vmcore_tools import orphans
 from vmcore_tools.census import census
 from vmcore_tools.classify import PageClass
 from vmcore_tools.page_owner import PageOwners, page_owner_state
-from vmcore_tools.refscan import run_by_page_owner
+from vmcore_tools.runs import run_by_page_owner
 
 from ..conftest import cli_json, lines, run_cli, sample_core
 

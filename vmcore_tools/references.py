@@ -1,0 +1,29 @@
+"""What the reference scan finds: a word of kernel memory that names a
+candidate page, and the scan's result.  Shared by the scan (``refscan.py``),
+the run rule (``runs.py``), the evidence and the reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reference:
+    target: int        # head PFN of the referenced candidate
+    kind: str          # "struct page", "direct map", "physical"
+    address: int       # where the referring word is (kernel virtual address)
+    region: str        # what kind of memory holds it: "slab", "stack", "data", ...
+    where: str = ""    # filled in for the report: cache and object, symbol, task ...
+    value: int = 0     # the referring word itself, where one was read
+
+
+@dataclass
+class ScanResult:
+    references: dict[int, list[Reference]]   # candidate head PFN -> references found
+    bytes_scanned: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_scanned / 1e9 / self.seconds if self.seconds else 0.0
