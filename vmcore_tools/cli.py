@@ -33,7 +33,8 @@ from .classify import PageClass
 from .census import Census, census as run_census, free_memory
 from .counters import totalram_pages
 from .features import has_object, kernel_release
-from .orphans import OrphanReport, orphans as run_orphans, verdict
+from .orphans import OrphanReport, orphans as run_orphans
+from .verdict import verdict
 from .htmlreport import report_html
 from .page import explain_page
 from .rings import all_walkers, walker_ready

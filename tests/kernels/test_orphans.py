@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.orphans import coverage, verdict
+from vmcore_tools.verdict import coverage, verdict
 from vmcore_tools.classify import PageClass
 from vmcore_tools.features import has_member, has_object
 

@@ -101,5 +101,5 @@ def test_no_leak_core_has_no_orphans(kernel):
     assert r.orphans == [], [(o.pfn, o.order, o.refcount) for o in r.orphans]
     assert r.census.totals()["nic_ring"] > 0
     assert not r.problems
-    from vmcore_tools.orphans import verdict
+    from vmcore_tools.verdict import verdict
     assert verdict(r).startswith("No page-allocator leak"), verdict(r)

@@ -1,0 +1,86 @@
+"""The verdict: the answer in a sentence or two, and the coverage that says
+how far to trust it (what this core let the analysis see, and what not)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .classify import KERNEL_CLASSES
+from .stages import abandoned_stages, failed_stages
+
+if TYPE_CHECKING:
+    from .orphans import OrphanReport
+
+
+def coverage(r: "OrphanReport") -> dict:
+    """What this core let the analysis see, and what it did not: the part of
+    a verdict that says how far to trust it."""
+    c = r.census
+    return {
+        "architecture": c.prog.platform.arch.name.lower(),
+        "unreadable_pages": c.totals()["unreadable"],
+        "rings_walked": list(c.rings.walked),
+        "rings_not_walked": sorted({p.split(":")[0] for p in c.rings.problems
+                                    if "rings are not walked" in p or "debug info lacks" in p}),
+        "failed_stages": failed_stages(c.problems + r.problems),
+        "stopped_by_missing_memory": abandoned_stages(c.problems + r.problems),
+    }
+
+
+def coverage_text(cov: dict, page_size: int) -> str:
+    """The coverage in one sentence."""
+    stopped = cov["stopped_by_missing_memory"]
+    parts = [f"architecture {cov['architecture']}",
+             f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
+             "the dump)" if cov["unreadable_pages"] else
+             "memory missing from the dump" if stopped else "all memory readable",
+             f"rings walked: {', '.join(cov['rings_walked']) or 'none'}"]
+    if stopped:
+        parts.append(f"STOPPED by memory missing from the dump: {', '.join(stopped)} (their pages may look "
+                     "orphaned)")
+    if cov["rings_not_walked"]:
+        parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
+    if cov["failed_stages"]:
+        parts.append(f"PARTIAL: failed stages {', '.join(cov['failed_stages'])}")
+    return "Coverage: " + "; ".join(parts) + "."
+
+
+def verdict(r: "OrphanReport") -> str:
+    """The answer in one plain sentence or two, and what it covers."""
+    c = r.census
+    ps = c.memmap.page_size
+    return f"{_answer(r)} {coverage_text(coverage(r), ps)}"
+
+
+def _answer(r: "OrphanReport") -> str:
+    c = r.census
+    ps = c.memmap.page_size
+    t = c.totals()
+    kernel = sum(t[k.label] for k in KERNEL_CLASSES)
+    slab_share = t["slab"] / max(kernel, 1)
+    if not len(r.found):
+        return (f"No page-allocator leak: every unattributed page ({r.referenced_pages} "
+                f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
+    named = [s for s in r.suspects if s.netdev]
+    if named:
+        dev = max({(s.netdev, s.driver) for s in named},
+                  key=lambda d: sum(s.pages for s in named if (s.netdev, s.driver) == d))
+        pages = sum(s.pages for s in named if (s.netdev, s.driver) == dev)
+        who = (f"{100 * pages / r.orphaned_pages:.0f}% look like {dev[1]} rx buffers of {dev[0]} "
+               f"(stale frames sent to it)")
+    else:
+        who = "no device could be named from their contents"
+    orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
+    return (f"{_size(r.orphaned_pages * ps)} in {len(r.found)} order-{orders} allocations leaked from "
+            f"the page allocator (orphaned: nothing references them); {who}. Slab is "
+            f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)} "
+            f"of {_size(kernel * ps)}).")
+
+
+def _size(nbytes: int) -> str:
+    for unit, div in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if nbytes >= div:
+            return f"{nbytes / div:.1f} {unit}"
+    return f"{nbytes} B"
