@@ -52,6 +52,9 @@ class Scenario:
     kernels: tuple[str, ...] = ()
     #: the ``modules/`` directories whose test modules it loads, in order
     modules: tuple[str, ...] = DEFAULT_MODULES
+    #: QEMU options before the devices (machine type, an IOMMU); in the core's
+    #: key only where set, so the other scenarios keep theirs
+    qemu: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -98,6 +101,11 @@ SCENARIOS = {
         Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
                  "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias): "
                  "vmct_released; no workload", workload=False, modules=("vmct_released",)),
+        Scenario("iommu", "the i40e-leak guest on a q35 machine with an emulated Intel IOMMU doing DMA "
+                 "translation (intel_iommu=on, lazy invalidation): e1000e and igb map their rx and tx "
+                 "buffers through it, so its root, context and page-table pages are live",
+                 {"vmct_workload": "split_leak=1"}, cmdline="intel_iommu=on iommu.passthrough=0",
+                 qemu=("-machine", "q35", "-device", "intel-iommu,intremap=off")),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),
@@ -214,7 +222,7 @@ def core_dir(name: str, line: str) -> Path:
 def _key(sc: Scenario, k: Kernel, modules: dict[str, Path]) -> str:
     """What a built core depends on: scenario, kernel, test modules, guest files, QEMU."""
     return _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
-                   qemu().version)
+                   qemu().version, *((sc.qemu,) if sc.qemu else ()))
 
 
 def prune(log=print) -> list[Path]:
@@ -273,7 +281,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     run_dir.mkdir(parents=True)
     spec = GuestSpec(
         vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb, nics=_nics(),
-        disk_mb=sc.disk_mb,
+        disk_mb=sc.disk_mb, early_args=list(sc.qemu),
         cmdline=_cmdline(sc.cmdline, "crashkernel=256M" if sc.mode == "kdump" else ""),
     )
     spec.out_dir.mkdir(parents=True)

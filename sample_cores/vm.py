@@ -49,6 +49,8 @@ class GuestSpec:
     extra_devices: tuple[str, ...] = ("edu",)
     disk_mb: int = 256
     extra_args: list[str] = field(default_factory=list)
+    #: options before any device (``-machine``, an IOMMU that must exist before the devices it serves)
+    early_args: list[str] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
@@ -115,7 +117,7 @@ class Guest:
         q = qemu()
         cmd = [
             *q.argv(), "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
-            "-m", str(s.memory_mb), "-smp", str(s.cpus), *q.guest_options(),
+            "-m", str(s.memory_mb), "-smp", str(s.cpus), *q.guest_options(), *s.early_args,
             "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",

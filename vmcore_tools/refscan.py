@@ -40,6 +40,7 @@ from .census import Census
 from .walks import all_tasks
 from .classify import PageClass, page_flag_bits
 from .features import has_member, has_object, has_symbol
+from .iommu import iommu_tables
 from .pages import Memmap
 from .references import Reference, ScanResult
 from .runs import extend_runs
@@ -360,6 +361,23 @@ class ReferenceScan:
                     if len(found) < MAX_REFS:
                         found.append(Reference(head, PHYSICAL, vq.address, "virtqueue",
                                                f"{vq.name} {where}", value=addr))
+
+    def scan_iommu_tables(self) -> None:
+        """The page tables of the IOMMU's DMA-API domains, by their layout
+        (``iommu.iommu_tables``): each table page is held by the entry above
+        it (a top table by its domain's pointer, found like any other); the
+        pages the leaves map are not held -- ``dma_map_*()`` takes no
+        reference -- and the table pages are not read again as plain pages,
+        whose entries would all count."""
+        found = iommu_tables(self.prog, self.a)
+        self.result.problems.extend(found.problems)
+        self.known_layout.update(found.tables)
+        for pfn, (at, what) in found.tables.items():
+            head = int(self.matcher.candidate(np.array([pfn], np.int64))[0]) if at else -1
+            if head >= 0:
+                refs = self.result.references.setdefault(head, [])
+                if len(refs) < MAX_REFS:
+                    refs.append(Reference(head, TABLE_ENTRY, at, "iommu", what))
 
     def scan_referenced_pages(self, heads: np.ndarray) -> None:
         """Every page of the referenced candidates ``heads``; physical

@@ -99,6 +99,14 @@ ROOTS: tuple[Root, ...] = (
          "as a page-aligned address, so a ring's pages are read by their layout, not as plain pages.",
          "all (split rings; packed rings from 5.0)",
          "tests/kernels/test_seed.py::test_orphans_are_exactly_the_complete_record"),
+    Root("iommu page tables", "scan_iommu_tables", frozenset({TABLE_ENTRY}),
+         "An IOMMU domain that serves the DMA API maps what drivers hand to dma_map_*(), which takes no "
+         "reference: a leaf entry holds nothing (a page leaked while mapped is still orphaned), an upper "
+         "entry holds the next table.  Its tables are read by their layout (iommu.py: Intel VT-d's "
+         "dmar_domain.pgd, agaw + 2 levels), not as plain table-shaped pages; unmanaged domains (VFIO) "
+         "keep the generic rule.",
+         "Intel VT-d with dmar_domain.pgd (5.x to 6.x); other IOMMUs are named as not read",
+         "tests/kernels/test_iommu.py::test_pages_leaked_while_dma_mapped_are_orphaned"),
     Root("referenced pages", "scan_referenced_pages",
          frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
          "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "

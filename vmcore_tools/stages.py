@@ -53,6 +53,8 @@ STAGES: dict[str, str] = {
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",
     "scan: rx buffers": "references from rx buffers (skb frags) are not seen",
     "scan: virtqueues": "virtqueue buffers are not seen, and their rings are read as plain pages",
+    "scan: iommu page tables": "IOMMU page tables are read as plain pages: pages leaked while DMA-mapped "
+                               "may look referenced",
     "scan: kernel mappings": "pages mapped outside the direct map are not seen",
     "scan: referenced pages": "references held by referenced pages are not followed",
     "scan: memmap links": "pages listed through the struct page of a referenced page are not seen",

@@ -32,9 +32,10 @@ NOT_EXERCISED = {
 #: not on others
 UNIT_TESTED = {"rx buffers"}
 #: entries that keep words from counting rather than make them count: their
-#: test is the exact orphan set of the seed core (test_seed), where 60% of
-#: memory is candidates and an index read as an address finds one
-PRECISION = {"virtqueues"}
+#: test is an exact orphan set -- of the seed core (test_seed), where 60% of
+#: memory is candidates and an index read as an address finds one, and of
+#: the iommu core (test_iommu), whose page tables' leaves name the leaked pages
+PRECISION = {"virtqueues", "iommu page tables"}
 
 
 @pytest.fixture(scope="module")
