@@ -23,6 +23,10 @@ class ScanResult:
     bytes_scanned: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    #: DMA-API domains of an IOMMU whose page tables were read by their
+    #: layout, and how many could not be (``iommu.iommu_tables``)
+    iommu_domains_read: int = 0
+    iommu_domains_not_read: int = 0
 
     @property
     def gb_per_s(self) -> float:

@@ -371,6 +371,8 @@ class ReferenceScan:
         whose entries would all count."""
         found = iommu_tables(self.prog, self.a)
         self.result.problems.extend(found.problems)
+        self.result.iommu_domains_read = found.domains
+        self.result.iommu_domains_not_read = len(found.problems)
         self.known_layout.update(found.tables)
         for pfn, (at, what) in found.tables.items():
             head = int(self.matcher.candidate(np.array([pfn], np.int64))[0]) if at else -1

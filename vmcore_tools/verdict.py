@@ -26,6 +26,8 @@ def coverage(r: "OrphanReport") -> dict:
                                     if "rings are not walked" in p or "debug info lacks" in p}),
         "failed_stages": failed_stages(c.problems + r.problems),
         "stopped_by_missing_memory": abandoned_stages(c.problems + r.problems),
+        "iommu_domains_read": r.scan.iommu_domains_read,
+        "iommu_domains_not_read": r.scan.iommu_domains_not_read,
     }
 
 
@@ -40,6 +42,11 @@ def coverage_text(cov: dict, page_size: int) -> str:
     if stopped:
         parts.append(f"STOPPED by memory missing from the dump: {', '.join(stopped)} (their pages may look "
                      "orphaned)")
+    if cov.get("iommu_domains_read"):
+        parts.append(f"IOMMU page tables read for {cov['iommu_domains_read']} DMA domains")
+    if cov.get("iommu_domains_not_read"):
+        parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
+                     "while mapped may look referenced)")
     if cov["rings_not_walked"]:
         parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
     if cov["failed_stages"]:

@@ -17,6 +17,7 @@ from vmcore_tools.census import census
 from vmcore_tools.iommu import dma_domains, iommu_tables
 from vmcore_tools.orphans import candidate_heads
 from vmcore_tools.refscan import ReferenceScan
+from vmcore_tools.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, sample_core
 
@@ -44,9 +45,13 @@ def test_the_guest_translates_dma(iommu_core):
 
 def test_pages_leaked_while_dma_mapped_are_orphaned(iommu_core):
     """Exactly the planted leaks are orphaned: a leaf entry of a DMA domain
-    holds nothing, and no table page is taken for a leak."""
+    holds nothing, and no table page is taken for a leak.  The verdict says
+    the IOMMU's tables were read."""
     core, r = iommu_core
     assert {o.pfn for o in r.orphans} == set(core.expected_orphans())
+    cov = coverage(r)
+    assert cov["iommu_domains_read"] >= 3 and cov["iommu_domains_not_read"] == 0
+    assert f"IOMMU page tables read for {cov['iommu_domains_read']} DMA domains" in verdict(r)
 
 
 def test_iommu_table_pages_are_held_by_the_entry_above(iommu_core):
