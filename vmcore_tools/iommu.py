@@ -54,8 +54,8 @@ class IommuTables:
     #: PFN of each table page -> (the entry's address that names it, or 0 for a
     #: top table, which its domain holds by pointer; what it is)
     tables: dict[int, tuple[int, str]] = field(default_factory=dict)
-    #: PFN of each page a leaf maps -> IOVA (the device's address for it)
-    mapped: dict[int, int] = field(default_factory=dict)
+    #: PFN of each page a leaf maps -> (IOVA, the leaf entry)
+    mapped: dict[int, tuple[int, int]] = field(default_factory=dict)
     domains: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -146,4 +146,4 @@ def _walk(prog: drgn.Program, m: Memmap, out: IommuTables, table: int, level: in
         if level > 1 and not e & ENTRY_SUPERPAGE:
             _walk(prog, m, out, m.direct_map + phys, level - 1, iova + i * span, table + 8 * i, label)
         else:
-            out.mapped[phys >> m.page_shift] = iova + i * span
+            out.mapped[phys >> m.page_shift] = (iova + i * span, int(e))
