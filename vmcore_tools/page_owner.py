@@ -34,6 +34,7 @@ handles go through drgn (``stack_depot_fetch``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import drgn
@@ -261,8 +262,16 @@ class PageOwners:
     def lookup(self, pfns: np.ndarray) -> dict[int, PageOwner]:
         """Records of ``pfns`` (pages whose table is missing are left out),
         read one slice of a section's table at a time."""
-        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
         out: dict[int, PageOwner] = {}
+        for group, rows in self._rows(pfns):
+            out.update(self._decode(group, rows))
+        return out
+
+    def _rows(self, pfns: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(PFNs, their page_ext entries as rows of bytes)``, one slice of a
+        section's table at a time; sections without a table, or whose slice
+        cannot be read, are left out."""
+        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
         sections = pfns >> self.section_shift
         size = self.entry_size
         for nr in np.unique(sections).tolist():
@@ -275,9 +284,7 @@ class PageOwners:
                 raw = self.prog.read(table + size * lo, size * (hi - lo))
             except drgn.FaultError:
                 continue
-            rows = np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
-            out.update(self._decode(group, rows))
-        return out
+            yield group, np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
 
     def by_stack(self, pfns: np.ndarray, top: int = 20) -> tuple[list[StackUsage], int, int]:
         """The allocating stacks that hold ``pfns`` now, most pages first:
@@ -291,21 +298,9 @@ class PageOwners:
         ``page_owner_sort`` does with ``/sys/kernel/debug/page_owner`` on a
         live system, from a dump."""
         pfns = np.unique(np.asarray(pfns, dtype=np.int64))
-        sections = pfns >> self.section_shift
-        size = self.entry_size
         handles, weights = [], []
         recorded = 0
-        for nr in np.unique(sections).tolist():
-            table = _section_table(self.prog, nr)
-            if table is None:
-                continue
-            group = pfns[sections == nr]
-            lo, hi = int(group[0]), int(group[-1]) + 1
-            try:
-                raw = self.prog.read(table + size * lo, size * (hi - lo))
-            except drgn.FaultError:
-                continue
-            rows = np.frombuffer(raw, dtype=np.uint8).reshape(hi - lo, size)[group - lo]
+        for _, rows in self._rows(pfns):
             now = ((self._column(rows, "flags") >> np.uint64(self.allocated_bit)) & np.uint64(1)).astype(bool)
             recorded += int(now.sum())
             handles.append(self._column(rows, "handle")[now].astype(np.uint64))
