@@ -106,6 +106,9 @@ SCENARIOS = {
                  "buffers through it, so its root, context and page-table pages are live",
                  {"vmct_workload": "split_leak=1"}, cmdline="intel_iommu=on iommu.passthrough=0",
                  qemu=("-machine", "q35", "-device", "intel-iommu,intremap=off")),
+        Scenario("pti", "the i40e-leak guest with page-table isolation forced on (pti=on): every mm has a "
+                 "user PGD beside its kernel one, and the kernel keeps the user half's tables",
+                 {"vmct_workload": "split_leak=1"}, cmdline="pti=on"),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),

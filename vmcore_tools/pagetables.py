@@ -13,6 +13,14 @@ x86-64 layout: 4 or 5 levels (VMCOREINFO ``pgtable_l5_enabled``), 512
 entries of 8 bytes; bit 0 present; bit 7 at the PUD and PMD levels maps a
 huge page instead of pointing to a table; the address is bits 12-51
 (masked with ``physical_mask``).
+
+With page-table isolation (PTI, ``X86_FEATURE_PTI``) a PGD is an order-1
+block (``PGD_ALLOCATION_ORDER``): its second page is the user PGD
+(``kernel_to_user_pgdp()``: the PGD's address with ``PAGE_SIZE`` set), which
+the CPU uses in user mode.  Its user half mirrors the process's entries;
+its kernel half maps the entry text, ``cpu_entry_area`` and the like
+through tables of its own (``pti_clone_pgtable()``).  The second page of a
+non-compound block has refcount 0, and nothing points to it.
 """
 
 from __future__ import annotations
@@ -24,11 +32,22 @@ import numpy as np
 from drgn.helpers.linux.mm import follow_phys
 from drgn.helpers.linux.pid import for_each_task
 
-from .features import has_object, vmcoreinfo_numbers
+from .features import has_object, has_symbol, vmcoreinfo_numbers
 from .pages import Memmap
 
 _PRESENT = np.uint64(1)
 _HUGE = np.uint64(0x80)
+#: arch/x86/include/asm/cpufeatures.h: ``X86_FEATURE_PTI`` is bit 11 of word 7
+#: of ``x86_capability`` (4.15+; "pti" in /proc/cpuinfo).  A macro: not in DWARF.
+X86_FEATURE_PTI = (7, 11)
+
+
+def pti_enabled(prog: drgn.Program) -> bool:
+    """Whether the kernel isolates its page tables from user mode (PTI)."""
+    if not has_symbol(prog, "pti_init") or not has_object(prog, "boot_cpu_data"):
+        return False
+    word, bit = X86_FEATURE_PTI
+    return bool(prog["boot_cpu_data"].x86_capability[word].value_() >> bit & 1)
 
 
 @dataclass
@@ -68,6 +87,9 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
             mm = mm if mm.type_.kind == drgn.TypeKind.POINTER else mm.address_of_()
             if mm and mm.pgd:
                 level.append((follow_phys(init_mm, mm.pgd.value_()).value_() >> shift, 0))
+    pti = pti_enabled(prog)
+    if pti:     # the user PGDs, beside the kernel ones
+        level += [(pfn + 1, base) for pfn, base in level]
     direct_lo, direct_hi = a.direct_map, a.direct_map + (a.nr << shift)
     leaf_pfns: list[np.ndarray] = []
     leaf_vas: list[np.ndarray] = []
@@ -100,6 +122,8 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
 
     # processes: only the table pages matter (their leaves are anon or file pages)
     pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in for_each_task(prog) if t.mm}
+    if pti:
+        pgds |= {p + 1 for p in pgds if p >= 0}
     frontier = [p for p in pgds if p >= 0 and p not in tables]
     for depth in range(levels, 0, -1):
         nxt_pfns: set[int] = set()
