@@ -99,7 +99,8 @@ SCENARIOS = {
                  workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
                  kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")),
         Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
-                 "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias): "
+                 "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias), and the "
+                 "anonymous pages of a process that exited while GUP references on them stayed: "
                  "vmct_released; no workload", workload=False, modules=("vmct_released",)),
         Scenario("iommu", "the i40e-leak guest on a q35 machine with an emulated Intel IOMMU doing DMA "
                  "translation (intel_iommu=on, lazy invalidation): e1000e and igb map their rx and tx "
