@@ -205,9 +205,7 @@ class SlabObjects:
         cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
                        s.random.value_() if self.hardened else None,
                        s.red_left_pad.value_() if self.has_red_left_pad else 0)
-        cache.cpu_free = set()
-        if self.sheaves:
-            cache.cpu_free = self._sheaf_objects(s)
+        cache.cpu_free = self._sheaf_objects(s) if self.sheaves else set()
         for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
             if cache.cpu_free is None:
                 break
