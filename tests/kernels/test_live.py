@@ -38,7 +38,9 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     taken = [leak for leak in missed if leak["refcount"] == 1 and leak.get("referenced_from")
              and all(w.startswith("in an alloc_pages_exact() run") for w in leak["referenced_from"])]
     assert len(taken) <= 1 and missed == taken, missed   # each with what referenced it, if anything did
-    assert found == {leak["pfn"] for leak in result["leaks"]} - {leak["pfn"] for leak in taken}, found
+    extra = [o for o in result["orphans"] if o["pfn"] not in {leak["pfn"] for leak in result["leaks"]}]
+    assert found == {leak["pfn"] for leak in result["leaks"]} - {leak["pfn"] for leak in taken}, \
+        (extra, [result["suspects"][o["suspect"]]["label"] for o in extra if o["suspect"] >= 0])
     assert any(s["netdev"] == "eth2" and s["driver"] == "i40e" for s in result["suspects"])
     # every subcommand, live: exit 0 and --json valid against its schema
     for name, run in result["cli"].items():
