@@ -24,7 +24,7 @@ from ..conftest import KERNELS, lines, sample_core
 pytestmark = pytest.mark.vm
 
 
-@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1", "7.3")))
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1",)))
 def iommu_core(request):
     core = sample_core("iommu", request.param)
     return core, orphans(core.program())
