@@ -192,6 +192,15 @@ class Memmap:
     def head_of(self, pfn: int) -> int:
         return int(self.heads_of(np.array([pfn]))[0])
 
+    def pages_of(self, heads: np.ndarray) -> np.ndarray:
+        """Every PFN of the allocations that start at ``heads`` (each
+        ``1 << order`` pages long), in the order of ``heads``."""
+        heads = np.asarray(heads, np.int64)
+        sizes = np.int64(1) << self.order_of(heads).astype(np.int64)
+        starts = np.repeat(heads, sizes)
+        offsets = np.arange(starts.size, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return starts + offsets
+
     # -- reading -------------------------------------------------------------
 
     def chunks(self, progress: Callable[[int, int], None] | None = None,

@@ -176,11 +176,7 @@ class ObjectScan(ReferenceScan):
 
     def scan_held_pages(self) -> None:
         """Every page of the candidates the reference scan found held."""
-        a, heads = self.a, self.report.referenced_heads
-        if heads.size:
-            orders = a.order_of(heads).astype(np.int64)
-            self.scan_pfns(np.concatenate([np.arange(h, h + (1 << o)) for h, o in
-                                           zip(heads.tolist(), orders.tolist())]), "held page")
+        self.scan_pfns(self.a.pages_of(self.report.referenced_heads), "held page")
 
     # -- traced memory (registry.TRACED) -----------------------------------------
 

@@ -399,9 +399,7 @@ class ReferenceScan:
         compound = orders > 0
         if compound.any():
             self.counts = counts - {PHYSICAL}
-            self.scan_pfns(np.concatenate([np.arange(h, h + (1 << o)) for h, o in
-                                           zip(heads[compound].tolist(), orders[compound].tolist())]),
-                           "referenced page")
+            self.scan_pfns(self.a.pages_of(heads[compound]), "referenced page")
             self.counts = counts
         self.scan_pfns(heads[~compound], "referenced page")
 
