@@ -31,7 +31,7 @@ pytestmark = pytest.mark.vm
 FAKED = ("ixgbe", "ixgbevf", "igc", "ice", "iavf")
 
 
-@pytest.fixture(scope="module", params=KERNELS)
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1", "7.3")))
 def family(request):
     core = sample_core("intel-family", request.param)
     return core, orphans(core.program())
