@@ -231,21 +231,29 @@ class Memmap:
                             for f in PageWords.__dataclass_fields__})
 
     def refcounts(self, pfns: np.ndarray) -> np.ndarray:
-        """``_refcount`` of each PFN (int32, in the order given), reading only
-        that field: 4 bytes per PFN, a memmap window at a time."""
-        pfns = np.asarray(pfns, np.int64)
-        out = np.zeros(pfns.size, np.int32)
-        order = np.argsort(pfns, kind="stable")
-        window = pfns[order] // CHUNK_PAGES
-        cuts = np.flatnonzero(np.diff(window)) + 1
+        """``_refcount`` of each PFN (int32, in the order given)."""
         off = self.layout.refcount
+        return self.struct_pages(pfns, off, off + 4).view("<i4").reshape(-1)
+
+    def struct_pages(self, pfns: np.ndarray, lo_byte: int = 0, hi_byte: int | None = None) -> np.ndarray:
+        """Bytes ``[lo_byte, hi_byte)`` of the ``struct page`` of each PFN (in
+        the order given; zeros where unreadable), shape (n, width), read a
+        memmap window at a time; PFNs far apart (a page of struct pages or
+        more) are read apart."""
+        pfns = np.asarray(pfns, np.int64)
+        hi_byte = self.struct_size if hi_byte is None else hi_byte
+        out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
+        order = np.argsort(pfns, kind="stable")
+        ordered = pfns[order]
+        apart = max(1, self.page_size // self.struct_size)
+        cuts = np.flatnonzero((np.diff(ordered // CHUNK_PAGES) != 0) | (np.diff(ordered) > apart)) + 1
         for idx in np.split(order, cuts):
             if not idx.size:
                 continue
             p = pfns[idx]
             lo, hi = int(p.min()), int(p.max()) + 1
             raw, _ = self._read(lo, hi)
-            out[idx] = raw[p - lo, off:off + 4].copy().view("<i4").reshape(-1)
+            out[idx] = raw[p - lo, lo_byte:hi_byte]
         return out
 
     def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ non-compound block has refcount 0, and nothing points to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import drgn
 import numpy as np
@@ -55,6 +55,14 @@ class PageTableWalk:
     tables: np.ndarray          # sorted PFNs of the page-table pages
     kernel_leaf_pfns: np.ndarray  # PFNs init_mm maps outside the direct map (4K leaves)
     kernel_leaf_vas: np.ndarray   # the virtual address each is mapped at
+    #: init_mm's huge leaves (PMD, PUD) outside the direct map: first PFN,
+    #: pages mapped, virtual address.  The kernel image is mapped so, and the
+    #: vmemmap: the memmap of memory added after boot (hot-add) is allocated
+    #: from the page allocator in 2 MiB blocks (``vmemmap_alloc_block()``:
+    #: order 9, not compound) that only such a leaf names.
+    kernel_huge_pfns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kernel_huge_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kernel_huge_vas: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
 
 def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
@@ -93,6 +101,9 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
     direct_lo, direct_hi = a.direct_map, a.direct_map + (a.nr << shift)
     leaf_pfns: list[np.ndarray] = []
     leaf_vas: list[np.ndarray] = []
+    huge_pfns: list[np.ndarray] = []
+    huge_pages: list[np.ndarray] = []
+    huge_vas: list[np.ndarray] = []
     for depth in range(levels, 0, -1):
         span = 1 << (shift + 9 * (depth - 1))     # bytes one entry maps
         nxt = []
@@ -116,6 +127,11 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
                 leaf_vas.append(vas[sel])
                 continue
             huge = (e & _HUGE).astype(bool) if depth in (2, 3) else np.zeros(512, bool)
+            mapped = present & huge & ~inside
+            if mapped.any():
+                huge_pfns.append(targets[mapped])
+                huge_pages.append(np.full(int(mapped.sum()), span >> shift, np.int64))
+                huge_vas.append(vas[mapped])
             sel = present & ~huge
             nxt.extend(zip(targets[sel].tolist(), vas[sel].tolist()))
         level = nxt
@@ -142,4 +158,8 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
     pfns = np.concatenate(leaf_pfns) if leaf_pfns else np.zeros(0, np.int64)
     vas = np.concatenate(leaf_vas) if leaf_vas else np.zeros(0, np.uint64)
     ok = (pfns >= 0) & (pfns < a.nr)
-    return PageTableWalk(np.array(sorted(tables), np.int64), pfns[ok], vas[ok])
+    hp = np.concatenate(huge_pfns) if huge_pfns else np.zeros(0, np.int64)
+    hn = np.concatenate(huge_pages) if huge_pages else np.zeros(0, np.int64)
+    hv = np.concatenate(huge_vas) if huge_vas else np.zeros(0, np.uint64)
+    hok = (hp >= 0) & (hp + hn <= a.nr)
+    return PageTableWalk(np.array(sorted(tables), np.int64), pfns[ok], vas[ok], hp[hok], hn[hok], hv[hok])

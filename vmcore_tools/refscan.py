@@ -43,7 +43,7 @@ from .features import has_member, has_object, has_symbol
 from .iommu import iommu_tables
 from .pages import Memmap
 from .references import Reference, ScanResult
-from .runs import extend_runs
+from .runs import extend_cma_runs, extend_runs
 from .slab import SlabObjects
 from .registry import OWNERS, PHYSICAL, ROOTS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Owner, Root
 from .stages import run_stage
@@ -224,6 +224,8 @@ class ReferenceScan:
         self.counts: frozenset[str] = frozenset()
         #: pages whose layout a root reads exactly (virtqueue rings): not read as plain pages
         self.known_layout: set[int] = set()
+        #: a bit per PFN: its struct page was read for memmap links (scan_memmap_links)
+        self.links_read: np.ndarray | None = None
 
     # -- reading -----------------------------------------------------------
 
@@ -407,25 +409,53 @@ class ReferenceScan:
         """The ``struct page`` of each referenced candidate in ``heads``
         (its ``lru`` and ``private`` words name the next page of a list; an
         empty list head names the page itself, which holds nothing), except
-        the candidates on the LRU.
+        the candidates on the LRU -- and, transitively, of the candidates
+        those name: a list is followed to its end here, a frontier of
+        struct pages read together per step, not one closure round per
+        page (a balloon's list holds every page it took, 256 K per GiB).
 
         Fact: a page with ``PG_lru`` is linked through ``page->lru`` into its
         lruvec's list, which holds no reference (the page's owners do: page
         tables, the page cache, a pin); only a page off the LRU can be on an
         owner's list through ``page->lru``.  Its LRU neighbours are not held
         by it."""
-        a = self.a
+        a, refs = self.a, self.result.references
         lru = page_flag_bits(self.prog).get("lru")
-        if lru is not None and heads.size:
-            w = a.read(heads)
-            on_lru = w.pfn[(w.flags >> np.uint64(lru) & np.uint64(1)).astype(bool)]
-            heads = heads[~np.isin(heads, on_lru)]
-        for head in heads.tolist():
-            addr = a.memmap + head * a.struct_size
-            try:
-                self.scan_bytes(self.prog.read(addr, a.struct_size), addr, "struct page", own=head)
-            except drgn.FaultError:
-                self.result.problems.append(f"struct page of pfn {head}: unreadable")
+        size = a.struct_size - a.struct_size % 8
+        frontier = heads[~self._links_read(heads)]
+        while frontier.size:
+            self._links_read(frontier, mark=True)
+            if lru is not None:
+                flags = a.struct_pages(frontier, a.layout.flags, a.layout.flags + 8).view("<u8").reshape(-1)
+                frontier = frontier[(flags >> np.uint64(lru) & np.uint64(1)) == 0]
+            words = a.struct_pages(frontier, 0, size).view("<u8").reshape(-1)
+            per_page = size // 8
+            found = []
+            self.result.bytes_scanned += words.size * 8
+            for idx, hit, kind in self.matcher.match(words, False):
+                if kind not in self.counts:
+                    continue
+                keep = hit != frontier[idx // per_page]
+                for i, head in zip(idx[keep].tolist(), hit[keep].tolist()):
+                    known = refs.setdefault(head, [])
+                    if not known:
+                        found.append(head)
+                    if len(known) < MAX_REFS:
+                        pfn = int(frontier[i // per_page])
+                        known.append(Reference(head, kind, a.memmap + pfn * a.struct_size + 8 * (i % per_page),
+                                               "struct page", value=int(words[i])))
+            frontier = np.unique(np.array(found, np.int64))
+            frontier = frontier[~self._links_read(frontier)]
+
+    def _links_read(self, pfns: np.ndarray, mark: bool = False) -> np.ndarray:
+        """Whether the struct page of each of ``pfns`` was read for links
+        (a bit per PFN); with ``mark``, record that it now is."""
+        if self.links_read is None:
+            self.links_read = np.zeros(-(-self.a.nr // 8), np.uint8)
+        byte, bit = pfns >> 3, (np.uint8(1) << (pfns & 7).astype(np.uint8))
+        if mark:
+            np.bitwise_or.at(self.links_read, byte, bit)
+        return (self.links_read[byte] & bit) != 0
 
     def drop_unstable(self) -> None:
         """Live kernel: re-read every referring word and drop the references
@@ -480,8 +510,9 @@ class ReferenceScan:
                     "pre-crash vmcoreinfo buffer, replaced by its safe copy at panic")]
 
     def kernel_mappings(self) -> None:
-        """Candidates mapped by a 4K leaf of ``init_mm`` outside the direct map
-        and outside the kernel image's own mapping: the image's freed gaps
+        """Candidates mapped by a leaf of ``init_mm`` outside the direct map
+        -- a 4K leaf, or any page of a huge one (the vmemmap of hot-added
+        memory) -- and outside the kernel image's own mapping: the image's freed gaps
         (init memory, section padding) may still be mapped there on older
         kernels, as aliases of pages reused since.  That mapping is made of
         whole PMDs (x86's ``cleanup_highmap()`` keeps ``_text`` up to
@@ -490,23 +521,33 @@ class ReferenceScan:
         anyone (a leaked rx page too), still mapped there as 4K leaves once
         ``set_memory_*()`` split that PMD."""
         walk = self.census.page_tables
-        image = np.zeros(walk.kernel_leaf_vas.size, bool)
+        # a huge leaf maps every page of its block, one address apart
+        pages = walk.kernel_huge_pages
+        starts = np.repeat(np.cumsum(pages) - pages, pages)
+        within = np.arange(int(pages.sum()), dtype=np.int64) - starts
+        pfns = np.concatenate([walk.kernel_leaf_pfns, np.repeat(walk.kernel_huge_pfns, pages) + within])
+        vas = np.concatenate([walk.kernel_leaf_vas, np.repeat(walk.kernel_huge_vas, pages)
+                              + (within << self.a.page_shift).astype(np.uint64)])
+        image = np.zeros(vas.size, bool)
         if has_symbol(self.prog, "_text"):
             pmd = 1 << (self.a.page_shift + 9)          # 512 entries per table
             end = -(-self.prog.symbol("_end").address // pmd) * pmd
-            image = ((walk.kernel_leaf_vas >= np.uint64(self.prog.symbol("_text").address))
-                     & (walk.kernel_leaf_vas < np.uint64(end)))
-        cand = self.matcher.candidate(walk.kernel_leaf_pfns)
+            image = (vas >= np.uint64(self.prog.symbol("_text").address)) & (vas < np.uint64(end))
+        cand = self.matcher.candidate(pfns)
         hit = np.flatnonzero((cand >= 0) & ~image)
         heads = cand[hit]
         heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
-        for head, va in zip(heads.tolist(), walk.kernel_leaf_vas[hit[first]].tolist()):
+        for head, va in zip(heads.tolist(), vas[hit[first]].tolist()):
             self.result.references.setdefault(head, []).append(
                 Reference(head, "kernel mapping", va, "page tables", f"mapped at {va:#x}"))
 
     def extend_runs(self) -> None:
         """The allocation runs' owner (``runs.extend_runs``)."""
         extend_runs(self)
+
+    def extend_cma_runs(self) -> None:
+        """The CMA allocations' owner (``runs.extend_cma_runs``)."""
+        extend_cma_runs(self)
 
     @property
     def max_block(self) -> int:

@@ -126,8 +126,16 @@ ROOTS: tuple[Root, ...] = (
 OWNERS: tuple[Owner, ...] = (
     Owner("kernel mappings", "kernel_mappings",
           "A page the kernel maps outside the direct map without a vm_struct (espfix stacks, "
-          "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables.",
+          "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables; so is the memmap of "
+          "memory hot-added after boot, 2 MiB blocks from the page allocator under huge vmemmap leaves.",
           "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Owner("CMA allocations", "extend_cma_runs",
+          "cma_alloc() hands out an allocation of any length as order-0 pages of refcount 1, recorded "
+          "only in its CMA area's bitmap; the caller keeps the first page (struct page or address) and "
+          "frees by it and a count. A referenced page in an allocated span holds the span's pages after "
+          "it (runs.extend_cma_runs).",
+          "kernels with CONFIG_CMA (cma_areas); Debian's amd64 kernels have none",
+          "tests/kernels/test_cma.py::test_cma_allocations_are_held_by_their_first_page", closure=True),
     Owner("allocation runs", "extend_runs",
           "alloc_pages_exact() splits a block into order-0 pages and the caller keeps only the first "
           "one's address; a split_page() block may be kept by its first struct page, from the image "

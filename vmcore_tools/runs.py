@@ -1,7 +1,8 @@
 """Multi-page allocations held by one pointer: ``alloc_pages_exact()`` runs,
-``split_page()`` blocks and boot-time tables cut in parts.  The registry's
-owner "allocation runs" (``registry.OWNERS``): a referenced page takes in the
-unreferenced order-0 pages that its allocation made with it.
+``split_page()`` blocks, boot-time tables cut in parts, and CMA allocations.
+The registry's owners "allocation runs" and "CMA allocations"
+(``registry.OWNERS``): a referenced page takes in the unreferenced order-0
+pages that its allocation made with it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cma import cma_ranges
 from .page_owner import PageOwners
 from .references import Reference
 from .registry import STRUCT_PAGE
@@ -164,3 +166,49 @@ def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: boo
         run.append(pfn)
         prev = rec
     return run
+
+
+def extend_cma_runs(scan: "ReferenceScan") -> None:
+    """A CMA allocation is held by its first page: the unreferenced pages of
+    an allocated span of a CMA area after a referenced page are held with it.
+
+    Facts: ``cma_alloc()`` hands an allocation out as order-0 pages of
+    refcount 1 and records it only in its area's bitmap (``cma.py``); the
+    caller keeps the first page -- its ``struct page`` (``cma_alloc()``,
+    ``dma_alloc_pages()``) or its address (``dma_alloc_coherent()``) -- and
+    gives the whole allocation back by that page and a count
+    (``cma_release()``, ``dma_free_*()``).  Unlike an
+    ``alloc_pages_exact()`` run, it is not bounded by a buddy block: a CMA
+    allocation may be any number of pages.  Allocations lie back to back
+    in the bitmap, so a span of set bits may hold several: its pages before
+    the first referenced one belong to no held allocation and stay
+    candidates.  A leaked allocation right after a held one is taken for
+    its tail -- what the bitmap cannot tell -- unless page_owner records
+    say where one allocation ends: the next page's stack differs (each
+    chunk ``alloc_contig_range()`` takes from the buddy allocator gets a
+    record of its own, with its own time, but the same stack; two calls
+    from one call site stay together)."""
+    refs = scan.result.references
+    held = np.fromiter(refs, np.int64, len(refs))
+    owners = scan.census.page_owners
+    for r in cma_ranges(scan.prog):
+        pfns = r.allocated
+        if not pfns.size:
+            continue
+        referenced = np.isin(pfns, held)
+        cut = np.diff(pfns, prepend=pfns[0] - 2) != 1
+        if owners:
+            recs = owners.lookup(pfns)
+            for i in np.flatnonzero(~cut).tolist():
+                prev, nxt = recs.get(int(pfns[i - 1])), recs.get(int(pfns[i]))
+                if prev is not None and nxt is not None and prev.handle != nxt.handle:
+                    cut[i] = True
+        span = np.cumsum(cut)       # span (one allocation or several back to back) of each page
+        starts = np.flatnonzero(np.diff(span, prepend=-1))
+        # the last referenced page at or before each page, within its span
+        last = np.maximum.accumulate(np.where(referenced, np.arange(pfns.size), -1))
+        inside = (last >= 0) & (last >= starts[span - 1])
+        take = np.flatnonzero(inside & ~referenced & (scan.matcher.candidate(pfns) == pfns))
+        for pfn, by in zip(pfns[take].tolist(), pfns[last[take]].tolist()):
+            refs[pfn] = [Reference(pfn, "allocation run", scan.a.virt_of_pfn(by), "run",
+                                   f"in a CMA allocation of area {r.name or '?'} held from pfn {by}")]

@@ -58,6 +58,7 @@ STAGES: dict[str, str] = {
     "scan: kernel mappings": "pages mapped outside the direct map are not seen",
     "scan: referenced pages": "references held by referenced pages are not followed",
     "scan: memmap links": "pages listed through the struct page of a referenced page are not seen",
+    "scan: CMA allocations": "the pages of CMA allocations after their first may be reported as orphaned",
     "scan: allocation runs": "alloc_pages_exact() tails may be reported as orphaned",
     "scan: live re-check": "references that changed while read are kept",
     "scan: panic vmcoreinfo": "the vmcoreinfo page a kdump panic dropped may be reported as orphaned",
