@@ -82,13 +82,15 @@ class BuiltLine:
 
 
 BUILT_LINES: dict[str, BuiltLine] = {
-    # Debian's configs lack CONFIG_PAGE_OWNER; the page_owner reader is tested here
-    "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", ("page-owner.config",)),
-    "6.12-page-owner": BuiltLine("6.12-page-owner", "6.12", ("page-owner.config",)),
+    # Debian's amd64 configs lack CONFIG_PAGE_OWNER and CONFIG_CMA; the
+    # page_owner reader and the CMA owner are tested here
+    "6.1-page-owner": BuiltLine("6.1-page-owner", "6.1", ("page-owner.config", "cma.config")),
+    "6.12-page-owner": BuiltLine("6.12-page-owner", "6.12", ("page-owner.config", "cma.config")),
     # configured here, so this machine's gcc builds it and its test modules
-    "7.3-page-owner": BuiltLine("7.3-page-owner", "7.3", ("page-owner.config",)),
+    "7.3-page-owner": BuiltLine("7.3-page-owner", "7.3", ("page-owner.config", "cma.config")),
     # 5.10's Kconfig differs: DWARF and EMBEDDED (kernel_configs/page-owner-5.10.config)
-    "5.10-page-owner": BuiltLine("5.10-page-owner", "5.10", ("page-owner.config", "page-owner-5.10.config")),
+    "5.10-page-owner": BuiltLine("5.10-page-owner", "5.10",
+                                 ("page-owner.config", "page-owner-5.10.config", "cma.config")),
 }
 
 

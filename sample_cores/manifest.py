@@ -30,7 +30,7 @@ KPF_BITS = {
 LEAK_RE = re.compile(
     r"(?:fake_\w+|vmct_\w+): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
 #: pages a test module owns (vmct_shapes without a plain pointer, vmct_released a user buffer's pages)
-OWNED_RE = re.compile(r"vmct_\w+: owned pfn=(\d+) kind=(\S+)")
+OWNED_RE = re.compile(r"vmct_\w+: owned pfn=(\d+)(?: pages=(\d+))? kind=(\S+)")
 #: pages vmct_shapes left held only by an object it lost (its rx buffer array)
 HIDDEN_RE = re.compile(r"vmct_shapes: hidden pfn=(\d+) holder=([0-9a-f]+)")
 PARKED_RE = re.compile(
@@ -100,9 +100,11 @@ def parse_log(text: str) -> tuple[list[dict], list[dict]]:
 
 
 def parse_owned(text: str) -> list[dict]:
-    """Pages vmct_shapes owns through a list, a chain, a table, a mapping, a
-    thread's stack or a large buffer (``kind``)."""
-    return [{"pfn": int(m[0]), "kind": m[1]} for m in OWNED_RE.findall(text)]
+    """Pages the test modules own (``kind``): vmct_shapes' lists, chains,
+    tables, mappings, thread stacks and large buffers, vmct_hosts' pages on
+    hot-added memory, vmct_cma's buffers.  A line with ``pages=N`` stands
+    for N pages from ``pfn`` on."""
+    return [{"pfn": int(m[0]) + i, "kind": m[2]} for m in OWNED_RE.findall(text) for i in range(int(m[1] or 1))]
 
 
 def parse_hidden(text: str) -> list[dict]:

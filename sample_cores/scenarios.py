@@ -25,7 +25,7 @@ from .initramfs import build_initramfs
 from .kernels import KERNEL_LINES, Kernel, debian_line, fetch
 from .qemu import qemu
 from .toolchain import CaptureTools
-from .vm import Guest, GuestSpec, KernelDied
+from .vm import Guest, GuestSpec, KernelDied, Machine
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 REPO = GUEST_DIR.parent.parent
@@ -52,9 +52,16 @@ class Scenario:
     kernels: tuple[str, ...] = ()
     #: the ``modules/`` directories whose test modules it loads, in order
     modules: tuple[str, ...] = DEFAULT_MODULES
-    #: QEMU options before the devices (machine type, an IOMMU); in the core's
-    #: key only where set, so the other scenarios keep theirs
-    qemu: tuple[str, ...] = field(default=(), repr=False)
+    #: the guest's hardware where it is not the default PC (vm.Machine); in
+    #: the core's key only where set, so the other scenarios keep theirs
+    machine: Machine = field(default=Machine(), repr=False)
+    #: the guest loads a kernel for kexec (``kexec -l``, the running kernel
+    #: and its initramfs) before the dump; in the key only where set
+    kexec_load: bool = field(default=False, repr=False)
+
+    def key_extras(self) -> tuple:
+        """What of the scenario enters a core's key beyond its repr."""
+        return ((self.machine,) if self.machine != Machine() else ()) + (("kexec -l",) if self.kexec_load else ())
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -82,6 +89,9 @@ def _scaled(gb: int, mode: str = "dump") -> Scenario:
                     workload_mb={"page_cache": filled // 4, "anon": filled // 4, "shmem": filled // 16})
 
 
+#: the kernels built here (kernels.BUILT_LINES): CONFIG_PAGE_OWNER and CONFIG_CMA
+BUILT = ("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")
+
 SCENARIOS = {
     s.name: s for s in (
         Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, a page lost after a "
@@ -97,7 +107,11 @@ SCENARIOS = {
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
                  workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
-                 kernels=("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")),
+                 kernels=BUILT),
+        Scenario("cma", "DMA buffers from a 32 MB CMA area (cma=32M) kept and lost by a driver "
+                 "(vmct_cma, on the device fake_i40e binds), on the built kernels (Debian's amd64 "
+                 "kernels have no CMA), without page_owner; no workload",
+                 workload=False, cmdline="cma=32M", modules=("fake_i40e", "vmct_cma"), kernels=BUILT),
         Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
                  "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias), and the "
                  "anonymous pages of a process that exited while GUP references on them stayed: "
@@ -106,10 +120,15 @@ SCENARIOS = {
                  "translation (intel_iommu=on, lazy invalidation): e1000e and igb map their rx and tx "
                  "buffers through it, so its root, context and page-table pages are live",
                  {"vmct_workload": "split_leak=1"}, cmdline="intel_iommu=on iommu.passthrough=0",
-                 qemu=("-machine", "q35", "-device", "intel-iommu,intremap=off")),
+                 machine=Machine(early_args=("-machine", "q35", "-device", "intel-iommu,intremap=off"))),
         Scenario("pti", "the i40e-leak guest with page-table isolation forced on (pti=on): every mm has a "
                  "user PGD beside its kernel one, and the kernel keeps the user half's tables",
                  {"vmct_workload": "split_leak=1"}, cmdline="pti=on"),
+        Scenario("hosts", "the i40e-leak guest shaped like a production host: two NUMA nodes, a DIMM "
+                 "hot-added on node 1 (vmct_hosts keeps pages there and loses two), a virtio balloon "
+                 "inflated by 128 MB, and a kernel loaded for kexec (kexec -l)",
+                 {"vmct_workload": "split_leak=1"}, memory_mb=1280, modules=(*DEFAULT_MODULES, "vmct_hosts"),
+                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128), kexec_load=True),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),
@@ -196,6 +215,8 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     }
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
     # each module's path (it may hold blanks) and its parameters, side by side
+    lines.append("KERNEL_MODULES=(" + " ".join(sc.machine.kernel_modules) + ")")
+    lines.append(f"KEXEC_LOAD={'1' if sc.kexec_load and mode == 'dump' else ''}")
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
     used = (REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
@@ -226,7 +247,7 @@ def core_dir(name: str, line: str) -> Path:
 def _key(sc: Scenario, k: Kernel, modules: dict[str, Path]) -> str:
     """What a built core depends on: scenario, kernel, test modules, guest files, QEMU."""
     return _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
-                   qemu().version, *((sc.qemu,) if sc.qemu else ()))
+                   qemu().version, *sc.key_extras())
 
 
 def prune(log=print) -> list[Path]:
@@ -283,11 +304,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     run_dir = dest.with_name(dest.name + ".run")
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    spec = GuestSpec(
-        vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb, nics=_nics(),
-        disk_mb=sc.disk_mb, early_args=list(sc.qemu),
-        cmdline=_cmdline(sc.cmdline, "crashkernel=256M" if sc.mode == "kdump" else ""),
-    )
+    spec = _spec(sc, k, initrd, run_dir, "crashkernel=256M" if sc.mode == "kdump" else "")
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, sc.mode)
     t0 = time.time()
@@ -296,6 +313,8 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     def run(guest: Guest) -> tuple[Path, str]:
         if sc.mode == "dump":
             guest.wait_for("VMCT-READY", timeout=BOOT_TIMEOUT)
+            if sc.machine.balloon_mb:
+                guest.wait_for_balloon(timeout=BOOT_TIMEOUT)
             log(f"[{line}] guest ready after {time.time() - t0:.0f}s; dumping memory (QMP, ELF)")
             core = spec.out_dir / "vmcore"
             guest.dump_elf(core)
@@ -344,6 +363,13 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
     return dest
 
 
+def _spec(sc: Scenario, k: Kernel, initrd: Path, run_dir: Path, cmdline: str) -> GuestSpec:
+    """The guest of ``sc`` on ``k``, ``cmdline`` added to the scenario's."""
+    return GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb,
+                     nics=_nics(), disk_mb=sc.disk_mb, machine=sc.machine,
+                     cmdline=_cmdline(sc.cmdline, sc.machine.cmdline, cmdline))
+
+
 def _boot(spec: GuestSpec, run, line: str, log):
     """Start a guest and return ``run(guest)``; boot again (up to
     ``BOOT_ATTEMPTS`` times) when the kernel dies on its own."""
@@ -371,9 +397,7 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
     k, modules, initrd = _prepare(sc, line, log)
     run_dir = cache_dir() / "live" / f"{line}-{name}-{time.time_ns()}"
     run_dir.mkdir(parents=True)
-    spec = GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir,
-                     memory_mb=sc.memory_mb, nics=_nics(), disk_mb=sc.disk_mb,
-                     cmdline=_cmdline(sc.cmdline, cmdline))
+    spec = _spec(sc, k, initrd, run_dir, cmdline)
     spec.out_dir.mkdir(parents=True)
     _write_job(spec.out_dir, k, modules, sc, initrd, "live", command, cwd)
 

@@ -37,6 +37,58 @@ class KernelDied(VMError):
     run may boot again."""
 
 
+@dataclass(frozen=True)
+class Machine:
+    """The guest's hardware where it is not the default one-node PC.
+
+    ``numa_nodes`` splits the boot memory evenly over that many nodes (a
+    CPU each while CPUs last).  ``dimm_mb`` adds a pc-dimm of that size on
+    the last node: QEMU describes it in ACPI as hot-pluggable memory, which
+    the kernel adds through the memory-hotplug path (``add_memory()``: new
+    memory blocks, their memmap allocated at hot-add time) and onlines with
+    ``memhp_default_state=online``.  ``balloon_mb`` gives the guest a
+    virtio-balloon device and asks QEMU to take that much memory back; the
+    dump waits until the guest has given it."""
+
+    #: options before any device (``-machine``, an IOMMU that must exist before the devices it serves)
+    early_args: tuple[str, ...] = ()
+    numa_nodes: int = 1
+    dimm_mb: int = 0
+    balloon_mb: int = 0
+
+    @property
+    def cmdline(self) -> str:
+        return "memhp_default_state=online" if self.dimm_mb else ""
+
+    @property
+    def kernel_modules(self) -> tuple[str, ...]:
+        """Kernel modules the guest loads for this hardware."""
+        return ("virtio_balloon",) if self.balloon_mb else ()
+
+    def args(self, memory_mb: int, cpus: int) -> list[str]:
+        """QEMU's ``-m`` and the options that shape the machine."""
+        m = f"{memory_mb}"
+        if self.dimm_mb:
+            m += f",slots=1,maxmem={memory_mb + self.dimm_mb}M"
+        out = ["-m", m, *self.early_args]
+        if self.numa_nodes > 1:
+            per_node = memory_mb // self.numa_nodes
+            for n in range(self.numa_nodes):
+                size = per_node if n < self.numa_nodes - 1 else memory_mb - per_node * n
+                out += ["-object", f"memory-backend-ram,id=node{n},size={size}M",
+                        "-numa", f"node,nodeid={n},memdev=node{n}" + (f",cpus={n}" if n < cpus else "")]
+        if self.dimm_mb:
+            out += ["-object", f"memory-backend-ram,id=dimm0,size={self.dimm_mb}M",
+                    "-device", f"pc-dimm,id=dimm0,memdev=dimm0,node={self.numa_nodes - 1}"]
+        if self.balloon_mb:
+            out += ["-device", "virtio-balloon-pci,id=balloon0"]
+        return out
+
+    def balloon_target(self, memory_mb: int) -> int:
+        """The guest size, in bytes, QEMU's ``balloon`` command asks for."""
+        return (memory_mb + self.dimm_mb - self.balloon_mb) << 20
+
+
 @dataclass
 class GuestSpec:
     vmlinuz: Path
@@ -49,8 +101,7 @@ class GuestSpec:
     extra_devices: tuple[str, ...] = ("edu",)
     disk_mb: int = 256
     extra_args: list[str] = field(default_factory=list)
-    #: options before any device (``-machine``, an IOMMU that must exist before the devices it serves)
-    early_args: list[str] = field(default_factory=list)
+    machine: Machine = Machine()
 
     @property
     def out_dir(self) -> Path:
@@ -117,7 +168,7 @@ class Guest:
         q = qemu()
         cmd = [
             *q.argv(), "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
-            "-m", str(s.memory_mb), "-smp", str(s.cpus), *q.guest_options(), *s.early_args,
+            "-smp", str(s.cpus), *q.guest_options(), *s.machine.args(s.memory_mb, s.cpus),
             "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",
@@ -145,6 +196,28 @@ class Guest:
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu().environ(),
                                      stdout=open(s.run_dir / "qemu.log", "w"),
                                      stderr=subprocess.STDOUT)
+        if s.machine.balloon_mb:
+            # the device takes the target now; the driver inflates to it when it binds
+            qmp = QMP(self.qmp_path)
+            try:
+                qmp.execute("balloon", value=s.machine.balloon_target(s.memory_mb))
+            finally:
+                qmp.close()
+
+    def wait_for_balloon(self, timeout: float) -> None:
+        """Wait until the guest has given the balloon its memory (QEMU's
+        ``actual`` has reached the target)."""
+        target = self.spec.machine.balloon_target(self.spec.memory_mb)
+        qmp = QMP(self.qmp_path)
+        try:
+            deadline = time.time() + timeout
+            while (actual := qmp.execute("query-balloon")["actual"]) > target:
+                if time.time() > deadline:
+                    raise VMError(f"the balloon reached {actual >> 20} MB, not {target >> 20} MB, "
+                                  f"within {timeout:.0f}s; see {self.spec.console}")
+                time.sleep(1)
+        finally:
+            qmp.close()
 
     def console_text(self) -> str:
         return self.spec.console.read_text(errors="replace")

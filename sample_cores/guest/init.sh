@@ -49,7 +49,7 @@ say "BOOTED $(uname -r)"
 hostname vmct-guest
 ip link set lo up
 load() { for m in "$@"; do modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"; done; }
-load qemu_fw_cfg virtio_net e1000e virtio_blk ext4 veth
+load qemu_fw_cfg virtio_net e1000e virtio_blk ext4 veth ${KERNEL_MODULES[@]+"${KERNEL_MODULES[@]}"}
 for i in "${!INSMOD[@]}"; do
     # shellcheck disable=SC2086
     insmod "${INSMOD[$i]}" ${INSMOD_PARAMS[$i]} || die "insmod ${INSMOD[$i]}"
@@ -59,6 +59,10 @@ done
 # here but brings its debug info, for the walkers' layout checks
 load igb ixgbe ixgbevf ice iavf igc
 udevadm settle 2>/dev/null || sleep 1
+# a kernel loaded for kexec (what kexec -l leaves in memory until a reboot)
+if [ -n "$KEXEC_LOAD" ]; then
+    kexec -l "$VMLINUZ" --initrd="$INITRD" --append="$CAPTURE_CMDLINE" || die "kexec -l"
+fi
 
 "$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda "${WORKLOAD_ARGS[@]}" > "$OUT/workload.log" 2>&1 &
 for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done

@@ -1,6 +1,6 @@
 """Pure-logic tests of the ground-truth parsers (in addition to the kernel tests)."""
 
-from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_parked, parse_slabinfo
+from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_owned, parse_parked, parse_slabinfo
 
 
 def test_parse_meminfo_and_vmstat():
@@ -39,3 +39,10 @@ def test_parse_parked_pages():
         "[    5.58] fake_i40e: parked pfn=20002 order=0 refcount=1 kind=xdp-tx ring=eth2/0\n")
     assert parked == [{"pfn": 20001, "order": 1, "refcount": 1, "kind": "skb", "ring": "eth2/1"},
                       {"pfn": 20002, "order": 0, "refcount": 1, "kind": "xdp-tx", "ring": "eth2/0"}]
+
+
+def test_parse_owned_pages_and_runs():
+    owned = parse_owned("[    6.01] vmct_shapes: owned pfn=300 kind=lru-list\n"
+                        "[    6.02] vmct_cma: owned pfn=4096 pages=3 kind=cma-coherent\n")
+    assert owned == [{"pfn": 300, "kind": "lru-list"}, {"pfn": 4096, "kind": "cma-coherent"},
+                     {"pfn": 4097, "kind": "cma-coherent"}, {"pfn": 4098, "kind": "cma-coherent"}]

@@ -1,0 +1,134 @@
+"""A guest shaped like a production host (issue 19): two NUMA nodes, a DIMM
+hot-added on node 1, a virtio balloon inflated by 128 MB and a kernel
+loaded for kexec (``kexec -l``), with the i40e-leak guest's modules and
+``vmct_hosts``, which keeps pages on node 1's hot-added memory and loses
+two there.
+
+Ground truth comes from the kernel, read independently of the detector:
+the firmware's memory map (``e820_table_firmware``: hot-added memory is not
+in it), the guest's ``/proc/kpageflags`` (balloon pages are ``PG_offline``),
+the kexec image's entry list walked with drgn objects, and the test
+modules' truth records."""
+
+from __future__ import annotations
+
+import drgn
+import numpy as np
+import pytest
+from drgn.helpers.linux.mm import follow_phys, phys_to_virt
+
+from vmcore_tools import orphans
+from vmcore_tools.classify import PageClass
+
+from ..conftest import KERNELS, lines, sample_core
+
+pytestmark = pytest.mark.vm
+
+#: include/uapi/linux/kernel-page-flags.h
+KPF_OFFLINE = 23
+#: arch/x86/include/asm/e820/types.h
+E820_TYPE_RAM = 1
+#: include/linux/kexec.h
+IND_INDIRECTION, IND_DONE, IND_SOURCE = 2, 4, 8
+
+
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1",)))
+def host(request):
+    core = sample_core("hosts", request.param)
+    return core, orphans(core.program())
+
+
+def owned(core, kind: str) -> list[int]:
+    return [o["pfn"] for o in core.manifest["owned"] if o["kind"] == kind]
+
+
+def boot_ram(prog) -> list[tuple[int, int]]:
+    """The firmware's RAM ranges (bytes), which memory hot-added later is not in."""
+    table = prog["e820_table_firmware"]
+    return [(e.addr.value_(), e.addr.value_() + e.size.value_())
+            for e in table.entries[:table.nr_entries.value_()] if e.type.value_() == E820_TYPE_RAM]
+
+
+def test_the_guest_has_two_nodes_and_hot_added_memory(host):
+    core, r = host
+    prog = r.census.prog
+    assert prog["node_states"][prog.constant("N_MEMORY")].bits[0].value_() & 0b11 == 0b11
+    ram = boot_ram(prog)
+    node1 = owned(core, "node1-held")
+    assert len(node1) == 6
+    hot = [p for p in node1 if not any(lo <= p << 12 < hi for lo, hi in ram)]
+    assert hot, "no page of vmct_hosts lies in hot-added memory"
+
+
+def test_exactly_the_planted_leaks_are_orphaned(host):
+    core, r = host
+    assert {o.pfn for o in r.orphans} == set(core.expected_orphans())
+    assert {x["ring"] for x in core.manifest["planted_leaks"]} >= {"node1"}
+
+
+def test_pages_kept_on_hot_added_memory_are_referenced(host):
+    core, r = host
+    referenced = {x.pfn for x in r.referenced}
+    assert set(owned(core, "node1-held")) <= referenced
+
+
+def test_a_hot_added_dimms_memmap_is_held_by_its_vmemmap_mapping(host):
+    """The struct pages of the hot-added DIMM were allocated at hot-add time
+    from the page allocator, in 2 MiB blocks that only a huge leaf of
+    init_mm's vmemmap names: no page of such a block is orphaned, and the
+    block is held by that mapping."""
+    core, r = host
+    c = r.census
+    ram = boot_ram(c.prog)
+    dimm = next(p for p in owned(core, "node1-held") if not any(lo <= p << 12 < hi for lo, hi in ram))
+    struct_page = c.memmap.memmap + dimm * c.memmap.struct_size
+    phys = follow_phys(c.prog["init_mm"].address_of_(), struct_page).value_()
+    block = phys >> c.memmap.page_shift & ~511
+    assert not {o.pfn for o in r.orphans} & set(range(block, block + 512))
+    held = {x.pfn: x.references for x in r.referenced}
+    assert any("mapped at" in ref for ref in held.get(block, [])), (block, held.get(block))
+
+
+def test_balloon_pages_are_offline_not_orphaned(host):
+    """Every page the balloon took (``PG_offline`` in the guest's
+    kpageflags: ``balloon_page_insert()`` marks it so, and the hypervisor
+    has it now) is of the census's offline class, none orphaned."""
+    core, r = host
+    flags = np.fromfile(core.path / "proc" / "kpageflags.bin", "<u8")
+    offline = np.flatnonzero(flags >> np.uint64(KPF_OFFLINE) & np.uint64(1))
+    assert offline.size >= (128 << 20) // 4096, offline.size
+    assert not set(offline.tolist()) & {o.pfn for o in r.orphans}
+    c = r.census
+    assert set(offline.tolist()) <= set(c.pfns_of(PageClass.OFFLINE).tolist())
+
+
+def kexec_entries(prog) -> tuple[set[int], set[int]]:
+    """Source and indirection pages of ``kexec_image``, walked entry by
+    entry as ``for_each_kimage_entry()`` does."""
+    source, indirection = set(), set()
+    ptr = prog["kexec_image"].head.address_of_()
+    while True:
+        entry = ptr[0].value_()
+        if not entry or entry & IND_DONE:
+            return source, indirection
+        if entry & IND_INDIRECTION:
+            indirection.add(entry >> 12)
+            ptr = drgn.cast("unsigned long *", phys_to_virt(prog, entry & ~0xFFF))
+            continue
+        if entry & IND_SOURCE:
+            source.add(entry >> 12)
+        ptr += 1
+
+
+def test_a_loaded_kexec_images_pages_are_reserved(host):
+    """The next kernel's segments (the guest's own vmlinuz and initramfs)
+    sit in source pages that only the image's entry list names -- physical
+    addresses with IND_* flags, which no reference rule reads.  They are
+    still never candidates: ``kimage_alloc_pages()`` marks every page it
+    allocates ``PG_reserved``, so the census counts them as reserved."""
+    core, r = host
+    source, indirection = kexec_entries(r.census.prog)
+    assert len(source) > 1000 and indirection
+    pages = np.array(sorted(source | indirection), np.int64)
+    assert set(pages.tolist()) <= set(r.census.pfns_of(PageClass.RESERVED).tolist())
+    assert not set(pages.tolist()) & {o.pfn for o in r.orphans}
