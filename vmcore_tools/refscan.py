@@ -421,15 +421,15 @@ class ReferenceScan:
         by it."""
         a, refs = self.a, self.result.references
         lru = page_flag_bits(self.prog).get("lru")
-        size = a.struct_size - a.struct_size % 8
+        per_page = a.struct_size // 8
         frontier = heads[~self._links_read(heads)]
         while frontier.size:
             self._links_read(frontier, mark=True)
+            words = a.struct_pages(frontier, 0, per_page * 8).view("<u8")
             if lru is not None:
-                flags = a.struct_pages(frontier, a.layout.flags, a.layout.flags + 8).view("<u8").reshape(-1)
-                frontier = frontier[(flags >> np.uint64(lru) & np.uint64(1)) == 0]
-            words = a.struct_pages(frontier, 0, size).view("<u8").reshape(-1)
-            per_page = size // 8
+                off_lru = (words[:, a.layout.flags // 8] >> np.uint64(lru) & np.uint64(1)) == 0
+                frontier, words = frontier[off_lru], words[off_lru]
+            words = words.reshape(-1)
             found = []
             self.result.bytes_scanned += words.size * 8
             for idx, hit, kind in self.matcher.match(words, False):
