@@ -28,7 +28,25 @@ def coverage(r: "OrphanReport") -> dict:
         "stopped_by_missing_memory": abandoned_stages(c.problems + r.problems),
         "iommu_domains_read": r.scan.iommu_domains_read,
         "iommu_domains_not_read": r.scan.iommu_domains_not_read,
+        "held_through": held_through(r),
     }
+
+
+#: where a reference was found -> the owner class that holds a page there
+#: without a plain pointer next to it (registry.OWNERS and the layout roots)
+OWNER_REGIONS = {"run": "allocation runs", "struct page": "page->lru/private links",
+                 "page tables": "kernel mappings", "iommu": "IOMMU tables", "virtqueue": "virtqueues",
+                 "panic": "the panic's vmcoreinfo"}
+
+
+def held_through(r: "OrphanReport") -> dict[str, int]:
+    """Referenced candidate allocations by where their first reference was
+    found (a region of the scan): which kinds of holder this core has."""
+    out: dict[str, int] = {}
+    for refs in r.references.values():
+        if refs:
+            out[refs[0].region] = out.get(refs[0].region, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def coverage_text(cov: dict, page_size: int) -> str:
@@ -47,6 +65,10 @@ def coverage_text(cov: dict, page_size: int) -> str:
     if cov.get("iommu_domains_not_read"):
         parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
                      "while mapped may look referenced)")
+    owners = [f"{n} by {OWNER_REGIONS[region]}" for region, n in cov.get("held_through", {}).items()
+              if region in OWNER_REGIONS]
+    if owners:
+        parts.append(f"held without a plain pointer: {', '.join(owners)}")
     if cov["rings_not_walked"]:
         parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
     if cov["failed_stages"]:

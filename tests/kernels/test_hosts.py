@@ -19,6 +19,7 @@ from drgn.helpers.linux.mm import follow_phys, phys_to_virt
 
 from vmcore_tools import orphans
 from vmcore_tools.classify import PageClass
+from vmcore_tools.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, sample_core
 
@@ -132,3 +133,13 @@ def test_a_loaded_kexec_images_pages_are_reserved(host):
     pages = np.array(sorted(source | indirection), np.int64)
     assert set(pages.tolist()) <= set(r.census.pfns_of(PageClass.RESERVED).tolist())
     assert not set(pages.tolist()) & {o.pfn for o in r.orphans}
+
+
+def test_the_verdict_names_the_holders_without_a_pointer(host):
+    """The coverage says which owner classes this core has: here the
+    page->lru lists and chains of vmct_shapes and the huge vmemmap leaves of
+    the hot-added memory among them."""
+    core, r = host
+    held = coverage(r)["held_through"]
+    assert held["struct page"] >= 2 and held["page tables"] >= 2 and held["slab"] > held["run"]
+    assert "held without a plain pointer: " in verdict(r) and "by kernel mappings" in verdict(r)
