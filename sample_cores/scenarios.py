@@ -58,10 +58,14 @@ class Scenario:
     #: the guest loads a kernel for kexec (``kexec -l``, the running kernel
     #: and its initramfs) before the dump; in the key only where set
     kexec_load: bool = field(default=False, repr=False)
+    #: drivers whose net devices the guest enslaves to an active-backup bond
+    #: (bond0, which carries its first slave's address); in the key only where set
+    bond: tuple[str, ...] = field(default=(), repr=False)
 
     def key_extras(self) -> tuple:
         """What of the scenario enters a core's key beyond its repr."""
-        return ((self.machine,) if self.machine != Machine() else ()) + (("kexec -l",) if self.kexec_load else ())
+        return (((self.machine,) if self.machine != Machine() else ()) + (("kexec -l",) if self.kexec_load else ())
+                + ((("bond",) + self.bond,) if self.bond else ()))
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -126,9 +130,9 @@ SCENARIOS = {
                  {"vmct_workload": "split_leak=1"}, cmdline="pti=on"),
         Scenario("hosts", "the i40e-leak guest shaped like a production host: two NUMA nodes, a DIMM "
                  "hot-added on node 1 (vmct_hosts keeps pages there and loses two), a virtio balloon "
-                 "inflated by 128 MB, and a kernel loaded for kexec (kexec -l)",
+                 "inflated by 128 MB, a kernel loaded for kexec (kexec -l), the i40e port in a bond",
                  {"vmct_workload": "split_leak=1"}, memory_mb=1280, modules=(*DEFAULT_MODULES, "vmct_hosts"),
-                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128), kexec_load=True),
+                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128), kexec_load=True, bond=("i40e",)),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),
@@ -216,7 +220,8 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines = [f"{k_}={shlex.quote(v)}" for k_, v in job.items()]
     # each module's path (it may hold blanks) and its parameters, side by side
     lines.append("KERNEL_MODULES=(" + " ".join(sc.machine.kernel_modules) + ")")
-    lines.append(f"KEXEC_LOAD={'1' if sc.kexec_load and mode == 'dump' else ''}")
+    lines.append("BOND_DRIVERS=(" + " ".join(sc.bond) + ")")
+    lines.append(f"KEXEC_LOAD={'1' if sc.kexec_load and mode != 'kdump' else ''}")
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
     used = (REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)

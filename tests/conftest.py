@@ -132,8 +132,8 @@ def run_in_guest(scenario: str, kernel: str, command: str) -> str:
     return out
 
 
-def run_probe_in_guest(kernel: str, probe: Path) -> dict:
-    """Boot the i40e-leak guest of ``kernel`` and run the Python script
+def run_probe_in_guest(kernel: str, probe: Path, scenario: str = "i40e-leak") -> dict:
+    """Boot the ``scenario`` guest of ``kernel`` and run the Python script
     ``probe`` in it with the kernel's vmlinux and module debug info as
     arguments; return the JSON document it prints."""
-    return json.loads(run_in_guest("i40e-leak", kernel, f"{sys.executable} {probe} {{debug}}"))
+    return json.loads(run_in_guest(scenario, kernel, f"{sys.executable} {probe} {{debug}}"))

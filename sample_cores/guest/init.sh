@@ -59,6 +59,22 @@ done
 # here but brings its debug info, for the walkers' layout checks
 load igb ixgbe ixgbevf ice iavf igc
 udevadm settle 2>/dev/null || sleep 1
+# a bond over the net devices of the drivers named (an active-backup bond
+# takes its first slave's address; a slave that cannot change its address
+# needs fail_over_mac=active)
+if [ ${#BOND_DRIVERS[@]} -gt 0 ]; then
+    load bonding
+    ip link add bond0 type bond mode active-backup fail_over_mac active || die "bond0"
+    for dev in /sys/class/net/*; do
+        driver=$(basename "$(readlink "$dev/device/driver" 2>/dev/null)" 2>/dev/null)
+        for want in "${BOND_DRIVERS[@]}"; do
+            if [ "$driver" = "$want" ]; then
+                ip link set "${dev##*/}" down && ip link set "${dev##*/}" master bond0 || die "enslave ${dev##*/}"
+            fi
+        done
+    done
+    ip link set bond0 up
+fi
 # a kernel loaded for kexec (what kexec -l leaves in memory until a reboot)
 if [ -n "$KEXEC_LOAD" ]; then
     kexec -l "$VMLINUZ" --initrd="$INITRD" --append="$CAPTURE_CMDLINE" || die "kexec -l"

@@ -1,8 +1,8 @@
 """A guest shaped like a production host (issue 19): two NUMA nodes, a DIMM
-hot-added on node 1, a virtio balloon inflated by 128 MB and a kernel
-loaded for kexec (``kexec -l``), with the i40e-leak guest's modules and
-``vmct_hosts``, which keeps pages on node 1's hot-added memory and loses
-two there.
+hot-added on node 1, a virtio balloon inflated by 128 MB, a kernel loaded
+for kexec (``kexec -l``) and the i40e port in an active-backup bond, with
+the i40e-leak guest's modules and ``vmct_hosts``, which keeps pages on node
+1's hot-added memory and loses two there.
 
 Ground truth comes from the kernel, read independently of the detector:
 the firmware's memory map (``e820_table_firmware``: hot-added memory is not
@@ -12,16 +12,20 @@ modules' truth records."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import drgn
 import numpy as np
 import pytest
 from drgn.helpers.linux.mm import follow_phys, phys_to_virt
+from drgn.helpers.linux.net import for_each_netdev
 
 from vmcore_tools import orphans
 from vmcore_tools.classify import PageClass
+from vmcore_tools.evidence import local_netdevs
 from vmcore_tools.verdict import coverage, verdict
 
-from ..conftest import KERNELS, lines, sample_core
+from ..conftest import KERNELS, lines, run_probe_in_guest, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -143,3 +147,31 @@ def test_the_verdict_names_the_holders_without_a_pointer(host):
     held = coverage(r)["held_through"]
     assert held["struct page"] >= 2 and held["page tables"] >= 2 and held["slab"] > held["run"]
     assert "held without a plain pointer: " in verdict(r) and "by kernel mappings" in verdict(r)
+
+
+@pytest.mark.parametrize("kernel", lines(KERNELS, ci=()))
+def test_live_the_planted_leaks_are_the_orphans(kernel):
+    """The same host, live: the tool reads /proc/kcore inside the guest
+    (live_probe.py, with its churn process) and finds exactly the planted
+    leaks, the two on hot-added memory among them."""
+    result = run_probe_in_guest(kernel, Path(__file__).with_name("live_probe.py"), "hosts")
+    planted = {leak["pfn"] for leak in result["leaks"]}
+    assert len(planted) == 40
+    assert {o["pfn"] for o in result["orphans"]} == planted, \
+        [o for o in result["orphans"] if o["pfn"] not in planted]
+
+
+def test_a_bonded_i40e_port_is_named_by_its_own_device(host):
+    """The i40e port is a slave of bond0, which carries the same address:
+    the frames in its leaked rx pages were received by the port, the device
+    with a driver, and the suspects and the verdict name it, not the bond."""
+    core, r = host
+    prog = r.census.prog
+    devs = {d.name.string_().decode(): d for d in for_each_netdev(prog)}
+    assert "bond0" in devs, sorted(devs)
+    i40e = core.netdevs("i40e")[0]
+    mac = lambda d: prog.read(d.dev_addr.value_(), 6)  # noqa: E731
+    assert mac(devs["bond0"]) == mac(devs[i40e])
+    assert local_netdevs(prog)[mac(devs[i40e])] == (i40e, "i40e")
+    assert any(s.netdev == i40e and s.driver == "i40e" for s in r.suspects)
+    assert f"i40e rx buffers of {i40e}" in verdict(r)
