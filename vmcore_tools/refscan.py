@@ -572,15 +572,27 @@ class ReferenceScan:
     def scan_percpu_first_chunk(self) -> None:
         """Each CPU's unit of the first per-cpu chunk (memblock memory, so
         "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
-        section start, ``pcpu_unit_size`` bytes.
+        section start, up to the end of the first chunk's dynamic area.
 
-        Fact: ``per_cpu_ptr()`` adds the offset modulo 2**64.  Up to 6.14
+        Facts: ``per_cpu_ptr()`` adds the offset modulo 2**64.  Up to 6.14
         the x86-64 section is linked at 0 and the offset is the unit's
         address; from 6.15 the section has its link address and the offset
-        is the unit's address minus it, which wraps."""
+        is the unit's address minus it, which wraps.  A unit is
+        ``pcpu_unit_size`` bytes, but ``pcpu_embed_first_chunk()`` gives the
+        tail of each one beyond the static, reserved and dynamic areas back
+        to the page allocator at boot: those pages belong to whoever got
+        them since (a slab page, say), so only the part the first chunk
+        maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
+        pages, as an offset from unit 0 (``pcpu_base_addr``)."""
         prog = self.prog
         start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
+        if has_object(prog, "pcpu_first_chunk") and has_object(prog, "pcpu_base_addr"):
+            first = prog["pcpu_first_chunk"]
+            used = (first.base_addr.value_() + (first.nr_pages.value_() << self.a.page_shift)
+                    - prog["pcpu_base_addr"].value_())
+            if 0 < used < size:
+                size = used
         for cpu in for_each_possible_cpu(prog):
             base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
             self.scan_virt(base, base + size, f"per-cpu cpu{cpu}")
