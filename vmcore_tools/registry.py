@@ -72,7 +72,8 @@ ROOTS: tuple[Root, ...] = (
          "all", "tests/kernels/test_orphans.py::test_decoys_are_not_orphans"),
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
-         "__per_cpu_start, pcpu_unit_size bytes) holds the static per-CPU variables.",
+         "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "
+         "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Root("task stacks", "scan_stacks", POINTERS,
          "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "
