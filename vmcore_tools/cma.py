@@ -38,8 +38,9 @@ def cma_ranges(prog: drgn.Program) -> list[CmaRange]:
         return []
     out = []
     multi = has_member(prog, "struct cma", "ranges")
+    named = has_member(prog, "struct cma", "name")
     for area in prog["cma_areas"][:prog["cma_area_count"].value_()]:
-        name = area.name.string_().decode(errors="replace") if has_member(prog, "struct cma", "name") else ""
+        name = area.name.string_().decode(errors="replace") if named else ""
         per_bit = 1 << area.order_per_bit.value_()
         ranges = area.ranges[:area.nranges.value_()] if multi else [area]
         for r in ranges:
