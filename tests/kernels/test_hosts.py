@@ -47,22 +47,22 @@ def owned(core, kind: str) -> list[int]:
     return [o["pfn"] for o in core.manifest["owned"] if o["kind"] == kind]
 
 
-def boot_ram(prog) -> list[tuple[int, int]]:
-    """The firmware's RAM ranges (bytes), which memory hot-added later is not in."""
+def hot_added(prog, pfns: list[int]) -> list[int]:
+    """Those of ``pfns`` outside the firmware's RAM ranges: memory hot-added
+    after boot is not in ``e820_table_firmware``."""
     table = prog["e820_table_firmware"]
-    return [(e.addr.value_(), e.addr.value_() + e.size.value_())
-            for e in table.entries[:table.nr_entries.value_()] if e.type.value_() == E820_TYPE_RAM]
+    ram = [(e.addr.value_(), e.addr.value_() + e.size.value_())
+           for e in table.entries[:table.nr_entries.value_()] if e.type.value_() == E820_TYPE_RAM]
+    return [p for p in pfns if not any(lo <= p << 12 < hi for lo, hi in ram)]
 
 
 def test_the_guest_has_two_nodes_and_hot_added_memory(host):
     core, r = host
     prog = r.census.prog
     assert prog["node_states"][prog.constant("N_MEMORY")].bits[0].value_() & 0b11 == 0b11
-    ram = boot_ram(prog)
     node1 = owned(core, "node1-held")
     assert len(node1) == 6
-    hot = [p for p in node1 if not any(lo <= p << 12 < hi for lo, hi in ram)]
-    assert hot, "no page of vmct_hosts lies in hot-added memory"
+    assert hot_added(prog, node1), "no page of vmct_hosts lies in hot-added memory"
 
 
 def test_exactly_the_planted_leaks_are_orphaned(host):
@@ -84,8 +84,7 @@ def test_a_hot_added_dimms_memmap_is_held_by_its_vmemmap_mapping(host):
     block is held by that mapping."""
     core, r = host
     c = r.census
-    ram = boot_ram(c.prog)
-    dimm = next(p for p in owned(core, "node1-held") if not any(lo <= p << 12 < hi for lo, hi in ram))
+    dimm = hot_added(c.prog, owned(core, "node1-held"))[0]
     struct_page = c.memmap.memmap + dimm * c.memmap.struct_size
     phys = follow_phys(c.prog["init_mm"].address_of_(), struct_page).value_()
     block = phys >> c.memmap.page_shift & ~511
