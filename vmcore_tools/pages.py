@@ -300,7 +300,12 @@ class Memmap:
 
         def field_(off: int, dtype: str) -> np.ndarray:
             width = np.dtype(dtype).itemsize
-            return raw[idx, off:off + width].copy().view(dtype).reshape(-1)
+            if off % width or size % width:
+                return raw[idx, off:off + width].copy().view(dtype).reshape(-1)
+            # the struct pages as words of the field's width: one strided
+            # column, copied (a whole chunk) or gathered (picked PFNs)
+            column = raw.view(dtype)[:, off // width]
+            return column.copy() if pick is None else column[idx]
 
         flags = field_(L.flags, "<u8")
         head = field_(L.compound_head, "<u8")
