@@ -414,12 +414,6 @@ def claim(classes: np.ndarray, pfns: np.ndarray, klass: PageClass) -> None:
     classes[pfns[better]] = klass
 
 
-def claim_range(classes: np.ndarray, lo: int, hi: int, klass: PageClass) -> None:
-    """``claim`` for the PFNs ``[lo, hi)`` (a free block)."""
-    span = classes[max(lo, 0):min(hi, classes.size)]
-    span[RANK[span] > RANK[klass]] = klass
-
-
 def class_counts(classes: np.ndarray, step: int = 1 << 18) -> np.ndarray:
     """Pages per class value (256 counters), a slice at a time: ``np.bincount``
     widens its input to 8-byte integers, which on the whole array would cost

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 import drgn
 import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
-from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import for_each_vmap_area, vmalloc_to_pfn
 from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.pid import for_each_task
 
-from .classify import PageClass, claim, claim_range
+from .classify import PageClass, claim
 from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
 from .pages import Memmap
 from .rings import RingScan
@@ -58,26 +57,40 @@ def _migratetype_names(prog: drgn.Program) -> list[str]:
     return names
 
 
-def _list_pfns(m: Memmap, head: drgn.Object, member: str, where: str,
-               problems: list[str]):
-    """PFNs of the pages on a ``struct page`` list.
+def page_list_pfns(m: Memmap, head: int, member: str, where: str, problems: list[str]) -> np.ndarray:
+    """PFNs of the pages on the ``struct page`` list at address ``head``,
+    linked through ``member``, read one ``next`` word at a time (no drgn
+    object per entry: a fragmented host has millions of free pages).
 
     A list that faults (a live kernel changed it under us: LIST_POISON, a
     torn pointer) or does not come back to its head within as many steps as
     there are pages is reported in ``problems`` and left; a corrupted list is
     a finding, not a crash.
     """
-    seen = 0
+    read = m.prog.read_u64
+    offset = drgn.offsetof(m.prog.type("struct page"), member)
+    out: list[int] = []
     try:
-        for page in list_for_each_entry("struct page", head, member):
-            pfn = m.pfn_of_page_ptr(page.value_())
-            seen += 1
-            if seen > m.nr or not 0 <= pfn < m.nr:
-                problems.append(f"{where}: list leaves the memmap at entry {seen} (pfn {pfn})")
-                return
-            yield pfn
+        node = read(head)
+        while node != head:
+            pfn = m.pfn_of_page_ptr(node - offset)
+            if len(out) >= m.nr or pfn < 0:
+                problems.append(f"{where}: list leaves the memmap at entry {len(out) + 1} (pfn {pfn})")
+                break
+            out.append(pfn)
+            node = read(node)
     except drgn.FaultError as e:
-        problems.append(f"{where}: list unreadable at entry {seen} ({e})")
+        problems.append(f"{where}: list unreadable at entry {len(out)} ({e})")
+    return np.array(out, np.int64)
+
+
+def _claim_blocks(classes: np.ndarray, pfns: np.ndarray, order: int, klass: PageClass) -> None:
+    """``claim`` every page of the ``1 << order``-page blocks that start at
+    ``pfns``, about a million pages at a time."""
+    span = np.arange(1 << order, dtype=np.int64)
+    step = max(1, (1 << 20) >> order)
+    for i in range(0, pfns.size, step):
+        claim(classes, (pfns[i:i + step, None] + span).reshape(-1), klass)
 
 
 def walk_free_lists(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = None) -> list[ZoneFree]:
@@ -86,7 +99,7 @@ def walk_free_lists(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = 
 
     Fact: PageBuddy is set only on the first page of a free block and
     ``page_private`` holds its order; the block's other pages are free too.
-    Lists are read by ``_list_pfns``, which reports a broken list instead of
+    Lists are read by ``page_list_pfns``, which reports a broken list instead of
     following it forever.
     """
     zones = []
@@ -105,11 +118,11 @@ def walk_free_lists(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = 
             for order in range(nr_orders):
                 for mt, head in enumerate(zone.free_area[order].free_list):
                     where = f"{name} order {order} {mt_names[mt]}"
-                    for pfn in _list_pfns(m, head.address_of_(), "lru", where, zprob):
-                        if classes is not None:
-                            claim_range(classes, pfn, pfn + (1 << order), PageClass.FREE)
-                        walked[order] += 1
-                        by_mt[mt_names[mt]][order] += 1
+                    pfns = page_list_pfns(m, head.address_of_().value_(), "lru", where, zprob)
+                    if classes is not None:
+                        _claim_blocks(classes, pfns, order, PageClass.FREE)
+                    walked[order] += pfns.size
+                    by_mt[mt_names[mt]][order] += pfns.size
                 if walked[order] != counted[order]:
                     zprob.append(f"{name} order {order}: walked {walked[order]} free blocks, "
                                  f"nr_free says {counted[order]}")
@@ -151,10 +164,10 @@ def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
                         order = i // pcptypes if i < pcptypes * (costly + 1) else (
                             prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9)
                     where = f"{zf.zone} cpu {cpu} pcp list {i}"
-                    for pfn in _list_pfns(m, lists[i].address_of_(), member, where, zf.problems):
-                        if classes is not None:
-                            claim_range(classes, pfn, pfn + (1 << order), PageClass.FREE_PCP)
-                        zf.pcp_pages += 1 << order
+                    pfns = page_list_pfns(m, lists[i].address_of_().value_(), member, where, zf.problems)
+                    if classes is not None:
+                        _claim_blocks(classes, pfns, order, PageClass.FREE_PCP)
+                    zf.pcp_pages += pfns.size << order
 
 
 @dataclass

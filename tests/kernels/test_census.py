@@ -11,14 +11,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import drgn
 import numpy as np
 import pytest
 
 from vmcore_tools.census import census
-from vmcore_tools.classify import PageClass
+from vmcore_tools.classify import UNCLAIMED, PageClass
 from vmcore_tools.features import constant
+from vmcore_tools.pages import Memmap
+from vmcore_tools.walks import page_list_pfns, walk_free_lists
 
-from ..conftest import cli_json, run_cli
+from ..conftest import cli_json, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -163,6 +166,52 @@ def test_cli_buddy_walk_matches_the_kernels_counts(leak_core):
 
 def test_cli_buddy_on_kdump_compressed_core(kdump_core):
     check_buddy(kdump_core)
+
+
+def _longest_free_list(prog, m):
+    """(zone name, order, list head address, PFNs) of the longest buddy list."""
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+    best = None
+    for pgdat in for_each_online_pgdat(prog):
+        for zone in pgdat.node_zones:
+            if not zone.present_pages:
+                continue
+            for order in range(len(zone.free_area)):
+                for head in zone.free_area[order].free_list:
+                    pfns = page_list_pfns(m, head.address_of_().value_(), "lru", "", [])
+                    if best is None or pfns.size > best[3].size:
+                        best = (zone.name.string_().decode(), order, head.address_of_().value_(), pfns)
+    return best
+
+
+@pytest.mark.parametrize("breakage", ["poison", "fault"])
+def test_a_broken_free_list_is_a_problem_not_a_crash(breakage):
+    """A live kernel can change a free list under the walk: the third entry's
+    ``lru.next`` becomes LIST_POISON1 (what ``list_del`` leaves), or its
+    memory cannot be read.  The walk keeps the entries before the break,
+    says where it stopped, and the zone's count disagrees with nr_free.
+    The break is an overlay segment over the core's memory (drgn reads the
+    newest segment first); the dump is not written."""
+    prog = sample_core("i40e-leak", "6.1").program()
+    m = Memmap.from_program(prog)
+    zone, order, head, pfns = _longest_free_list(prog, m)
+    assert pfns.size >= 3
+    lru = m.memmap + int(pfns[1]) * m.struct_size + drgn.offsetof(prog.type("struct page"), "lru")
+
+    def read(address, count, offset, physical):
+        if breakage == "fault":
+            raise drgn.FaultError("overlay: unreadable", address)
+        return (0xdead000000000100).to_bytes(8, "little")
+    prog.add_memory_segment(lru, 8, read)
+    classes = np.full(m.nr, UNCLAIMED, np.uint8)
+    zones = walk_free_lists(prog, m, classes)
+    z = next(z for z in zones if z.zone == zone)
+    expect = {"poison": "list leaves the memmap at entry 3", "fault": "list unreadable at entry 2"}[breakage]
+    assert any(expect in p and f"order {order}" in p for p in z.problems), z.problems
+    assert any(f"order {order}: walked" in p for p in z.problems)
+    assert z.blocks_walked[order] == z.blocks_counted[order] - pfns.size + 2
+    assert all(classes[p:p + (1 << order)].tolist() == [PageClass.FREE] * (1 << order) for p in pfns[:2])
+    assert classes[int(pfns[2])] == UNCLAIMED
 
 
 def check_buddy(core):
