@@ -2,9 +2,12 @@
 pages/s, the reference scan's GB/s, the orphan report against the census,
 and peak RSS.
 
-    .venv/bin/python benchmarks/census_bench.py [--scenario i40e-leak] [--kernel 6.1]
+    .venv/bin/python benchmarks/census_bench.py [--scenario i40e-leak] [--kernel 6.1] [--profile]
 
 Each run happens in a fresh process so peak RSS is the census's own.
+``--profile`` adds where the census's time goes, in process (the fastest
+of three censuses): each stage, and the memmap pass split into reading the
+struct pages, decoding their words and judging the class rules.
 Results are recorded in benchmarks/RESULTS.md.
 """
 
@@ -25,7 +28,7 @@ from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
 from vmcore_tools.orphans import orphans
-from vmcore_tools.pages import Memmap
+from vmcore_tools.pages import CHUNK_PAGES, Memmap
 def rss():
     f = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
     return {{k: int(f[k].split()[0]) for k in ("RssAnon", "RssFile")}}
@@ -37,7 +40,34 @@ t0 = time.perf_counter(); n = sum(w.nr for w in Memmap.from_program(prog).chunks
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
 rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_census = rss()
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
-print(json.dumps({{"pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
+profile = {{}}
+if {profile!r}:
+    census_module = sys.modules["vmcore_tools.census"]
+    real_stage, real_rings = census_module.run_stage, census_module.walk_rings
+    times = {{}}
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+    census_module.run_stage = lambda name, fn, *a, **k: timed(name, lambda: real_stage(name, fn, *a, **k))
+    census_module.walk_rings = lambda *a, **k: timed("NIC rings", lambda: real_rings(*a, **k))
+    for _ in range(3):
+        times.clear()
+        t0 = time.perf_counter(); census(prog); times["census"] = time.perf_counter() - t0
+        for k, v in times.items():
+            profile[k] = min(profile.get(k, v), v)
+    m = Memmap.from_program(prog)
+    def best(fn):
+        out = []
+        for _ in range(3):
+            t0 = time.perf_counter(); fn(); out.append(time.perf_counter() - t0)
+        return min(out)
+    profile["memmap: read"] = best(lambda: [m._read(lo, min(e, lo + CHUNK_PAGES))
+                                           for s, e in m.ranges for lo in range(s, e, CHUNK_PAGES)])
+    profile["memmap: read + decode"] = best(lambda: [None for _ in m.chunks()])
+print(json.dumps({{"profile": profile, "pages": c.total_pages, "open_s": t_open, "read_s": t_read, "census_s": t_census,
                   "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
                   "orphans": len(r.found), "rss_after_census_kb": rss_census,
                   "rss_after_open_kb": rss_open, "split_open": split_open, "split_census": split_census,
@@ -49,11 +79,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", default="i40e-leak")
     ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--profile", action="store_true", help="where the census's time goes, stage by stage")
     args = ap.parse_args()
     from sample_cores.scenarios import build
     core_dir = build(args.scenario, args.kernel, log=lambda m: print(m, file=sys.stderr))
     repo = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, core_dir=str(core_dir))],
+    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, core_dir=str(core_dir), profile=args.profile)],
                          capture_output=True, text=True, check=True).stdout
     r = json.loads(out)
     fmt = json.loads((core_dir / "manifest.json").read_text())["core"]["format"]
@@ -73,7 +104,23 @@ def main() -> int:
     print(f"resident after open:   {so['RssAnon'] / 1024:.0f} MB anonymous, {so['RssFile'] / 1024:.0f} MB mapped files")
     print(f"resident after census: {sc['RssAnon'] / 1024:.0f} MB anonymous, {sc['RssFile'] / 1024:.0f} MB mapped files "
           "(debug info; on kdump also libkdumpfile's window on the dump)")
+    if args.profile:
+        print_profile(r["profile"], r["pages"])
     return 0
+
+
+def print_profile(p: dict, pages: int) -> None:
+    """The census stage by stage (fastest of three runs each); the memmap
+    pass ("struct pages") split into read, decode and the class rules."""
+    print(f"\nwhere the census's {p['census']:.3f} s go ({pages / p['census'] / 1e6:.2f} M pages/s in process):")
+    for name, s in sorted(p.items(), key=lambda kv: -kv[1]):
+        if name != "census" and not name.startswith("memmap"):
+            print(f"  {name:28} {s:7.3f} s  {100 * s / p['census']:5.1f}%")
+    read, decode = p["memmap: read"], p["memmap: read + decode"] - p["memmap: read"]
+    rules = p.get("struct pages", 0.0) - read - decode
+    print("  the memmap pass (struct pages) split:")
+    for name, s in (("read the struct pages", read), ("decode their words", decode), ("class rules", rules)):
+        print(f"    {name:26} {s:7.3f} s  = {pages / max(s, 1e-9) / 1e6:7.1f} M pages/s")
 
 
 if __name__ == "__main__":

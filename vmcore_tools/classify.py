@@ -459,36 +459,37 @@ def classify_pages(w: PageWords, ev: ChunkEvidence, ctx: Context,
     rule it matches itself (UNCLAIMED if none): the verdict its tails in the
     next chunks inherit through ``carry``.
 
-    A tail whose head is in this chunk follows the head's rules; one whose
-    head came earlier follows the verdict carried over; one whose head was
-    never seen (unreadable) is judged on its own words."""
+    A page takes the first rule that matches it: a per-page rule on its own
+    words, a head-judged rule on its compound head's.  So each rule is
+    judged once per page, and the answer is the earlier of two indexes: the
+    first per-page rule the page matches, and the first head-judged rule
+    its head matches (the head's verdict).  A tail whose head is in this
+    chunk takes the head's; one whose head came earlier takes the verdict
+    carried over; one whose head was never seen (unreadable) is judged on
+    its own words."""
     n = w.nr
     lo = int(w.pfn[0])
-    cls = np.full(n, PageClass.UNATTRIBUTED, np.uint8)
-    cls[~w.readable] = PageClass.UNREADABLE
-    todo = w.readable.copy()
+    none = np.uint8(len(RULES))
+    first_own = np.full(n, none, np.uint8)     # first per-page rule the page matches
+    first_head = np.full(n, none, np.uint8)    # first head-judged rule its own words match
+    for i, (klass, rule) in enumerate(RULES):
+        first = first_own if klass in _PER_PAGE else first_head
+        first[(first == none) & rule(w, ev, ctx)] = i
+    follows = first_head.copy()                # the head-judged rule the page follows
     tail = w.is_tail
     local = tail & (w.head_pfn >= lo) & (w.head_pfn < lo + n)
-    at = w.head_pfn[local] - lo
-    carried = np.full(n, UNCLAIMED, np.uint8)
-    known = np.zeros(n, bool)
+    follows[local] = first_head[w.head_pfn[local] - lo]
     remote = tail & ~local
     if remote.any():
         for head in np.unique(w.head_pfn[remote]).tolist():
             if head in carry:
-                sel = remote & (w.head_pfn == head)
-                carried[sel] = carry[head][1]
-                known |= sel
-    own = ~(local | known)
-    verdict = np.full(n, UNCLAIMED, np.uint8)
-    for klass, rule in RULES:
-        mask = rule(w, ev, ctx)
-        if klass not in _PER_PAGE:
-            verdict[(verdict == UNCLAIMED) & mask] = klass
-            on_head = mask & own
-            mask = on_head | (known & (carried == klass))
-            mask[local] = on_head[at]
-        hit = todo & mask
-        cls[hit] = klass
-        todo &= ~hit
-    return cls, verdict
+                verdict = carry[head][1]
+                follows[remote & (w.head_pfn == head)] = none if verdict == UNCLAIMED else RANK[verdict]
+    cls = _CLASS_OF_RULE[np.minimum(first_own, follows)]
+    cls[~w.readable] = PageClass.UNREADABLE
+    return cls, _VERDICT_OF_RULE[first_head]
+
+
+#: PageClass of each rule index, and of "no rule" (the last entry)
+_CLASS_OF_RULE = np.array([k for k, _ in RULES] + [PageClass.UNATTRIBUTED], np.uint8)
+_VERDICT_OF_RULE = np.array([k for k, _ in RULES] + [UNCLAIMED], np.uint8)
