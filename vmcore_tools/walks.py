@@ -146,25 +146,29 @@ def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
     member = "pcp_list" if has_member(prog, "struct page", "pcp_list") else "lru"
     pcptypes = constant(prog, "MIGRATE_PCPTYPES") or 3
     costly = 3  # PAGE_ALLOC_COSTLY_ORDER
+    thp_order = prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9
+    pageset = "per_cpu_pageset" if has_member(prog, "struct zone", "per_cpu_pageset") else "pageset"
+    list_head = prog.type("struct list_head").size
+    cpus = list(for_each_possible_cpu(prog))
     zi = iter(zones)
     for pgdat in for_each_online_pgdat(prog):
         for zone in pgdat.node_zones:
             if not zone.present_pages:
                 continue
             zf = next(zi)
-            pset = zone.per_cpu_pageset if has_member(prog, "struct zone", "per_cpu_pageset") else zone.pageset
-            for cpu in for_each_possible_cpu(prog):
+            pset = getattr(zone, pageset)
+            for cpu in cpus:
                 pcp = per_cpu_ptr(pset, cpu)
                 if pcp.type_.type.has_member("pcp"):
                     pcp = pcp.pcp.address_of_()
-                lists = pcp.lists
-                for i in range(len(lists)):
+                nr_lists = len(pcp.lists)
+                lists = pcp.lists.address_of_().value_()
+                for i in range(nr_lists):
                     order = 0
-                    if len(lists) > pcptypes:
-                        order = i // pcptypes if i < pcptypes * (costly + 1) else (
-                            prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9)
+                    if nr_lists > pcptypes:
+                        order = i // pcptypes if i < pcptypes * (costly + 1) else thp_order
                     where = f"{zf.zone} cpu {cpu} pcp list {i}"
-                    pfns = page_list_pfns(m, lists[i].address_of_().value_(), member, where, zf.problems)
+                    pfns = page_list_pfns(m, lists + i * list_head, member, where, zf.problems)
                     if classes is not None:
                         _claim_blocks(classes, pfns, order, PageClass.FREE_PCP)
                     zf.pcp_pages += pfns.size << order
