@@ -221,9 +221,7 @@ class Memmap:
         in windows of the memmap that cover many of them at once."""
         pfns = np.unique(np.asarray(pfns, np.int64))
         pfns = pfns[(pfns >= 0) & (pfns < self.nr)]
-        window = pfns // CHUNK_PAGES
-        cuts = np.flatnonzero(np.diff(window)) + 1
-        parts = [self._decode(int(p[0]), int(p[-1]) + 1, p) for p in np.split(pfns, cuts) if p.size]
+        parts = [self._decode(int(p[0]), int(p[-1]) + 1, p) for p in np.split(pfns, self._windows(pfns)) if p.size]
         if not parts:
             return self._decode(0, 0)
         return PageWords(**{f: (None if getattr(parts[0], f) is None
@@ -244,10 +242,7 @@ class Memmap:
         hi_byte = self.struct_size if hi_byte is None else hi_byte
         out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
         order = np.argsort(pfns, kind="stable")
-        ordered = pfns[order]
-        apart = max(1, self.page_size // self.struct_size)
-        cuts = np.flatnonzero((np.diff(ordered // CHUNK_PAGES) != 0) | (np.diff(ordered) > apart)) + 1
-        for idx in np.split(order, cuts):
+        for idx in np.split(order, self._windows(pfns[order])):
             if not idx.size:
                 continue
             p = pfns[idx]
@@ -255,6 +250,14 @@ class Memmap:
             raw, _ = self._read(lo, hi)
             out[idx] = raw[p - lo, lo_byte:hi_byte]
         return out
+
+    def _windows(self, ordered: np.ndarray) -> np.ndarray:
+        """Where to cut sorted PFNs into memmap windows that are each read
+        in one go: at every ``CHUNK_PAGES`` boundary, and between PFNs a
+        page of struct pages or more apart (so far-apart pages do not read
+        the memmap between them)."""
+        apart = max(1, self.page_size // self.struct_size)
+        return np.flatnonzero((np.diff(ordered // CHUNK_PAGES) != 0) | (np.diff(ordered) > apart)) + 1
 
     def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw struct pages ``[lo, hi)`` (bytes, shape (n, size)) and which were readable."""
