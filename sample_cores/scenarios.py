@@ -130,9 +130,11 @@ SCENARIOS = {
                  {"vmct_workload": "split_leak=1"}, cmdline="pti=on"),
         Scenario("hosts", "the i40e-leak guest shaped like a production host: two NUMA nodes, a DIMM "
                  "hot-added on node 1 (vmct_hosts keeps pages there and loses two), a virtio balloon "
-                 "inflated by 128 MB, a kernel loaded for kexec (kexec -l), the i40e port in a bond",
+                 "inflated by 128 MB, 256 MB of legacy pmem on node 1 (memmap=256M!896M: ZONE_DEVICE "
+                 "pages, idle), a kernel loaded for kexec (kexec -l), the i40e port in a bond",
                  {"vmct_workload": "split_leak=1"}, memory_mb=1280, modules=(*DEFAULT_MODULES, "vmct_hosts"),
-                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128), kexec_load=True, bond=("i40e",)),
+                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128, pmem_mb=256), kexec_load=True,
+                 bond=("i40e",)),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),
@@ -372,7 +374,7 @@ def _spec(sc: Scenario, k: Kernel, initrd: Path, run_dir: Path, cmdline: str) ->
     """The guest of ``sc`` on ``k``, ``cmdline`` added to the scenario's."""
     return GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb,
                      nics=_nics(), disk_mb=sc.disk_mb, machine=sc.machine,
-                     cmdline=_cmdline(sc.cmdline, sc.machine.cmdline, cmdline))
+                     cmdline=_cmdline(sc.cmdline, sc.machine.cmdline(sc.memory_mb), cmdline))
 
 
 def _boot(spec: GuestSpec, run, line: str, log):

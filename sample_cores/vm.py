@@ -48,22 +48,40 @@ class Machine:
     memory blocks, their memmap allocated at hot-add time) and onlines with
     ``memhp_default_state=online``.  ``balloon_mb`` gives the guest a
     virtio-balloon device and asks QEMU to take that much memory back; the
-    dump waits until the guest has given it."""
+    dump waits until the guest has given it.  ``pmem_mb`` makes a range of
+    the boot memory legacy persistent memory (``memmap=SIZE!START``, how
+    pmem is emulated without NFIT firmware): the kernel's e820 pmem driver
+    (``nd_e820``) gives it a raw namespace, and ``nd_pmem`` maps its pages
+    (``devm_memremap_pages()``, MEMORY_DEVICE_FS_DAX): ZONE_DEVICE struct
+    pages, whose memmap is allocated from RAM then, and none of which the
+    page allocator ever hands out."""
 
     #: options before any device (``-machine``, an IOMMU that must exist before the devices it serves)
     early_args: tuple[str, ...] = ()
     numa_nodes: int = 1
     dimm_mb: int = 0
     balloon_mb: int = 0
+    pmem_mb: int = 0
 
-    @property
-    def cmdline(self) -> str:
-        return "memhp_default_state=online" if self.dimm_mb else ""
+    def cmdline(self, memory_mb: int) -> str:
+        """What the kernel command line needs for this hardware."""
+        out = ["memhp_default_state=online"] if self.dimm_mb else []
+        if self.pmem_mb:
+            out.append(f"memmap={self.pmem_mb}M!{self.pmem_start_mb(memory_mb)}M")
+        return " ".join(out)
+
+    def pmem_start_mb(self, memory_mb: int) -> int:
+        """Where the pmem range starts: section (128 MiB) aligned, or nd_pmem
+        trims it; a section below the top of the boot memory, clear of the
+        firmware's tables there, and on the last node."""
+        assert self.pmem_mb % 128 == 0 and self.pmem_mb + 128 < memory_mb // self.numa_nodes, \
+            "pmem must be section-aligned and fit on the last node"
+        return (memory_mb - self.pmem_mb - 128) // 128 * 128
 
     @property
     def kernel_modules(self) -> tuple[str, ...]:
         """Kernel modules the guest loads for this hardware."""
-        return ("virtio_balloon",) if self.balloon_mb else ()
+        return (("virtio_balloon",) if self.balloon_mb else ()) + (("nd_e820", "nd_pmem") if self.pmem_mb else ())
 
     def args(self, memory_mb: int, cpus: int) -> list[str]:
         """QEMU's ``-m`` and the options that shape the machine."""

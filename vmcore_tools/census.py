@@ -31,8 +31,8 @@ from .pagetables import PageTableWalk, walk_page_tables
 from .rings import RingScan, walk_rings
 from .stages import run_stage
 from .counters import kernel_counters
-from .walks import (VmapPages, ZoneFree, hugetlb_dtor, ring_heads, walk_free_lists, walk_page_frags,
-                    walk_pcp_lists, walk_vmalloc)
+from .walks import (DeviceRange, VmapPages, ZoneFree, hugetlb_dtor, ring_heads, walk_device_pages,
+                    walk_free_lists, walk_page_frags, walk_pcp_lists, walk_vmalloc)
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Census:
     rings: RingScan               # NIC rings and other page holders found by the walkers
     page_tables: PageTableWalk    # page-table pages and the kernel's own mappings
     vmap: "VmapPages"             # which vmap area maps each vmalloc'd page
+    device: list[DeviceRange]     # ZONE_DEVICE ranges (pmem, device memory): not RAM
 
     @cached_property
     def page_owner_state(self) -> str:
@@ -79,11 +80,11 @@ class Census:
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared
-        (shmem), cache (file), free."""
+        (shmem), cache (file), free.  T is RAM: device pages are not in it."""
         t = self.totals()
         kernel = sum(t[c.label] for c in KERNEL_CLASSES)
         return {
-            "T": self.total_pages - t["unreadable"],
+            "T": self.total_pages - t["unreadable"] - t["device"],
             "U": t["anon"],
             "K": kernel,
             "S": t["shmem"],
@@ -104,8 +105,8 @@ class Census:
             return {"census_kb": ours * kb, "kernel_kb": None if kernel is None else kernel * kb,
                     "note": note}
         return {
-            "MemTotal": row(self.total_pages - t["reserved"] - t["unreadable"], k.get("totalram"),
-                            "pages not reserved"),
+            "MemTotal": row(self.total_pages - t["reserved"] - t["unreadable"] - t["device"], k.get("totalram"),
+                            "pages not reserved, device memory left out"),
             "MemFree": row(t["free"], k.get("free"), "buddy free lists"),
             "FreePcp": row(t["free_pcp"], None, "per-CPU lists, not in MemFree"),
             "Cached+Shmem": row(t["file"] + t["shmem"], k.get("file"), "NR_FILE_PAGES"),
@@ -172,6 +173,7 @@ class Census:
             "meminfo": self.meminfo(),
             "by_zone": self.by_zone(),
             "zones": [z.to_json() for z in self.zones],
+            "device_ranges": [r.to_json() for r in self.device],
             "problems": self.problems,
         }
 
@@ -216,6 +218,7 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     def stage(name: str, walk, default):
         return run_stage(name, walk, default, problems)
 
+    device = stage("device pages", lambda: walk_device_pages(prog, m, classes), [])
     zones = stage("free lists", lambda: walk_free_lists(prog, m, classes), [])
     none = np.zeros(0, np.int64)
     tables = stage("page tables", lambda: walk_page_tables(prog, m),
@@ -244,4 +247,4 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap)
+    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap, device)

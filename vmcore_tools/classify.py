@@ -52,6 +52,7 @@ class PageClass(IntEnum):
     NIC_RING = 21        # held by a NIC rx ring (rings/: i40e family, virtio_net, e1000e)
     KERNEL_PAGE_TABLE = 22  # page-table pages without the PageTable type (found by walking)
     PAGE_EXT = 23        # page_ext tables: page_owner records and other per-page extensions
+    DEVICE = 24          # ZONE_DEVICE: a dev_pagemap's pages (pmem, device-private), not RAM
 
     @property
     def label(self) -> str:
@@ -334,6 +335,14 @@ def rule_page_ext(w, ev, ctx):
     return ev.claimed == PageClass.PAGE_EXT
 
 
+def rule_device(w, ev, ctx):
+    """ZONE_DEVICE pages, claimed from the dev_pagemaps
+    (``walks.walk_device_pages``).  Whatever their flags and refcount say
+    (an idle fsdax page keeps refcount 1), the page allocator never owns
+    them, so they are neither kernel memory nor a leak candidate."""
+    return ev.claimed == PageClass.DEVICE
+
+
 def rule_page_frag(w, ev, ctx):
     """page_frag caches: per-CPU ``netdev_alloc_cache``/``napi_alloc_cache``
     and every task's ``task_frag``."""
@@ -358,6 +367,7 @@ def rule_zero_ref(w, ev, ctx):
 
 
 RULES: tuple[tuple[PageClass, Rule], ...] = (
+    (PageClass.DEVICE, rule_device),
     (PageClass.FREE, rule_free),
     (PageClass.FREE_PCP, rule_free_pcp),
     (PageClass.RESERVED, rule_reserved),
@@ -384,7 +394,7 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
 #: Rules that are judged on the compound head; tails take the head's class.
 #: (Free blocks, pcp lists and vmalloc/percpu/stack pages are listed page by
 #: page, and reserved is a per-page flag.)
-_PER_PAGE = {PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.KERNEL_STACK,
+_PER_PAGE = {PageClass.DEVICE, PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.KERNEL_STACK,
              PageClass.VMALLOC, PageClass.PERCPU, PageClass.KERNEL_PAGE_TABLE, PageClass.PAGE_EXT}
 
 
@@ -412,6 +422,14 @@ def claim(classes: np.ndarray, pfns: np.ndarray, klass: PageClass) -> None:
     pfns = pfns[(pfns >= 0) & (pfns < classes.size)]
     better = RANK[klass] < RANK[classes[pfns]]
     classes[pfns[better]] = klass
+
+
+def claim_range(classes: np.ndarray, lo: int, hi: int, klass: PageClass) -> None:
+    """``claim`` for the PFNs ``[lo, hi)``, a slice at a time (a device range
+    can be terabytes: no array of its PFNs)."""
+    for start in range(max(lo, 0), min(hi, classes.size), 1 << 20):
+        span = classes[start:min(hi, classes.size, start + (1 << 20))]
+        span[RANK[span] > RANK[klass]] = klass
 
 
 def class_counts(classes: np.ndarray, step: int = 1 << 18) -> np.ndarray:

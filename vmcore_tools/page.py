@@ -125,6 +125,11 @@ def owner_of(prog: drgn.Program, c: Census, report: PageReport, klass: PageClass
         return ""
     if klass == PageClass.PERCPU:
         return "a per-cpu chunk (its pages are not listed in a vm_struct)"
+    if klass == PageClass.DEVICE:
+        for r in c.device:
+            if r.start <= pfn < r.end:
+                return f"ZONE_DEVICE range {r.start:#x}-{r.end:#x} of dev_pagemap {r.pgmap:#x} ({r.kind})"
+        return ""
     if klass == PageClass.PAGE_EXT:
         return "a page_ext table of mem_section (page_owner records and other per-page extensions)"
     if klass in (PageClass.VMALLOC, PageClass.KERNEL_STACK):

@@ -55,6 +55,7 @@ COLOURS: dict[int, tuple[int, int, int]] = {
     PageClass.UNATTRIBUTED: (255, 0, 255),
     PageClass.NIC_RING: (60, 110, 60),
     PageClass.PAGE_EXT: (140, 140, 160),
+    PageClass.DEVICE: (200, 225, 200),
     ORPHANED: (255, 0, 0),
 }
 #: drawn over the majority in a block: the first of these present wins

@@ -36,6 +36,7 @@ EXIT_OK, EXIT_LEAK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 
 #: stage name -> what the result lacks when it fails
 STAGES: dict[str, str] = {
+    "device pages": "ZONE_DEVICE pages (pmem, device memory) may be counted as kernel memory",
     "free lists": "free pages may be counted as allocated",
     "page tables": "page-table pages and the kernel's own mappings are not known",
     "ring walkers": "ring pages may look unattributed",

@@ -29,6 +29,7 @@ def coverage(r: "OrphanReport") -> dict:
         "iommu_domains_read": r.scan.iommu_domains_read,
         "iommu_domains_not_read": r.scan.iommu_domains_not_read,
         "held_through": held_through(r),
+        "device_pages": c.totals()["device"],
     }
 
 
@@ -65,6 +66,9 @@ def coverage_text(cov: dict, page_size: int) -> str:
     if cov.get("iommu_domains_not_read"):
         parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
                      "while mapped may look referenced)")
+    if cov.get("device_pages"):
+        parts.append(f"{_size(cov['device_pages'] * page_size)} of device memory (ZONE_DEVICE: pmem, device "
+                     "pages) left out: no page allocator owns it")
     owners = [f"{n} by {OWNER_REGIONS[region]}" for region, n in cov.get("held_through", {}).items()
               if region in OWNER_REGIONS]
     if owners:

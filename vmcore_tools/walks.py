@@ -15,8 +15,9 @@ from drgn.helpers.linux.mm import for_each_vmap_area, vmalloc_to_pfn
 from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.xarray import xa_for_each
 
-from .classify import PageClass, claim
+from .classify import PageClass, claim, claim_range
 from .features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
 from .pages import Memmap
 from .rings import RingScan
@@ -172,6 +173,56 @@ def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
                     if classes is not None:
                         _claim_blocks(classes, pfns, order, PageClass.FREE_PCP)
                     zf.pcp_pages += pfns.size << order
+
+
+@dataclass
+class DeviceRange:
+    """PFNs ``[start, end)`` of one range of a ``struct dev_pagemap``."""
+
+    start: int
+    end: int
+    kind: str           # enum memory_type without MEMORY_DEVICE_ (fs_dax, private, ...)
+    pgmap: int          # address of the dev_pagemap
+
+    def to_json(self) -> dict:
+        return {"start_pfn": self.start, "end_pfn": self.end, "type": self.kind, "pgmap": f"{self.pgmap:#x}"}
+
+
+def walk_device_pages(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = None) -> list[DeviceRange]:
+    """The ZONE_DEVICE ranges of every ``struct dev_pagemap``, claimed as
+    DEVICE in ``classes`` when given.
+
+    Fact: ``memremap_pages()`` (pmem in fsdax or devdax mode, HMM
+    device-private memory, P2P DMA BARs) gives a device's memory struct
+    pages in ZONE_DEVICE and records each of its ranges in the xarray
+    ``pgmap_array``, indexed by PFN, for ``get_dev_pagemap()``.  The page
+    allocator never owns these pages.  A pagemap has ``nr_range`` ranges
+    from 5.10 (``ranges[]``, or its one ``range``); before, one ``res``.
+    A kernel without ``pgmap_array`` (no CONFIG_ZONE_DEVICE) has none."""
+    if not has_object(prog, "pgmap_array"):
+        return []
+    kinds = {e.value: e.name.removeprefix("MEMORY_DEVICE_").lower()
+             for e in prog.type("enum memory_type").enumerators or ()}
+    seen: set[int] = set()
+    out: list[DeviceRange] = []
+    for _, entry in xa_for_each(prog["pgmap_array"].address_of_()):
+        addr = entry.value_()
+        if addr in seen:
+            continue
+        seen.add(addr)
+        pgmap = drgn.Object(prog, "struct dev_pagemap *", addr)
+        if has_member(prog, "struct dev_pagemap", "nr_range"):
+            spans = [(r.start.value_(), r.end.value_()) for r in
+                     (pgmap.ranges[i] for i in range(pgmap.nr_range.value_()))]
+        else:
+            spans = [(pgmap.res.start.value_(), pgmap.res.end.value_())]
+        kind = kinds.get(pgmap.type.value_(), str(pgmap.type.value_()))
+        for start, end in spans:      # end is inclusive
+            r = DeviceRange(start >> m.page_shift, (end + 1) >> m.page_shift, kind, addr)
+            out.append(r)
+            if classes is not None:
+                claim_range(classes, r.start, r.end, PageClass.DEVICE)
+    return sorted(out, key=lambda r: r.start)
 
 
 @dataclass

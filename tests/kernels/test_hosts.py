@@ -1,14 +1,15 @@
 """A guest shaped like a production host (issue 19): two NUMA nodes, a DIMM
-hot-added on node 1, a virtio balloon inflated by 128 MB, a kernel loaded
-for kexec (``kexec -l``) and the i40e port in an active-backup bond, with
-the i40e-leak guest's modules and ``vmct_hosts``, which keeps pages on node
-1's hot-added memory and loses two there.
+hot-added on node 1, a virtio balloon inflated by 128 MB, 256 MB of legacy
+persistent memory (``memmap=256M!896M``), a kernel loaded for kexec
+(``kexec -l``) and the i40e port in an active-backup bond, with the
+i40e-leak guest's modules and ``vmct_hosts``, which keeps pages on node 1's
+hot-added memory and loses two there.
 
 Ground truth comes from the kernel, read independently of the detector:
 the firmware's memory map (``e820_table_firmware``: hot-added memory is not
-in it), the guest's ``/proc/kpageflags`` (balloon pages are ``PG_offline``),
-the kexec image's entry list walked with drgn objects, and the test
-modules' truth records."""
+in it), the guest's ``/proc/kpageflags`` (balloon pages are ``PG_offline``)
+and ``/proc/iomem`` (the pmem range), the kexec image's entry list walked
+with drgn objects, and the test modules' truth records."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import drgn
 import numpy as np
 import pytest
 from drgn.helpers.linux.mm import follow_phys, phys_to_virt
+from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.net import for_each_netdev
 
 from vmcore_tools import orphans
@@ -122,6 +124,43 @@ def kexec_entries(prog) -> tuple[set[int], set[int]]:
         if entry & IND_SOURCE:
             source.add(entry >> 12)
         ptr += 1
+
+
+def iomem_pmem(core) -> list[tuple[int, int]]:
+    """PFN ranges ``[start, end)`` the guest's /proc/iomem calls persistent memory."""
+    out = []
+    for line in (core.path / "proc" / "iomem").read_text().splitlines():
+        span, _, name = line.strip().partition(" : ")
+        if name.startswith("Persistent Memory"):
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            out.append((lo >> 12, (hi + 1) >> 12))
+    return out
+
+
+def test_pmem_pages_are_device_memory_not_ram(host):
+    """The legacy pmem range has struct pages (``nd_pmem`` maps it with
+    ``devm_memremap_pages()``: ZONE_DEVICE, MEMORY_DEVICE_FS_DAX, idle).
+    Every page of it, and no other, is DEVICE, found through the kernel's
+    dev_pagemaps; none is an orphan; RAM (T and MemTotal) leaves them out;
+    the verdict says so."""
+    core, r = host
+    c = r.census
+    ranges = iomem_pmem(core)
+    assert sum(hi - lo for lo, hi in ranges) == 256 << 8, ranges
+    assert all(any(s <= lo and hi <= e for s, e in c.memmap.ranges) for lo, hi in ranges)
+    device = np.zeros(c.classes.size, bool)
+    for lo, hi in ranges:
+        device[lo:hi] = True
+    assert (c.classes[device] == PageClass.DEVICE).all()
+    assert not (c.classes[~device] == PageClass.DEVICE).any()
+    assert [(d.start, d.end, d.kind) for d in c.device] == [(lo, hi, "fs_dax") for lo, hi in ranges]
+    # RAM is what the kernel's zones have present (ZONE_DEVICE has none); the
+    # census's T also holds the struct pages of the firmware's holes below 1 MB
+    present = sum(z.present_pages.value_() for pgdat in for_each_online_pgdat(c.prog) for z in pgdat.node_zones)
+    assert 0 <= c.decomposition()["T"] - present < 256, (c.decomposition()["T"], present)
+    assert not any(lo <= o.pfn < hi for o in r.orphans for lo, hi in ranges)
+    assert coverage(r)["device_pages"] == device.sum()
+    assert "256.0 MB of device memory" in verdict(r)
 
 
 def test_a_loaded_kexec_images_pages_are_reserved(host):
