@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .classify import KERNEL_CLASSES
+from .features import has_object
 from .stages import abandoned_stages, failed_stages
 
 if TYPE_CHECKING:
@@ -30,7 +31,24 @@ def coverage(r: "OrphanReport") -> dict:
         "iommu_domains_not_read": r.scan.iommu_domains_not_read,
         "held_through": held_through(r),
         "device_pages": c.totals()["device"],
+        "slab_zeroed_on_alloc": slab_zeroed_on_alloc(c.prog),
     }
+
+
+def slab_zeroed_on_alloc(prog) -> bool:
+    """Whether the kernel zeroes every slab object it hands out.
+
+    Fact: with ``init_on_alloc`` (5.3+, the static key of that name; on by
+    default where CONFIG_INIT_ON_ALLOC_DEFAULT_ON, as in Debian's kernels)
+    an allocated object holds only what its user wrote or zeros.  Without
+    it, the bytes a user does not write -- the tail of a kmalloc object
+    past the size asked for -- keep what the object's previous user left,
+    and a stale copy of a page pointer there reads as a reference: a leaked
+    page can look referenced.  SLUB keeps no requested size (outside
+    slub_debug), so nothing in the dump tells that tail is dead."""
+    if not has_object(prog, "init_on_alloc"):
+        return False
+    return prog["init_on_alloc"].key.enabled.counter.value_() > 0
 
 
 #: where a reference was found -> the owner class that holds a page there
@@ -66,6 +84,9 @@ def coverage_text(cov: dict, page_size: int) -> str:
     if cov.get("iommu_domains_not_read"):
         parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
                      "while mapped may look referenced)")
+    if cov.get("slab_zeroed_on_alloc") is False:
+        parts.append("slab objects are not zeroed when allocated (init_on_alloc off): a stale page pointer in "
+                     "an object's unused tail reads as a reference, so a leaked page can look referenced")
     if cov.get("device_pages"):
         parts.append(f"{_size(cov['device_pages'] * page_size)} of device memory (ZONE_DEVICE: pmem, device "
                      "pages) left out: no page allocator owns it")
