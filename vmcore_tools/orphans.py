@@ -248,11 +248,13 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     c = census if census is not None else run_census(prog, progress)
     a = c.memmap
     heads = candidate_heads(c)
-    scan = scan_references(c, heads, progress)
+    head_refcounts = c.refcounts(heads)     # read once: the scan's run rule and the orphans need them
+    scan = scan_references(c, heads, progress, head_refcounts)
     problems = list(scan.problems)
     references = dict(scan.references)
     if prog.flags & drgn.ProgramFlags.IS_LIVE:
-        heads, changed = _confirm_live(c, heads, references, progress)
+        kept, changed = _confirm_live(c, heads, references, progress)
+        head_refcounts, heads = head_refcounts[in_sorted(heads, kept)], kept
         if changed:
             problems.append(f"{changed} unreferenced allocation(s) changed owner or size while read (live): "
                             "not reported")
@@ -261,7 +263,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     ref_orders = a.order_of(ref_heads).astype(np.int64)
     ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
     pfn = heads[~is_ref]
-    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8), c.refcounts(pfn).astype(np.int32),
+    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8), head_refcounts[~is_ref].astype(np.int32),
                     np.full(pfn.size, -1, np.int16))
     sampled: dict[int, PageSample] = {}
     records: dict[int, PageOwner] = {}

@@ -207,14 +207,16 @@ def _extent_bits(heads: np.ndarray, ends: np.ndarray, nr: int, step: int = 1 << 
 
 class ReferenceScan:
     def __init__(self, census: Census, heads: np.ndarray,
-                 progress: Callable[[str, int, int], None] | None = None):
+                 progress: Callable[[str, int, int], None] | None = None,
+                 refcounts: np.ndarray | None = None):
         self.census = census
         self.prog = census.prog
         self.a = a = census.memmap
         self.heads = heads
         self.matcher = Matcher(a, heads)
         #: order-0 candidates with refcount 1 (one bit per PFN): what an alloc_pages_exact() run is made of
-        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (census.refcounts(heads) == 1)], a.nr)
+        refcounts = census.refcounts(heads) if refcounts is None else refcounts
+        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (refcounts == 1)], a.nr)
         self.result = ScanResult({})
         self.progress = progress
         self.slab_objects = SlabObjects(self.prog, a)
@@ -692,6 +694,10 @@ def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int) -> np.ndarray:
 
 
 def scan_references(census: Census, heads: np.ndarray,
-                    progress: Callable[[str, int, int], None] | None = None) -> ScanResult:
-    """References to the compound heads ``heads`` anywhere in live kernel memory."""
-    return ReferenceScan(census, heads, progress).run()
+                    progress: Callable[[str, int, int], None] | None = None,
+                    refcounts: np.ndarray | None = None) -> ScanResult:
+    """References to the compound heads ``heads`` anywhere in live kernel
+    memory; ``refcounts``, the heads' ``_refcount``, where the caller has
+    read them already (on a compressed dump, reading them is a pass over
+    the memmap)."""
+    return ReferenceScan(census, heads, progress, refcounts).run()
