@@ -392,8 +392,8 @@ RULES: tuple[tuple[PageClass, Rule], ...] = (
 )
 
 #: Rules that are judged on the compound head; tails take the head's class.
-#: (Free blocks, pcp lists and vmalloc/percpu/stack pages are listed page by
-#: page, and reserved is a per-page flag.)
+#: (Device ranges, free blocks, pcp lists and vmalloc/percpu/stack pages are
+#: listed page by page, and reserved is a per-page flag.)
 _PER_PAGE = {PageClass.DEVICE, PageClass.FREE, PageClass.FREE_PCP, PageClass.RESERVED, PageClass.KERNEL_STACK,
              PageClass.VMALLOC, PageClass.PERCPU, PageClass.KERNEL_PAGE_TABLE, PageClass.PAGE_EXT}
 

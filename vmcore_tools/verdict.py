@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import drgn
 import numpy as np
 
 from .classify import KERNEL_CLASSES
@@ -35,7 +36,7 @@ def coverage(r: "OrphanReport") -> dict:
     }
 
 
-def slab_zeroed_on_alloc(prog) -> bool:
+def slab_zeroed_on_alloc(prog: drgn.Program) -> bool:
     """Whether the kernel zeroes every slab object it hands out.
 
     Fact: with ``init_on_alloc`` (5.3+, the static key of that name; on by
