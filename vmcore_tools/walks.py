@@ -203,6 +203,7 @@ def walk_device_pages(prog: drgn.Program, m: Memmap, classes: np.ndarray | None 
         return []
     kinds = {e.value: e.name.removeprefix("MEMORY_DEVICE_").lower()
              for e in prog.type("enum memory_type").enumerators or ()}
+    ranges = has_member(prog, "struct dev_pagemap", "nr_range")
     seen: set[int] = set()
     out: list[DeviceRange] = []
     for _, entry in xa_for_each(prog["pgmap_array"].address_of_()):
@@ -211,7 +212,7 @@ def walk_device_pages(prog: drgn.Program, m: Memmap, classes: np.ndarray | None 
             continue
         seen.add(addr)
         pgmap = drgn.Object(prog, "struct dev_pagemap *", addr)
-        if has_member(prog, "struct dev_pagemap", "nr_range"):
+        if ranges:
             spans = [(r.start.value_(), r.end.value_()) for r in
                      (pgmap.ranges[i] for i in range(pgmap.nr_range.value_()))]
         else:
