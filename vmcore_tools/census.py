@@ -70,13 +70,16 @@ class Census:
     def total_pages(self) -> int:
         return int(self.classes.size - class_counts(self.classes)[PageClass.NO_PAGE])
 
-    def pfns_of(self, *klasses: PageClass, step: int = 1 << 20) -> np.ndarray:
-        """PFNs in any of ``klasses``, found a slice at a time (no
-        page-sized temporary)."""
+    def pfns_of(self, *klasses: PageClass, keep: Callable[[np.ndarray], np.ndarray] | None = None,
+                step: int = 1 << 20) -> np.ndarray:
+        """PFNs in any of ``klasses`` (of those, the ones ``keep`` says yes
+        to), found a slice at a time (no page-sized temporary)."""
         wanted = np.array(klasses, np.uint8)
-        out = [lo + np.flatnonzero(np.isin(self.classes[lo:lo + step], wanted))
-               for lo in range(0, self.classes.size, step)]
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
+        out = [np.zeros(0, np.int64)]
+        for lo in range(0, self.classes.size, step):
+            found = lo + np.flatnonzero(np.isin(self.classes[lo:lo + step], wanted))
+            out.append(found if keep is None else found[keep(found)])
+        return np.concatenate(out)
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared

@@ -229,16 +229,12 @@ class OrphanReport:
         }
 
 
-def candidate_heads(c: Census, step: int = 1 << 18) -> np.ndarray:
+def candidate_heads(c: Census) -> np.ndarray:
     """Unattributed order-0 pages and compound heads: one per allocation,
-    found a slice of the class array at a time (when most of memory is
-    leaked, an array of every unattributed page and its head is tens of
-    bytes per page)."""
-    out = [np.zeros(0, np.int64)]
-    for lo in range(0, c.classes.size, step):
-        un = lo + np.flatnonzero(c.classes[lo:lo + step] == PageClass.UNATTRIBUTED)
-        out.append(un[c.memmap.heads_of(un) == un])
-    return np.concatenate(out)
+    the tails left out a slice of the class array at a time (when most of
+    memory is leaked, an array of every unattributed page and its head is
+    tens of bytes per page)."""
+    return c.pfns_of(PageClass.UNATTRIBUTED, keep=lambda un: c.memmap.heads_of(un) == un, step=1 << 18)
 
 
 def orphans(prog: drgn.Program, census: Census | None = None,
