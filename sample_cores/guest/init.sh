@@ -85,7 +85,7 @@ for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; don
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
 
 dmesg > "$OUT/dmesg.txt"
-"$PYTHON" "$GUEST_DIR/capture.py" "$OUT" || die "capture"
+"$PYTHON" "$GUEST_DIR/capture.py" "$OUT" "$MODE" || die "capture"
 
 case "$MODE" in
 dump)
