@@ -22,8 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
+def peak_kb():
+    # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
+    return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
 from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
@@ -35,10 +38,10 @@ def rss():
 args = target_args(__import__("pathlib").Path({core_dir!r}))
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
-rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_open = rss()
+rss_open = peak_kb(); split_open = rss()
 t0 = time.perf_counter(); n = sum(w.nr for w in Memmap.from_program(prog).chunks()); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
-rss_census = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; split_census = rss()
+rss_census = peak_kb(); split_census = rss()
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 profile = {{}}
 if {profile!r}:
@@ -75,7 +78,7 @@ print(json.dumps({{"profile": profile, "pages": c.total_pages, "open_s": t_open,
                   "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
                   "orphans": len(r.found), "rss_after_census_kb": rss_census,
                   "rss_after_open_kb": rss_open, "split_open": split_open, "split_census": split_census,
-                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+                  "peak_rss_kb": peak_kb()}}))
 """
 
 

@@ -32,23 +32,29 @@ sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
 
-def _rss_kb(pid: int) -> tuple[int, int]:
-    """Resident anonymous and file-backed memory of ``pid`` now (KiB)."""
+def _rss_kb(pid: int) -> tuple[int, int, int]:
+    """Resident anonymous and file-backed memory of ``pid`` now, and its
+    peak resident memory so far (``VmHWM``), in KiB."""
     try:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+        return tuple(int(fields[k].split()[0]) for k in ("RssAnon", "RssFile", "VmHWM"))
     except (OSError, KeyError, ValueError):
-        return 0, 0
+        return 0, 0, 0
 
 
 def measure(cmd: list[str], stdin: str | None = None) -> dict:
     """Run ``cmd``; wall seconds, peak RSS (MB), its private part, exit code
     and the last line it printed.
 
-    Peak RSS (``ru_maxrss``) counts file pages mapped into the process: the
-    debug info drgn maps, and the window libkdumpfile maps of a compressed
-    dump.  They are shared, clean page cache.  ``anon_mb`` is the process's
-    own memory: the peak of ``RssAnon``, sampled every 5 ms.
+    Peak RSS counts file pages mapped into the process: the debug info drgn
+    maps, and the window libkdumpfile maps of a compressed dump.  They are
+    shared, clean page cache.  It is the child's ``VmHWM``, sampled every
+    5 ms (the last sample before it exits), not its ``ru_maxrss``: exec
+    records the RSS of the memory it replaces in ``ru_maxrss``
+    (``setmax_mm_hiwater_rss()``), and a vfork'd child replaces the
+    parent's, so a benchmark that has read a large manifest would lend its
+    own size to every command it runs.  ``anon_mb`` is the process's own
+    memory: the peak of ``RssAnon``, sampled likewise.
     """
     with tempfile.TemporaryFile("w+") as inp, tempfile.TemporaryFile("w+") as out:
         if stdin is not None:
@@ -56,12 +62,13 @@ def measure(cmd: list[str], stdin: str | None = None) -> dict:
             inp.seek(0)
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=subprocess.STDOUT, text=True)
-        anon_kb = 0
+        anon_kb = hwm_kb = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            anon_kb = max(anon_kb, _rss_kb(proc.pid)[0])
+            anon, _, hwm = _rss_kb(proc.pid)
+            anon_kb, hwm_kb = max(anon_kb, anon), max(hwm_kb, hwm)
             time.sleep(0.005)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -70,7 +77,7 @@ def measure(cmd: list[str], stdin: str | None = None) -> dict:
         # (exec records the vfork'd parent's mm in the child's ru_maxrss)
         out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
         lines = [line for line in out.read().splitlines() if line.strip()]
-    return {"seconds": wall, "rss_mb": usage.ru_maxrss / 1024, "anon_mb": anon_kb / 1024,
+    return {"seconds": wall, "rss_mb": hwm_kb / 1024, "anon_mb": anon_kb / 1024,
             "rc": proc.returncode, "last": lines[-1][:100] if lines else ""}
 
 

@@ -22,8 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
+def peak_kb():
+    # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
+    return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
 from pathlib import Path
 from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
@@ -32,14 +35,14 @@ from vmcore_tools.reachability import reachability
 args = target_args(Path({core_dir!r}))
 prog = open_program(args[1], args[3], args[5::2])
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
-rss_orphans = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_orphans = peak_kb()
 t0 = time.perf_counter(); rr = reachability(r); t_reach = time.perf_counter() - t0
 print(json.dumps({{"objects": rr.objects, "unreachable": rr.unreachable, "hidden_pages": rr.hidden_pages,
                   "holders": [h.text for h in rr.holders],
                   "caches": {{c.cache: c.objects for c in rr.caches}},
                   "orphans_s": t_orphans, "reach_s": t_reach, "root_mib": rr.root_bytes >> 20,
                   "traced_mib": rr.traced_bytes >> 20, "rss_orphans_mb": rss_orphans >> 10,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}}))
+                  "peak_rss_mb": peak_kb() >> 10}}))
 """
 
 
