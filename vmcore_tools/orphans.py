@@ -258,9 +258,14 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     ref_heads = heads[is_ref]
     ref_orders = a.order_of(ref_heads).astype(np.int64)
     ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
-    pfn = heads[~is_ref]
-    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8), head_refcounts[~is_ref].astype(np.int32),
-                    np.full(pfn.size, -1, np.int16))
+    unref = ~is_ref
+    del is_ref
+    # each candidate array is dropped once its orphans' part is taken (12 bytes a candidate)
+    refcount = head_refcounts[unref].astype(np.int32, copy=False)
+    del head_refcounts
+    pfn = heads[unref]
+    del heads, unref
+    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8, copy=False), refcount, np.full(pfn.size, -1, np.int16))
     sampled: dict[int, PageSample] = {}
     records: dict[int, PageOwner] = {}
     suspects = run_stage("suspects", lambda: group_suspects(c, found, sampled, records, problems), [], problems)
@@ -314,7 +319,7 @@ def in_sorted(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return out
 
 
-def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 20) -> np.ndarray:
+def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 18) -> np.ndarray:
     """Indexes of the members of ``mask`` at the given ranks (sorted), found
     a slice at a time (no index array of all members)."""
     out, seen, want = [], 0, 0
@@ -330,7 +335,7 @@ def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 20) -> np.n
 
 
 def pfn_ranges(pfn: np.ndarray, mask: np.ndarray, order: int,
-               step: int = 1 << 20) -> tuple[list[list[int]], int]:
+               step: int = 1 << 18) -> tuple[list[list[int]], int]:
     """Runs of contiguous pages covered by the allocations ``pfn[mask]``
     (sorted, all of ``order``): the first ``RANGES_LISTED`` as [first PFN,
     pages], and how many in all; a slice at a time."""

@@ -170,13 +170,21 @@ class Memmap:
     # -- compound pages (known after the census pass) ---------------------------
 
     def order_of(self, pfns: np.ndarray | int) -> np.ndarray | int:
-        """Compound order of each PFN that is a compound head, 0 elsewhere."""
+        """Compound order of each PFN that is a compound head, 0 elsewhere.
+        Strictly increasing ``pfns`` (candidate lists, millions long) are
+        searched for the compound heads, not the other way round: no index
+        array as long as ``pfns``."""
         p = np.atleast_1d(np.asarray(pfns, np.int64))
         out = np.zeros(p.size, np.uint8)
-        if self.heads.size:
-            i = np.minimum(np.searchsorted(self.heads, p), self.heads.size - 1)
-            hit = self.heads[i] == p
-            out[hit] = self.orders[i[hit]]
+        if self.heads.size and p.size:
+            if p.size > self.heads.size and bool(np.all(p[1:] > p[:-1])):
+                i = np.minimum(np.searchsorted(p, self.heads), p.size - 1)
+                hit = p[i] == self.heads
+                out[i[hit]] = self.orders[hit]
+            else:
+                i = np.minimum(np.searchsorted(self.heads, p), self.heads.size - 1)
+                hit = self.heads[i] == p
+                out[hit] = self.orders[i[hit]]
         return int(out[0]) if np.ndim(pfns) == 0 else out
 
     def heads_of(self, pfns: np.ndarray) -> np.ndarray:
@@ -233,7 +241,8 @@ class Memmap:
         off = self.layout.refcount
         return self.struct_pages(pfns, off, off + 4).view("<i4").reshape(-1)
 
-    def struct_pages(self, pfns: np.ndarray, lo_byte: int = 0, hi_byte: int | None = None) -> np.ndarray:
+    def struct_pages(self, pfns: np.ndarray, lo_byte: int = 0, hi_byte: int | None = None,
+                     step: int = 1 << 18) -> np.ndarray:
         """Bytes ``[lo_byte, hi_byte)`` of the ``struct page`` of each PFN (in
         the order given; zeros where unreadable), shape (n, width), read a
         memmap window at a time; PFNs far apart (a page of struct pages or
@@ -241,14 +250,19 @@ class Memmap:
         pfns = np.asarray(pfns, np.int64)
         hi_byte = self.struct_size if hi_byte is None else hi_byte
         out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
-        order = np.argsort(pfns, kind="stable")
-        for idx in np.split(order, self._windows(pfns[order])):
-            if not idx.size:
-                continue
-            p = pfns[idx]
-            lo, hi = int(p.min()), int(p.max()) + 1
-            raw, _ = self._read(lo, hi)
-            out[idx] = raw[p - lo, lo_byte:hi_byte]
+        # sorted PFNs (candidate lists, millions long) are read in place, a
+        # slice at a time: no index arrays as long as the list
+        ordered = bool(np.all(pfns[1:] >= pfns[:-1]))
+        order = None if ordered else np.argsort(pfns, kind="stable")
+        for start in range(0, pfns.size, step):
+            idx = np.arange(start, min(start + step, pfns.size)) if ordered else order[start:start + step]
+            for part in np.split(idx, self._windows(pfns[idx])):
+                if not part.size:
+                    continue
+                p = pfns[part]
+                lo, hi = int(p[0]), int(p[-1]) + 1
+                raw, _ = self._read(lo, hi)
+                out[part] = raw[p - lo, lo_byte:hi_byte]
         return out
 
     def _windows(self, ordered: np.ndarray) -> np.ndarray:

@@ -127,8 +127,7 @@ class Matcher:
         self.a = a
         heads = np.asarray(heads, np.int64)
         self.heads = heads if np.all(heads[1:] > heads[:-1]) else np.unique(heads)
-        self.bits = _extent_bits(self.heads, self.heads + (np.int64(1) << a.order_of(self.heads).astype(np.int64)),
-                                 a.nr)
+        self.bits = _extent_bits(self.heads, a.order_of(self.heads), a.nr)
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.struct_size)
         self.direct = np.uint64(a.direct_map)
@@ -189,18 +188,22 @@ def pfn_bits(pfns: np.ndarray, nr: int) -> np.ndarray:
     return np.packbits(mark, bitorder="little")
 
 
-def _extent_bits(heads: np.ndarray, ends: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
-    """A bitmap of the PFNs inside ``[heads[i], ends[i])`` (1 bit per page),
-    built a slice at a time."""
+def _extent_bits(heads: np.ndarray, orders: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
+    """A bitmap of the PFNs inside the allocations of ``orders`` at
+    ``heads`` (sorted, disjoint; 1 bit per page), built a slice at a time:
+    only the last allocation that starts before a slice can reach into it."""
     bits = np.zeros(-(-nr // step) * step // 8, np.uint8)
     for lo in range(0, nr, step):
-        first, last = np.searchsorted(ends, lo, side="right"), np.searchsorted(heads, lo + step)
+        first = max(int(np.searchsorted(heads, lo)) - 1, 0)
+        last = int(np.searchsorted(heads, lo + step))
         if first >= last:
             continue
-        edges = np.zeros(step + 1, np.int32)
-        np.add.at(edges, np.clip(heads[first:last] - lo, 0, step), 1)
-        np.add.at(edges, np.clip(ends[first:last] - lo, 0, step), -1)
-        inside = np.cumsum(edges[:-1], dtype=np.int32) > 0
+        starts = heads[first:last]
+        ends = starts + (np.int64(1) << orders[first:last].astype(np.int64))
+        # +1 where an extent starts, -1 where one ends (bincount: np.add.at is slow)
+        edges = (np.bincount(np.clip(starts - lo, 0, step), minlength=step + 1)
+                 - np.bincount(np.clip(ends - lo, 0, step), minlength=step + 1))
+        inside = np.cumsum(edges[:-1]) > 0
         bits[lo // 8:(lo + step) // 8] = np.packbits(inside, bitorder="little")
     return bits
 

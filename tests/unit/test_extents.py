@@ -1,0 +1,60 @@
+"""Compound orders and candidate extents on a made-up memmap geometry: the
+lookups the orphan report runs over millions of candidates, checked against
+a plain per-PFN answer (both of ``Memmap.order_of``'s search directions,
+and ``_extent_bits`` at slice sizes that cut allocations)."""
+
+import numpy as np
+
+from vmcore_tools.pages import Memmap
+from vmcore_tools.refscan import _extent_bits
+
+NR = 1 << 14
+
+
+def geometry(heads: np.ndarray, orders: np.ndarray) -> Memmap:
+    return Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=0xFFFFEA0000000000, struct_size=64,
+                  direct_map=0xFFFF888000000000, page_shift=12, heads=heads, orders=orders)
+
+
+def compound(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint compound pages: order 1 to 9, aligned, as the buddy allocator hands them out."""
+    heads, orders, pfn = [], [], 0
+    while pfn < NR - 512:
+        order = int(rng.integers(1, 10))
+        pfn = -(-pfn // (1 << order)) * (1 << order) + int(rng.integers(0, 4)) * (1 << order)
+        heads.append(pfn)
+        orders.append(order)
+        pfn += 1 << order
+    return np.array(heads, np.int64), np.array(orders, np.uint8)
+
+
+def test_order_of_answers_the_same_both_ways():
+    rng = np.random.default_rng(7)
+    heads, orders = compound(rng)
+    m = geometry(heads, orders)
+    known = dict(zip(heads.tolist(), orders.tolist()))
+    for size in (1, 10, heads.size // 2, heads.size * 4, NR):
+        pfns = np.unique(rng.integers(0, NR, size))
+        pfns = np.unique(np.concatenate([pfns, heads[: size // 2]]))   # sorted, many of them heads
+        want = np.array([known.get(p, 0) for p in pfns.tolist()], np.uint8)
+        assert np.array_equal(m.order_of(pfns), want)                  # sorted: heads searched in pfns
+        shuffled = rng.permutation(pfns)
+        assert np.array_equal(m.order_of(shuffled), want[np.argsort(np.argsort(shuffled))])
+    assert m.order_of(int(heads[3])) == int(orders[3]) and m.order_of(int(heads[3]) + 1) == 0
+
+
+def test_extent_bits_cover_exactly_the_allocations():
+    rng = np.random.default_rng(11)
+    heads, orders = compound(rng)
+    singles = np.setdiff1d(rng.integers(0, NR, 300), np.concatenate(
+        [np.arange(h, h + (1 << int(o))) for h, o in zip(heads.tolist(), orders.tolist())]))
+    starts = np.concatenate([heads, singles])
+    sizes = np.concatenate([orders, np.zeros(singles.size, np.uint8)])
+    order = np.argsort(starts)
+    starts, sizes = starts[order], sizes[order]
+    want = np.zeros(NR, bool)
+    for s, o in zip(starts.tolist(), sizes.tolist()):
+        want[s:s + (1 << o)] = True
+    for step in (64, 1000 * 8, 1 << 12, 1 << 18):     # slices that cut allocations, and one for all
+        bits = _extent_bits(starts, sizes, NR, step)
+        assert np.array_equal(np.unpackbits(bits, bitorder="little")[:NR].astype(bool), want), step
