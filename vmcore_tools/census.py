@@ -75,11 +75,14 @@ class Census:
         """PFNs in any of ``klasses`` (of those, the ones ``keep`` says yes
         to), found a slice at a time (no page-sized temporary)."""
         wanted = np.array(klasses, np.uint8)
-        out = [np.zeros(0, np.int64)]
+        out = np.empty(int(class_counts(self.classes)[wanted].sum()), np.int64)   # filled, not concatenated
+        end = 0
         for lo in range(0, self.classes.size, step):
             found = lo + np.flatnonzero(np.isin(self.classes[lo:lo + step], wanted))
-            out.append(found if keep is None else found[keep(found)])
-        return np.concatenate(out)
+            found = found if keep is None else found[keep(found)]
+            out[end:end + found.size] = found
+            end += found.size
+        return out[:end]
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared

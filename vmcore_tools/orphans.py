@@ -120,7 +120,9 @@ class Orphans:
 
     @property
     def pages(self) -> int:
-        return int((np.int64(1) << self.order.astype(np.int64)).sum())
+        """Pages of all the allocations, counted order by order (no array of
+        sizes: at the seed's scale that was 16 bytes an allocation)."""
+        return sum(int(np.count_nonzero(self.order == o)) << o for o in range(int(self.order.max(initial=0)) + 1))
 
     def __len__(self) -> int:
         return int(self.pfn.size)
@@ -260,11 +262,9 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
     unref = ~is_ref
     del is_ref
-    # each candidate array is dropped once its orphans' part is taken (12 bytes a candidate)
-    refcount = head_refcounts[unref].astype(np.int32, copy=False)
-    del head_refcounts
-    pfn = heads[unref]
-    del heads, unref
+    # the orphans' part of each candidate array, kept in the array's own memory
+    pfn, refcount = compact(heads, unref), compact(head_refcounts.astype(np.int32, copy=False), unref)
+    del heads, head_refcounts, unref
     found = Orphans(pfn, a.order_of(pfn).astype(np.uint8, copy=False), refcount, np.full(pfn.size, -1, np.int16))
     sampled: dict[int, PageSample] = {}
     records: dict[int, PageOwner] = {}
@@ -317,6 +317,18 @@ def in_sorted(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         i = np.minimum(np.searchsorted(sorted_values, wanted), sorted_values.size - 1)
         out[i[sorted_values[i] == wanted]] = True
     return out
+
+
+def compact(values: np.ndarray, keep: np.ndarray, step: int = 1 << 18) -> np.ndarray:
+    """``values[keep]``, moved to the front of ``values`` itself a slice at a
+    time (a slice's kept values never land past where it starts), and
+    returned as a view of it: no second array as long as the first."""
+    end = 0
+    for lo in range(0, values.size, step):
+        part = values[lo:lo + step][keep[lo:lo + step]]
+        values[end:end + part.size] = part
+        end += part.size
+    return values[:end]
 
 
 def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 18) -> np.ndarray:

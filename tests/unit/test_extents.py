@@ -58,3 +58,14 @@ def test_extent_bits_cover_exactly_the_allocations():
     for step in (64, 1000 * 8, 1 << 12, 1 << 18):     # slices that cut allocations, and one for all
         bits = _extent_bits(starts, sizes, NR, step)
         assert np.array_equal(np.unpackbits(bits, bitorder="little")[:NR].astype(bool), want), step
+
+
+def test_compact_keeps_the_selected_values_in_place():
+    from vmcore_tools.orphans import compact
+    rng = np.random.default_rng(3)
+    for size, step in ((0, 8), (1, 8), (1000, 7), (1 << 16, 1 << 10), (5000, 1 << 18)):
+        values = rng.integers(0, 1 << 40, size)
+        keep = rng.random(size) < 0.6
+        want = values[keep].copy()
+        got = compact(values, keep, step)
+        assert np.array_equal(got, want) and (got.base is values or got.size == 0 or got.base is values.base)
