@@ -27,7 +27,6 @@ sys.path.insert(0, {repo!r})
 def peak_kb():
     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
     return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
-from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
 from vmcore_tools.orphans import orphans
@@ -35,7 +34,7 @@ from vmcore_tools.pages import CHUNK_PAGES, Memmap
 def rss():
     f = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
     return {{k: int(f[k].split()[0]) for k in ("RssAnon", "RssFile")}}
-args = target_args(__import__("pathlib").Path({core_dir!r}))
+args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
 rss_open = peak_kb(); split_open = rss()
@@ -88,10 +87,11 @@ def main() -> int:
     ap.add_argument("--kernel", default="6.1")
     ap.add_argument("--profile", action="store_true", help="where the census's time goes, stage by stage")
     args = ap.parse_args()
+    from sample_cores.__main__ import target_args
     from sample_cores.scenarios import build
     core_dir = build(args.scenario, args.kernel, log=lambda m: print(m, file=sys.stderr))
     repo = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, core_dir=str(core_dir), profile=args.profile)],
+    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, args=target_args(core_dir), profile=args.profile)],
                          capture_output=True, text=True, check=True).stdout
     r = json.loads(out)
     fmt = json.loads((core_dir / "manifest.json").read_text())["core"]["format"]

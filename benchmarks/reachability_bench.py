@@ -27,12 +27,10 @@ sys.path.insert(0, {repo!r})
 def peak_kb():
     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
     return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
-from pathlib import Path
-from sample_cores.__main__ import target_args
 from vmcore_tools.target import open_program
 from vmcore_tools.orphans import orphans
 from vmcore_tools.reachability import reachability
-args = target_args(Path({core_dir!r}))
+args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 prog = open_program(args[1], args[3], args[5::2])
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 rss_orphans = peak_kb()
@@ -47,6 +45,7 @@ print(json.dumps({{"objects": rr.objects, "unreachable": rr.unreachable, "hidden
 
 
 def main() -> int:
+    from sample_cores.__main__ import target_args
     from sample_cores.scenarios import build
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", nargs="+", default=["no-leak", "i40e-leak"])
@@ -57,7 +56,7 @@ def main() -> int:
     for scenario in opts.scenario:
         for kernel in opts.kernel:
             core_dir = build(scenario, kernel, log=lambda *_: None)
-            out = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), core_dir=str(core_dir))],
+            out = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), args=target_args(core_dir))],
                                  capture_output=True, text=True, check=True).stdout
             d = json.loads(out.splitlines()[-1])
             print(f"{scenario + ' ' + kernel:22} {d['objects']:8} {d['unreachable']:7} "
