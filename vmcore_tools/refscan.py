@@ -261,7 +261,8 @@ class ReferenceScan:
         physical = PHYSICAL in counts or TABLE_ENTRY in counts
         for idx, heads, kind in self.matcher.match(words, physical):
             if kind == STRUCT_PAGE and SKB_FRAG in counts and STRUCT_PAGE not in counts:
-                keep = frag_entries(words, idx, self.frag_limit)
+                keep = frag_entries(words, idx, self.frag_limit,
+                                    (int(self.matcher.memmap), int(self.matcher.memmap_end)))
             else:
                 keep = np.full(idx.size, kind in counts)
             keep &= heads != own
@@ -673,12 +674,15 @@ def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[
     return out
 
 
-def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int) -> np.ndarray:
+def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int, memmap: tuple[int, int]) -> np.ndarray:
     """Which ``struct page`` pointers at ``words[idx]`` look like an
     ``skb_frag_t``: the next word holds its two 32-bit fields, length and
     offset (their order changed across versions; ``bio_vec`` 5.4+,
     ``netmem`` 6.8+), both below ``limit`` (the bytes of a largest buddy
-    block), not both 0.
+    block), not both 0; and the word before is not itself a ``struct
+    page`` pointer (``memmap``: the memmap's address range), since frags
+    lie 16 bytes apart: before a frag's page pointer is the previous frag's
+    length and offset, or, before ``frags[0]``, ``destructor_arg``.
 
     Why rx buffers get this filter: ``dev_alloc_pages()`` does not clear
     a page, so a buffer holds received frames and whatever the page held
@@ -693,7 +697,9 @@ def frag_entries(words: np.ndarray, idx: np.ndarray, limit: int) -> np.ndarray:
     after = np.minimum(idx + 1, words.size - 1)
     nxt = words[after]
     low, high = nxt & np.uint64(0xFFFFFFFF), nxt >> np.uint64(32)
-    return (idx + 1 < words.size) & (low < cap) & (high < cap) & (nxt != 0)
+    prev = words[np.maximum(idx - 1, 0)]
+    after_a_page = (idx > 0) & (prev >= np.uint64(memmap[0])) & (prev < np.uint64(memmap[1]))
+    return (idx + 1 < words.size) & (low < cap) & (high < cap) & (nxt != 0) & ~after_a_page
 
 
 def scan_references(census: Census, heads: np.ndarray,

@@ -55,16 +55,20 @@ def test_compound_heads_and_orders_from_the_sparse_list():
 def test_only_frag_shaped_page_pointers_count_in_rx_buffers():
     """In an rx buffer a struct page pointer counts only as an skb frag:
     followed by its length and offset (two 32-bit fields), not by another
-    pointer (a stale array of page pointers) or by nothing."""
+    pointer (a stale array of page pointers) or by nothing, and not right
+    after another page pointer (frags lie 16 bytes apart)."""
     from vmcore_tools.refscan import frag_entries
     page = MEMMAP + 16384 * STRUCT_PAGE
     words = np.array([page, (64 << 32) | 1500,     # bio_vec: bv_len 1500, bv_offset 64
                       page, page + STRUCT_PAGE,      # a pointer after a pointer
                       page, 0,                      # nothing after it
                       page, 0xFFFF0000_00000010,    # a field beyond any block
+                      page + STRUCT_PAGE, page, 0x1_00000001,   # the end of a stale pointer array
+                      page, (0 << 32) | 4096,       # a second frag, after the first's fields
                       page], np.uint64)             # the last word: nothing after it
-    mask = frag_entries(words, np.array([0, 2, 4, 6, 8]), 4 << 20)
-    assert mask.tolist() == [True, False, False, False, False]
+    memmap = (MEMMAP, MEMMAP + NR * STRUCT_PAGE)
+    mask = frag_entries(words, np.array([0, 2, 4, 6, 9, 11, 13]), 4 << 20, memmap)
+    assert mask.tolist() == [True, False, False, False, False, True, False]
 
 
 def test_table_entries_need_a_whole_table_shaped_page():
