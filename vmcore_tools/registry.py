@@ -21,7 +21,8 @@ How a word can count (``Root.counts``):
 * ``TABLE_ENTRY``: a hardware-style table entry, physical address with flag
   bits, in a page shaped like a table (``refscan.table_entries``);
 * ``SKB_FRAG``: a ``struct page`` pointer followed by an skb frag's length
-  and offset (``refscan.frag_entries``);
+  and offset, and not preceded by another page pointer
+  (``refscan.frag_entries``);
 * ``OBJECT``: a direct-map address anywhere inside an allocated object's
   slot (reachability only: ``reachability.ObjectTable.find``).
 
@@ -92,7 +93,8 @@ ROOTS: tuple[Root, ...] = (
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Root("rx buffers", "scan_rx_buffers", frozenset({SKB_FRAG}),
          "dev_alloc_pages() does not clear a page, so an rx buffer holds stale data; the one kernel "
-         "structure it carries that can hold another page is an skb_shared_info's frags[].",
+         "structure it carries that can hold another page is an skb_shared_info's frags[], whose "
+         "entries (page, then length and offset) lie 16 bytes apart.",
          "all", "tests/unit/test_matcher.py::test_only_frag_shaped_page_pointers_count_in_rx_buffers"),
     Root("virtqueues", "scan_virtqueues", frozenset({PHYSICAL}),
          "A virtqueue's descriptor table holds its buffers' guest-physical addresses (and indirect "
