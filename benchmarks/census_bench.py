@@ -24,23 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-def peak_kb():
-    # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
-    return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
+sys.path.insert(0, {bench!r})
+from peers import memory_kb     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
 from vmcore_tools.target import open_program
 from vmcore_tools.census import census
 from vmcore_tools.orphans import orphans
 from vmcore_tools.pages import CHUNK_PAGES, Memmap
-def rss():
-    f = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
-    return {{k: int(f[k].split()[0]) for k in ("RssAnon", "RssFile")}}
 args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
-rss_open = peak_kb(); split_open = rss()
+split_open = memory_kb(); rss_open = split_open["VmHWM"]
 t0 = time.perf_counter(); n = sum(w.nr for w in Memmap.from_program(prog).chunks()); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); c = census(prog); t_census = time.perf_counter() - t0
-rss_census = peak_kb(); split_census = rss()
+split_census = memory_kb(); rss_census = split_census["VmHWM"]
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 profile = {{}}
 if {profile!r}:
@@ -77,7 +73,7 @@ print(json.dumps({{"profile": profile, "pages": c.total_pages, "open_s": t_open,
                   "orphans_s": t_orphans, "scan_bytes": r.scan.bytes_scanned, "scan_s": r.scan.seconds,
                   "orphans": len(r.found), "rss_after_census_kb": rss_census,
                   "rss_after_open_kb": rss_open, "split_open": split_open, "split_census": split_census,
-                  "peak_rss_kb": peak_kb()}}))
+                  "peak_rss_kb": memory_kb()["VmHWM"]}}))
 """
 
 
@@ -91,7 +87,9 @@ def main() -> int:
     from sample_cores.scenarios import build
     core_dir = build(args.scenario, args.kernel, log=lambda m: print(m, file=sys.stderr))
     repo = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo, args=target_args(core_dir), profile=args.profile)],
+    child = CHILD.format(repo=repo, bench=str(Path(__file__).resolve().parent), args=target_args(core_dir),
+                         profile=args.profile)
+    out = subprocess.run([sys.executable, "-c", child],
                          capture_output=True, text=True, check=True).stdout
     r = json.loads(out)
     fmt = json.loads((core_dir / "manifest.json").read_text())["core"]["format"]

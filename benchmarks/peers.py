@@ -5,8 +5,8 @@ and crash's ``kmem -i`` / ``kmem -p``.
 
     .venv/bin/python benchmarks/peers.py [--scenario i40e-leak] [--kernel 6.1 ...]
 
-Each tool runs in its own process; its peak RSS comes from wait4(2), and
-its peak anonymous (private) memory from sampling /proc/PID/status.  The
+Each tool runs in its own process; its peak RSS (``VmHWM``) and peak
+anonymous (private) memory come from sampling /proc/PID/status.  The
 census runs once untimed first (warm caches); a tool that takes under 5 s is
 run five times: its fastest time and its median peak memory are kept.  A tool
 that fails (crash on a kernel newer than it knows) is reported as failed with
@@ -32,14 +32,16 @@ sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 
 
-def _rss_kb(pid: int) -> tuple[int, int, int]:
-    """Resident anonymous and file-backed memory of ``pid`` now, and its
-    peak resident memory so far (``VmHWM``), in KiB."""
+def memory_kb(pid: int | str = "self") -> dict[str, int]:
+    """``RssAnon``, ``RssFile`` and ``VmHWM`` (the peak resident memory of
+    the process's own address space so far) of ``pid`` now, in KiB; zeros
+    once it has exited."""
+    fields = ("RssAnon", "RssFile", "VmHWM")
     try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        return tuple(int(fields[k].split()[0]) for k in ("RssAnon", "RssFile", "VmHWM"))
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return {k: int(status[k].split()[0]) for k in fields}
     except (OSError, KeyError, ValueError):
-        return 0, 0, 0
+        return dict.fromkeys(fields, 0)
 
 
 def measure(cmd: list[str], stdin: str | None = None) -> dict:
@@ -67,14 +69,12 @@ def measure(cmd: list[str], stdin: str | None = None) -> dict:
             pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            anon, _, hwm = _rss_kb(proc.pid)
-            anon_kb, hwm_kb = max(anon_kb, anon), max(hwm_kb, hwm)
+            now = memory_kb(proc.pid)
+            anon_kb, hwm_kb = max(anon_kb, now["RssAnon"]), max(hwm_kb, now["VmHWM"])
             time.sleep(0.005)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        # only the tail: kmem -p prints a line per page, and a parent grown by
-        # reading it would lend its RSS high-water mark to the next child
-        # (exec records the vfork'd parent's mm in the child's ru_maxrss)
+        # only the tail: kmem -p prints a line per page
         out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
         lines = [line for line in out.read().splitlines() if line.strip()]
     return {"seconds": wall, "rss_mb": hwm_kb / 1024, "anon_mb": anon_kb / 1024,

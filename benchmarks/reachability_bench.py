@@ -24,23 +24,22 @@ sys.path.insert(0, str(REPO))
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-def peak_kb():
-    # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
-    return int(dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())["VmHWM"].split()[0])
+sys.path.insert(0, {bench!r})
+from peers import memory_kb     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
 from vmcore_tools.target import open_program
 from vmcore_tools.orphans import orphans
 from vmcore_tools.reachability import reachability
 args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 prog = open_program(args[1], args[3], args[5::2])
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
-rss_orphans = peak_kb()
+rss_orphans = memory_kb()["VmHWM"]
 t0 = time.perf_counter(); rr = reachability(r); t_reach = time.perf_counter() - t0
 print(json.dumps({{"objects": rr.objects, "unreachable": rr.unreachable, "hidden_pages": rr.hidden_pages,
                   "holders": [h.text for h in rr.holders],
                   "caches": {{c.cache: c.objects for c in rr.caches}},
                   "orphans_s": t_orphans, "reach_s": t_reach, "root_mib": rr.root_bytes >> 20,
                   "traced_mib": rr.traced_bytes >> 20, "rss_orphans_mb": rss_orphans >> 10,
-                  "peak_rss_mb": peak_kb() >> 10}}))
+                  "peak_rss_mb": memory_kb()["VmHWM"] >> 10}}))
 """
 
 
@@ -56,7 +55,8 @@ def main() -> int:
     for scenario in opts.scenario:
         for kernel in opts.kernel:
             core_dir = build(scenario, kernel, log=lambda *_: None)
-            out = subprocess.run([sys.executable, "-c", CHILD.format(repo=str(REPO), args=target_args(core_dir))],
+            child = CHILD.format(repo=str(REPO), bench=str(REPO / "benchmarks"), args=target_args(core_dir))
+            out = subprocess.run([sys.executable, "-c", child],
                                  capture_output=True, text=True, check=True).stdout
             d = json.loads(out.splitlines()[-1])
             print(f"{scenario + ' ' + kernel:22} {d['objects']:8} {d['unreachable']:7} "
