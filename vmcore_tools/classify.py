@@ -261,13 +261,22 @@ def rule_movable_nonlru(w, ev, ctx):
     return ((w.mapping & np.uint64(3)) == 2) | ctx.types.is_type(w.mapcount, "zsmalloc")
 
 
+#: ``PP_MAGIC_MASK`` on x86-64: ``pp_magic`` without its two low bits and,
+#: from 6.15, the pool's DMA index in bits 7 to 38 (``PP_DMA_INDEX_SHIFT`` is
+#: 1 + __fls(0x40), ``PP_DMA_INDEX_BITS`` 32): an odd index sets bit 7
+PP_MAGIC_MASK = 0xFFFFFF800000007C
+#: ``PP_SIGNATURE``: 0x40 + POISON_POINTER_DELTA
+PP_SIGNATURE = 0xDEAD000000000040
+
+
 def rule_page_pool(w, ev, ctx):
-    """page_pool pages (5.14+): ``pp_magic`` holds ``PP_SIGNATURE`` (0x40 +
-    POISON_POINTER_DELTA, 0xdead000000000000 on x86-64) once its low bits
-    (and, from 6.15, the DMA index bits) are masked."""
+    """page_pool pages (5.14+): ``pp_magic`` holds ``PP_SIGNATURE`` once
+    ``PP_MAGIC_MASK`` is applied, as the kernel's own ``netmem_is_pp()``
+    tests it.  The signature sits in the word that is ``lru.next`` on other
+    pages; neither list poison value passes the mask."""
     if w.pp_magic is None:
         return np.zeros(w.nr, bool)
-    return (w.pp_magic & np.uint64(0xFFFF0000000000FC)) == np.uint64(0xDEAD000000000040)
+    return (w.pp_magic & np.uint64(PP_MAGIC_MASK)) == np.uint64(PP_SIGNATURE)
 
 
 def rule_anon(w, ev, ctx):
