@@ -329,7 +329,7 @@ def rings(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 @main.command()
 @target_options
 @click.argument("where")
-@click.option("--no-refs", is_flag=True, help="do not scan for references to an unattributed page")
+@click.option("--no-refs", is_flag=True, help="do not scan for references to a leak candidate (an unattributed or page_pool page)")
 def page(core, vmlinux, debug_dirs, as_json, quiet, where, no_refs) -> None:
     """Explain one page: WHERE is a PFN, a struct page address, or a kernel virtual address."""
     try:

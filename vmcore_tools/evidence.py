@@ -17,7 +17,7 @@ import numpy as np
 from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from .census import Census
-from .classify import page_flag_bits
+from .classify import PageClass, page_flag_bits
 from .debuginfo import module_at
 from .pages import Memmap
 from .references import Reference
@@ -173,7 +173,7 @@ def contents_text(kinds: dict[str, int], sampled: int) -> str:
 
 
 #: what a page's flags say it was before its owner let it go (``page_history``)
-HISTORY_KINDS = ("file page cache", "shmem page cache", "anonymous memory")
+HISTORY_KINDS = ("file page cache", "shmem page cache", "anonymous memory", "page_pool page")
 #: flags a page-cache page carries while cached, kept until the page is freed
 CACHE_FLAGS = ("uptodate", "lru", "dirty", "active", "referenced", "mlocked")
 #: include/linux/mm.h: each FOLL_PIN pin of a page adds this to its refcount
@@ -182,7 +182,8 @@ GUP_PIN_COUNTING_BIAS = 1024
 
 def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     """For each of ``pfns`` (orphans: allocated, unreferenced) whose flags
-    say it was page cache, which (``HISTORY_KINDS``).
+    or class say what it was before its owner let it go, what
+    (``HISTORY_KINDS``).
 
     Fact: a page-cache page gets ``PG_uptodate`` once read or written and
     ``PG_lru`` on the LRU (``PG_swapbacked`` for shmem/tmpfs); truncation
@@ -198,7 +199,11 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     freed; one that is a candidate is mapped nowhere
     (``classify.anon_mapped_nowhere``): its process unmapped it (exit,
     munmap) while somebody kept a reference, the shape of a GUP reference
-    or pin never released."""
+    or pin never released.
+
+    A page_pool page keeps its pool's mark (``pp_magic``, the ``netpp``
+    page type) until the pool frees it; one that is a candidate was handed
+    out by its pool and never given back (``orphans.candidate_heads``)."""
     bits = page_flag_bits(c.prog)
     cached = [bits[n] for n in CACHE_FLAGS if n in bits]
     w = c.memmap.read(pfns)
@@ -212,7 +217,9 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     kind = np.where(shmem, 1, 0)
     anon = (w.mapping & np.uint64(3)) == np.uint64(1)
     kind[anon] = 2
-    keep = was_cached | anon
+    pool = c.classes[w.pfn] == PageClass.PAGE_POOL
+    kind[pool] = 3
+    keep = was_cached | anon | pool
     return {int(p): HISTORY_KINDS[int(k)] for p, k in zip(w.pfn[keep], kind[keep])}
 
 
@@ -230,6 +237,9 @@ def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
         kept = f"{refs} reference{'s' if refs != 1 else ''} kept"
     else:
         kept = f"{refcount_min}-{refcount_max} references kept"
+    if kind == "page_pool page":
+        return (f"taken from a page_pool and never given back: in flight, held by nobody (the pool's mark "
+                f"kept); {kept}")
     if kind == "anonymous memory":
         return (f"released by its owner, still referenced: {kind} of a process that unmapped it "
                 f"(exit or munmap; anon_vma kept, mapped nowhere); {kept}")

@@ -231,12 +231,26 @@ class OrphanReport:
         }
 
 
+#: Classes whose pages are leak candidates: no walk found their owner.
+CANDIDATE_CLASSES = (PageClass.UNATTRIBUTED, PageClass.PAGE_POOL)
+
+
 def candidate_heads(c: Census) -> np.ndarray:
-    """Unattributed order-0 pages and compound heads: one per allocation,
-    the tails left out a slice of the class array at a time (when most of
-    memory is leaked, an array of every unattributed page and its head is
-    tens of bytes per page)."""
-    return c.pfns_of(PageClass.UNATTRIBUTED, keep=lambda un: c.memmap.heads_of(un) == un, step=1 << 18)
+    """Unattributed and page_pool order-0 pages and compound heads: one per
+    allocation, the tails left out a slice of the class array at a time
+    (when most of memory is leaked, an array of every unattributed page and
+    its head is tens of bytes per page).
+
+    Fact: a page_pool page keeps its pool's signature (``pp_magic``; from
+    7.1 the ``netpp`` page type) from the moment the pool allocates it to
+    the moment the pool frees it.  The pool holds it only while it waits in
+    the pool's alloc cache or ptr_ring, arrays of page pointers in the
+    pool's own memory (slab or kvmalloc'd); handed out, it is held by
+    whoever took it (a driver's rx ring, an skb's frags, an XDP frame).  A
+    page taken and never given back is what a pool's "N inflight" at
+    shutdown counts: marked, and held by nobody.  So the mark says where a
+    page came from, not that anyone holds it."""
+    return c.pfns_of(*CANDIDATE_CLASSES, keep=lambda un: c.memmap.heads_of(un) == un, step=1 << 18)
 
 
 def orphans(prog: drgn.Program, census: Census | None = None,
@@ -258,6 +272,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
                             "not reported")
     is_ref = in_sorted(heads, np.fromiter(references, np.int64, len(references)))
     ref_heads = heads[is_ref]
+    ref_heads = ref_heads[c.classes[ref_heads] == PageClass.UNATTRIBUTED]   # a held page_pool page is owned
     ref_orders = a.order_of(ref_heads).astype(np.int64)
     ref_heads = ref_heads[np.lexsort((ref_heads, -ref_orders))]
     unref = ~is_ref

@@ -25,8 +25,9 @@ from .census import Census
 from .classify import PageClass
 from .evidence import Describer
 from .page_owner import PageOwner
-from .orphans import candidate_heads
+from .orphans import CANDIDATE_CLASSES, candidate_heads
 from .refscan import scan_references
+from .rings.page_pool import page_pool_of
 from .slab import SlabObjects
 
 
@@ -42,7 +43,7 @@ class PageReport:
     mapcount: int               # _mapcount (-1: not mapped), or the page type where it holds one
     mapping: int
     owner: str                  # the owner in words, where the class has one
-    #: for unattributed pages: where they are referenced from ([] = orphaned)
+    #: for leak candidates (unattributed, page_pool): where they are referenced from ([] = orphaned)
     references: list[str] | None = None
     problems: list[str] = field(default_factory=list)
     #: its page_owner record (kernels booted with page_owner=on)
@@ -69,9 +70,9 @@ def resolve_pfn(prog: drgn.Program, c: Census, value: int) -> tuple[int, str]:
 
 
 def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = True) -> PageReport:
-    """Explain the page ``value`` names (see ``resolve_pfn``).  For an
-    unattributed page, ``references`` runs the reference scan of ``orphans``
-    and keeps what it found for this page."""
+    """Explain the page ``value`` names (see ``resolve_pfn``).  For a leak
+    candidate (``orphans.CANDIDATE_CLASSES``), ``references`` runs the
+    reference scan of ``orphans`` and keeps what it found for this page."""
     a = c.memmap
     pfn, given = resolve_pfn(prog, c, value)
     klass = c.class_of(pfn)
@@ -94,7 +95,7 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
         report.problems.append(f"owner not read: {e}")
     if c.page_owners is not None:
         report.page_owner = c.page_owners.lookup(np.array([head])).get(head)
-    if references and klass == PageClass.UNATTRIBUTED:
+    if references and klass in CANDIDATE_CLASSES:
         # with every candidate, as ``orphans`` scans: a page can be held
         # through another candidate (a referenced page's pointer, the start
         # of its alloc_pages_exact() run)
@@ -123,6 +124,8 @@ def owner_of(prog: drgn.Program, c: Census, report: PageReport, klass: PageClass
             if head in ring.extra_heads(a):
                 return f"ring {ring.name} (outside the slots: a partly built frame or its frag cache)"
         return ""
+    if klass == PageClass.PAGE_POOL:
+        return page_pool_of(pfn_to_page(prog, head))
     if klass == PageClass.PERCPU:
         return "a per-cpu chunk (its pages are not listed in a vm_struct)"
     if klass == PageClass.DEVICE:

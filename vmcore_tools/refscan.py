@@ -43,6 +43,7 @@ from .features import has_member, has_object, has_symbol
 from .iommu import iommu_tables
 from .pages import Memmap
 from .references import Reference, ScanResult
+from .rings.page_pool import dma_index_nodes
 from .runs import extend_cma_runs, extend_runs
 from .slab import SlabObjects
 from .registry import OWNERS, PHYSICAL, ROOTS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Owner, Root
@@ -217,9 +218,11 @@ class ReferenceScan:
         self.a = a = census.memmap
         self.heads = heads
         self.matcher = Matcher(a, heads)
-        #: order-0 candidates with refcount 1 (one bit per PFN): what an alloc_pages_exact() run is made of
+        #: unattributed order-0 candidates with refcount 1 (one bit per PFN): what an
+        #: alloc_pages_exact() run is made of (a page_pool page is an allocation of its own)
         refcounts = census.refcounts(heads) if refcounts is None else refcounts
-        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (refcounts == 1)], a.nr)
+        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (refcounts == 1)
+                                      & (census.classes[heads] == PageClass.UNATTRIBUTED)], a.nr)
         self.result = ScanResult({})
         self.progress = progress
         self.slab_objects = SlabObjects(self.prog, a)
@@ -231,6 +234,8 @@ class ReferenceScan:
         self.known_layout: set[int] = set()
         #: a bit per PFN: its struct page was read for memmap links (scan_memmap_links)
         self.links_read: np.ndarray | None = None
+        #: slab objects whose words name pages without holding them (skip_page_pool_dma_index)
+        self.naming_only: set[int] = set()
 
     # -- reading -----------------------------------------------------------
 
@@ -339,6 +344,11 @@ class ReferenceScan:
 
     # -- the roots (registry.ROOTS) ------------------------------------------
 
+    def skip_page_pool_dma_index(self) -> None:
+        """The nodes of every page_pool's DMA index are not read as
+        holders by ``scan_slab`` (``page_pool.dma_index_nodes``)."""
+        self.naming_only |= dma_index_nodes(self.prog)
+
     def scan_slab(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")
 
@@ -391,7 +401,8 @@ class ReferenceScan:
 
     def scan_referenced_pages(self, heads: np.ndarray) -> None:
         """Every page of the referenced candidates ``heads``; physical
-        addresses count in the order-0 ones only.
+        addresses count in the order-0 ones only, skb frags alone in
+        page_pool pages.
 
         Fact: a compound page is a CPU-side allocation (large kmalloc,
         kvmalloc, page_frag, THP): ``dma_alloc_attrs()`` refuses
@@ -400,16 +411,24 @@ class ReferenceScan:
         physical-looking number there is a counter or a size (a net
         device's statistics in its kvzalloc'd ``net_device``, packed
         table data).  Table entries still count: their whole-page shape
-        is its own proof."""
+        is its own proof.  A page_pool page is an rx buffer: the device
+        wrote frames into it, and the one structure it can carry that holds
+        another page is an skb's ``skb_shared_info`` (an skb built around
+        it, ``build_skb()``), so it is read as the rx buffers root reads."""
         heads = heads[~np.isin(heads, np.fromiter(self.known_layout, np.int64, len(self.known_layout)))]
-        orders = self.a.order_of(heads).astype(np.int64)
-        counts = self.counts
-        compound = orders > 0
-        if compound.any():
-            self.counts = counts - {PHYSICAL}
-            self.scan_pfns(self.a.pages_of(heads[compound]), "referenced page")
-            self.counts = counts
-        self.scan_pfns(heads[~compound], "referenced page")
+        rx = self.census.classes[heads] == PageClass.PAGE_POOL
+        compound = ~rx & (self.a.order_of(heads) > 0)
+        self.scan_pfns_counting(self.a.pages_of(heads[rx]), RX_BUFFERS, frozenset({SKB_FRAG}))
+        self.scan_pfns_counting(self.a.pages_of(heads[compound]), "referenced page", self.counts - {PHYSICAL})
+        self.scan_pfns(heads[~rx & ~compound], "referenced page")
+
+    def scan_pfns_counting(self, pfns: np.ndarray, region: str, counts: frozenset[str]) -> None:
+        """``scan_pfns`` with words counting as ``counts`` there."""
+        kept, self.counts = self.counts, counts
+        try:
+            self.scan_pfns(pfns, region)
+        finally:
+            self.counts = kept
 
     def scan_memmap_links(self, heads: np.ndarray) -> None:
         """The ``struct page`` of each referenced candidate in ``heads``
@@ -660,7 +679,7 @@ class ReferenceScan:
         except (drgn.FaultError, ValueError) as e:
             ref.where = f"slab page (object not identified: {e})"
             return True
-        if obj is None or obj.allocated is False:
+        if obj is None or obj.allocated is False or obj.address in self.naming_only:
             return False
         ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
         return True

@@ -26,6 +26,9 @@ How a word can count (``Root.counts``):
 * ``OBJECT``: a direct-map address anywhere inside an allocated object's
   slot (reachability only: ``reachability.ObjectTable.find``).
 
+A root that counts nothing names memory whose words must not count where
+another root reads it (the nodes of a page_pool's DMA index, in slab).
+
 Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
 object, never invents one) and the memory it traces (``TRACED``).
@@ -80,6 +83,12 @@ ROOTS: tuple[Root, ...] = (
          "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "
          "dead frames. A task on a CPU has no saved SP we trust: all of its stack.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
+    Root("page_pool DMA index", "skip_page_pool_dma_index", frozenset(),
+         "A page_pool that DMA-maps its pages keeps each mapped page in its dma_mapped xarray (index in "
+         "pp_magic) to unmap pages still in flight when it is destroyed; the xarray takes no reference, so "
+         "a page leaked from the pool stays named there. Its nodes are slab objects whose words do not count.",
+         "6.15+ (struct page_pool has dma_mapped)",
+         "tests/kernels/test_owned_shapes.py::test_page_pool_pages_are_held_by_the_pool_or_its_user"),
     Root("slab", "scan_slab", POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",

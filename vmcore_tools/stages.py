@@ -49,6 +49,8 @@ STAGES: dict[str, str] = {
     "scan: kernel data": "references from the kernel image are not seen",
     "scan: per-cpu areas": "references from per-CPU data are not seen",
     "scan: task stacks": "references from task stacks are not seen",
+    "scan: page_pool DMA index": "page_pool DMA indexes are read as holders: pages leaked from a pool "
+                                 "may look referenced",
     "scan: slab": "references from slab objects are not seen",
     "scan: vmalloc": "references from vmalloc areas and modules are not seen",
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",

@@ -28,11 +28,9 @@ class PagePools:
         return has_object(prog, "page_pools")
 
     def rings(self, prog: drgn.Program, a: Memmap) -> Iterator[Ring]:
-        for index, entry in xa_for_each(prog["page_pools"].address_of_()):
-            pool = drgn.cast("struct page_pool *", entry)
-            netdev = pool.slow.netdev if pool.type_.type.has_member("slow") else pool.user.netdev
-            ring = Ring(self.name, netdev_label(netdev) if netdev else "(no netdev)", index,
-                        "page_pool", pool.value_())
+        for pool in pools(prog):
+            ring = Ring(self.name, pool_owner(pool) or "(no netdev)", pool.user.id.value_(), "page_pool",
+                        pool.value_())
             hold = pool.pages_state_hold_cnt.value_()
             release = pool.pages_state_release_cnt.counter.value_() if hasattr(
                 pool.pages_state_release_cnt, "counter") else pool.pages_state_release_cnt.value_()
@@ -41,3 +39,57 @@ class PagePools:
             if ring.stats["detach_time"] and ring.stats["inflight"]:
                 ring.problems.append(f"detached pool still has {ring.stats['inflight']} pages in flight")
             yield ring
+
+
+def pools(prog: drgn.Program) -> Iterator[drgn.Object]:
+    """Every registered pool (6.8+: the ``page_pools`` xarray)."""
+    for _, entry in xa_for_each(prog["page_pools"].address_of_()):
+        yield drgn.cast("struct page_pool *", entry)
+
+
+def dma_index_nodes(prog: drgn.Program) -> set[int]:
+    """The addresses of the xarray nodes of every pool's DMA index.
+
+    Fact: from 6.15 a pool that DMA-maps its pages (``PP_FLAG_DMA_MAP``)
+    stores each page it maps in its ``dma_mapped`` xarray, the index in
+    ``pp_magic``'s DMA index bits, so that a pool destroyed while pages are
+    in flight can unmap them (``page_pool_scrub()``).  The xarray takes no
+    reference: a page taken from the pool and never given back stays in it,
+    still mapped, held by nobody.  Its entries are the pages'
+    ``netmem_ref`` (the struct page address); its internal nodes
+    (``struct xa_node``, slab objects) hold nothing else."""
+    out: set[int] = set()
+    if not has_object(prog, "page_pools") or not prog.type("struct page_pool").has_member("dma_mapped"):
+        return out
+    for pool in pools(prog):
+        todo = [pool.dma_mapped.xa_head.value_()]
+        while todo:
+            entry = todo.pop()
+            if entry & 3 != 2 or entry < 4096:      # not an internal node entry (xa_is_node())
+                continue
+            node = drgn.Object(prog, "struct xa_node", address=entry - 2)
+            out.add(entry - 2)
+            if node.shift.value_():
+                todo.extend(s.value_() for s in node.slots)
+    return out
+
+
+def pool_owner(pool: drgn.Object) -> str:
+    """The net device a pool serves (6.8+: ``slow.netdev`` or ``user``'s),
+    else the device it DMA-maps for (``p.dev``); "" where it names neither."""
+    t = pool.type_.type
+    netdev = pool.slow.netdev if t.has_member("slow") else pool.user.netdev if t.has_member("user") else None
+    if netdev:
+        return netdev_label(netdev)
+    dev = pool.p.dev
+    return f"device {dev.kobj.name.string_().decode()}" if dev else ""
+
+
+def page_pool_of(page: drgn.Object) -> str:
+    """The pool a page_pool page came from (``page->pp``, 5.14+), and whom
+    it serves."""
+    if not page.type_.type.has_member("pp"):
+        return "a page_pool (its pool is not recorded in struct page before 5.14)"
+    pool = page.pp
+    owner = pool_owner(pool)
+    return f"page_pool {pool.value_():#x}" + (f" of {owner}" if owner else "")
