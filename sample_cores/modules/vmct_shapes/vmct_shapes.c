@@ -22,11 +22,19 @@
  *    i40e's rx_bi[]) kcalloc'd, each record naming a page it filled.  With
  *    leak=1 the array itself is lost, its pages in it: the pages stay
  *    referenced, by an object nothing reaches ("vmct_shapes: hidden
- *    pfn=... holder=<the array's address>").
+ *    pfn=... holder=<the array's address>");
+ *  - a page_pool, used the way an rx driver uses one (mlx5, bnxt, veth):
+ *    pages taken from it wait in a kcalloc'd ring; some are given back
+ *    from process context (they wait in the pool's ptr_ring), some
+ *    recycled from softirq context (its alloc cache, which also holds
+ *    what a bulk refill took).  From 5.14 each page keeps the pool's
+ *    signature in pp_magic wherever it is; with leak=1 one page is taken
+ *    and never given back.  The pool DMA-maps its pages for the PCI device fake_i40e
+ *    binds (QEMU's edu), as a driver's pool does, where there is one.
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
- * with leak=1 (the default) one page of the list, the chain and the table
- * each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
+ * with leak=1 (the default) one page of the list, the chain, the table
+ * and the page_pool each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -37,6 +45,12 @@
 #include <linux/delay.h>
 #include <linux/io.h>
 #include <linux/completion.h>
+#include <linux/pci.h>
+#if __has_include(<net/page_pool/helpers.h>)
+#include <net/page_pool/helpers.h>       /* 6.6+ */
+#else
+#include <net/page_pool.h>
+#endif
 #include "vmct_truth.h"
 
 #define POOL_PAGES 12
@@ -63,6 +77,15 @@ struct vmct_rx_buffer {                 /* i40e_rx_buffer's layout */
 };
 #define RX_BI_COUNT 8
 static struct vmct_rx_buffer *rx_bi __used;     /* kept only with leak=0 */
+
+#define EDU_VENDOR 0x1234
+#define EDU_DEVICE 0x11e8
+#define PP_RING 16              /* pages a driver's rx ring takes from its pool */
+#define PP_RETURNED 4           /* of those, given back from process context */
+#define PP_RECYCLED 4           /* and recycled from softirq context */
+static struct page_pool *pp;
+static struct page **pp_ring;
+static struct pci_dev *pp_dev;
 
 static void owned(struct page *page, const char *kind)
 {
@@ -254,6 +277,65 @@ static int build_rx_bi(void)
 	return 0;
 }
 
+static int build_page_pool(void)
+{
+	struct page_pool_params params = {
+		.order = 0,
+		.pool_size = 256,
+		.nid = NUMA_NO_NODE,
+	};
+	struct page *page;
+	int i;
+
+	pp_dev = pci_get_device(EDU_VENDOR, EDU_DEVICE, NULL);
+	if (pp_dev) {
+		params.flags = PP_FLAG_DMA_MAP;
+		params.dev = &pp_dev->dev;
+		params.dma_dir = DMA_FROM_DEVICE;
+	}
+	pp = page_pool_create(&params);
+	if (IS_ERR(pp))
+		return PTR_ERR(pp);
+	pp_ring = kcalloc(PP_RING, sizeof(*pp_ring), GFP_KERNEL);
+	if (!pp_ring)
+		return -ENOMEM;
+	for (i = 0; i < PP_RING; i++) {
+		page = page_pool_dev_alloc_pages(pp);
+		if (!page)
+			return -ENOMEM;
+		fill(page, 600 + i);    /* what the device wrote */
+		pp_ring[i] = page;
+	}
+	if (leak) {     /* taken from the pool, filled, never given back */
+		page = page_pool_dev_alloc_pages(pp);
+		if (!page)
+			return -ENOMEM;
+		fill(page, 700);
+		lost(page, "page-pool");
+	}
+	for (i = 0; i < PP_RETURNED; i++) {     /* process context: into the ptr_ring */
+		page_pool_put_full_page(pp, pp_ring[i], false);
+		pp_ring[i] = NULL;
+	}
+	/* with bottom halves off, as in NAPI: into the alloc cache (before
+	 * 6.0 only a CPU serving a softirq recycles there: the ptr_ring) */
+	local_bh_disable();
+	for (; i < PP_RETURNED + PP_RECYCLED; i++) {
+		page_pool_recycle_direct(pp, pp_ring[i]);
+		pp_ring[i] = NULL;
+	}
+	local_bh_enable();
+	for (; i < PP_RING; i++)
+		owned(pp_ring[i], "page-pool-ring");
+	/* where the pool keeps the others, from its own arrays */
+	for (i = 0; i < pp->ring.size; i++)
+		if (pp->ring.queue[i])
+			owned(pp->ring.queue[i], "page-pool-ptr-ring");
+	for (i = 0; i < pp->alloc.count; i++)
+		owned((struct page *)(unsigned long)pp->alloc.cache[i], "page-pool-cache");
+	return 0;
+}
+
 static int __init shapes_init(void)
 {
 	int err;
@@ -264,6 +346,7 @@ static int __init shapes_init(void)
 	err = err ?: build_table();
 	err = err ?: build_others();
 	err = err ?: build_rx_bi();
+	err = err ?: build_page_pool();
 	return err;
 }
 
