@@ -54,7 +54,9 @@ class Machine:
     (``nd_e820``) gives it a raw namespace, and ``nd_pmem`` maps its pages
     (``devm_memremap_pages()``, MEMORY_DEVICE_FS_DAX): ZONE_DEVICE struct
     pages, whose memmap is allocated from RAM then, and none of which the
-    page allocator ever hands out."""
+    page allocator ever hands out.  ``i40e_ports`` gives fake_i40e that many
+    edu devices to bind, each a port with its own address (an X710's two
+    ports, which the seed's hosts bond)."""
 
     #: options before any device (``-machine``, an IOMMU that must exist before the devices it serves)
     early_args: tuple[str, ...] = ()
@@ -62,6 +64,7 @@ class Machine:
     dimm_mb: int = 0
     balloon_mb: int = 0
     pmem_mb: int = 0
+    i40e_ports: int = 1
 
     def cmdline(self, memory_mb: int) -> str:
         """What the kernel command line needs for this hardware."""
@@ -100,6 +103,8 @@ class Machine:
                     "-device", f"pc-dimm,id=dimm0,memdev=dimm0,node={self.numa_nodes - 1}"]
         if self.balloon_mb:
             out += ["-device", "virtio-balloon-pci,id=balloon0"]
+        for _ in range(self.i40e_ports - 1):     # GuestSpec.extra_devices has the first
+            out += ["-device", "edu"]
         return out
 
     def balloon_target(self, memory_mb: int) -> int:

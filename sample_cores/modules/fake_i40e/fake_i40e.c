@@ -9,6 +9,8 @@
  * the rings exist:
  *   pci_dev (driver "i40e") -> drvdata i40e_pf -> vsi[] -> rx_rings[]
  *   net_device -> i40e_netdev_priv -> vsi -> rx_rings[]
+ * Each edu device is a port (a PF) of its own, with its own address, as
+ * the two ports of an X710 are: 3c:fd:fe:00:40:0e, then :0f, ...
  *
  * Rings are filled as i40e_alloc_mapped_page() fills them (dev_alloc_pages,
  * dma_map_page_attrs, page_ref_add(USHRT_MAX - 1) with pagecnt_bias
@@ -574,9 +576,11 @@ static const struct ring_plan fdir_plans[] = {
 	{ .count = 64, .rx_buf_len = I40E_RXBUFFER_2048, .scheme = BIAS_OLD, .status = &fresh_status },
 };
 
+static atomic_t ports_probed = ATOMIC_INIT(0);
+
 static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
-	static const u8 mac[ETH_ALEN] = { 0x3c, 0xfd, 0xfe, 0x00, 0x40, 0x0e };
+	u8 mac[ETH_ALEN] = { 0x3c, 0xfd, 0xfe, 0x00, 0x40, 0x0e };
 	struct i40e_netdev_priv *np;
 	struct net_device *netdev;
 	struct i40e_pf *pf;
@@ -593,6 +597,7 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
 	if (!pf)
 		return -ENOMEM;
+	mac[ETH_ALEN - 1] += atomic_inc_return(&ports_probed) - 1;
 	pf->pdev = pdev;
 	pf->num_alloc_vsi = 4;
 	pf->vsi = kcalloc(pf->num_alloc_vsi, sizeof(struct i40e_vsi *), GFP_KERNEL);
@@ -635,7 +640,8 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		if (np->vsi->xdp_rings[0])
 			fake_xdp_tx(np->vsi->rx_rings[0], np->vsi->xdp_rings[0]);
 	}
-	growth_ring = pf->vsi[0]->rx_rings[0];
+	if (!growth_ring)       /* the first port's */
+		growth_ring = pf->vsi[0]->rx_rings[0];
 	pr_info("fake_i40e: %s ready on %s\n", netdev_name(netdev), pci_name(pdev));
 	return 0;
 }
@@ -646,7 +652,8 @@ static void fake_remove(struct pci_dev *pdev)
 	struct i40e_vsi *main_vsi = pf->vsi[0];
 	u16 i;
 
-	growth_ring = NULL;
+	if (main_vsi && growth_ring == main_vsi->rx_rings[0])
+		growth_ring = NULL;
 	if (main_vsi && main_vsi->netdev) {
 		unregister_netdev(main_vsi->netdev);
 		free_netdev(main_vsi->netdev);
