@@ -3,6 +3,8 @@ how far to trust it (what this core let the analysis see, and what not)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import TYPE_CHECKING
 
 import drgn
@@ -120,11 +122,17 @@ def _answer(r: "OrphanReport") -> str:
                 f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
     named = [s for s in r.suspects if s.netdev]
     if named:
-        dev = max({(s.netdev, s.driver) for s in named},
-                  key=lambda d: sum(s.pages for s in named if (s.netdev, s.driver) == d))
-        pages = sum(s.pages for s in named if (s.netdev, s.driver) == dev)
-        who = (f"{100 * pages / r.orphaned_pages:.0f}% look like {dev[1]} rx buffers of {dev[0]} "
-               f"(stale frames sent to it)")
+        # the driver whose devices' frames fill the most pages, and those devices, most first
+        # (the ports of one NIC, bonded or not, leak the same way)
+        by_device = Counter()
+        for s in named:
+            by_device[s.driver, s.netdev] += s.pages
+        driver = max({d for d, _ in by_device}, key=lambda d: sum(n for (x, _), n in by_device.items() if x == d))
+        devices = [dev for (d, dev), _ in by_device.most_common() if d == driver]
+        pages = sum(by_device[driver, dev] for dev in devices)
+        them = f"{devices[0]} (stale frames sent to it)" if len(devices) == 1 else \
+            f"{', '.join(devices[:-1])} and {devices[-1]} (stale frames sent to them)"
+        who = f"{100 * pages / r.orphaned_pages:.0f}% look like {driver} rx buffers of {them}"
     else:
         who = "no device could be named from their contents"
     orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
