@@ -63,7 +63,7 @@ def churned() -> int:
 os.environ["VMCORE_TOOLS_DEBUG"] = "1"     # a failing command shows where it faulted
 prog = open_program(None, sys.argv[1], sys.argv[2:])
 records = "".join(p.read_text() for p in sorted(Path("/sys/kernel/debug/vmct_truth").glob("*")))
-leaks = [{"pfn": x["pfn"], "refcount": x["refcount"]} for x in parse_log(records)[0]]
+leaks = [{"pfn": x["pfn"], "refcount": x["refcount"], "ring": x["ring"]} for x in parse_log(records)[0]]
 for leak in leaks:
     leak["refcount_read"] = pfn_to_page(prog, leak["pfn"])._refcount.counter.value_()
 with open("/tmp/churn.log", "w") as log_file:

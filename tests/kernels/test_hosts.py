@@ -1,7 +1,7 @@
 """A guest shaped like a production host (issue 19): two NUMA nodes, a DIMM
 hot-added on node 1, a virtio balloon inflated by 128 MB, 256 MB of legacy
 persistent memory (``memmap=256M!896M``), a kernel loaded for kexec
-(``kexec -l``) and the i40e port in an active-backup bond, with the
+(``kexec -l``) and two i40e ports in an active-backup bond, with the
 i40e-leak guest's modules and ``vmct_hosts``, which keeps pages on node 1's
 hot-added memory and loses two there.
 
@@ -13,6 +13,7 @@ with drgn objects, and the test modules' truth records."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import drgn
@@ -196,22 +197,28 @@ def test_live_the_planted_leaks_are_the_orphans(kernel):
     leaks, the two on hot-added memory among them."""
     result = run_probe_in_guest(kernel, Path(__file__).with_name("live_probe.py"), "hosts")
     planted = {leak["pfn"] for leak in result["leaks"]}
-    assert len(planted) == 40
+    rings = Counter(leak["ring"].split("/")[0] for leak in result["leaks"])
+    ports = sorted(r for r in rings if r.startswith("eth"))
+    assert len(ports) == 2 and rings[ports[0]] == rings[ports[1]] > 0 and rings["node1"] == 2, rings
     assert {o["pfn"] for o in result["orphans"]} == planted, \
         [o for o in result["orphans"] if o["pfn"] not in planted]
 
 
-def test_a_bonded_i40e_port_is_named_by_its_own_device(host):
-    """The i40e port is a slave of bond0, which carries the same address:
-    the frames in its leaked rx pages were received by the port, the device
-    with a driver, and the suspects and the verdict name it, not the bond."""
+def test_a_bonded_i40e_pair_is_named_by_its_own_devices(host):
+    """The two i40e ports are slaves of bond0, which carries the first
+    one's address: the frames in each port's leaked rx pages were received
+    by that port, a device with a driver, and the suspects and the verdict
+    name the ports, not the bond."""
     core, r = host
     prog = r.census.prog
     devs = {d.name.string_().decode(): d for d in for_each_netdev(prog)}
-    assert "bond0" in devs, sorted(devs)
-    i40e = core.netdevs("i40e")[0]
+    ports = core.netdevs("i40e")
+    assert "bond0" in devs and len(ports) == 2, sorted(devs)
     mac = lambda d: prog.read(d.dev_addr.value_(), 6)  # noqa: E731
-    assert mac(devs["bond0"]) == mac(devs[i40e])
-    assert local_netdevs(prog)[mac(devs[i40e])] == (i40e, "i40e")
-    assert any(s.netdev == i40e and s.driver == "i40e" for s in r.suspects)
-    assert f"i40e rx buffers of {i40e}" in verdict(r)
+    assert mac(devs["bond0"]) == mac(devs[ports[0]]) != mac(devs[ports[1]])
+    assert all(devs[p].flags.value_() & prog["IFF_SLAVE"].value_() for p in ports)
+    for port in ports:
+        assert local_netdevs(prog)[mac(devs[port])] == (port, "i40e")
+        assert any(s.netdev == port and s.driver == "i40e" for s in r.suspects), port
+    assert f"i40e rx buffers of {ports[0]} and {ports[1]} (stale frames sent to them)" in verdict(r) or \
+        f"i40e rx buffers of {ports[1]} and {ports[0]} (stale frames sent to them)" in verdict(r), verdict(r)
