@@ -131,7 +131,7 @@ SCENARIOS = {
         Scenario("hosts", "the i40e-leak guest shaped like a production host: two NUMA nodes, a DIMM "
                  "hot-added on node 1 (vmct_hosts keeps pages there and loses two), a virtio balloon "
                  "inflated by 128 MB, 256 MB of legacy pmem on node 1 (memmap=256M!896M: ZONE_DEVICE "
-                 "pages, idle), a kernel loaded for kexec (kexec -l), two i40e ports in a bond",
+                 "pages, 16 MB of them an fsdax file the workload maps), a kernel loaded for kexec (kexec -l), two i40e ports in a bond",
                  {"vmct_workload": "split_leak=1"}, memory_mb=1280, modules=(*DEFAULT_MODULES, "vmct_hosts"),
                  machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128, pmem_mb=256, i40e_ports=2),
                  kexec_load=True,

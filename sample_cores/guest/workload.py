@@ -13,13 +13,18 @@ its sockets are part of what the dump must contain:
 * page_frag users: TCP connections over loopback whose receiver never reads,
 * page_pool: a veth pair with an XDP program on the receiving end, whose
   receiver never reads (veth copies skbs for XDP into page_pool pages on
-  6.12, into alloc_page() pages on 5.10 and 6.1).
+  6.12, into alloc_page() pages on 5.10 and 6.1),
+* fsdax in use, where the guest has persistent memory (/dev/pmem0): an
+  ext4 mounted with -o dax on it and a file of it mapped shared and
+  written, so its ZONE_DEVICE pages are in this process's page tables and
+  the file's mapping.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import signal
 import socket
@@ -225,6 +230,22 @@ def page_cache(disk: str, mb: int) -> None:
             pass
 
 
+def fsdax(dev: str, mb: int) -> mmap.mmap:
+    """A file on an ext4 mounted with -o dax over ``dev``, mapped shared and
+    written page by page: DAX maps the persistent memory itself, no page
+    cache between (``dax_iomap_fault()``)."""
+    mnt = Path("/tmp/pmem")
+    mnt.mkdir(exist_ok=True)
+    run("mkfs.ext4", "-q", "-F", "-b", "4096", dev)
+    run("mount", "-o", "dax", dev, str(mnt))
+    with open(mnt / "dax.bin", "w+b") as f:
+        f.truncate(mb * MB)
+        mapped = mmap.mmap(f.fileno(), mb * MB, mmap.MAP_SHARED)
+    for i in range(0, mb * MB, 4096):
+        mapped[i] = 0x5A
+    return mapped
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -260,9 +281,12 @@ def main() -> int:
     log("slab: 20000 tmpfs files")
     held = loopback_frags()
     log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
+    dax = fsdax("/dev/pmem0", 16) if Path("/dev/pmem0").exists() else None
+    if dax is not None:
+        log("fsdax: 16 MB file mapped on an ext4 -o dax over /dev/pmem0")
     devices = nics()
     procs = net_traffic(setup_network(devices)) + veth_xdp()
-    return ready(args.out, devices, [anon, held, procs])
+    return ready(args.out, devices, [anon, held, procs, dax])
 
 
 def ready(out: str, devices: dict[str, dict], keep: list) -> int:

@@ -19,9 +19,10 @@ from pathlib import Path
 import drgn
 import numpy as np
 import pytest
-from drgn.helpers.linux.mm import follow_phys, phys_to_virt
+from drgn.helpers.linux.mm import follow_pfn, follow_phys, for_each_vma, pfn_to_page, phys_to_virt
 from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.net import for_each_netdev
+from drgn.helpers.linux.pid import for_each_task
 
 from vmcore_tools import orphans
 from vmcore_tools.classify import PageClass
@@ -164,6 +165,39 @@ def test_pmem_pages_are_device_memory_not_ram(host):
     assert "256.0 MB of device memory" in verdict(r)
     # a Debian kernel zeroes slab objects when it hands them out
     assert coverage(r)["slab_zeroed_on_alloc"] is True
+
+
+def dax_mapped(prog) -> tuple[list[int], drgn.Object]:
+    """The PFNs the workload's shared mapping of dax.bin maps, from its page
+    tables, and the file's address_space."""
+    for task in for_each_task(prog):
+        if not task.mm:
+            continue
+        for vma in for_each_vma(task.mm):
+            f = vma.vm_file
+            if f and f.f_path.dentry.d_name.name.string_() == b"dax.bin":
+                pfns = [follow_pfn(task.mm, a).value_() for a in range(vma.vm_start, vma.vm_end, 4096)]
+                return pfns, f.f_mapping
+    raise AssertionError("no process maps dax.bin")
+
+
+def test_fsdax_pages_in_use_are_device_memory(host):
+    """The workload maps a 16 MB file of an ext4 mounted with -o dax over
+    the pmem and writes every page: DAX maps the persistent memory itself
+    (each page associated with the file's mapping, referenced, in the
+    process's page tables).  Those pages are still device memory: in the
+    pmem range, class DEVICE, not RAM, never orphans."""
+    core, r = host
+    c = r.census
+    pfns, mapping = dax_mapped(c.prog)
+    assert len(pfns) == 16 << 8
+    ranges = iomem_pmem(core)
+    assert all(any(lo <= p < hi for lo, hi in ranges) for p in pfns)
+    pages = [pfn_to_page(c.prog, p) for p in pfns]
+    assert all(pg.mapping == mapping for pg in pages[::64])      # dax_associate_entry()
+    assert all(pg._refcount.counter.value_() >= 1 for pg in pages[::64])
+    assert (c.classes[np.array(pfns)] == PageClass.DEVICE).all()
+    assert not set(pfns) & {o.pfn for o in r.orphans}
 
 
 def test_a_loaded_kexec_images_pages_are_reserved(host):
