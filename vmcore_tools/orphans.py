@@ -241,9 +241,9 @@ def candidate_heads(c: Census) -> np.ndarray:
     (when most of memory is leaked, an array of every unattributed page and
     its head is tens of bytes per page).
 
-    Fact: a page_pool page keeps its pool's signature (``pp_magic``; from
-    7.1 the ``netpp`` page type) from the moment the pool allocates it to
-    the moment the pool frees it.  The pool holds it only while it waits in
+    Fact: a page_pool page keeps its pool's signature (``pp_magic``, 5.14
+    to 7.3 at least) from the moment the pool allocates it to the moment
+    the pool frees it.  The pool holds it only while it waits in
     the pool's alloc cache or ptr_ring, arrays of page pointers in the
     pool's own memory (slab or kvmalloc'd); handed out, it is held by
     whoever took it (a driver's rx ring, an skb's frags, an XDP frame).  A
