@@ -143,6 +143,8 @@ class OrphanReport:
     seconds: float
     problems: list[str]
     page_owner: str = "absent"      # page_owner_state(): on, off, absent, unsupported
+    #: allocations the scan checked (candidate_heads): unattributed and page_pool ones
+    candidates: int = 0
 
     @property
     def orphaned_pages(self) -> int:
@@ -213,7 +215,7 @@ class OrphanReport:
             "schema": "vmcore-tools/orphans/2",
             "release": kernel_release(c.prog),
             "page_size": c.memmap.page_size,
-            "candidates": len(self.found) + int(self.referenced_heads.size),
+            "candidates": self.candidates,
             "orphaned_pages": self.orphaned_pages,
             "orphaned_allocations": len(self.found),
             "referenced_pages": self.referenced_pages,
@@ -270,6 +272,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
         if changed:
             problems.append(f"{changed} unreferenced allocation(s) changed owner or size while read (live): "
                             "not reported")
+    checked = int(heads.size)
     is_ref = in_sorted(heads, np.fromiter(references, np.int64, len(references)))
     ref_heads = heads[is_ref]
     ref_heads = ref_heads[c.classes[ref_heads] == PageClass.UNATTRIBUTED]   # a held page_pool page is owned
@@ -285,7 +288,7 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     records: dict[int, PageOwner] = {}
     suspects = run_stage("suspects", lambda: group_suspects(c, found, sampled, records, problems), [], problems)
     return OrphanReport(c, scan, found, ref_heads, references, suspects, sampled, records,
-                        time.monotonic() - t0, problems, c.page_owner_state)
+                        time.monotonic() - t0, problems, c.page_owner_state, checked)
 
 
 def _confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],
