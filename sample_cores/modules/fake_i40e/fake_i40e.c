@@ -214,6 +214,14 @@ static void fake_receive(struct i40e_ring *ring, enum bias_scheme scheme)
 		bi->pagecnt_bias = USHRT_MAX;
 	}
 	put_page(page);				/* the skb is consumed and freed */
+	/* i40e_can_reuse_rx_page(): a new-scheme buffer whose bias has run
+	 * down to its last reference is restocked before it is reused (without
+	 * it, a page that stays in the ring for 65534 frames is freed while
+	 * its slot still holds it) */
+	if (scheme == BIAS_NEW && bi->pagecnt_bias == 1) {
+		page_ref_add(page, USHRT_MAX - 1);
+		bi->pagecnt_bias = USHRT_MAX;
+	}
 	bi->page_offset ^= i40e_rx_pg_size(ring) / 2;
 	fake_reuse_rx_page(ring, bi);
 	ring->next_to_clean = (ring->next_to_clean + 1) % ring->count;
