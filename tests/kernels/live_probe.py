@@ -97,6 +97,7 @@ del os.environ["VMCORE_TOOLS_FAIL_STAGE"]
 churn.kill()
 print(json.dumps({"cli": cli, "injected": injected, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
+                  "page_pool_marked": prog.type("struct page").has_member("pp_magic"),
                   "leaks": leaks, "problems": c.problems + r.problems,
                   "orphans": [{"pfn": o.pfn, "order": o.order, "refcount": o.refcount,
                                "suspect": o.suspect} for o in r.orphans],
