@@ -57,6 +57,14 @@ class Core:
         from vmcore_tools import open_program
         return open_program(self.core, self.vmlinux, self.debug)
 
+    def planted_class(self, prog, leak: dict) -> str:
+        """The census class of a planted leak's pages: the page lost from
+        vmct_shapes' page_pool keeps the pool's mark where the kernel marks
+        pool pages (``pp_magic``, 5.14+), and is class page_pool; every
+        other lost page is unattributed."""
+        marked = leak["ring"] == "page-pool" and prog.type("struct page").has_member("pp_magic")
+        return "page_pool" if marked else "unattributed"
+
     def expected_orphans(self) -> dict[int, dict]:
         """The planted leaks the report must find orphaned, by PFN: all of
         them, except two cases that nothing in the dump can tell, at most
