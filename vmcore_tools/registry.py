@@ -111,6 +111,13 @@ ROOTS: tuple[Root, ...] = (
          "as a page-aligned address, so a ring's pages are read by their layout, not as plain pages.",
          "all (split rings; packed rings from 5.0)",
          "tests/kernels/test_seed.py::test_orphans_are_exactly_the_complete_record"),
+    Root("blk-mq requests", "scan_blk_mq_requests", POINTERS,
+         "blk_mq_alloc_rqs() cuts blocks of up to order 4 (no __GFP_COMP, the order in the first page's "
+         "private, listed on tags->page_list) into struct requests and driver data: CPU-side structures, "
+         "never a device's ring, whose packed small fields can read as a physical address; so they are read "
+         "by pointers, not as plain referenced pages (blk_mq.request_pages).",
+         "all",
+         "tests/kernels/test_hosts.py::test_exactly_the_planted_leaks_are_orphaned"),
     Root("iommu page tables", "scan_iommu_tables", frozenset({TABLE_ENTRY}),
          "An IOMMU domain that serves the DMA API maps what drivers hand to dma_map_*(), which takes no "
          "reference: a leaf entry holds nothing (a page leaked while mapped is still orphaned), an upper "

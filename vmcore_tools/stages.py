@@ -56,6 +56,8 @@ STAGES: dict[str, str] = {
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",
     "scan: rx buffers": "references from rx buffers (skb frags) are not seen",
     "scan: virtqueues": "virtqueue buffers are not seen, and their rings are read as plain pages",
+    "scan: blk-mq requests": "blk-mq's request pages are read as plain pages: a request's packed fields "
+                             "may read as a physical address that holds a leaked page",
     "scan: iommu page tables": "IOMMU page tables are read as plain pages: pages leaked while DMA-mapped "
                                "may look referenced",
     "scan: kernel mappings": "pages mapped outside the direct map are not seen",

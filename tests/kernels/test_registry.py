@@ -35,9 +35,11 @@ UNIT_TESTED = {"rx buffers"}
 #: test is an exact orphan set -- of the seed core (test_seed), where 60% of
 #: memory is candidates and an index read as an address finds one, of the
 #: iommu core (test_iommu), whose page tables' leaves name the leaked pages,
-#: and of the 7.3 i40e-leak core (test_owned_shapes), whose page_pool's DMA
-#: index names the page lost from it
-PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index"}
+#: of the 7.3 i40e-leak core (test_owned_shapes), whose page_pool's DMA
+#: index names the page lost from it, and of the 5.10 hosts core (test_hosts,
+#: test-all), where blk-mq requests' packed fields read as the physical
+#: address of a page lost at 0x10a000000
+PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak, and for
