@@ -202,8 +202,8 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     or pin never released.
 
     A page_pool page keeps its pool's mark (``pp_magic``) until the pool
-    frees it; one that is a candidate was handed
-    out by its pool and never given back (``orphans.candidate_heads``)."""
+    frees it; one that is a candidate was handed out by its pool and never
+    given back (``orphans.candidate_heads``)."""
     bits = page_flag_bits(c.prog)
     cached = [bits[n] for n in CACHE_FLAGS if n in bits]
     w = c.memmap.read(pfns)

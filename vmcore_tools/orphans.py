@@ -233,7 +233,8 @@ class OrphanReport:
         }
 
 
-#: Classes whose pages are leak candidates: no walk found their owner.
+#: Classes whose pages are leak candidates: no walk found their owner, or
+#: only their origin is known (page_pool: see ``candidate_heads``).
 CANDIDATE_CLASSES = (PageClass.UNATTRIBUTED, PageClass.PAGE_POOL)
 
 

@@ -4,7 +4,6 @@ how far to trust it (what this core let the analysis see, and what not)."""
 from __future__ import annotations
 
 from collections import Counter
-
 from typing import TYPE_CHECKING
 
 import drgn
@@ -124,12 +123,12 @@ def _answer(r: "OrphanReport") -> str:
     if named:
         # the driver whose devices' frames fill the most pages, and those devices, most first
         # (the ports of one NIC, bonded or not, leak the same way)
-        by_device = Counter()
+        by_driver, by_device = Counter(), Counter()
         for s in named:
+            by_driver[s.driver] += s.pages
             by_device[s.driver, s.netdev] += s.pages
-        driver = max({d for d, _ in by_device}, key=lambda d: sum(n for (x, _), n in by_device.items() if x == d))
+        driver, pages = by_driver.most_common(1)[0]
         devices = [dev for (d, dev), _ in by_device.most_common() if d == driver]
-        pages = sum(by_device[driver, dev] for dev in devices)
         them = f"{devices[0]} (stale frames sent to it)" if len(devices) == 1 else \
             f"{', '.join(devices[:-1])} and {devices[-1]} (stale frames sent to them)"
         who = f"{100 * pages / r.orphaned_pages:.0f}% look like {driver} rx buffers of {them}"
