@@ -27,6 +27,14 @@ def lines(all_lines: tuple[str, ...] = KERNELS, ci: tuple[str, ...] = ("6.1",)) 
     return [k if k in ci else pytest.param(k, marks=pytest.mark.full) for k in all_lines]
 
 
+def planted_class(leak: dict, pool_pages_marked: bool) -> str:
+    """The census class of a planted leak's pages: the page lost from
+    vmct_shapes' page_pool keeps the pool's mark where the kernel marks pool
+    pages (``pool_pages_marked``: struct page has ``pp_magic``, 5.14+), and
+    is class page_pool; every other lost page is unattributed."""
+    return "page_pool" if leak["ring"] == "page-pool" and pool_pages_marked else "unattributed"
+
+
 class Core:
     """A built sample core: its directory, manifest and vmcore-tools options."""
 
@@ -58,12 +66,8 @@ class Core:
         return open_program(self.core, self.vmlinux, self.debug)
 
     def planted_class(self, prog, leak: dict) -> str:
-        """The census class of a planted leak's pages: the page lost from
-        vmct_shapes' page_pool keeps the pool's mark where the kernel marks
-        pool pages (``pp_magic``, 5.14+), and is class page_pool; every
-        other lost page is unattributed."""
-        marked = leak["ring"] == "page-pool" and prog.type("struct page").has_member("pp_magic")
-        return "page_pool" if marked else "unattributed"
+        """``planted_class`` on this core's kernel."""
+        return planted_class(leak, prog.type("struct page").has_member("pp_magic"))
 
     def expected_orphans(self) -> dict[int, dict]:
         """The planted leaks the report must find orphaned, by PFN: all of

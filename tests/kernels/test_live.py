@@ -11,7 +11,7 @@ import pytest
 
 from sample_cores.kernels import fetch
 
-from ..conftest import KERNELS, lines, run_probe_in_guest
+from ..conftest import KERNELS, lines, planted_class, run_probe_in_guest
 from ..schemas import validate
 
 pytestmark = pytest.mark.vm
@@ -26,9 +26,7 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     assert result["leaks"], "the guest's test modules logged planted leaks"
     for leak in result["leaks"]:
         assert leak["refcount_read"] == leak["refcount"], leak
-        # the page lost from vmct_shapes' page_pool keeps the pool's mark (5.14+)
-        pool = leak["ring"] == "page-pool" and result["page_pool_marked"]
-        assert leak["class"] == ("page_pool" if pool else "unattributed"), leak
+        assert leak["class"] == planted_class(leak, result["page_pool_marked"]), leak
     assert sum(result["classes"].values()) == result["total_pages"]
     # the kernel changed under the orphan report: the churn ran while it read
     assert result["churn_rounds"] > 0, result["churn_rounds"]
