@@ -14,7 +14,7 @@ import numpy as np
 from .cma import cma_ranges
 from .page_owner import PageOwners
 from .references import Reference
-from .registry import STRUCT_PAGE
+from .registry import STRUCT_PAGE, TABLE_ENTRY
 
 if TYPE_CHECKING:
     from .refscan import ReferenceScan
@@ -51,7 +51,13 @@ def extend_runs(scan: "ReferenceScan") -> None:
       named by its ``struct page`` (on a ``page->lru`` list, in a
       ``page->private`` chain, in an array of page pointers) is an
       allocation of its own, and the unreferenced page after it is not
-      that allocation's tail.
+      that allocation's tail.  So does a page named by a table entry (a
+      physical address with flag bits, in a page of such entries or an
+      IOMMU table): a table's levels are pages allocated one at a time
+      (``pte_alloc_one()``, ``iommu_alloc_pages_node()``), and a buffer a
+      table maps is mapped whole, every page of it named, so the
+      unreferenced page after a named one is no tail of a run that holds
+      the named page.
       A page whose start the kernel image's data holds does: boot-time
       tables lie back to back (``tcp_hashinfo.ehash`` right after the
       block of ``ip_idents``), and the alignment bound alone would let
@@ -100,8 +106,9 @@ def extend_runs(scan: "ReferenceScan") -> None:
     starts_of = {h: starts for h in refs
                  if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
     image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
-    # a page someone holds by its struct page is an allocation of its own
+    # a page someone holds by its struct page, or names in a table entry, is an allocation of its own
     page_held = {h for h, found in refs.items() if any(r.kind == STRUCT_PAGE for r in found)}
+    own = page_held | {h for h, found in refs.items() if any(r.kind == TABLE_ENTRY for r in found)}
     # split_page() blocks whose first struct page the image holds
     split = {h for h in page_held if any(r.kind == STRUCT_PAGE and r.region == "data" for r in refs[h])}
     # A run starts at a single page (alloc_pages_exact() gives refcount
@@ -124,7 +131,7 @@ def extend_runs(scan: "ReferenceScan") -> None:
                 in_split |= outer_split
             outer_end, outer_split = end, in_split
         span = next((n for n in range(head + 1, end)
-                     if not single(n) or n in image_held or n in page_held),
+                     if not single(n) or n in image_held or n in own),
                     end)
         if held_by_image:
             outer_next = span

@@ -1,0 +1,65 @@
+"""The run rule (``runs.extend_runs``) on a made-up memmap: which
+unreferenced order-0 pages after a page held by its start address are
+taken as the tail of its ``alloc_pages_exact()`` run, and which pages end
+the run because they are allocations of their own."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from vmcore_tools.pages import Memmap
+from vmcore_tools.references import Reference, ScanResult
+from vmcore_tools.registry import DIRECT_MAP, STRUCT_PAGE, TABLE_ENTRY
+from vmcore_tools.runs import extend_runs
+
+NR = 1 << 10
+DIRECT = 0xFFFF888000000000
+HEAD = 64           # 64-aligned: a block of up to 64 pages may start here
+
+
+def run_rule(held: dict[int, list[Reference]], singles: list[int]) -> dict[int, list[Reference]]:
+    """References after the rule, for candidates ``singles`` (order 0,
+    refcount 1) of which ``held`` are referenced."""
+    a = Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=0xFFFFEA0000000000, struct_size=64,
+               direct_map=DIRECT, page_shift=12, heads=np.zeros(0, np.int64), orders=np.zeros(0, np.uint8))
+    bits = np.zeros(NR // 8, np.uint8)
+    for p in singles:
+        bits[p >> 3] |= 1 << (p & 7)
+    scan = SimpleNamespace(a=a, result=ScanResult(dict(held)), singles=bits, max_block=1 << 10,
+                           census=SimpleNamespace(page_owners=None))
+    extend_runs(scan)
+    return scan.result.references
+
+
+def by(kind: str, pfn: int, region: str = "slab") -> list[Reference]:
+    value = DIRECT + (pfn << 12) if kind == DIRECT_MAP else pfn << 12 | 3
+    return [Reference(pfn, kind, 0xFFFF888100000000, region, "", value)]
+
+
+def test_a_heap_held_start_takes_in_the_unreferenced_pages_after_it():
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD)}, [HEAD, HEAD + 1, HEAD + 2])
+    assert {HEAD + 1, HEAD + 2} <= set(refs)
+    assert refs[HEAD + 1][0].region == "run"
+
+
+def test_a_single_unreferenced_page_after_a_heap_held_start_stays_a_candidate():
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD)}, [HEAD, HEAD + 1])
+    assert HEAD + 1 not in refs
+
+
+def test_an_inner_page_held_by_its_address_does_not_end_the_run():
+    """vring.used, say: a pointer to a page boundary inside the buffer."""
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD), HEAD + 2: by(DIRECT_MAP, HEAD + 2)},
+                    [HEAD, HEAD + 1, HEAD + 2, HEAD + 3])
+    assert {HEAD + 1, HEAD + 3} <= set(refs)
+
+
+def test_a_page_held_by_its_struct_page_or_a_table_entry_ends_the_run():
+    """A one-page buffer, its unreferenced neighbour, then a page on a
+    page->lru list (or a table's level or mapped page), then another
+    unreferenced page: two unreferenced pages in the window, but the page
+    between them is an allocation of its own, so neither is a tail."""
+    for kind in (STRUCT_PAGE, TABLE_ENTRY):
+        held = {HEAD: by(DIRECT_MAP, HEAD), HEAD + 2: by(kind, HEAD + 2, "referenced page")}
+        refs = run_rule(held, [HEAD, HEAD + 1, HEAD + 2, HEAD + 3])
+        assert HEAD + 1 not in refs and HEAD + 3 not in refs, kind
