@@ -223,10 +223,11 @@ def page_history(c: Census, pfns: np.ndarray) -> dict[int, str]:
     return {int(p): HISTORY_KINDS[int(k)] for p, k in zip(w.pfn[keep], kind[keep])}
 
 
-def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
+def history_text(kind: str, refcount_min: int, refcount_max: int, pools: dict[str, int] | None = None) -> str:
     """"released by its owner, still referenced: shmem page cache until
     truncation; 1 reference kept" -- and the pins, where the refcount holds
-    FOLL_PIN's bias."""
+    FOLL_PIN's bias; for page_pool pages, whom their pools serve (``pools``:
+    owner -> sampled pages, ``rings.page_pool.pool_owner``)."""
     pins = refcount_min // GUP_PIN_COUNTING_BIAS
     refs = refcount_min % GUP_PIN_COUNTING_BIAS
     same = refcount_min == refcount_max
@@ -238,7 +239,10 @@ def history_text(kind: str, refcount_min: int, refcount_max: int) -> str:
     else:
         kept = f"{refcount_min}-{refcount_max} references kept"
     if kind == "page_pool page":
-        return (f"taken from a page_pool and never given back: in flight, held by nobody (the pool's mark "
+        named = [o for o in sorted(pools or {}, key=lambda o: -pools[o]) if o]
+        source = ("a page_pool" if not named else f"a page_pool of {named[0]}" if len(pools) == 1
+                  else "page_pools of " + ", ".join(f"{o} ({pools[o]} sampled)" for o in named))
+        return (f"taken from {source} and never given back: in flight, held by nobody (the pool's mark "
                 f"kept); {kept}")
     if kind == "anonymous memory":
         return (f"released by its owner, still referenced: {kind} of a process that unmapped it "

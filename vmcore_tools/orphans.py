@@ -46,6 +46,7 @@ from .features import kernel_release
 from .page_owner import PageOwner
 from .references import Reference, ScanResult
 from .refscan import scan_references
+from .rings.page_pool import pool_owners_of
 from .stages import run_stage
 from .verdict import coverage, verdict
 
@@ -107,6 +108,9 @@ class Suspect:
     #: of the sampled allocations, how many were each kind of page cache
     #: before their owner let them go (evidence.HISTORY_KINDS)
     history: dict[str, int] = field(default_factory=dict)
+    #: of the sampled page_pool pages, how many came from a pool serving
+    #: each device (rings.page_pool.pool_owner; "" where the pool names none)
+    pools: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -397,10 +401,11 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
     (a byte per orphan).  Each group's bytes, flags and page_owner records
     are read from an even sample of ``SAMPLE`` allocations (into ``sampled``
     and ``records``).  A group read whole is split by the device its frames
-    were sent to, by its allocation site and by what its flags say it was
-    (``evidence.page_history``); a larger one stays whole, with its
-    sample's shares."""
+    were sent to, by its allocation site, by what its flags say it was
+    (``evidence.page_history``) and, for page_pool pages, by whom their
+    pool serves; a larger one stays whole, with its sample's shares."""
     histories: dict[int, str] = {}
+    pool_owners: dict[int, str] = {}
     sniff = run_stage("evidence: frames", lambda: Sniffer(c), None, problems)
     owners = c.page_owners
     ring_orders = c.rings.orders_by_driver(c.memmap)
@@ -421,6 +426,10 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         if owners is not None:
             records.update(run_stage("evidence: page_owner", lambda: owners.lookup(pfns), {}, problems))
         histories.update(run_stage("evidence: history", lambda: page_history(c, pfns), {}, problems))
+        from_pools = [p for p in pfns.tolist() if histories.get(p) == "page_pool page"]
+        if from_pools:
+            pool_owners.update(run_stage("evidence: page_pool", lambda: pool_owners_of(c.prog, from_pools), {},
+                                         problems))
         pattern = PATTERNS[k % len(PATTERNS)]
         if pick.size < n:
             groups.append((pattern, order, mask, _device(pfns, sampled), None))
@@ -429,8 +438,9 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         for i, p in zip(pick.tolist(), pfns.tolist()):
             s, rec = sampled.get(p), records.get(p)
             dev = (s.frame.netdev, s.frame.driver) if s and s.frame and s.frame.netdev else (None, None)
-            split.setdefault((dev, rec.alloc_site if rec else None, histories.get(p)), []).append(i)
-        for (dev, site, _), idx in split.items():
+            split.setdefault((dev, rec.alloc_site if rec else None, histories.get(p), pool_owners.get(p)),
+                             []).append(i)
+        for (dev, site, _, _), idx in split.items():
             part = np.zeros(found.pfn.size, bool)
             part[idx] = True
             groups.append((pattern, order, part, dev, site))
@@ -441,7 +451,7 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         pattern, order, mask, (netdev, driver), site = groups[g]
         found.suspect[mask] = sid
         suspects.append(_suspect(c, sid, pattern, order, mask, netdev, driver, site, found, sampled,
-                                 ring_orders, histories))
+                                 ring_orders, histories, pool_owners))
     return suspects
 
 
@@ -458,7 +468,8 @@ def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | Non
 
 def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, netdev: str | None,
              driver: str | None, site: str | None, found: Orphans, sampled: dict[int, PageSample],
-             ring_orders: dict[int, list[str]], histories: dict[int, str]) -> Suspect:
+             ring_orders: dict[int, list[str]], histories: dict[int, str],
+             pool_owners: dict[int, str]) -> Suspect:
     n = int(np.count_nonzero(mask))
     pfn = found.pfn
     sample = pfn[members_at(mask, even_sample(n))].tolist()
@@ -479,6 +490,7 @@ def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, ne
                 netdev, driver, sorted(ring_orders.get(order, [])), site, len(seen), dict(frames),
                 dict(contents), nodes, ranges, range_count,
                 dict(Counter(histories[p] for p in sample if p in histories)))
+    s.pools = dict(Counter(pool_owners[p] for p in sample if p in pool_owners))
     s.label = _label(pattern, s)
     return s
 
@@ -495,7 +507,7 @@ def _label(pattern: str, s: Suspect) -> str:
     was_cache = bool(s.history) and sum(s.history.values()) == s.sampled
     if was_cache:       # all of them were page cache: no ring to suspect
         kind = max(s.history, key=s.history.get)
-        what = f"{refcount}, {history_text(kind, lo, hi)}"
+        what = f"{refcount}, {history_text(kind, lo, hi, s.pools)}"
     elif s.history:
         what += "; " + ", ".join(f"{k} released but referenced in {v} of {s.sampled} sampled"
                                  for k, v in sorted(s.history.items()))

@@ -71,6 +71,7 @@ STAGES: dict[str, str] = {
     "evidence: page_owner": "orphans carry no allocating stack",
     "evidence: contents": "orphan groups carry no contents evidence",
     "evidence: history": "orphans are not told apart by what their flags say they were (released page cache, pins)",
+    "evidence: page_pool": "orphaned page_pool pages do not name the device their pool serves",
     "suspects": "orphans are not grouped into suspects",
     "reachability: boot memory": "objects named from the image and memblock memory may be called unreachable",
     "reachability: task stacks": "objects named from task stacks may be called unreachable",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import drgn
+from drgn.helpers.linux.mm import pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
 from ..features import has_object
@@ -76,13 +77,17 @@ def dma_index_nodes(prog: drgn.Program) -> set[int]:
 
 def pool_owner(pool: drgn.Object) -> str:
     """The net device a pool serves (6.8+: ``slow.netdev`` or ``user``'s),
-    else the device it DMA-maps for (``p.dev``); "" where it names neither."""
+    else the device it DMA-maps for (``p.dev``) and that device's driver;
+    "" where it names neither."""
     t = pool.type_.type
     netdev = pool.slow.netdev if t.has_member("slow") else pool.user.netdev if t.has_member("user") else None
     if netdev:
         return netdev_label(netdev)
     dev = pool.p.dev
-    return f"device {dev.kobj.name.string_().decode()}" if dev else ""
+    if not dev:
+        return ""
+    driver = f" ({dev.driver.name.string_().decode()})" if dev.driver else ""
+    return f"device {dev.kobj.name.string_().decode()}{driver}"
 
 
 def page_pool_of(page: drgn.Object) -> str:
@@ -93,3 +98,23 @@ def page_pool_of(page: drgn.Object) -> str:
     pool = page.pp
     owner = pool_owner(pool)
     return f"page_pool {pool.value_():#x}" + (f" of {owner}" if owner else "")
+
+
+def pool_owners_of(prog: drgn.Program, pfns: list[int]) -> dict[int, str]:
+    """For each of ``pfns`` (page_pool pages, 5.14+), whom its pool serves
+    (``pool_owner``), a pool read once however many of its pages are
+    asked; {} before 5.14, whose struct page names no pool."""
+    if not prog.type("struct page").has_member("pp"):
+        return {}
+    owners: dict[int, str] = {}
+    out = {}
+    for pfn in pfns:
+        pool = pfn_to_page(prog, pfn).pp
+        addr = pool.value_()
+        if addr not in owners:
+            try:
+                owners[addr] = pool_owner(pool)
+            except drgn.FaultError:     # a pointer that is no pool's (an unreadable dump page)
+                owners[addr] = ""
+        out[pfn] = owners[addr]
+    return out
