@@ -55,8 +55,9 @@ def summary(core_dir: Path) -> str:
     lines += [f"  {n:4} order-{o} pages, {kind}" for (o, kind), n in sorted(leaks.items())]
     kinds = ", ".join(sorted({d["kind"].replace("_", " ") for d in m["decoys"]}))
     lines.append(f"decoys        {len(m['decoys'])} ({kinds}): not leaks")
+    parked = Counter(p["kind"] for p in m["parked"])
     lines.append(f"parked        {len(m['parked'])} pages held outside the rx slots ("
-                 + ", ".join(sorted(p["kind"] for p in m["parked"])) + "): not leaks")
+                 + ", ".join(f"{k} {n}" for k, n in sorted(parked.items())) + "): not leaks")
     return "\n".join(lines)
 
 

@@ -39,6 +39,8 @@ def features(k: Kernel) -> list[str]:
         flags.append("-DHAVE_RX_OFFSET")
     if re.search(r"\bstruct xdp_buff xdp;", ring):
         flags.append("-DHAVE_RING_XDP_BUFF")     # 6.4+: ring->xdp replaces ring->skb
+    if "netif_napi_add_weight" in k.header("linux/netdevice.h").read_text():
+        flags.append("-DHAVE_NAPI_ADD_WEIGHT")          # 6.1+: netif_napi_add() takes no weight
     if "eth_hw_addr_set" in k.header("linux/etherdevice.h").read_text():
         flags.append("-DHAVE_ETH_HW_ADDR_SET")
     if "EMPTY_VMA_FLAGS" in k.header("linux/mm_types.h").read_text():

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from drgn.helpers.linux.list import list_for_each_entry
+from drgn.helpers.linux.net import netdev_get_by_name
 
 from vmcore_tools import orphans
 from vmcore_tools.verdict import coverage, verdict
 from vmcore_tools.classify import PageClass
 from vmcore_tools.features import has_member, has_object
+from vmcore_tools.rings.skb import skb_pfns
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -149,7 +152,7 @@ def test_pages_held_outside_the_rx_slots(leak_report):
     only there; the walkers still own it, and it is never orphaned."""
     core, r = leak_report
     c = r.census
-    parked = core.manifest["parked"]
+    parked = [p for p in core.manifest["parked"] if p["kind"] != "gro"]     # test_a_tcp_flow_in_gro_is_held
     kinds = {p["kind"] for p in parked}
     assert kinds in ({"skb", "xdp-tx"}, {"xdp", "xdp-tx"}), parked
     orphaned = {o.pfn for o in r.orphans}
@@ -173,6 +176,47 @@ def test_pages_held_outside_the_rx_slots(leak_report):
     frame = next(p for p in parked if p["kind"] != "xdp-tx")
     dev, queue = frame["ring"].split("/")
     assert rows[(dev, "rx", int(queue))]["outside_slots"] == (1 if frame["kind"] == "skb" else 0)
+
+
+def gro_skbs(prog, dev) -> list:
+    """The skbs waiting in the GRO lists of ``dev``'s napis
+    (``napi->gro_hash[]``; ``napi->gro.hash[]`` from 6.15)."""
+    out = []
+    for napi in list_for_each_entry("struct napi_struct", dev.napi_list.address_of_(), "dev_list"):
+        buckets = napi.gro_hash if napi.type_.type.has_member("gro_hash") else napi.gro.hash
+        for b in range(len(buckets)):
+            out += list_for_each_entry("struct sk_buff", buckets[b].list.address_of_(), "list")
+    return out
+
+
+def test_a_tcp_flow_in_gro_is_held(leak_report):
+    """fake_i40e hands three segments of one TCP flow from each port's
+    order-0 ring to napi_gro_receive() on the ring's q_vector, as
+    i40e_clean_rx_irq() does, and the poll never completes: the first skb
+    waits in the napi's GRO list, and the pages of the next two are frags
+    of it, in the skb_shared_info inside the first page (their own skbs
+    freed).  No ring slot holds any of them, and none is orphaned: the
+    first is held by its skb, the others by the first page."""
+    core, r = leak_report
+    c = r.census
+    prog = c.prog
+    gro = [p for p in core.manifest["parked"] if p["kind"] == "gro"]
+    ports = core.netdevs("i40e")
+    assert len(gro) == 3 * len(ports), core.manifest["parked"]
+    orphaned = orphan_pfns(r)
+    referenced = {x.pfn: x.references for x in r.referenced}
+    slots = set(c.memmap.heads_of(np.concatenate([x.pfn for x in c.rings.rings])).tolist())
+    for port in ports:
+        pages = [p["pfn"] for p in gro if p["ring"] == f"{port}/0"]
+        (skb,) = gro_skbs(prog, netdev_get_by_name(prog, port))
+        assert skb_pfns(prog, c.memmap, skb) == pages, port        # the head's page, then two frags
+        for pfn in pages:
+            assert pfn not in orphaned and pfn not in slots, (port, pfn)
+            assert c.class_of(pfn) == PageClass.UNATTRIBUTED, (port, pfn)
+        first, *merged = pages
+        assert any("slab" in line for line in referenced[first]), referenced[first]
+        for pfn in merged:
+            assert any("itself referenced" in line for line in referenced[pfn]), referenced[pfn]
 
 
 def test_igb_rings_of_a_real_82576(leak_report):

@@ -32,6 +32,7 @@
 #include <linux/etherdevice.h>
 #include <linux/ip.h>
 #include <linux/udp.h>
+#include <linux/tcp.h>
 #include "i40e.h"
 #include "vmct_truth.h"
 
@@ -422,6 +423,105 @@ static void fake_xdp_tx(struct i40e_ring *rx, struct i40e_ring *xdp_ring)
 	report_parked(xdp_ring, page, "xdp-tx");
 }
 
+/*
+ * A TCP flow in the middle of GRO when memory is dumped.  i40e_clean_rx_irq()
+ * hands every frame to napi_gro_receive() on the ring's q_vector: the first
+ * segment of a flow waits in the napi's GRO list (napi->gro_hash, from 6.15
+ * napi->gro.hash), and each next segment is merged into it -- the page of a
+ * buffer built with build_skb() becomes a frag of the first skb, in the
+ * skb_shared_info inside the first segment's own page, and its skb is freed
+ * (NAPI_GRO_FREE_STOLEN_HEAD).  The list is flushed when the poll completes
+ * (napi_complete_done()), so a core taken mid-poll holds the flow there;
+ * this poll never completes.  The ring's slots no longer hold these pages:
+ * the GRO list, or the first page, is their only holder.
+ */
+static int fake_napi_poll(struct napi_struct *napi, int budget)
+{
+	return 0;
+}
+
+static void write_segment(u8 *data, const struct net_device *dev, u32 seq, u16 id,
+			  unsigned int len)
+{
+	struct ethhdr *eth = (struct ethhdr *)data;
+	struct iphdr *ip = (struct iphdr *)(eth + 1);
+	struct tcphdr *tcp = (struct tcphdr *)(ip + 1);
+	char *payload = (char *)(tcp + 1);
+	unsigned int n;
+
+	ether_addr_copy(eth->h_dest, dev->dev_addr);
+	ether_addr_copy(eth->h_source, peer_mac);
+	eth->h_proto = htons(ETH_P_IP);
+	memset(ip, 0, sizeof(*ip) + sizeof(*tcp));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->id = htons(id);
+	ip->frag_off = htons(IP_DF);
+	ip->protocol = IPPROTO_TCP;
+	ip->saddr = htonl(0x0a000002);
+	ip->daddr = htonl(0x0a000009);
+	ip->tot_len = htons(sizeof(*ip) + sizeof(*tcp) + len);
+	ip->check = ip_fast_csum(ip, ip->ihl);
+	tcp->source = htons(5201);
+	tcp->dest = htons(40000);
+	tcp->seq = htonl(seq);
+	tcp->ack_seq = htonl(1);
+	tcp->doff = sizeof(*tcp) / 4;
+	tcp->ack = 1;
+	tcp->window = htons(512);
+	for (n = 0; n < len; n += 32)
+		scnprintf(payload + n, min(32U, len - n), "fake_i40e gro seq %u+%u ", seq, n);
+}
+
+static void fake_gro_flow(struct i40e_ring *ring, int segments)
+{
+	unsigned int headroom = fake_rx_offset(ring), truesize = i40e_rx_pg_size(ring) / 2;
+	const unsigned int len = 1000;
+	struct i40e_q_vector *qv;
+	struct sk_buff *skb;
+	struct page *page;
+	gro_result_t res;
+	int i;
+	u8 *va;
+
+	qv = kzalloc(sizeof(*qv), GFP_KERNEL);
+	if (!qv)
+		return;
+	qv->vsi = ring->vsi;
+#ifdef HAVE_NAPI_ADD_WEIGHT
+	netif_napi_add(ring->netdev, &qv->napi, fake_napi_poll);
+#else
+	netif_napi_add(ring->netdev, &qv->napi, fake_napi_poll, NAPI_POLL_WEIGHT);
+#endif
+	ring->q_vector = qv;
+	for (i = 0; i < segments; i++) {
+		page = fake_take_buffer(ring, &va);
+		if (!page)
+			return;
+		write_segment(va, ring->netdev, 1000000 + i * len, 7000 + i, len);
+		skb = build_skb(va - headroom, truesize);
+		if (!skb) {
+			put_page(page);
+			return;
+		}
+		skb_reserve(skb, headroom);
+		__skb_put(skb, ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr) + len);
+		skb_record_rx_queue(skb, ring->queue_index);
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
+		skb->protocol = eth_type_trans(skb, ring->netdev);
+		local_bh_disable();
+		res = napi_gro_receive(&qv->napi, skb);
+		local_bh_enable();
+		/* held, or merged into the held skb; anything else went up the stack */
+		if (res == GRO_HELD || res == GRO_MERGED || res == GRO_MERGED_FREE)
+			report_parked(ring, page, "gro");
+		else
+			pr_info("fake_i40e: gro segment %d of %s not held (%d)\n", i,
+				netdev_name(ring->netdev), res);
+	}
+}
+
 static struct i40e_ring *fake_xdp_ring(struct i40e_vsi *vsi, struct device *dev, u16 q)
 {
 	struct i40e_ring *ring = kzalloc(sizeof(*ring), GFP_KERNEL);
@@ -473,6 +573,10 @@ static void fake_free_ring(struct i40e_ring *ring)
 #ifndef HAVE_RING_XDP_BUFF
 	dev_kfree_skb_any(ring->skb);
 #endif
+	if (ring->q_vector) {
+		netif_napi_del(&ring->q_vector->napi);   /* frees what GRO holds */
+		kfree(ring->q_vector);
+	}
 	kfree(ring->rx_bi);
 	kfree(ring);
 }
@@ -642,11 +746,13 @@ static int fake_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (leak_pct && np->vsi)
 		fake_leak_until(np->vsi->rx_rings[0], np->vsi->rx_rings[1]);
 	/* pages held outside the rx slots: a frame in progress on the order-1
-	 * ring, and a frame sent back out by XDP_TX from the order-0 ring */
+	 * ring, a frame sent back out by XDP_TX from the order-0 ring, and a
+	 * TCP flow in GRO from the order-0 ring */
 	if (np->vsi) {
 		fake_park_frame(np->vsi->rx_rings[1]);
 		if (np->vsi->xdp_rings[0])
 			fake_xdp_tx(np->vsi->rx_rings[0], np->vsi->xdp_rings[0]);
+		fake_gro_flow(np->vsi->rx_rings[0], 3);
 	}
 	if (!growth_ring)       /* the first port's */
 		growth_ring = pf->vsi[0]->rx_rings[0];
