@@ -489,8 +489,8 @@ def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, ne
                 int(np.max(refcount, where=mask, initial=np.iinfo(np.int32).min)),
                 netdev, driver, sorted(ring_orders.get(order, [])), site, len(seen), dict(frames),
                 dict(contents), nodes, ranges, range_count,
-                dict(Counter(histories[p] for p in sample if p in histories)))
-    s.pools = dict(Counter(pool_owners[p] for p in sample if p in pool_owners))
+                dict(Counter(histories[p] for p in sample if p in histories)),
+                dict(Counter(pool_owners[p] for p in sample if p in pool_owners)))
     s.label = _label(pattern, s)
     return s
 
