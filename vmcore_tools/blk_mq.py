@@ -9,25 +9,49 @@ the blocks into ``struct request`` plus the driver's per-request data, and
 structures, never a device's descriptor ring, and a request packs small
 fields side by side (``stats_sectors``, ``nr_phys_segments``, ...) that can
 read as a 64-byte aligned physical address.
+
+Fact: a request holds something only while it is in use: allocated with
+its tag, ``ref`` is set to 1 (``blk_mq_rq_ctx_init()``), and
+``blk_mq_free_request()`` gives it back when ``ref`` drops to 0.  An idle
+request (and its driver data: virtio-blk's scatterlist, say) keeps what
+its last I/O wrote into it, ``struct page`` pointers of pages long since
+freed and used again by others.  The pages an I/O in flight works on are
+held by its bios (slab objects) as well.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import drgn
 import numpy as np
+from drgn import offsetof, sizeof
 from drgn.helpers.linux.block import for_each_disk
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import page_to_pfn
 from drgn.helpers.linux.xarray import xa_for_each
 
 
-def request_pages(prog: drgn.Program) -> np.ndarray:
-    """Every page of every request block of every disk's hardware queues
-    (their ``tags`` and ``sched_tags``), sorted."""
+@dataclass
+class RequestBlocks:
+    """Every page of every request block, and the requests in use."""
+
+    pfns: np.ndarray                    # sorted
+    in_use: list[tuple[int, int]]       # [start, end): a request and its driver data
+
+
+def request_blocks(prog: drgn.Program) -> RequestBlocks:
+    """The request blocks of every disk's hardware queues (their ``tags``
+    and ``sched_tags``), and which of their requests are in use (``ref``
+    not 0)."""
     seen: set[int] = set()
     pfns: list[int] = []
+    in_use: list[tuple[int, int]] = []
+    request = prog.type("struct request")
+    ref_at = offsetof(request, "ref")
     for disk in for_each_disk(prog):
         for hctx in hw_queues(disk.queue):
+            size = sizeof(request) + hctx.queue.tag_set.cmd_size.value_()
             for tags in (hctx.tags, hctx.sched_tags):
                 if not tags or tags.value_() in seen:
                     continue
@@ -35,7 +59,14 @@ def request_pages(prog: drgn.Program) -> np.ndarray:
                 for page in list_for_each_entry("struct page", tags.page_list.address_of_(), "lru"):
                     first = page_to_pfn(page).value_()
                     pfns.extend(range(first, first + (1 << page.private.value_())))
-    return np.unique(np.array(pfns, np.int64))
+                n = tags.nr_tags.value_()
+                if not n or not tags.static_rqs:
+                    continue
+                rqs = np.frombuffer(prog.read(tags.static_rqs.value_(), 8 * n), "<u8")
+                for rq in rqs[rqs != 0].tolist():
+                    if prog.read_u32(rq + ref_at):
+                        in_use.append((rq, rq + size))
+    return RequestBlocks(np.unique(np.array(pfns, np.int64)), in_use)
 
 
 def hw_queues(q: drgn.Object) -> list[drgn.Object]:

@@ -36,7 +36,7 @@ import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
 
-from .blk_mq import request_pages
+from .blk_mq import request_blocks
 from .census import Census
 from .walks import all_tasks
 from .classify import PageClass, page_flag_bits
@@ -382,11 +382,13 @@ class ReferenceScan:
                                                f"{vq.name} {where}", value=addr))
 
     def scan_blk_mq_requests(self) -> None:
-        """blk-mq's request pages (``blk_mq.request_pages``), by pointers
-        only; they are then not read again as plain referenced pages."""
-        pfns = request_pages(self.prog)
-        self.known_layout.update(pfns.tolist())
-        self.scan_pfns(pfns, "blk-mq requests")
+        """blk-mq's requests in use, by pointers only; their pages
+        (``blk_mq.request_blocks``) are not read again as plain referenced
+        pages."""
+        blocks = request_blocks(self.prog)
+        self.known_layout.update(blocks.pfns.tolist())
+        for start, end in blocks.in_use:
+            self.scan_virt(start, end, "blk-mq requests")
 
     def scan_iommu_tables(self) -> None:
         """The page tables of the IOMMU's DMA-API domains, by their layout

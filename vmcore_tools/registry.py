@@ -115,7 +115,8 @@ ROOTS: tuple[Root, ...] = (
          "blk_mq_alloc_rqs() cuts blocks of up to order 4 (no __GFP_COMP, the order in the first page's "
          "private, listed on tags->page_list) into struct requests and driver data: CPU-side structures, "
          "never a device's ring, whose packed small fields can read as a physical address; so they are read "
-         "by pointers, not as plain referenced pages (blk_mq.request_pages).",
+         "by pointers, not as plain referenced pages, and only the requests in use (ref not 0): an idle "
+         "request keeps its last I/O's page pointers (blk_mq.request_blocks).",
          "all",
          "tests/kernels/test_hosts.py::test_exactly_the_planted_leaks_are_orphaned"),
     Root("iommu page tables", "scan_iommu_tables", frozenset({TABLE_ENTRY}),
