@@ -18,7 +18,9 @@ pytestmark = pytest.mark.vm
 PROBE = Path(__file__).with_name("live_probe.py")
 
 
-@pytest.mark.parametrize("kernel", lines(KERNELS, ci=("6.1", "7.3")))
+# live on 6.1 in CI (7.3 is there as dumps); the other lines in make test-all: a
+# live guest costs about 4 minutes of a cold run, which took 58 of its 60 in session 24
+@pytest.mark.parametrize("kernel", lines(KERNELS, ci=("6.1",)))
 def test_drgn_reads_proc_kcore_in_guest(kernel):
     result = run_probe_in_guest(kernel, PROBE)
     assert result["target"] == "/proc/kcore"
