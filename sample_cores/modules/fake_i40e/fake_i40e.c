@@ -162,33 +162,43 @@ static void fake_reuse_rx_page(struct i40e_ring *ring, struct i40e_rx_buffer *ol
 		report_leak(ring, moved);
 }
 
+/* The Ethernet and IPv4 headers of a frame from peer_mac to @dev (broadcast
+ * where there is none), @l4_len bytes after the IP header. */
+static struct iphdr *write_eth_ip(u8 *data, const struct net_device *dev, u8 protocol,
+				  unsigned int l4_len)
+{
+	struct ethhdr *eth = (struct ethhdr *)data;
+	struct iphdr *ip = (struct iphdr *)(eth + 1);
+
+	if (dev)
+		ether_addr_copy(eth->h_dest, dev->dev_addr);
+	else
+		eth_broadcast_addr(eth->h_dest);
+	ether_addr_copy(eth->h_source, peer_mac);
+	eth->h_proto = htons(ETH_P_IP);
+	memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = protocol;
+	ip->saddr = htonl(0x0a000002);
+	ip->daddr = htonl(0x0a000009);
+	ip->tot_len = htons(sizeof(*ip) + l4_len);
+	return ip;
+}
+
 /* A UDP/IPv4 frame addressed to the netdev, as the NIC would DMA it. */
 static void write_frame(struct i40e_ring *ring, struct i40e_rx_buffer *bi)
 {
 	u8 *data = page_address(bi->page) + bi->page_offset;
-	struct ethhdr *eth = (struct ethhdr *)data;
-	struct iphdr *ip = (struct iphdr *)(eth + 1);
-	struct udphdr *udp = (struct udphdr *)(ip + 1);
+	struct udphdr *udp = (struct udphdr *)(data + ETH_HLEN + sizeof(struct iphdr));
 	char *payload = (char *)(udp + 1);
 	int len;
 
 	dma_sync_single_range_for_cpu(ring->dev, bi->dma, bi->page_offset, 256,
 				      DMA_FROM_DEVICE);
-	if (ring->netdev)
-		ether_addr_copy(eth->h_dest, ring->netdev->dev_addr);
-	else
-		eth_broadcast_addr(eth->h_dest);
-	ether_addr_copy(eth->h_source, peer_mac);
-	eth->h_proto = htons(ETH_P_IP);
 	len = scnprintf(payload, 64, "vmcore-tools fake_i40e frame %u", frame_seq++);
-	memset(ip, 0, sizeof(*ip));
-	ip->version = 4;
-	ip->ihl = 5;
-	ip->ttl = 64;
-	ip->protocol = IPPROTO_UDP;
-	ip->saddr = htonl(0x0a000002);
-	ip->daddr = htonl(0x0a000009);
-	ip->tot_len = htons(sizeof(*ip) + sizeof(*udp) + len);
+	write_eth_ip(data, ring->netdev, IPPROTO_UDP, sizeof(*udp) + len);
 	udp->source = htons(4789);
 	udp->dest = htons(4789);
 	udp->len = htons(sizeof(*udp) + len);
@@ -443,26 +453,15 @@ static int fake_napi_poll(struct napi_struct *napi, int budget)
 static void write_segment(u8 *data, const struct net_device *dev, u32 seq, u16 id,
 			  unsigned int len)
 {
-	struct ethhdr *eth = (struct ethhdr *)data;
-	struct iphdr *ip = (struct iphdr *)(eth + 1);
+	struct iphdr *ip = write_eth_ip(data, dev, IPPROTO_TCP, sizeof(struct tcphdr) + len);
 	struct tcphdr *tcp = (struct tcphdr *)(ip + 1);
 	char *payload = (char *)(tcp + 1);
 	unsigned int n;
 
-	ether_addr_copy(eth->h_dest, dev->dev_addr);
-	ether_addr_copy(eth->h_source, peer_mac);
-	eth->h_proto = htons(ETH_P_IP);
-	memset(ip, 0, sizeof(*ip) + sizeof(*tcp));
-	ip->version = 4;
-	ip->ihl = 5;
-	ip->ttl = 64;
 	ip->id = htons(id);
 	ip->frag_off = htons(IP_DF);
-	ip->protocol = IPPROTO_TCP;
-	ip->saddr = htonl(0x0a000002);
-	ip->daddr = htonl(0x0a000009);
-	ip->tot_len = htons(sizeof(*ip) + sizeof(*tcp) + len);
 	ip->check = ip_fast_csum(ip, ip->ihl);
+	memset(tcp, 0, sizeof(*tcp));
 	tcp->source = htons(5201);
 	tcp->dest = htons(40000);
 	tcp->seq = htonl(seq);
