@@ -53,6 +53,8 @@ def features(k: Kernel) -> list[str]:
     frag = k.find_header("linux/page_frag_cache.h")
     if frag is not None and "void page_frag_cache_drain(struct page_frag_cache" in frag.read_text():
         flags.append("-DHAVE_PAGE_FRAG_CACHE_DRAIN")    # 6.13+: the cache holds an encoded page, not va
+    if "struct bio *bio_alloc(struct block_device *bdev" in k.header("linux/bio.h").read_text():
+        flags.append("-DHAVE_BIO_ALLOC_BDEV")           # 5.18+: bio_alloc() takes the device and op
     platform = k.header("linux/platform_device.h").read_text()
     if "remove_new" in platform:
         flags.append("-DHAVE_PLATFORM_REMOVE_NEW")   # 6.3 to 6.12

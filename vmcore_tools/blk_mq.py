@@ -34,19 +34,22 @@ from drgn.helpers.linux.xarray import xa_for_each
 
 @dataclass
 class RequestBlocks:
-    """Every page of every request block, and the requests in use."""
+    """Every page of every request block, and its requests: in use, and
+    idle (whatever an idle one names is stale)."""
 
     pfns: np.ndarray                    # sorted
     in_use: list[tuple[int, int]]       # [start, end): a request and its driver data
+    idle: list[tuple[int, int]]
 
 
 def request_blocks(prog: drgn.Program) -> RequestBlocks:
     """The request blocks of every disk's hardware queues (their ``tags``
-    and ``sched_tags``), and which of their requests are in use (``ref``
-    not 0)."""
+    and ``sched_tags``), and their requests, in use (``ref`` not 0) or
+    idle."""
     seen: set[int] = set()
     pfns: list[int] = []
     in_use: list[tuple[int, int]] = []
+    idle: list[tuple[int, int]] = []
     request = prog.type("struct request")
     ref_at = offsetof(request, "ref")
     for disk in for_each_disk(prog):
@@ -64,9 +67,8 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
                     continue
                 rqs = np.frombuffer(prog.read(tags.static_rqs.value_(), 8 * n), "<u8")
                 for rq in rqs[rqs != 0].tolist():
-                    if prog.read_u32(rq + ref_at):
-                        in_use.append((rq, rq + size))
-    return RequestBlocks(np.unique(np.array(pfns, np.int64)), in_use)
+                    (in_use if prog.read_u32(rq + ref_at) else idle).append((rq, rq + size))
+    return RequestBlocks(np.unique(np.array(pfns, np.int64)), in_use, idle)
 
 
 def hw_queues(q: drgn.Object) -> list[drgn.Object]:

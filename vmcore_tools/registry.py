@@ -116,7 +116,8 @@ ROOTS: tuple[Root, ...] = (
          "private, listed on tags->page_list) into struct requests and driver data: CPU-side structures, "
          "never a device's ring, whose packed small fields can read as a physical address; so they are read "
          "by pointers, not as plain referenced pages, and only the requests in use (ref not 0): an idle "
-         "request keeps its last I/O's page pointers (blk_mq.request_blocks).",
+         "request keeps its last I/O's page pointers (blk_mq.request_blocks; the idle request: "
+         "test_owned_shapes.py::test_a_page_the_disk_read_into_then_lost_is_orphaned).",
          "all",
          "tests/kernels/test_hosts.py::test_exactly_the_planted_leaks_are_orphaned"),
     Root("iommu page tables", "scan_iommu_tables", frozenset({TABLE_ENTRY}),

@@ -83,6 +83,17 @@ fi
 "$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda "${WORKLOAD_ARGS[@]}" > "$OUT/workload.log" 2>&1 &
 for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
+# what vmct_shapes plants last, once the workload is ready: a page the disk
+# read into, then lost, that only an idle blk-mq request still names (more
+# I/O would take that request again); and, for a dump only, an skb on the
+# defer list of a CPU held from receiving until the dump (it never returns)
+shapes=/sys/module/vmct_shapes/parameters
+if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
+    echo /dev/vda > $shapes/idle_request || echo "idle_request: failed"
+fi
+if [ "$MODE" != live ] && [ -e $shapes/defer_skbs ]; then
+    echo 1 > $shapes/defer_skbs 2>/dev/null || echo "defer_skbs: not on this kernel"
+fi
 
 dmesg > "$OUT/dmesg.txt"
 "$PYTHON" "$GUEST_DIR/capture.py" "$OUT" "$MODE" || die "capture"

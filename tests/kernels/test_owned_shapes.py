@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from drgn import sizeof
+from drgn.helpers.linux.cpumask import for_each_online_cpu
+from drgn.helpers.linux.llist import llist_for_each_entry
+from drgn.helpers.linux.mm import pfn_to_page
+from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 
 from vmcore_tools import orphans
+from vmcore_tools.blk_mq import request_blocks
+from vmcore_tools.features import has_member
+from vmcore_tools.rings.skb import skb_pfns
 
 from ..conftest import KERNELS, lines, sample_core
 
@@ -29,9 +37,10 @@ HELD_BY = {
     "page-pool-ring": ("slab",),                  # a driver's kcalloc'd ring of pages taken from a pool
     "page-pool-ptr-ring": ("slab",),              # the pool's ptr_ring (kvmalloc'd queue)
     "page-pool-cache": ("slab",),                 # the pool's alloc cache, inside struct page_pool
+    "skb-defer-list": ("slab",),                  # a frag of an skb (its kmalloc'd head) on a defer list
 }
 #: the shapes with a page lost inside (leak=1)
-LOST_IN = ("lru-list", "private-chain", "table", "page-pool")
+LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request")
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -52,8 +61,10 @@ def test_every_shape_is_planted(shapes):
     kinds = by_kind(core)
     # a pool fills its alloc cache by bulk refills from 5.13 (the kernels with
     # pp_magic have them); 5.10's recycles there only from a softirq: empty
-    bulk = r.census.prog.type("struct page").has_member("pp_magic")
-    assert set(kinds) == set(HELD_BY) - (set() if bulk else {"page-pool-cache"}), kinds.keys()
+    prog = r.census.prog
+    bulk = prog.type("struct page").has_member("pp_magic")
+    absent = (set() if bulk else {"page-pool-cache"}) | (set() if has_defer_lists(prog) else {"skb-defer-list"})
+    assert set(kinds) == set(HELD_BY) - absent, kinds.keys()
     lost = {l["ring"] for l in core.manifest["planted_leaks"]}
     assert set(LOST_IN) <= lost
 
@@ -94,6 +105,71 @@ def test_page_pool_pages_are_held_by_the_pool_or_its_user(shapes):
         assert s.pools[owner] == s.sampled and owner in {f"device {p} (i40e)" for p in ports}, s.pools
         assert f"taken from a page_pool of {owner} and never given back" in s.label, s.label
         assert lost[0] not in {x.pfn for x in r.referenced}
+
+
+def has_defer_lists(prog) -> bool:
+    """skb_attempt_defer_free()'s lists: ``softnet_data.defer_list`` 6.0
+    to 6.17, per-node ``net_hotdata.skb_defer_nodes`` from 6.18."""
+    return prog.type("struct softnet_data").has_member("defer_list") or has_member(
+        prog, "struct net_hotdata", "skb_defer_nodes")
+
+
+def deferred_skbs(prog) -> list:
+    """Every skb waiting on a CPU's defer list."""
+    out = []
+    for cpu in for_each_online_cpu(prog):
+        if prog.type("struct softnet_data").has_member("defer_list"):
+            skb = per_cpu(prog["softnet_data"], cpu).defer_list
+            while skb:
+                out.append(skb)
+                skb = skb.next
+        else:
+            nodes = per_cpu_ptr(prog["net_hotdata"].skb_defer_nodes, cpu)
+            for n in range(prog["nr_node_ids"].value_()):
+                out += llist_for_each_entry("struct sk_buff", nodes[n].defer_list.first, "ll_node")
+    return out
+
+
+def test_an_skb_on_a_defer_list_holds_its_page(shapes):
+    """Right before the dump, vmct_shapes frees an skb onto another CPU's
+    defer list as tcp_recvmsg() does (skb_attempt_defer_free(), 6.0+: an
+    skb read on another CPU than the one that allocated it waits there for
+    that CPU's next net_rx_action()), a filled page in its frags, that CPU
+    held from receiving until the dump.  The dump's list holds it, and no
+    page an skb on a defer list holds is orphaned."""
+    core, r = shapes
+    prog = r.census.prog
+    planted = by_kind(core).get("skb-defer-list", [])
+    if not has_defer_lists(prog):
+        assert not planted
+        return
+    held = {p for skb in deferred_skbs(prog) for p in skb_pfns(prog, r.census.memmap, skb)}
+    assert len(planted) == 1 and set(planted) <= held, (planted, held)
+    assert not held & {o.pfn for o in r.orphans}
+
+
+def test_a_page_the_disk_read_into_then_lost_is_orphaned(shapes):
+    """Right before the dump, vmct_shapes reads a disk block into a page
+    the kernel's own way (a bio, submit_bio_wait()), then loses the page.
+    The request that did the read is given back (``ref`` 0) with its
+    virtio-blk scatterlist as the read left it, so until its tag comes round
+    again an idle request names the lost page; on 7.3 the bio, put back in
+    fs_bio_set's per-CPU cache, names it too.  The dump's idle request does
+    name it, and the page is orphaned: only a request in use holds anything
+    (blk_mq.request_blocks), and no cached bio (bio_cache.cached_bios)."""
+    core, r = shapes
+    prog = r.census.prog
+    lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "idle-request"]
+    assert len(lost) == 1, core.manifest["planted_leaks"]
+    page = pfn_to_page(prog, lost[0]).value_()
+    size = sizeof(prog.type("struct page"))
+    naming = []
+    for start, end in request_blocks(prog).idle:
+        words = np.frombuffer(prog.read(start, (end - start) // 8 * 8), "<u8")
+        if ((words >= page) & (words < page + size)).any():
+            naming.append(hex(start))
+    assert naming, "no idle request names the page: the plant left nothing for the rule to decide"
+    assert lost[0] in {o.pfn for o in r.orphans}, naming
 
 
 def test_physical_tables_hold_their_levels(shapes):

@@ -30,11 +30,15 @@
  *    what a bulk refill took).  From 5.14 each page keeps the pool's
  *    signature in pp_magic wherever it is; with leak=1 one page is taken
  *    and never given back.  The pool DMA-maps its pages for the PCI device fake_i40e
- *    binds (QEMU's edu), as a driver's pool does, where there is one.
+ *    binds (QEMU's edu), as a driver's pool does, where there is one;
+ *  - planted last, when the guest writes the parameter right before the
+ *    dump: a page a disk read filled, then lost, that only the idle blk-mq
+ *    request of that read still names (idle_request=<disk>); an skb with
+ *    a page in its frags on another CPU's defer list (defer_skbs=1, 6.0+).
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
- * with leak=1 (the default) one page of the list, the chain, the table
- * and the page_pool each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
+ * with leak=1 (the default) one page of the list, the chain, the table,
+ * the page_pool and the disk read each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -46,6 +50,13 @@
 #include <linux/io.h>
 #include <linux/completion.h>
 #include <linux/pci.h>
+#include <linux/kprobes.h>
+#include <linux/skbuff.h>
+#include <linux/workqueue.h>
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/fs.h>
+#include <linux/file.h>
 #if __has_include(<net/page_pool/helpers.h>)
 #include <net/page_pool/helpers.h>       /* 6.6+ */
 #else
@@ -335,6 +346,160 @@ static int build_page_pool(void)
 		owned((struct page *)(unsigned long)pp->alloc.cache[i], "page-pool-cache");
 	return 0;
 }
+
+/*
+ * Planted last, right before the dump: the guest writes these parameters
+ * once its workload is ready (init.sh), because the next receive on a CPU,
+ * or enough further I/O, would undo them.
+ */
+
+/*
+ * idle_request=<disk>: a page a block read filled, then lost.
+ *
+ * blk-mq gives a request back with its driver data as its last I/O left it:
+ * virtio-blk's scatterlist keeps the page_link (the struct page pointer,
+ * low bits SG_END) of the page it read into.  A request's tag comes round
+ * again only after the others (sbitmap's per-CPU hint moves on after every
+ * allocation), so until then an idle request names a page that may be
+ * anywhere since.  The read is the kernel's own path: a bio of one page,
+ * submit_bio_wait(), bio_put().  With leak=1 the page is then lost (ring
+ * "idle-request"); with leak=0 it stays in read_page.
+ */
+static struct page *read_page __used;
+
+static int idle_request_set(const char *val, const struct kernel_param *kp)
+{
+	char path[64];
+	struct file *file;
+	struct page *page;
+	struct bio *bio;
+	int err;
+
+	strscpy(path, val, sizeof(path));
+	strim(path);
+	file = filp_open(path, O_RDONLY, 0);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	page = alloc_page(GFP_KERNEL);
+	if (!page) {
+		fput(file);
+		return -ENOMEM;
+	}
+#ifdef HAVE_BIO_ALLOC_BDEV
+	bio = bio_alloc(I_BDEV(file->f_mapping->host), 1, REQ_OP_READ, GFP_KERNEL);   /* 5.18+ */
+#else
+	bio = bio_alloc(GFP_KERNEL, 1);
+	bio_set_dev(bio, I_BDEV(file->f_mapping->host));
+	bio->bi_opf = REQ_OP_READ;
+#endif
+	bio->bi_iter.bi_sector = 0;
+	err = bio_add_page(bio, page, PAGE_SIZE, 0) == PAGE_SIZE ? submit_bio_wait(bio) : -EIO;
+	bio_put(bio);
+	fput(file);
+	if (err) {
+		__free_page(page);
+		return err;
+	}
+	if (leak)
+		lost(page, "idle-request");
+	else
+		read_page = page;
+	return 0;
+}
+
+static const struct kernel_param_ops idle_request_ops = { .set = idle_request_set };
+module_param_cb(idle_request, &idle_request_ops, NULL, 0200);
+
+/*
+ * defer_skbs=1: an skb waiting on another CPU's defer list, with a page.
+ *
+ * tcp_recvmsg() frees each skb it has read with skb_attempt_defer_free()
+ * (6.0+): an skb allocated on another CPU (skb->alloc_cpu) is queued on
+ * that CPU's list (softnet_data.defer_list; from 6.18 a per-node llist,
+ * net_hotdata.skb_defer_nodes) and freed by that CPU's next
+ * net_rx_action(), so until then it holds its pages.  Such skbs pile up on
+ * CPUs that do no receive work.  This guest's CPUs all receive (its NICs
+ * and loopback flows), so the last online CPU is made one that does not:
+ * the skb (a filled page in its frags) is allocated there, then a thread
+ * bound to it stays in a bottom-half disabled loop until the dump, so no
+ * softirq runs there; the first CPU frees the skb with the kernel's own
+ * skb_attempt_defer_free() (not exported: found by a kprobe).  Refused
+ * where an indirect call into the kernel would trip IBT, and before 6.0.
+ * Only for a dump: the CPU never comes back.
+ */
+static void (*defer_free)(struct sk_buff *skb);
+static DECLARE_COMPLETION(quiet);
+
+/* an skb allocated here (skb->alloc_cpu), a filled page in its frags */
+static long alloc_skb_here(void *unused)
+{
+	struct sk_buff *skb = alloc_skb(256, GFP_KERNEL);
+	struct page *page = alloc_page(GFP_KERNEL);
+
+	if (!skb || !page) {
+		kfree_skb(skb);
+		if (page)
+			__free_page(page);
+		return 0;
+	}
+	fill(page, 800);
+	skb_put_zero(skb, 66);          /* the headers a driver pulls into the head */
+	skb_add_rx_frag(skb, 0, page, 0, 1448, PAGE_SIZE);
+	return (long)skb;
+}
+
+/* this CPU runs no softirq from now on (a running thread's whole stack is
+ * read, so it keeps nothing of the skb's) */
+static int receive_nothing(void *unused)
+{
+	local_bh_disable();
+	complete(&quiet);
+	for (;;)
+		cpu_relax();
+	return 0;
+}
+
+static long defer_free_here(void *skb)
+{
+	defer_free(skb);
+	return 0;
+}
+
+static int defer_skbs_set(const char *val, const struct kernel_param *kp)
+{
+	struct kprobe probe = { .symbol_name = "skb_attempt_defer_free" };
+	struct task_struct *thread;
+	struct sk_buff *skb;
+	int cpu = cpumask_last(cpu_online_mask), first = cpumask_first(cpu_online_mask);
+
+#ifdef X86_FEATURE_IBT
+	if (cpu_feature_enabled(X86_FEATURE_IBT))
+		return -EOPNOTSUPP;
+#endif
+	if (cpu == first)
+		return -EOPNOTSUPP;
+	if (register_kprobe(&probe) < 0)
+		return -ENOENT;
+	defer_free = (void *)probe.addr;
+	unregister_kprobe(&probe);
+	skb = (struct sk_buff *)work_on_cpu(cpu, alloc_skb_here, NULL);
+	if (!skb)
+		return -ENOMEM;
+	thread = kthread_create_on_node(receive_nothing, NULL, cpu_to_node(cpu), "vmct_rx_quiet");
+	if (IS_ERR(thread)) {
+		kfree_skb(skb);
+		return PTR_ERR(thread);
+	}
+	kthread_bind(thread, cpu);
+	wake_up_process(thread);
+	wait_for_completion(&quiet);
+	owned(skb_frag_page(&skb_shinfo(skb)->frags[0]), "skb-defer-list");
+	work_on_cpu(first, defer_free_here, skb);
+	return 0;
+}
+
+static const struct kernel_param_ops defer_skbs_ops = { .set = defer_skbs_set };
+module_param_cb(defer_skbs, &defer_skbs_ops, NULL, 0200);
 
 static int __init shapes_init(void)
 {
