@@ -36,6 +36,7 @@ import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
 
+from .bio_cache import cached_bios
 from .blk_mq import request_blocks
 from .census import Census
 from .walks import all_tasks
@@ -235,7 +236,8 @@ class ReferenceScan:
         self.known_layout: set[int] = set()
         #: a bit per PFN: its struct page was read for memmap links (scan_memmap_links)
         self.links_read: np.ndarray | None = None
-        #: slab objects whose words name pages without holding them (skip_page_pool_dma_index)
+        #: slab objects whose words name pages without holding them (skip_page_pool_dma_index,
+        #: skip_cached_bios)
         self.naming_only: set[int] = set()
 
     # -- reading -----------------------------------------------------------
@@ -349,6 +351,11 @@ class ReferenceScan:
         """The nodes of every page_pool's DMA index are not read as
         holders by ``scan_slab`` (``page_pool.dma_index_nodes``)."""
         self.naming_only |= dma_index_nodes(self.prog)
+
+    def skip_cached_bios(self) -> None:
+        """The bios waiting in a bio_set's per-CPU cache are not read as
+        holders by ``scan_slab`` (``bio_cache.cached_bios``)."""
+        self.naming_only |= cached_bios(self.prog)
 
     def scan_slab(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")

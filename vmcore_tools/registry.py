@@ -89,6 +89,13 @@ ROOTS: tuple[Root, ...] = (
          "a page leaked from the pool stays named there. Its nodes are slab objects whose words do not count.",
          "6.15+ (struct page_pool has dma_mapped)",
          "tests/kernels/test_owned_shapes.py::test_page_pool_pages_are_held_by_the_pool_or_its_user"),
+    Root("bio caches", "skip_cached_bios", frozenset(),
+         "bio_put() keeps a bio allocated with REQ_ALLOC_CACHE on its bio_set's per-CPU cache (free_list, "
+         "free_list_irq, through bi_next) for reuse: an allocated slab object whose inline bio_vecs still name "
+         "the pages of its last I/O. Every bio_set with a cache is an instance of the CPUHP_BIO_DEAD hotplug "
+         "state (bio_cache.cached_bios). Their words do not count.",
+         "5.15+ (struct bio_set has cache); on 7.3 every bio_alloc() from fs_bio_set is cached",
+         "tests/kernels/test_owned_shapes.py::test_a_page_the_disk_read_into_then_lost_is_orphaned"),
     Root("slab", "scan_slab", POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",

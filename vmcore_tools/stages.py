@@ -51,6 +51,8 @@ STAGES: dict[str, str] = {
     "scan: task stacks": "references from task stacks are not seen",
     "scan: page_pool DMA index": "page_pool DMA indexes are read as holders: pages leaked from a pool "
                                  "may look referenced",
+    "scan: bio caches": "bios cached for reuse are read as holders: a page a freed bio last did I/O to "
+                        "may look referenced",
     "scan: slab": "references from slab objects are not seen",
     "scan: vmalloc": "references from vmalloc areas and modules are not seen",
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",

@@ -36,10 +36,12 @@ UNIT_TESTED = {"rx buffers"}
 #: memory is candidates and an index read as an address finds one, of the
 #: iommu core (test_iommu), whose page tables' leaves name the leaked pages,
 #: of the 7.3 i40e-leak core (test_owned_shapes), whose page_pool's DMA
-#: index names the page lost from it, and of the 5.10 hosts core (test_hosts,
-#: test-all), where blk-mq requests' packed fields read as the physical
-#: address of a page lost at 0x10a000000
-PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests"}
+#: index names the page lost from it, and whose bio cache names the page
+#: vmct_shapes read a disk block into and lost (an idle blk-mq request names
+#: it on every line), and of the 5.10 hosts core (test_hosts, test-all),
+#: where blk-mq requests' packed fields read as the physical address of a
+#: page lost at 0x10a000000
+PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak, and for
