@@ -48,15 +48,15 @@ def cached_bios(prog: drgn.Program) -> set[int]:
     """The slab objects (the bio less its set's ``front_pad``) of every bio
     waiting in a per-CPU cache."""
     out: set[int] = set()
-    for bs in bio_sets_with_cache(prog):
+    sets = bio_sets_with_cache(prog)
+    heads = [h for h in ("free_list", "free_list_irq") if sets and has_member(prog, "struct bio_alloc_cache", h)]
+    for bs in sets:
         if not bs.cache:
             continue
         pad = bs.front_pad.value_()
         for cpu in for_each_possible_cpu(prog):
             cache = per_cpu_ptr(bs.cache, cpu)
-            for head in ("free_list", "free_list_irq"):
-                if not has_member(prog, "struct bio_alloc_cache", head):
-                    continue
+            for head in heads:
                 bio, n = getattr(cache, head), 0
                 while bio and n < MAX_CACHED:
                     out.add(bio.value_() - pad)
