@@ -33,16 +33,7 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     # the kernel changed under the orphan report: the churn ran while it read
     assert result["churn_rounds"] > 0, result["churn_rounds"]
     # the leak is found live, with nothing else taken for one
-    found = {o["pfn"] for o in result["orphans"]}
-    missed = [leak for leak in result["leaks"] if leak["pfn"] not in found]
-    # the run rule's one ambiguity (see Core.expected_orphans): a refcount-1
-    # page after a heap-held alloc_pages_exact() run, taken for its tail
-    taken = [leak for leak in missed if leak["refcount"] == 1 and leak.get("referenced_from")
-             and all(w.startswith("in an alloc_pages_exact() run") for w in leak["referenced_from"])]
-    assert len(taken) <= 1 and missed == taken, missed   # each with what referenced it, if anything did
-    extra = [o for o in result["orphans"] if o["pfn"] not in {leak["pfn"] for leak in result["leaks"]}]
-    assert found == {leak["pfn"] for leak in result["leaks"]} - {leak["pfn"] for leak in taken}, \
-        (extra, [result["suspects"][o["suspect"]]["label"] for o in extra if o["suspect"] >= 0])
+    assert_orphans_are_the_planted_leaks(result)
     assert any(s["netdev"] == "eth2" and s["driver"] == "i40e" for s in result["suspects"])
     # every subcommand, live: exit 0 and --json valid against its schema
     for name, run in result["cli"].items():
@@ -56,3 +47,33 @@ def test_drgn_reads_proc_kcore_in_guest(kernel):
     assert injected["rc"] == 3, injected["stderr"]
     validate(injected["doc"])
     assert any(p.startswith("scan: live re-check failed") for p in injected["doc"]["problems"])
+
+
+#: the production-shaped guests whose dump tests ask for exactly the planted
+#: leaks as orphans (test_iommu, test_pti; hosts has its own live test)
+SHAPED = ("iommu", "pti")
+
+
+@pytest.mark.parametrize("scenario", SHAPED)
+@pytest.mark.parametrize("kernel", lines(KERNELS, ci=()))
+def test_production_shaped_guests_live(kernel, scenario):
+    """A production-shaped guest, live: the tool reads /proc/kcore inside it
+    (live_probe.py, with its churn process) and finds the planted leaks
+    and nothing else, as in the guest's dump."""
+    result = run_probe_in_guest(kernel, PROBE, scenario)
+    assert result["leaks"] and result["churn_rounds"] > 0
+    assert_orphans_are_the_planted_leaks(result)
+
+
+def assert_orphans_are_the_planted_leaks(result: dict) -> None:
+    """A live probe's orphans are its guest's planted leaks, but for the run
+    rule's one ambiguity (see Core.expected_orphans): a refcount-1 page
+    after a heap-held alloc_pages_exact() run, taken for its tail."""
+    found = {o["pfn"] for o in result["orphans"]}
+    missed = [leak for leak in result["leaks"] if leak["pfn"] not in found]
+    taken = [leak for leak in missed if leak["refcount"] == 1 and leak.get("referenced_from")
+             and all(w.startswith("in an alloc_pages_exact() run") for w in leak["referenced_from"])]
+    assert len(taken) <= 1 and missed == taken, missed   # each with what referenced it, if anything did
+    extra = [o for o in result["orphans"] if o["pfn"] not in {leak["pfn"] for leak in result["leaks"]}]
+    assert found == {leak["pfn"] for leak in result["leaks"]} - {leak["pfn"] for leak in taken}, \
+        (extra, [result["suspects"][o["suspect"]]["label"] for o in extra if o["suspect"] >= 0])
