@@ -131,9 +131,12 @@ SCENARIOS = {
         Scenario("hosts", "the i40e-leak guest shaped like a production host: two NUMA nodes, a DIMM "
                  "hot-added on node 1 (vmct_hosts keeps pages there and loses two), a virtio balloon "
                  "inflated by 128 MB, 256 MB of legacy pmem on node 1 (memmap=256M!896M: ZONE_DEVICE "
-                 "pages, 16 MB of them an fsdax file the workload maps), a kernel loaded for kexec (kexec -l), two i40e ports in a bond",
+                 "pages, 16 MB of them an fsdax file the workload maps), 128 MB more on node 0 turned into "
+                 "device DAX with its memmap on the device (16 MB of /dev/dax mapped), a kernel loaded for "
+                 "kexec (kexec -l), two i40e ports in a bond",
                  {"vmct_workload": "split_leak=1"}, memory_mb=1280, modules=(*DEFAULT_MODULES, "vmct_hosts"),
-                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128, pmem_mb=256, i40e_ports=2),
+                 machine=Machine(numa_nodes=2, dimm_mb=256, balloon_mb=128, pmem_mb=256, devdax_mb=128,
+                                 i40e_ports=2),
                  kexec_load=True,
                  bond=("i40e",)),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
@@ -234,6 +237,8 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     makedumpfile = CaptureTools(capture).ensure().command() if capture and mode == "kdump" else ["makedumpfile"]
     lines.append("MAKEDUMPFILE=(" + " ".join(map(shlex.quote, makedumpfile)) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
+    if sc.machine.devdax_mb:
+        wargs.append(f"--devdax-at={sc.machine.devdax_start_mb(sc.memory_mb)}")
     if not sc.workload:
         wargs.append("--netdevs-only")
     lines.append("WORKLOAD_ARGS=(" + " ".join(wargs) + ")")

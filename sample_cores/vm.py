@@ -54,7 +54,13 @@ class Machine:
     (``nd_e820``) gives it a raw namespace, and ``nd_pmem`` maps its pages
     (``devm_memremap_pages()``, MEMORY_DEVICE_FS_DAX): ZONE_DEVICE struct
     pages, whose memmap is allocated from RAM then, and none of which the
-    page allocator ever hands out.  ``i40e_ports`` gives fake_i40e that many
+    page allocator ever hands out.  ``devdax_mb`` makes a second such range,
+    on the first node, that the guest turns into device DAX the way ``ndctl
+    create-namespace -m devdax`` does (``workload.py``): ``dax_pmem`` puts
+    an info block at its start and the range's own memmap after it (the
+    altmap, ndctl's default ``--map=dev``), and ``device_dax`` gives the
+    rest as ``/dev/daxN.M`` (MEMORY_DEVICE_GENERIC from 5.12), which a
+    process maps whole.  ``i40e_ports`` gives fake_i40e that many
     edu devices to bind, each a port with its own address (an X710's two
     ports, which the seed's hosts bond)."""
 
@@ -64,6 +70,7 @@ class Machine:
     dimm_mb: int = 0
     balloon_mb: int = 0
     pmem_mb: int = 0
+    devdax_mb: int = 0
     i40e_ports: int = 1
 
     def cmdline(self, memory_mb: int) -> str:
@@ -71,6 +78,8 @@ class Machine:
         out = ["memhp_default_state=online"] if self.dimm_mb else []
         if self.pmem_mb:
             out.append(f"memmap={self.pmem_mb}M!{self.pmem_start_mb(memory_mb)}M")
+        if self.devdax_mb:
+            out.append(f"memmap={self.devdax_mb}M!{self.devdax_start_mb(memory_mb)}M")
         return " ".join(out)
 
     def pmem_start_mb(self, memory_mb: int) -> int:
@@ -81,10 +90,23 @@ class Machine:
             "pmem must be section-aligned and fit on the last node"
         return (memory_mb - self.pmem_mb - 128) // 128 * 128
 
+    def devdax_start_mb(self, memory_mb: int) -> int:
+        """Where the device DAX range starts: section aligned, a section
+        below the top of the first node (a range of its own: e820 merges
+        ranges of one type that touch)."""
+        node = memory_mb // self.numa_nodes
+        assert self.devdax_mb % 128 == 0 and self.devdax_mb + 256 < node, \
+            "device DAX must be section-aligned and fit on the first node"
+        start = (node - self.devdax_mb - 128) // 128 * 128
+        assert not self.pmem_mb or start + self.devdax_mb + 128 <= self.pmem_start_mb(memory_mb)
+        return start
+
     @property
     def kernel_modules(self) -> tuple[str, ...]:
         """Kernel modules the guest loads for this hardware."""
-        return (("virtio_balloon",) if self.balloon_mb else ()) + (("nd_e820", "nd_pmem") if self.pmem_mb else ())
+        return ((("virtio_balloon",) if self.balloon_mb else ())
+                + (("nd_e820", "nd_pmem") if self.pmem_mb or self.devdax_mb else ())
+                + (("dax_pmem", "device_dax") if self.devdax_mb else ()))
 
     def args(self, memory_mb: int, cpus: int) -> list[str]:
         """QEMU's ``-m`` and the options that shape the machine."""

@@ -14,10 +14,14 @@ its sockets are part of what the dump must contain:
 * page_pool: a veth pair with an XDP program on the receiving end, whose
   receiver never reads (veth copies skbs for XDP into page_pool pages on
   6.12, into alloc_page() pages on 5.10 and 6.1),
-* fsdax in use, where the guest has persistent memory (/dev/pmem0): an
+* fsdax in use, where the guest has persistent memory (/dev/pmem*): an
   ext4 mounted with -o dax on it and a file of it mapped shared and
   written, so its ZONE_DEVICE pages are in this process's page tables and
-  the file's mapping.
+  the file's mapping,
+* device DAX in use, where the scenario names a pmem range for it
+  (--devdax-at): its namespace turned into a dax device the way ndctl
+  create-namespace -m devdax --map=dev does, and the device mapped shared
+  and written.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 NETNS = {"virtio_net": ("vmct-a", "10.9.0.1"), "e1000e": ("vmct-b", "10.9.0.2"),
@@ -246,6 +251,37 @@ def fsdax(dev: str, mb: int) -> mmap.mmap:
     return mapped
 
 
+ND = Path("/sys/bus/nd")
+
+
+def devdax(start_mb: int, mb: int) -> mmap.mmap:
+    """Turn the pmem namespace at ``start_mb`` into device DAX through the
+    libnvdimm sysfs ndctl writes (the region's dax seed: uuid, 2 MiB align,
+    the memmap on the device itself, the namespace; bound to ``dax_pmem``),
+    then map ``mb`` of ``/dev/daxN.M`` shared and write every page."""
+    ns = next(d.name for d in (ND / "devices").glob("namespace*")
+              if (d / "resource").exists() and int((d / "resource").read_text(), 16) == start_mb * MB)
+    (ND / "drivers/nd_pmem/unbind").write_text(ns)
+    region = (ND / "devices" / ns).resolve().parent
+    dax = (region / "dax_seed").read_text().strip()
+    for attr, value in (("uuid", str(uuid.uuid4())), ("align", str(2 * MB)), ("mode", "pmem"), ("namespace", ns)):
+        (ND / "devices" / dax / attr).write_text(value)
+    (ND / "drivers/dax_pmem/bind").write_text(dax)
+    for _ in range(100):
+        chars = sorted(Path("/dev").glob("dax*"))
+        if chars:
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError(f"{dax}: no /dev/dax* after binding dax_pmem")
+    fd = os.open(chars[0], os.O_RDWR)
+    mapped = mmap.mmap(fd, mb * MB, mmap.MAP_SHARED)
+    os.close(fd)
+    for i in range(0, mb * MB, 4096):
+        mapped[i] = 0xA5
+    return mapped
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -253,6 +289,7 @@ def main() -> int:
     ap.add_argument("--page-cache-mb", type=int, default=48)
     ap.add_argument("--anon-mb", type=int, default=64)
     ap.add_argument("--shmem-mb", type=int, default=24)
+    ap.add_argument("--devdax-at", type=int, default=0, help="MB where the pmem range for device DAX starts")
     ap.add_argument("--netdevs-only", action="store_true",
                     help="record the net devices and hold nothing (a small kernel without disk or netns)")
     args = ap.parse_args()
@@ -281,12 +318,16 @@ def main() -> int:
     log("slab: 20000 tmpfs files")
     held = loopback_frags()
     log(f"page_frag: {len(held) // 2} loopback sockets with unread data")
-    dax = fsdax("/dev/pmem0", 16) if Path("/dev/pmem0").exists() else None
+    devdax_map = devdax(args.devdax_at, 16) if args.devdax_at else None
+    if devdax_map is not None:
+        log(f"devdax: 16 MB of the dax device at {args.devdax_at} MB mapped")
+    pmem = sorted(Path("/dev").glob("pmem*"))
+    dax = fsdax(str(pmem[0]), 16) if pmem else None
     if dax is not None:
-        log("fsdax: 16 MB file mapped on an ext4 -o dax over /dev/pmem0")
+        log(f"fsdax: 16 MB file mapped on an ext4 -o dax over {pmem[0]}")
     devices = nics()
     procs = net_traffic(setup_network(devices)) + veth_xdp()
-    return ready(args.out, devices, [anon, held, procs, dax])
+    return ready(args.out, devices, [anon, held, procs, dax, devdax_map])
 
 
 def ready(out: str, devices: dict[str, dict], keep: list) -> int:

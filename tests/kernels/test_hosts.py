@@ -1,6 +1,7 @@
 """A guest shaped like a production host (issue 19): two NUMA nodes, a DIMM
 hot-added on node 1, a virtio balloon inflated by 128 MB, 256 MB of legacy
-persistent memory (``memmap=256M!896M``), a kernel loaded for kexec
+persistent memory (``memmap=256M!896M``) and 128 MB more made device DAX
+(``memmap=128M!384M``), a kernel loaded for kexec
 (``kexec -l``) and two i40e ports in an active-backup bond, with the
 i40e-leak guest's modules and ``vmct_hosts``, which keeps pages on node 1's
 hot-added memory and loses two there.
@@ -8,11 +9,12 @@ hot-added memory and loses two there.
 Ground truth comes from the kernel, read independently of the detector:
 the firmware's memory map (``e820_table_firmware``: hot-added memory is not
 in it), the guest's ``/proc/kpageflags`` (balloon pages are ``PG_offline``)
-and ``/proc/iomem`` (the pmem range), the kexec image's entry list walked
+and ``/proc/iomem`` (the pmem ranges), the kexec image's entry list walked
 with drgn objects, and the test modules' truth records."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -139,30 +141,35 @@ def iomem_pmem(core) -> list[tuple[int, int]]:
     return out
 
 
+#: what the kernel calls a device DAX pagemap: MEMORY_DEVICE_DEVDAX, GENERIC from 5.12
+DEVDAX_KINDS = ("devdax", "generic")
+
+
 def test_pmem_pages_are_device_memory_not_ram(host):
-    """The legacy pmem range has struct pages (``nd_pmem`` maps it with
-    ``devm_memremap_pages()``: ZONE_DEVICE, MEMORY_DEVICE_FS_DAX, idle).
-    Every page of it, and no other, is DEVICE, found through the kernel's
-    dev_pagemaps; none is an orphan; RAM (T and MemTotal) leaves them out;
-    the verdict says so."""
+    """The legacy pmem ranges have struct pages (``nd_pmem`` maps one with
+    ``devm_memremap_pages()``: ZONE_DEVICE, MEMORY_DEVICE_FS_DAX, idle;
+    ``dax_pmem`` the other, device DAX).  Every page of them, and no other,
+    is DEVICE, found through the kernel's dev_pagemaps; none is an orphan;
+    RAM (T and MemTotal) leaves them out; the verdict says so."""
     core, r = host
     c = r.census
     ranges = iomem_pmem(core)
-    assert sum(hi - lo for lo, hi in ranges) == 256 << 8, ranges
+    assert sum(hi - lo for lo, hi in ranges) == (256 + 128) << 8, ranges
     assert all(any(s <= lo and hi <= e for s, e in c.memmap.ranges) for lo, hi in ranges)
     device = np.zeros(c.classes.size, bool)
     for lo, hi in ranges:
         device[lo:hi] = True
     assert (c.classes[device] == PageClass.DEVICE).all()
     assert not (c.classes[~device] == PageClass.DEVICE).any()
-    assert [(d.start, d.end, d.kind) for d in c.device] == [(lo, hi, "fs_dax") for lo, hi in ranges]
+    assert [(d.start, d.end) for d in c.device] == ranges
+    assert [d.kind for d in c.device][1] == "fs_dax" and [d.kind for d in c.device][0] in DEVDAX_KINDS
     # RAM is what the kernel's zones have present (ZONE_DEVICE has none); the
     # census's T also holds the struct pages of the firmware's holes below 1 MB
     present = sum(z.present_pages.value_() for pgdat in for_each_online_pgdat(c.prog) for z in pgdat.node_zones)
     assert 0 <= c.decomposition()["T"] - present < 256, (c.decomposition()["T"], present)
     assert not any(lo <= o.pfn < hi for o in r.orphans for lo, hi in ranges)
     assert coverage(r)["device_pages"] == device.sum()
-    assert "256.0 MB of device memory" in verdict(r)
+    assert "384.0 MB of device memory" in verdict(r)
     # a Debian kernel zeroes slab objects when it hands them out
     assert coverage(r)["slab_zeroed_on_alloc"] is True
 
@@ -198,6 +205,35 @@ def test_fsdax_pages_in_use_are_device_memory(host):
     assert all(pg._refcount.counter.value_() >= 1 for pg in pages[::64])
     assert (c.classes[np.array(pfns)] == PageClass.DEVICE).all()
     assert not set(pfns) & {o.pfn for o in r.orphans}
+
+
+def test_device_dax_pages_in_use_are_device_memory(host):
+    """The workload turns the pmem range on node 0 into device DAX as
+    ``ndctl create-namespace -m devdax`` does (``--map=dev``: the range's
+    own struct pages stored at its start, after the info block, the
+    altmap), then maps 16 MB of /dev/daxN.M shared and writes every page.
+    The memmap the census reads for that range is in the range itself;
+    the mapped pages are in the process's page tables, class DEVICE, never
+    orphans."""
+    core, r = host
+    c = r.census
+    prog = c.prog
+    (devdax,) = [d for d in c.device if d.kind in DEVDAX_KINDS]
+    for task in for_each_task(prog):
+        vmas = [v for v in for_each_vma(task.mm)
+                if v.vm_file and re.fullmatch(rb"dax\d+\.\d+", v.vm_file.f_path.dentry.d_name.name.string_())] \
+            if task.mm else []
+        if vmas:
+            pfns = [follow_pfn(task.mm, a).value_() for a in range(vmas[0].vm_start, vmas[0].vm_end, 4096)]
+            break
+    else:
+        raise AssertionError("no process maps a dax device")
+    assert len(pfns) == 16 << 8 and all(devdax.start <= p < devdax.end for p in pfns)
+    assert (c.classes[np.array(pfns)] == PageClass.DEVICE).all()
+    assert not set(pfns) & {o.pfn for o in r.orphans}
+    for p in pfns[::512]:
+        where = follow_phys(prog["init_mm"].address_of_(), pfn_to_page(prog, p).value_()).value_() >> 12
+        assert devdax.start <= where < devdax.end, (p, where)
 
 
 def test_a_loaded_kexec_images_pages_are_reserved(host):
