@@ -84,8 +84,8 @@ fi
 for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
 # what vmct_shapes plants last, once the workload is ready: a page the disk
-# read into, then lost, that only an idle blk-mq request still names (more
-# I/O would take that request again); and, for a dump only, an skb on the
+# read into, then lost, that an idle blk-mq request (and on 7.3 a cached bio)
+# still names (more I/O would take them again); and, for a dump only, an skb on the
 # defer list of a CPU held from receiving until the dump (it never returns)
 shapes=/sys/module/vmct_shapes/parameters
 if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
