@@ -637,7 +637,36 @@ class ReferenceScan:
                 size = used
         for cpu in for_each_possible_cpu(prog):
             base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
-            self.scan_virt(base, base + size, f"per-cpu cpu{cpu}")
+            idle = self.idle_irq_stack(cpu)
+            for lo, hi in _subtract(base, base + size, [idle] if idle else []):
+                self.scan_virt(lo, hi, f"per-cpu cpu{cpu}")
+
+    def idle_irq_stack(self, cpu: int) -> tuple[int, int] | None:
+        """``[start, end)`` of ``cpu``'s interrupt stack when the CPU is not
+        on it, else None (on it, or not known).
+
+        Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
+        ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
+        variable, so inside the first chunk), and records whether the CPU is
+        on it: ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2
+        to 6.14), or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is
+        not in an interrupt has nothing live there: what the last one left
+        (the pages of a bio it completed, say) is stale."""
+        prog = self.prog
+        if not has_object(prog, "irq_stack_backing_store"):
+            return None
+        if has_object(prog, "hardirq_stack_inuse"):
+            in_use = bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
+        elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_inuse"):
+            in_use = bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
+        elif has_object(prog, "irq_count"):
+            in_use = per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
+        else:
+            return None
+        if in_use:
+            return None
+        stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+        return stack.address_, stack.address_ + drgn.sizeof(stack)
 
     def scan_stacks(self) -> None:
         """Each task's stack from its saved stack pointer (``thread.sp``) to

@@ -77,7 +77,9 @@ ROOTS: tuple[Root, ...] = (
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
          "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "
-         "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot.",
+         "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot. A CPU's interrupt "
+         "stack (irq_stack_backing_store) is read only while the CPU is on it (hardirq_stack_inuse, "
+         "irq_count): otherwise its words are stale.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Root("task stacks", "scan_stacks", POINTERS,
          "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "
