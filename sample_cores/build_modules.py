@@ -55,6 +55,9 @@ def features(k: Kernel) -> list[str]:
         flags.append("-DHAVE_PAGE_FRAG_CACHE_DRAIN")    # 6.13+: the cache holds an encoded page, not va
     if "struct bio *bio_alloc(struct block_device *bdev" in k.header("linux/bio.h").read_text():
         flags.append("-DHAVE_BIO_ALLOC_BDEV")           # 5.18+: bio_alloc() takes the device and op
+    rcutree = k.find_header("linux/rcutree.h")
+    if rcutree is not None and "rcu_momentary_eqs" in rcutree.read_text():
+        flags.append("-DHAVE_RCU_MOMENTARY_EQS")        # renamed from rcu_momentary_dyntick_idle()
     platform = k.header("linux/platform_device.h").read_text()
     if "remove_new" in platform:
         flags.append("-DHAVE_PLATFORM_REMOVE_NEW")   # 6.3 to 6.12

@@ -83,29 +83,40 @@ fi
 "$PYTHON" "$GUEST_DIR/workload.py" --out "$OUT" --disk /dev/vda "${WORKLOAD_ARGS[@]}" > "$OUT/workload.log" 2>&1 &
 for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; done
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
-# what vmct_shapes plants last, once the workload is ready: a page the disk
-# read into, then lost, that an idle blk-mq request (and on 7.3 a cached bio)
-# still names (more I/O would take them again); and, for a dump only, an skb on the
-# defer list of a CPU held from receiving until the dump (it never returns)
+# vmct_shapes' last plants, once the workload is ready, because more I/O or
+# receive work would undo them.  First a page the disk read into, then lost,
+# that an idle blk-mq request (and on 7.3 a cached bio) still names: before
+# the ground truth is copied, which records the page as lost.
 shapes=/sys/module/vmct_shapes/parameters
 if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
     echo /dev/vda > $shapes/idle_request || echo "idle_request: failed"
-fi
-if [ "$MODE" != live ] && [ -e $shapes/defer_skbs ]; then
-    echo 1 > $shapes/defer_skbs 2>/dev/null || echo "defer_skbs: not on this kernel"
 fi
 
 dmesg > "$OUT/dmesg.txt"
 "$PYTHON" "$GUEST_DIR/capture.py" "$OUT" "$MODE" || die "capture"
 
+# Then, for a dump only, an skb on the defer list of a CPU held from
+# receiving until the dump (it never returns): after the ground truth, since
+# a CPU held with bottom halves off also holds back RCU's grace periods, and
+# whatever is freed through RCU from then on (exiting processes' page
+# tables, slab objects) stays allocated.  Its log line joins dmesg.txt.
+defer_skb_last() {
+    [ -e $shapes/defer_skbs ] || return 0
+    echo 1 > $shapes/defer_skbs 2>/dev/null || { echo "defer_skbs: not on this kernel"; return 0; }
+    dmesg > "$OUT/dmesg.txt"
+}
+
 case "$MODE" in
 dump)
+    sync
+    defer_skb_last
     sync
     say "READY"
     while :; do sleep 3600; done
     ;;
 kdump)
     kexec -p "$VMLINUZ" --initrd="$INITRD" --append="$CAPTURE_CMDLINE" || die "kexec -p"
+    defer_skb_last
     say "CRASHING"
     sync
     echo c > /proc/sysrq-trigger

@@ -51,6 +51,7 @@
 #include <linux/completion.h>
 #include <linux/pci.h>
 #include <linux/kprobes.h>
+#include <linux/rcupdate.h>
 #include <linux/skbuff.h>
 #include <linux/workqueue.h>
 #include <linux/bio.h>
@@ -449,13 +450,19 @@ static long alloc_skb_here(void *unused)
 }
 
 /* this CPU runs no softirq from now on (a running thread's whole stack is
- * read, so it keeps nothing of the skb's) */
+ * read, so it keeps nothing of the skb's); it reports a quiescent state as
+ * it goes, as stop_machine()'s loop does, or RCU's grace periods would stop
+ * with it and what is freed through RCU meanwhile would stay allocated */
 static int receive_nothing(void *unused)
 {
 	local_bh_disable();
 	complete(&quiet);
-	for (;;)
-		cpu_relax();
+	for (;;) {
+#ifdef HAVE_RCU_MOMENTARY_EQS
+		rcu_momentary_eqs();
+#endif
+		udelay(100);
+	}
 	return 0;
 }
 
