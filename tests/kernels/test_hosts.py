@@ -174,18 +174,19 @@ def test_pmem_pages_are_device_memory_not_ram(host):
     assert coverage(r)["slab_zeroed_on_alloc"] is True
 
 
-def dax_mapped(prog) -> tuple[list[int], drgn.Object]:
-    """The PFNs the workload's shared mapping of dax.bin maps, from its page
-    tables, and the file's address_space."""
+def dax_mapped(prog, name: bytes) -> tuple[list[int], drgn.Object]:
+    """The PFNs the workload's shared mapping of a file whose name matches
+    the pattern ``name`` maps, from its page tables, and the file's
+    address_space."""
     for task in for_each_task(prog):
         if not task.mm:
             continue
         for vma in for_each_vma(task.mm):
             f = vma.vm_file
-            if f and f.f_path.dentry.d_name.name.string_() == b"dax.bin":
+            if f and re.fullmatch(name, f.f_path.dentry.d_name.name.string_()):
                 pfns = [follow_pfn(task.mm, a).value_() for a in range(vma.vm_start, vma.vm_end, 4096)]
                 return pfns, f.f_mapping
-    raise AssertionError("no process maps dax.bin")
+    raise AssertionError(f"no process maps a file named {name!r}")
 
 
 def test_fsdax_pages_in_use_are_device_memory(host):
@@ -196,7 +197,7 @@ def test_fsdax_pages_in_use_are_device_memory(host):
     pmem range, class DEVICE, not RAM, never orphans."""
     core, r = host
     c = r.census
-    pfns, mapping = dax_mapped(c.prog)
+    pfns, mapping = dax_mapped(c.prog, rb"dax\.bin")
     assert len(pfns) == 16 << 8
     ranges = iomem_pmem(core)
     assert all(any(lo <= p < hi for lo, hi in ranges) for p in pfns)
@@ -219,15 +220,7 @@ def test_device_dax_pages_in_use_are_device_memory(host):
     c = r.census
     prog = c.prog
     (devdax,) = [d for d in c.device if d.kind in DEVDAX_KINDS]
-    for task in for_each_task(prog):
-        vmas = [v for v in for_each_vma(task.mm)
-                if v.vm_file and re.fullmatch(rb"dax\d+\.\d+", v.vm_file.f_path.dentry.d_name.name.string_())] \
-            if task.mm else []
-        if vmas:
-            pfns = [follow_pfn(task.mm, a).value_() for a in range(vmas[0].vm_start, vmas[0].vm_end, 4096)]
-            break
-    else:
-        raise AssertionError("no process maps a dax device")
+    pfns, _ = dax_mapped(prog, rb"dax\d+\.\d+")         # the char device /dev/daxN.M
     assert len(pfns) == 16 << 8 and all(devdax.start <= p < devdax.end for p in pfns)
     assert (c.classes[np.array(pfns)] == PageClass.DEVICE).all()
     assert not set(pfns) & {o.pfn for o in r.orphans}
