@@ -635,15 +635,15 @@ class ReferenceScan:
                     - prog["pcpu_base_addr"].value_())
             if 0 < used < size:
                 size = used
+        idle = self.idle_irq_stacks()
         for cpu in for_each_possible_cpu(prog):
             base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
-            idle = self.idle_irq_stack(cpu)
-            for lo, hi in _subtract(base, base + size, [idle] if idle else []):
+            for lo, hi in _subtract(base, base + size, [idle[cpu]] if cpu in idle else []):
                 self.scan_virt(lo, hi, f"per-cpu cpu{cpu}")
 
-    def idle_irq_stack(self, cpu: int) -> tuple[int, int] | None:
-        """``[start, end)`` of ``cpu``'s interrupt stack when the CPU is not
-        on it, else None (on it, or not known).
+    def idle_irq_stacks(self) -> dict[int, tuple[int, int]]:
+        """``[start, end)`` of each CPU's interrupt stack that the CPU is not
+        on; a CPU on it, or a kernel that does not say, is left out.
 
         Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
         ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
@@ -654,19 +654,24 @@ class ReferenceScan:
         (the pages of a bio it completed, say) is stale."""
         prog = self.prog
         if not has_object(prog, "irq_stack_backing_store"):
-            return None
+            return {}
         if has_object(prog, "hardirq_stack_inuse"):
-            in_use = bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
+            def in_use(cpu: int) -> bool:
+                return bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
         elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_inuse"):
-            in_use = bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
+            def in_use(cpu: int) -> bool:
+                return bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
         elif has_object(prog, "irq_count"):
-            in_use = per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
+            def in_use(cpu: int) -> bool:
+                return per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
         else:
-            return None
-        if in_use:
-            return None
-        stack = per_cpu(prog["irq_stack_backing_store"], cpu)
-        return stack.address_, stack.address_ + drgn.sizeof(stack)
+            return {}
+        out = {}
+        for cpu in for_each_possible_cpu(prog):
+            if not in_use(cpu):
+                stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+                out[cpu] = (stack.address_, stack.address_ + drgn.sizeof(stack))
+        return out
 
     def scan_stacks(self) -> None:
         """Each task's stack from its saved stack pointer (``thread.sp``) to
