@@ -65,11 +65,6 @@ ALLOCATOR_FRAMES = (
 #: Entry points that hand out one block split into order-0 pages, the
 #: front of which the caller keeps (``make_alloc_exact()``).
 EXACT_ALLOCATORS = ("alloc_pages_exact", "alloc_pages_exact_nid")
-#: Largest gap between the time stamps of two neighbouring pages of one
-#: allocation: ``__set_page_owner_handle()`` writes the block's records in
-#: one loop, each with its own ``local_clock()`` (sub-microsecond apart here,
-#: even under TCG).
-SAME_CALL_NS = 1_000_000
 
 
 @dataclass
@@ -84,6 +79,7 @@ class PageOwner:
     pid: int | None          # the allocating task
     comm: str | None         # its name
     ts_nsec: int | None      # local_clock() at allocation
+    free_ts_nsec: int | None  # local_clock() when last freed (0: never; None: not recorded, before 5.13)
     handle: int              # its stack depot handle
     stack: list[str]         # "function+0xoff [module]", innermost first
     alloc_site: str | None   # the first function outside the page allocator, "name [module]"
@@ -206,7 +202,7 @@ class PageOwners:
         base = prog["page_owner_ops"].offset.value_()
         # older records lack the task and the time stamp (5.10: none of the three)
         self.fields = {name: (base + drgn.offsetof(owner, name), drgn.sizeof(owner.member(name).type))
-                       for name in ("order", "gfp_mask", "handle", "ts_nsec", "comm", "pid")
+                       for name in ("order", "gfp_mask", "handle", "ts_nsec", "free_ts_nsec", "comm", "pid")
                        if owner.has_member(name)}
         page_ext = prog.type("struct page_ext")
         self.fields["flags"] = (drgn.offsetof(page_ext, "flags"), drgn.sizeof(page_ext.member("flags").type))
@@ -246,18 +242,38 @@ class PageOwners:
         return self._stack(head.handle)[2]
 
     @staticmethod
-    def same_allocation(prev: PageOwner, nxt: PageOwner | None) -> bool:
+    def same_allocation(head: PageOwner, prev: PageOwner, nxt: PageOwner | None) -> bool:
         """Whether ``nxt``, the record of the page after ``prev``'s, was
-        written by the same allocation: every page of a block gets the same
-        stack handle and task, and a time stamp taken in the same loop
-        (``SAME_CALL_NS``); ``split_page()`` only rewrites the order.  A
-        record without task and time (5.10) has its handle alone: the same
-        call site, which two calls in a row from it would share too."""
+        written by the allocation that wrote ``head``'s.
+
+        Facts: ``set_page_owner()`` writes the records of a block's pages in
+        one pass, in PFN order, with the same stack handle and task;
+        ``split_page()`` only rewrites the order.  The time stamp is taken
+        once per block from about 6.10, and per page in that pass before
+        (``local_clock()`` in the loop): there, the gap between two pages
+        of one block is whatever interrupted the loop -- an interrupt, or
+        the host preempting the vCPU for milliseconds -- so no length of
+        gap tells a second call apart.  Two things do:
+
+        * a record is never older than the one before it in the pass, and
+        * a page of the block stayed allocated from then on: its last free
+          (``free_ts_nsec``, 5.13+) came before the block was allocated.
+          A page ``make_alloc_exact()`` freed from the block's tail and the
+          same call site then took again was freed after it.
+
+        What the records cannot tell: a second call from the same site by
+        the same task whose block lies right after a run that filled its
+        own block, on pages that were free before the first call.  A record
+        without task and time (5.10) has its handle alone."""
         if nxt is None or not (prev.allocated and nxt.allocated) or prev.handle != nxt.handle:
             return False
-        if prev.ts_nsec is None or nxt.ts_nsec is None:
+        if prev.pid != nxt.pid:
+            return False
+        if head.ts_nsec is None or prev.ts_nsec is None or nxt.ts_nsec is None:
             return True
-        return prev.pid == nxt.pid and 0 <= nxt.ts_nsec - prev.ts_nsec <= SAME_CALL_NS
+        if nxt.ts_nsec < prev.ts_nsec:
+            return False
+        return nxt.free_ts_nsec is None or nxt.free_ts_nsec <= head.ts_nsec
 
     def lookup(self, pfns: np.ndarray) -> dict[int, PageOwner]:
         """Records of ``pfns`` (pages whose table is missing are left out),
@@ -334,6 +350,7 @@ class PageOwners:
         gfp = self._column(rows, "gfp_mask")
         handle = self._column(rows, "handle")
         ts = self._column(rows, "ts_nsec")
+        freed = self._column(rows, "free_ts_nsec")
         pid = self._column(rows, "pid", signed=True)
         recs = {}
         for i in np.flatnonzero(ever).tolist():
@@ -341,7 +358,8 @@ class PageOwners:
             pfn = int(pfns[i])
             recs[pfn] = PageOwner(pfn, bool(now[i]), int(order[i]), int(gfp[i]),
                                   None if pid is None else int(pid[i]), self._comm(rows[i]),
-                                  None if ts is None else int(ts[i]), int(handle[i]), stack, site)
+                                  None if ts is None else int(ts[i]), None if freed is None else int(freed[i]),
+                                  int(handle[i]), stack, site)
         return recs
 
     def _comm(self, row: np.ndarray) -> str | None:

@@ -168,7 +168,7 @@ def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: boo
     run, prev = [], first
     for pfn in range(head + 1, span):
         rec = recs.get(pfn)
-        if not owners.same_allocation(prev, rec):
+        if not owners.same_allocation(first, prev, rec):
             break
         run.append(pfn)
         prev = rec
