@@ -239,6 +239,8 @@ class ReferenceScan:
         #: slab objects whose words name pages without holding them (skip_page_pool_dma_index,
         #: skip_cached_bios)
         self.naming_only: set[int] = set()
+        #: [start, end) of memory inside a root's span that it does not read (skip_idle_irq_stacks)
+        self.unread: list[tuple[int, int]] = []
 
     # -- reading -----------------------------------------------------------
 
@@ -356,6 +358,11 @@ class ReferenceScan:
         """The bios waiting in a bio_set's per-CPU cache are not read as
         holders by ``scan_slab`` (``bio_cache.cached_bios``)."""
         self.naming_only |= cached_bios(self.prog)
+
+    def skip_idle_irq_stacks(self) -> None:
+        """The interrupt stacks of the CPUs not in an interrupt are not read
+        by ``scan_percpu_first_chunk`` (``idle_irq_stacks``)."""
+        self.unread.extend(idle_irq_stacks(self.prog).values())
 
     def scan_slab(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")
@@ -625,7 +632,8 @@ class ReferenceScan:
         to the page allocator at boot: those pages belong to whoever got
         them since (a slab page, say), so only the part the first chunk
         maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
-        pages, as an offset from unit 0 (``pcpu_base_addr``)."""
+        pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
+        an earlier root marked ``unread`` (idle interrupt stacks)."""
         prog = self.prog
         start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
@@ -635,43 +643,10 @@ class ReferenceScan:
                     - prog["pcpu_base_addr"].value_())
             if 0 < used < size:
                 size = used
-        idle = self.idle_irq_stacks()
         for cpu in for_each_possible_cpu(prog):
             base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
-            for lo, hi in _subtract(base, base + size, [idle[cpu]] if cpu in idle else []):
+            for lo, hi in _subtract(base, base + size, self.unread):
                 self.scan_virt(lo, hi, f"per-cpu cpu{cpu}")
-
-    def idle_irq_stacks(self) -> dict[int, tuple[int, int]]:
-        """``[start, end)`` of each CPU's interrupt stack that the CPU is not
-        on; a CPU on it, or a kernel that does not say, is left out.
-
-        Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
-        ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
-        variable, so inside the first chunk), and records whether the CPU is
-        on it: ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2
-        to 6.14), or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is
-        not in an interrupt has nothing live there: what the last one left
-        (the pages of a bio it completed, say) is stale."""
-        prog = self.prog
-        if not has_object(prog, "irq_stack_backing_store"):
-            return {}
-        if has_object(prog, "hardirq_stack_inuse"):
-            def in_use(cpu: int) -> bool:
-                return bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
-        elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_inuse"):
-            def in_use(cpu: int) -> bool:
-                return bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
-        elif has_object(prog, "irq_count"):
-            def in_use(cpu: int) -> bool:
-                return per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
-        else:
-            return {}
-        out = {}
-        for cpu in for_each_possible_cpu(prog):
-            if not in_use(cpu):
-                stack = per_cpu(prog["irq_stack_backing_store"], cpu)
-                out[cpu] = (stack.address_, stack.address_ + drgn.sizeof(stack))
-        return out
 
     def scan_stacks(self) -> None:
         """Each task's stack from its saved stack pointer (``thread.sp``) to
@@ -734,6 +709,38 @@ class ReferenceScan:
             return False
         ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
         return True
+
+def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
+    """``[start, end)`` of each CPU's interrupt stack that the CPU is not
+    on; a CPU on it, or a kernel that does not say, is left out.
+
+    Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
+    ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
+    variable, so inside the first chunk), and records whether the CPU is
+    on it: ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2
+    to 6.14), or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is
+    not in an interrupt has nothing live there: what the last one left
+    (the pages of a bio it completed, say) is stale."""
+    if not has_object(prog, "irq_stack_backing_store"):
+        return {}
+    if has_object(prog, "hardirq_stack_inuse"):
+        def in_use(cpu: int) -> bool:
+            return bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
+    elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_inuse"):
+        def in_use(cpu: int) -> bool:
+            return bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
+    elif has_object(prog, "irq_count"):
+        def in_use(cpu: int) -> bool:
+            return per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
+    else:
+        return {}
+    out = {}
+    for cpu in for_each_possible_cpu(prog):
+        if not in_use(cpu):
+            stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+            out[cpu] = (stack.address_, stack.address_ + drgn.sizeof(stack))
+    return out
+
 
 def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, end)`` without the ``holes``."""

@@ -27,7 +27,8 @@ How a word can count (``Root.counts``):
   slot (reachability only: ``reachability.ObjectTable.find``).
 
 A root that counts nothing names memory whose words must not count where
-another root reads it (the nodes of a page_pool's DMA index, in slab).
+another root reads it (the nodes of a page_pool's DMA index, in slab; the
+interrupt stacks of CPUs not in an interrupt, in the per-cpu areas).
 
 Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
@@ -74,12 +75,18 @@ ROOTS: tuple[Root, ...] = (
          "(boot-time hash tables); x86 frees the unused tail of .bss..decrypted at boot, so that span "
          "is not read (FREED_IMAGE_SPANS).",
          "all", "tests/kernels/test_orphans.py::test_decoys_are_not_orphans"),
+    Root("idle interrupt stacks", "skip_idle_irq_stacks", frozenset(),
+         "x86-64 runs a CPU's hard and soft interrupts on its own stack (irq_stack_backing_store, a static "
+         "per-CPU variable) and records whether the CPU is on it (hardirq_stack_inuse, 5.15+, in pcpu_hot "
+         "6.2 to 6.14; irq_count up to 5.14). A CPU not in an interrupt has nothing live there: what the last "
+         "handlers left (the page of a block read they completed) is stale. Those stacks are not read by "
+         "the per-cpu root.",
+         "x86-64 (irq_stack_backing_store)",
+         "tests/kernels/test_owned_shapes.py::test_a_page_left_on_an_idle_interrupt_stack_is_orphaned"),
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
          "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "
-         "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot. A CPU's interrupt "
-         "stack (irq_stack_backing_store) is read only while the CPU is on it (hardirq_stack_inuse, "
-         "irq_count): otherwise its words are stale.",
+         "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Root("task stacks", "scan_stacks", POINTERS,
          "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "

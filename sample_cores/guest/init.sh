@@ -85,11 +85,16 @@ for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; don
 [ -e /run/vmct-workload-ready ] || die "workload did not become ready"
 # vmct_shapes' last plants, once the workload is ready, because more I/O or
 # receive work would undo them.  First a page the disk read into, then lost,
-# that an idle blk-mq request (and on 7.3 a cached bio) still names: before
-# the ground truth is copied, which records the page as lost.
+# that an idle blk-mq request (and on 7.3 a cached bio) still names, and a
+# page an interrupt handler filled, then lost, whose address stays on that
+# CPU's interrupt stack: before the ground truth is copied, which records
+# the pages as lost.
 shapes=/sys/module/vmct_shapes/parameters
 if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
     echo /dev/vda > $shapes/idle_request || echo "idle_request: failed"
+fi
+if [ -e $shapes/irq_stack ]; then
+    echo 1 > $shapes/irq_stack || echo "irq_stack: failed"
 fi
 
 dmesg > "$OUT/dmesg.txt"

@@ -6,17 +6,20 @@ no-leak cores, whose verdict is no leak."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from drgn import sizeof
 from drgn.helpers.linux.cpumask import for_each_online_cpu
 from drgn.helpers.linux.llist import llist_for_each_entry
-from drgn.helpers.linux.mm import pfn_to_page
+from drgn.helpers.linux.mm import pfn_to_page, pfn_to_virt
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 
 from vmcore_tools import orphans
 from vmcore_tools.blk_mq import request_blocks
 from vmcore_tools.features import has_member
+from vmcore_tools.refscan import idle_irq_stacks
 from vmcore_tools.rings.skb import skb_pfns
 
 from ..conftest import KERNELS, lines, sample_core
@@ -40,7 +43,7 @@ HELD_BY = {
     "skb-defer-list": ("slab",),                  # a frag of an skb (its kmalloc'd head) on a defer list
 }
 #: the shapes with a page lost inside (leak=1)
-LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request")
+LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack")
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -170,6 +173,30 @@ def test_a_page_the_disk_read_into_then_lost_is_orphaned(shapes):
             naming.append(hex(start))
     assert naming, "no idle request names the page: the plant left nothing for the rule to decide"
     assert lost[0] in {o.pfn for o in r.orphans}, naming
+
+
+def test_a_page_left_on_an_idle_interrupt_stack_is_orphaned(shapes):
+    """Right before the dump, vmct_shapes has another CPU fill a page in an
+    interrupt handler (an IPI's function, run on that CPU's interrupt
+    stack), the page's address in the handler's frame, then loses the page.
+    The dump's interrupt stack of that CPU still holds the address; the CPU
+    is not in an interrupt, so the stack is not read
+    (``refscan.idle_irq_stacks``) and the page is orphaned.  Had the
+    CPU been in an interrupt at the dump, its stack would be live and hold
+    the page."""
+    core, r = shapes
+    prog = r.census.prog
+    lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "irq-stack"]
+    assert len(lost) == 1, core.manifest["planted_leaks"]
+    cpu = int(re.search(rf"vmct_shapes: irq-stack pfn={lost[0]} cpu=(\d+)",
+                        (core.path / "dmesg.txt").read_text()).group(1))
+    stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+    words = np.frombuffer(prog.read(stack.address_, sizeof(stack)), "<u8")
+    assert (words == pfn_to_virt(prog, lost[0]).value_()).any(), \
+        "the handler's frame was overwritten: the plant left nothing for the rule to decide"
+    orphaned = lost[0] in {o.pfn for o in r.orphans}
+    idle = cpu in idle_irq_stacks(prog)
+    assert orphaned == idle, (cpu, idle, orphaned)
 
 
 def test_physical_tables_hold_their_levels(shapes):

@@ -33,12 +33,15 @@
  *    binds (QEMU's edu), as a driver's pool does, where there is one;
  *  - planted last, when the guest writes the parameter right before the
  *    dump: a page a disk read filled, then lost, that only the idle blk-mq
- *    request of that read still names (idle_request=<disk>); an skb with
- *    a page in its frags on another CPU's defer list (defer_skbs=1, 6.0+).
+ *    request of that read still names (idle_request=<disk>); a page an
+ *    interrupt handler filled, then lost, whose address stays in the
+ *    handler's dead frame on that CPU's interrupt stack (irq_stack=1); an
+ *    skb with a page in its frags on another CPU's defer list
+ *    (defer_skbs=1, 6.0+).
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
  * with leak=1 (the default) one page of the list, the chain, the table,
- * the page_pool and the disk read each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
+ * the page_pool, the disk read and the interrupt handler each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -410,6 +413,70 @@ static int idle_request_set(const char *val, const struct kernel_param *kp)
 
 static const struct kernel_param_ops idle_request_ops = { .set = idle_request_set };
 module_param_cb(idle_request, &idle_request_ops, NULL, 0200);
+
+/*
+ * irq_stack=1: a page an interrupt handler filled, then lost.
+ *
+ * x86-64 runs a CPU's interrupt handlers, and the softirqs they raise, on
+ * that CPU's own stack (irq_stack_backing_store); a handler's frame stays
+ * there once it returns, until a later interrupt reaches as deep.  Here the
+ * handler is a function run on another CPU by IPI
+ * (smp_call_function_single(): the CPU takes it on its interrupt stack),
+ * which fills the page and keeps its address in a local array, as a handler
+ * keeps what it works on.  The CPU is the first one: the last may be held
+ * busy for the defer list (defer_skbs), and a busy CPU is in its timer
+ * interrupt, on that stack, at a fair share of the moments a dump may
+ * catch it.  The array is 8 KiB of the 16 KiB stack, its first word the
+ * deepest: the interrupts that follow until the dump are shallower and
+ * leave the address in place.  Logged as "vmct_shapes: irq-stack pfn=...
+ * cpu=..."; with leak=1 the page is lost (ring "irq-stack"), with leak=0
+ * kept in irq_page.
+ */
+#define IRQ_FRAME_WORDS 1024
+static struct page *irq_page __used;
+
+static noinline void work_in_interrupt(void *info)
+{
+	struct page *page = info;
+	unsigned long volatile frame[IRQ_FRAME_WORDS];
+
+	fill(page, 900);
+	frame[0] = (unsigned long)page_address(page);
+}
+
+/* from another CPU, so that the first one takes the call as an interrupt */
+static long interrupt_first_cpu(void *page)
+{
+	return smp_call_function_single(cpumask_first(cpu_online_mask), work_in_interrupt, page, 1);
+}
+
+static int irq_stack_set(const char *val, const struct kernel_param *kp)
+{
+	int first = cpumask_first(cpu_online_mask);
+	int other = cpumask_any_but(cpu_online_mask, first);
+	struct page *page;
+	long err;
+
+	if (other >= nr_cpu_ids)
+		return -EOPNOTSUPP;
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	err = work_on_cpu(other, interrupt_first_cpu, page);
+	if (err) {
+		__free_page(page);
+		return err;
+	}
+	pr_info("vmct_shapes: irq-stack pfn=%lu cpu=%d\n", page_to_pfn(page), first);
+	if (leak)
+		lost(page, "irq-stack");
+	else
+		irq_page = page;
+	return 0;
+}
+
+static const struct kernel_param_ops irq_stack_ops = { .set = irq_stack_set };
+module_param_cb(irq_stack, &irq_stack_ops, NULL, 0200);
 
 /*
  * defer_skbs=1: an skb waiting on another CPU's defer list, with a page.
