@@ -248,12 +248,13 @@ class PageOwners:
 
         Facts: ``set_page_owner()`` writes the records of a block's pages in
         one pass, in PFN order, with the same stack handle and task;
-        ``split_page()`` only rewrites the order.  The time stamp is taken
-        once per block from about 6.10, and per page in that pass before
-        (``local_clock()`` in the loop): there, the gap between two pages
-        of one block is whatever interrupted the loop -- an interrupt, or
-        the host preempting the vCPU for milliseconds -- so no length of
-        gap tells a second call apart.  Two things do:
+        ``split_page()`` only rewrites the order.  Later kernels take the
+        time stamp once per block (6.9's ``mm/page_owner.c`` does); 6.1
+        takes it per page in that pass (``local_clock()`` in the loop, some
+        300 ns apart on our 6.1 cores), so the gap between two pages of one
+        block is whatever interrupted the loop -- an interrupt, or the host
+        preempting the vCPU for milliseconds -- and no length of gap tells
+        a second call apart.  Two things do:
 
         * a record is never older than the one before it in the pass, and
         * a page of the block stayed allocated from then on: its last free
