@@ -1,7 +1,7 @@
 """Which page_owner records one allocation wrote
 (``PageOwners.same_allocation``), on records as the kernel writes them:
 one pass over a block's pages in PFN order, with one stack handle and task,
-and on kernels before about 6.10 a ``local_clock()`` per page."""
+and on 6.1 a ``local_clock()`` per page (once per block by 6.9)."""
 
 from vmcore_tools.page_owner import PageOwner, PageOwners
 
