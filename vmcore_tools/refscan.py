@@ -710,6 +710,7 @@ class ReferenceScan:
         ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
         return True
 
+
 def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
     """``[start, end)`` of each CPU's interrupt stack that the CPU is not
     on; a CPU on it, or a kernel that does not say, is left out.
