@@ -15,6 +15,7 @@ class Reference:
     region: str        # what kind of memory holds it: "slab", "stack", "data", ...
     where: str = ""    # filled in for the report: cache and object, symbol, task ...
     value: int = 0     # the referring word itself, where one was read
+    holder: int = 0    # the slab object that holds the word (its address), where one was identified
 
 
 @dataclass

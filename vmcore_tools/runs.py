@@ -58,6 +58,15 @@ def extend_runs(scan: "ReferenceScan") -> None:
       table maps is mapped whole, every page of it named, so the
       unreferenced page after a named one is no tail of a run that holds
       the named page.
+      A page whose first byte only other slab objects hold ends a run
+      held from the heap: ``kfree()``, ``free_pages()`` and
+      ``page_frag_free()`` take an allocation's start, so an object
+      holding a page's first byte holds an allocation of its own (an
+      skb whose head is a whole page), while a buffer's owner that keeps
+      pointers to parts of its buffer keeps them in its own object (a
+      ``struct vring``'s ``avail`` and ``used``).  Two leaked pages after
+      a row of such pages, each an skb's head, were taken for one
+      buffer's tail.
       A page whose start the kernel image's data holds does: boot-time
       tables lie back to back (``tcp_hashinfo.ehash`` right after the
       block of ``ip_idents``), and the alignment bound alone would let
@@ -118,6 +127,9 @@ def extend_runs(scan: "ReferenceScan") -> None:
     by_image = np.array(sorted(image_held | split), np.int64)
     heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
     split &= heads
+    # the slab objects that hold each page's first byte
+    holders = {h: {r.holder for r in starts} if all(r.holder for r in starts) else set()
+               for h, starts in starts_of.items()}
     outer_end, outer_split, outer_next = 0, False, -1
     for head in sorted(heads):
         held_by_image = head in image_held or head in split
@@ -130,8 +142,10 @@ def extend_runs(scan: "ReferenceScan") -> None:
                 end = max(end, outer_end)
                 in_split |= outer_split
             outer_end, outer_split = end, in_split
+        mine = holders.get(head, set())
         span = next((n for n in range(head + 1, end)
-                     if not single(n) or n in image_held or n in own),
+                     if not single(n) or n in image_held or n in own
+                     or not held_by_image and holders.get(n) and not holders[n] & mine),
                     end)
         if held_by_image:
             outer_next = span

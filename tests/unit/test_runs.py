@@ -31,9 +31,10 @@ def run_rule(held: dict[int, list[Reference]], singles: list[int]) -> dict[int, 
     return scan.result.references
 
 
-def by(kind: str, pfn: int, region: str = "slab") -> list[Reference]:
+def by(kind: str, pfn: int, region: str = "slab", holder: int = 0xFFFF888100000000) -> list[Reference]:
+    """A reference to ``pfn`` from a word of the object at ``holder``."""
     value = DIRECT + (pfn << 12) if kind == DIRECT_MAP else pfn << 12 | 3
-    return [Reference(pfn, kind, 0xFFFF888100000000, region, "", value)]
+    return [Reference(pfn, kind, holder + 0xc8, region, "", value, holder if region == "slab" else 0)]
 
 
 def test_a_heap_held_start_takes_in_the_unreferenced_pages_after_it():
@@ -48,7 +49,8 @@ def test_a_single_unreferenced_page_after_a_heap_held_start_stays_a_candidate():
 
 
 def test_an_inner_page_held_by_its_address_does_not_end_the_run():
-    """vring.used, say: a pointer to a page boundary inside the buffer."""
+    """vring.used, say: a pointer to a page boundary inside the buffer,
+    kept in the object that holds the buffer's start."""
     refs = run_rule({HEAD: by(DIRECT_MAP, HEAD), HEAD + 2: by(DIRECT_MAP, HEAD + 2)},
                     [HEAD, HEAD + 1, HEAD + 2, HEAD + 3])
     assert {HEAD + 1, HEAD + 3} <= set(refs)
@@ -63,3 +65,16 @@ def test_a_page_held_by_its_struct_page_or_a_table_entry_ends_the_run():
         held = {HEAD: by(DIRECT_MAP, HEAD), HEAD + 2: by(kind, HEAD + 2, "referenced page")}
         refs = run_rule(held, [HEAD, HEAD + 1, HEAD + 2, HEAD + 3])
         assert HEAD + 1 not in refs and HEAD + 3 not in refs, kind
+
+
+def test_inner_pages_each_held_at_their_start_by_other_objects_end_the_run():
+    """A row of pages, each the head of its own skb (skb->head holds its
+    first byte), then two never-used leaked pages: the skbs hold
+    allocations of their own, so the leaked pages are no buffer's tail."""
+    row = range(HEAD, HEAD + 32)
+    held = {p: by(DIRECT_MAP, p, holder=0xFFFF888200000000 + 0x100 * i) for i, p in enumerate(row)}
+    refs = run_rule(held, [*row, HEAD + 32, HEAD + 33])
+    assert HEAD + 32 not in refs and HEAD + 33 not in refs
+    # the same row held from a stack (no object known) still reads as one buffer
+    held = {p: by(DIRECT_MAP, p, "stack") for p in row}
+    assert {HEAD + 32, HEAD + 33} <= set(run_rule(held, [*row, HEAD + 32, HEAD + 33]))
