@@ -44,6 +44,7 @@ from .classify import PageClass, page_flag_bits
 from .features import has_member, has_object, has_symbol
 from .iommu import iommu_tables
 from .pages import Memmap
+from .percpu_batches import dead_batch_slots
 from .references import Reference, ScanResult
 from .rings.page_pool import dma_index_nodes
 from .runs import extend_cma_runs, extend_runs
@@ -239,7 +240,8 @@ class ReferenceScan:
         #: slab objects whose words name pages without holding them (skip_page_pool_dma_index,
         #: skip_cached_bios)
         self.naming_only: set[int] = set()
-        #: [start, end) of memory inside a root's span that it does not read (skip_idle_irq_stacks)
+        #: [start, end) of memory inside a root's span that it does not read
+        #: (skip_idle_irq_stacks, skip_dead_batch_slots)
         self.unread: list[tuple[int, int]] = []
 
     # -- reading -----------------------------------------------------------
@@ -363,6 +365,11 @@ class ReferenceScan:
         """The interrupt stacks of the CPUs not in an interrupt are not read
         by ``scan_percpu_first_chunk`` (``idle_irq_stacks``)."""
         self.unread.extend(idle_irq_stacks(self.prog).values())
+
+    def skip_dead_batch_slots(self) -> None:
+        """The slots past the count of every per-CPU batch are not read by
+        ``scan_percpu_first_chunk`` (``percpu_batches.dead_batch_slots``)."""
+        self.unread.extend(dead_batch_slots(self.prog))
 
     def scan_slab(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")
@@ -633,7 +640,8 @@ class ReferenceScan:
         them since (a slab page, say), so only the part the first chunk
         maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
         pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
-        an earlier root marked ``unread`` (idle interrupt stacks)."""
+        an earlier root marked ``unread`` (idle interrupt stacks, dead batch
+        slots)."""
         prog = self.prog
         start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
@@ -708,6 +716,7 @@ class ReferenceScan:
         if obj is None or obj.allocated is False or obj.address in self.naming_only:
             return False
         ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
+        ref.holder = obj.address
         return True
 
 
@@ -745,10 +754,13 @@ def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
 
 def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, end)`` without the ``holes``."""
-    out = [(start, end)]
-    for lo, hi in holes:
-        out = [piece for s, e in out
-               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[0] < piece[1]]
+    out, at = [], start
+    for lo, hi in sorted(h for h in holes if h[0] < end and h[1] > start):
+        if lo > at:
+            out.append((at, lo))
+        at = max(at, hi)
+    if at < end:
+        out.append((at, end))
     return out
 
 

@@ -28,7 +28,8 @@ How a word can count (``Root.counts``):
 
 A root that counts nothing names memory whose words must not count where
 another root reads it (the nodes of a page_pool's DMA index, in slab; the
-interrupt stacks of CPUs not in an interrupt, in the per-cpu areas).
+interrupt stacks of CPUs not in an interrupt and the dead slots of per-CPU batches, in the
+per-cpu areas).
 
 Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
@@ -83,6 +84,14 @@ ROOTS: tuple[Root, ...] = (
          "the per-cpu root.",
          "x86-64 (irq_stack_backing_store)",
          "tests/kernels/test_owned_shapes.py::test_a_page_left_on_an_idle_interrupt_stack_is_orphaned"),
+    Root("dead per-cpu batch slots", "skip_dead_batch_slots", frozenset(),
+         "The kernel fills per-CPU pointer batches up to a count and empties them by the count alone: "
+         "the LRU and mlock folio batches (folio_batch.nr, pagevec.nr; nr = 0 once moved to the LRU) and "
+         "softirq's skb head cache (napi_alloc_cache.skb_count; the upper half freed in bulk when full). A "
+         "slot past the count names a folio or sk_buff since freed, whose page may have been handed out "
+         "again and lost. Those slots are not read by the per-cpu root (percpu_batches.dead_batch_slots).",
+         "all (folio_batch 6.0+, pagevec up to 6.4, napi_alloc_cache)",
+         "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
          "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "

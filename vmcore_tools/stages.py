@@ -49,6 +49,8 @@ STAGES: dict[str, str] = {
     "scan: kernel data": "references from the kernel image are not seen",
     "scan: idle interrupt stacks": "the interrupt stacks of CPUs not in an interrupt are read: a page a "
                                    "finished interrupt handler worked on may look referenced",
+    "scan: dead per-cpu batch slots": "the dead slots of per-CPU folio and skb batches are read: a page "
+                                      "a freed folio or skb was on may look referenced",
     "scan: per-cpu areas": "references from per-CPU data are not seen",
     "scan: task stacks": "references from task stacks are not seen",
     "scan: page_pool DMA index": "page_pool DMA indexes are read as holders: pages leaked from a pool "

@@ -44,7 +44,7 @@ UNIT_TESTED = {"rx buffers"}
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
-             "idle interrupt stacks"}
+             "idle interrupt stacks", "dead per-cpu batch slots"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak, and for

@@ -1,0 +1,114 @@
+"""Per-CPU batches: arrays of pointers the kernel fills up to a count, and
+whose slots past the count are dead.
+
+Fact: the kernel keeps short per-CPU stacks of pointers that it fills and
+empties by a count alone, never clearing a slot it is done with:
+
+* ``struct folio_batch`` (6.0+) and ``struct pagevec`` (up to 6.4): the
+  LRU batches (``cpu_fbatches``, ``lru_rotate``, ``lru_pvecs`` up to 5.x)
+  and the mlock batch (``mlock_pvec``, ``mlock_fbatch``).  ``nr`` counts
+  the folios (pages) in ``folios[]`` (``pages[]``); moving a batch to the
+  LRU ends in ``folio_batch_reinit()``/``pagevec_reinit()``, ``nr = 0``.
+  A slot past ``nr`` still names a folio that has since been freed, and
+  perhaps allocated again and lost.
+* ``struct napi_alloc_cache`` (``napi_alloc_cache``, softirq's skb head
+  cache): ``napi_skb_cache_get()`` takes ``skb_cache[--skb_count]`` and
+  ``napi_skb_cache_put()`` frees the upper half in bulk when the array is
+  full.  A slot past ``skb_count`` names a freed ``sk_buff``, in a slab
+  page that may since have been freed and handed out again.
+
+The batches are found by type, wherever a static per-CPU variable holds one
+(its ELF symbol lies between ``__per_cpu_start`` and ``__per_cpu_end``);
+batches in memory from ``alloc_percpu()`` are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.percpu import per_cpu
+
+from .features import has_symbol
+
+
+@dataclass(frozen=True)
+class BatchType:
+    """A count-bounded array: ``slots[count:]`` is dead."""
+
+    type_name: str
+    count: str
+    slots: str
+
+
+#: The batch types, by the name of their struct; each kernel has some of them.
+BATCH_TYPES: tuple[BatchType, ...] = (
+    BatchType("struct folio_batch", "nr", "folios"),
+    BatchType("struct pagevec", "nr", "pages"),
+    BatchType("struct napi_alloc_cache", "skb_count", "skb_cache"),
+)
+
+
+def batch_paths(prog: drgn.Program) -> dict[str, list[tuple[str, BatchType]]]:
+    """Each static per-CPU variable holding a batch, and the member path of
+    every batch in it (``""`` when the variable is one): ``{"cpu_fbatches":
+    [(".lru_add", folio_batch), ...], "napi_alloc_cache": [("",
+    napi_alloc_cache)]}``.  A variable whose name DWARF gives to another
+    object (two ``static`` per-CPU variables of one name) is left out."""
+    wanted = {b.type_name: b for b in BATCH_TYPES}
+    if not (has_symbol(prog, "__per_cpu_start") and has_symbol(prog, "__per_cpu_end")):
+        return {}
+    start, end = prog.symbol("__per_cpu_start").address, prog.symbol("__per_cpu_end").address
+    found: dict[str, list[tuple[str, BatchType]]] = {}     # by struct tag (drgn types do not compare)
+
+    def inside(t: drgn.Type) -> list[tuple[str, BatchType]]:
+        t = t.unqualified()
+        while t.kind == drgn.TypeKind.TYPEDEF:
+            t = t.type.unqualified()
+        if t.kind not in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION) or not t.is_complete():
+            return []
+        name = f"{t.kind.name.lower()} {t.tag}" if t.tag else None
+        if name in wanted:
+            return [("", wanted[name])]
+        if name in found:
+            return found[name]
+        paths = [(f".{m.name}{path}" if m.name else path, b)    # an anonymous member's are the struct's
+                 for m in t.members for path, b in inside(m.type)]
+        if name:
+            found[name] = paths
+        return paths
+
+    out = {}
+    for sym in prog.symbols():
+        if not (start <= sym.address < end and sym.size):
+            continue
+        try:
+            var = prog.variable(sym.name)
+        except LookupError:
+            continue
+        if var.address_ != sym.address:
+            continue
+        if paths := inside(var.type_):
+            out[sym.name] = paths
+    return out
+
+
+def dead_batch_slots(prog: drgn.Program) -> list[tuple[int, int]]:
+    """``[start, end)`` of the dead slots of every per-CPU batch, on every
+    possible CPU.  A batch whose count is past its array (a live kernel
+    changing under the read) has none."""
+    out = []
+    paths = batch_paths(prog)
+    for cpu in for_each_possible_cpu(prog):
+        for name, members in paths.items():
+            var = per_cpu(prog.variable(name), cpu)
+            for path, b in members:
+                batch = var.subobject_(path.lstrip(".")) if path else var
+                slots = batch.member_(b.slots)
+                count = batch.member_(b.count).value_()
+                length = len(slots)
+                if count < length:
+                    size = drgn.sizeof(slots[0])
+                    out.append((slots.address_ + count * size, slots.address_ + length * size))
+    return out
