@@ -87,14 +87,18 @@ for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; don
 # receive work would undo them.  First a page the disk read into, then lost,
 # that an idle blk-mq request (and on 7.3 a cached bio) still names, and a
 # page an interrupt handler filled, then lost, whose address stays on that
-# CPU's interrupt stack: before the ground truth is copied, which records
-# the pages as lost.
+# CPU's interrupt stack, and a page lost after it left the LRU, which a dead
+# slot of a per-CPU LRU batch still names: before the ground truth is
+# copied, which records the pages as lost.
 shapes=/sys/module/vmct_shapes/parameters
 if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
     echo /dev/vda > $shapes/idle_request || echo "idle_request: failed"
 fi
 if [ -e $shapes/irq_stack ]; then
     echo 1 > $shapes/irq_stack || echo "irq_stack: failed"
+fi
+if [ -e $shapes/lru_batch ]; then
+    echo 1 > $shapes/lru_batch || echo "lru_batch: failed"
 fi
 
 dmesg > "$OUT/dmesg.txt"

@@ -19,7 +19,9 @@ from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from vmcore_tools import orphans
 from vmcore_tools.blk_mq import request_blocks
 from vmcore_tools.features import has_member
-from vmcore_tools.refscan import idle_irq_stacks
+from vmcore_tools.orphans import candidate_heads
+from vmcore_tools.percpu_batches import dead_batch_slots
+from vmcore_tools.refscan import ReferenceScan, idle_irq_stacks
 from vmcore_tools.rings.skb import skb_pfns
 
 from ..conftest import KERNELS, lines, sample_core
@@ -43,7 +45,7 @@ HELD_BY = {
     "skb-defer-list": ("slab",),                  # a frag of an skb (its kmalloc'd head) on a defer list
 }
 #: the shapes with a page lost inside (leak=1)
-LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack")
+LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack", "lru-batch")
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -197,6 +199,29 @@ def test_a_page_left_on_an_idle_interrupt_stack_is_orphaned(shapes):
     orphaned = lost[0] in {o.pfn for o in r.orphans}
     idle = cpu in idle_irq_stacks(prog)
     assert orphaned == idle, (cpu, idle, orphaned)
+
+
+def test_a_page_a_dead_lru_batch_slot_names_is_orphaned(shapes):
+    """Right before the dump, vmct_shapes fills the first CPU's
+    lru_deactivate_file batch with shmem folios, the last one filling it
+    (the batch is moved to the LRU and set to nr = 0), frees them, takes the
+    last one again from the CPU's free list, and loses it.  The dump's
+    batch still names that page's struct page in a slot past its count: a
+    dead slot (``percpu_batches.dead_batch_slots``), not read, so the page
+    is orphaned.  Without the registry entry it is referenced from the
+    per-CPU area."""
+    core, r = shapes
+    prog = r.census.prog
+    lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "lru-batch"]
+    assert len(lost) == 1, core.manifest["planted_leaks"]
+    page = pfn_to_page(prog, lost[0]).value_()
+    dead = [(lo, hi) for lo, hi in dead_batch_slots(prog)
+            if (np.frombuffer(prog.read(lo, hi - lo), "<u8") == page).any()]
+    assert dead, "no dead batch slot names the page: the plant left nothing for the rule to decide"
+    assert lost[0] in {o.pfn for o in r.orphans}
+    cpu = re.search(rf"vmct_shapes: lru-batch pfn={lost[0]} cpu=(\d+)", (core.path / "dmesg.txt").read_text())[1]
+    without = ReferenceScan(r.census, candidate_heads(r.census)).run({"dead per-cpu batch slots"})
+    assert {ref.region for ref in without.references.get(lost[0], [])} == {f"per-cpu cpu{cpu}"}
 
 
 def test_physical_tables_hold_their_levels(shapes):

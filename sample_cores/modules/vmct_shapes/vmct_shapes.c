@@ -35,13 +35,15 @@
  *    dump: a page a disk read filled, then lost, that only the idle blk-mq
  *    request of that read still names (idle_request=<disk>); a page an
  *    interrupt handler filled, then lost, whose address stays in the
- *    handler's dead frame on that CPU's interrupt stack (irq_stack=1); an
- *    skb with a page in its frags on another CPU's defer list
- *    (defer_skbs=1, 6.0+).
+ *    handler's dead frame on that CPU's interrupt stack (irq_stack=1); a
+ *    page whose struct page a dead slot of a per-CPU LRU batch still names
+ *    (lru_batch=1); an skb with a page in its frags on another CPU's defer
+ *    list (defer_skbs=1, 6.0+).
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
  * with leak=1 (the default) one page of the list, the chain, the table,
- * the page_pool, the disk read and the interrupt handler each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
+ * the page_pool, the disk read, the interrupt handler and the LRU batch each
+ * is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -61,6 +63,13 @@
 #include <linux/blkdev.h>
 #include <linux/fs.h>
 #include <linux/file.h>
+#include <linux/shmem_fs.h>
+#include <linux/version.h>
+#if __has_include(<linux/folio_batch.h>)
+#include <linux/folio_batch.h>         /* 7.x */
+#else
+#include <linux/pagevec.h>
+#endif
 #if __has_include(<net/page_pool/helpers.h>)
 #include <net/page_pool/helpers.h>       /* 6.6+ */
 #else
@@ -477,6 +486,117 @@ static int irq_stack_set(const char *val, const struct kernel_param *kp)
 
 static const struct kernel_param_ops irq_stack_ops = { .set = irq_stack_set };
 module_param_cb(irq_stack, &irq_stack_ops, NULL, 0200);
+
+/*
+ * lru_batch=1: a page whose struct page a dead slot of a per-CPU LRU batch
+ * still names.
+ *
+ * The kernel moves folios onto and within the LRU in per-CPU batches
+ * (struct folio_batch; struct pagevec up to 6.4): a folio goes in at slot
+ * nr, and a full batch is moved as a whole and set to nr = 0, its slots
+ * left as they were.  Here, on the first CPU: shmem folios are read into a
+ * file (GFP_KERNEL), this CPU's batches are drained (the release of an
+ * empty batch drains them, lru_add_drain()), and invalidate_mapping_pages()
+ * -- which cannot drop the folios, since they are held -- hands each to
+ * deactivate_file_folio(), whose batch (lru_deactivate_file) nothing but
+ * invalidation fills: the last folio fills it, it is moved, and its last
+ * slot keeps naming that folio.  The folios are then freed, the last one
+ * last, so that it is at the head of the CPU's free list and the next
+ * alloc_page() there takes it again.  That page is filled and lost: a
+ * leaked page a stale batch slot names.  Tried a few times (the freed
+ * page may go to another free list, by its pageblock).  Logged as
+ * "vmct_shapes: lru-batch pfn=... cpu=..."; with leak=1 the page is lost
+ * (ring "lru-batch"), with leak=0 kept in batch_page.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#define BATCH_SLOTS ARRAY_SIZE(((struct folio_batch *)NULL)->folios)
+#else
+#define BATCH_SLOTS ARRAY_SIZE(((struct pagevec *)NULL)->pages)
+#endif
+static struct page *batch_page __used;
+#ifdef EMPTY_VMA_FLAGS
+#define NO_VMA_FLAGS EMPTY_VMA_FLAGS   /* 7.x: shmem_file_setup() takes a vma_flags_t */
+#else
+#define NO_VMA_FLAGS 0
+#endif
+
+/* this CPU's LRU batches emptied: lru_add_drain() by way of a release */
+static void drain_this_cpu(void)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	struct folio_batch empty;
+
+	folio_batch_init(&empty);
+	__folio_batch_release(&empty);
+#else
+	struct pagevec empty;
+
+	pagevec_init(&empty);
+	__pagevec_release(&empty);
+#endif
+}
+
+/* one try on this CPU: the page the last batch slot names, taken again, or NULL */
+static struct page *reuse_batched_page(void)
+{
+	struct page *pages[BATCH_SLOTS], *page = NULL;
+	struct file *file;
+	int n, i;
+
+	file = shmem_file_setup("vmct-lru-batch", BATCH_SLOTS * PAGE_SIZE, NO_VMA_FLAGS);
+	if (IS_ERR(file))
+		return NULL;
+	for (n = 0; n < BATCH_SLOTS; n++) {
+		pages[n] = shmem_read_mapping_page_gfp(file->f_mapping, n, GFP_KERNEL);
+		if (IS_ERR(pages[n]))
+			break;
+	}
+	if (n == BATCH_SLOTS) {
+		drain_this_cpu();
+		invalidate_mapping_pages(file->f_mapping, 0, n - 1);
+	}
+	shmem_truncate_range(file_inode(file), 0, -1);
+	for (i = 0; i < n; i++)
+		put_page(pages[i]);
+	if (n == BATCH_SLOTS) {
+		page = alloc_page(GFP_KERNEL);
+		if (page && page != pages[n - 1]) {
+			__free_page(page);
+			page = NULL;
+		}
+	}
+	fput(file);
+	return page;
+}
+
+static long lose_a_batched_page(void *unused)
+{
+	struct page *page = NULL;
+	int tries;
+
+	for (tries = 0; tries < 8 && !page; tries++)
+		page = reuse_batched_page();
+	return (long)page;
+}
+
+static int lru_batch_set(const char *val, const struct kernel_param *kp)
+{
+	int first = cpumask_first(cpu_online_mask);
+	struct page *page = (struct page *)work_on_cpu(first, lose_a_batched_page, NULL);
+
+	if (!page)
+		return -EAGAIN;
+	fill(page, 700);
+	pr_info("vmct_shapes: lru-batch pfn=%lu cpu=%d\n", page_to_pfn(page), first);
+	if (leak)
+		lost(page, "lru-batch");
+	else
+		batch_page = page;
+	return 0;
+}
+
+static const struct kernel_param_ops lru_batch_ops = { .set = lru_batch_set };
+module_param_cb(lru_batch, &lru_batch_ops, NULL, 0200);
 
 /*
  * defer_skbs=1: an skb waiting on another CPU's defer list, with a page.
