@@ -4,18 +4,20 @@ whose slots past the count are dead.
 Fact: the kernel keeps short per-CPU stacks of pointers that it fills and
 empties by a count alone, never clearing a slot it is done with:
 
-* ``struct folio_batch`` (6.0+) and ``struct pagevec`` (up to 6.4): the
-  LRU batches (``cpu_fbatches``, ``lru_rotate``, ``lru_pvecs`` up to 5.x)
-  and the mlock batch (``mlock_pvec``, ``mlock_fbatch``).  ``nr`` counts
-  the folios (pages) in ``folios[]`` (``pages[]``); moving a batch to the
-  LRU ends in ``folio_batch_reinit()``/``pagevec_reinit()``, ``nr = 0``.
-  A slot past ``nr`` still names a folio that has since been freed, and
-  perhaps allocated again and lost.
-* ``struct napi_alloc_cache`` (``napi_alloc_cache``, softirq's skb head
-  cache): ``napi_skb_cache_get()`` takes ``skb_cache[--skb_count]`` and
-  ``napi_skb_cache_put()`` frees the upper half in bulk when the array is
-  full.  A slot past ``skb_count`` names a freed ``sk_buff``, in a slab
-  page that may since have been freed and handed out again.
+* ``struct folio_batch`` and, up to 6.4, ``struct pagevec``: the LRU
+  batches (``cpu_fbatches``, ``lru_rotate``; ``lru_pvecs`` on 5.x) and the
+  mlock batch (``mlock_pvec``, ``mlock_fbatch``).  ``nr`` counts the folios
+  (pages) in ``folios[]`` (``pages[]``); moving a batch to the LRU ends in
+  ``folio_batch_reinit()``/``pagevec_reinit()``, ``nr = 0``.  A slot past
+  ``nr`` still names a folio that has since been freed, and perhaps
+  allocated again and lost.
+* ``struct napi_alloc_cache`` (``napi_alloc_cache``, softirq's cache of
+  ``sk_buff`` heads): freed skbs are pushed at ``skb_count``, and a full
+  array is freed in bulk from the top (its upper half; all of it on
+  kernels where the cache only collects skbs to free), ``skb_count``
+  lowered; ``napi_skb_cache_get()`` takes ``skb_cache[--skb_count]``.  A
+  slot past ``skb_count`` names a freed ``sk_buff``, in a slab page that
+  may since have been freed and handed out again.
 
 The batches are found by type, wherever a static per-CPU variable holds one
 (its ELF symbol lies between ``__per_cpu_start`` and ``__per_cpu_end``);
