@@ -121,6 +121,15 @@ static void lost(struct page *page, const char *shape)
 	vmct_truth_leak(page_to_pfn(page), 0, page_ref_count(page), shape, ~0u);
 }
 
+/* a planted page: lost with leak=1, else kept in *keep (a global: held) */
+static void lose_or_keep(struct page *page, const char *shape, struct page **keep)
+{
+	if (leak)
+		lost(page, shape);
+	else
+		*keep = page;
+}
+
 /* what a driver writes into a page it fills: not zero, not a pattern */
 static void fill(struct page *page, unsigned int seed)
 {
@@ -413,10 +422,7 @@ static int idle_request_set(const char *val, const struct kernel_param *kp)
 		__free_page(page);
 		return err;
 	}
-	if (leak)
-		lost(page, "idle-request");
-	else
-		read_page = page;
+	lose_or_keep(page, "idle-request", &read_page);
 	return 0;
 }
 
@@ -477,10 +483,7 @@ static int irq_stack_set(const char *val, const struct kernel_param *kp)
 		return err;
 	}
 	pr_info("vmct_shapes: irq-stack pfn=%lu cpu=%d\n", page_to_pfn(page), first);
-	if (leak)
-		lost(page, "irq-stack");
-	else
-		irq_page = page;
+	lose_or_keep(page, "irq-stack", &irq_page);
 	return 0;
 }
 
@@ -588,10 +591,7 @@ static int lru_batch_set(const char *val, const struct kernel_param *kp)
 		return -EAGAIN;
 	fill(page, 700);
 	pr_info("vmct_shapes: lru-batch pfn=%lu cpu=%d\n", page_to_pfn(page), first);
-	if (leak)
-		lost(page, "lru-batch");
-	else
-		batch_page = page;
+	lose_or_keep(page, "lru-batch", &batch_page);
 	return 0;
 }
 
