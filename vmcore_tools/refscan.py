@@ -43,8 +43,9 @@ from .walks import all_tasks
 from .classify import PageClass, page_flag_bits
 from .features import has_member, has_object, has_symbol
 from .iommu import iommu_tables
+from .lru import lru_list_heads
 from .pages import Memmap
-from .percpu_batches import dead_batch_slots
+from .percpu_batches import percpu_batches
 from .references import Reference, ScanResult
 from .rings.page_pool import dma_index_nodes
 from .runs import extend_cma_runs, extend_runs
@@ -238,11 +239,13 @@ class ReferenceScan:
         #: a bit per PFN: its struct page was read for memmap links (scan_memmap_links)
         self.links_read: np.ndarray | None = None
         #: slab objects whose words name pages without holding them (skip_page_pool_dma_index,
-        #: skip_cached_bios)
+        #: skip_cached_bios, skip_percpu_batches)
         self.naming_only: set[int] = set()
-        #: [start, end) of memory inside a root's span that it does not read
-        #: (skip_idle_irq_stacks, skip_dead_batch_slots)
+        #: [start, end) of memory whose words count in no root: not read where a
+        #: root can leave it out, and dropped where it reads it (skip_idle_irq_stacks,
+        #: skip_percpu_batches, skip_lru_list_heads)
         self.unread: list[tuple[int, int]] = []
+        self._unread_spans: tuple[int, np.ndarray, np.ndarray] = (0, np.zeros(0, np.uint64), np.zeros(0, np.uint64))
 
     # -- reading -----------------------------------------------------------
 
@@ -278,6 +281,8 @@ class ReferenceScan:
             else:
                 keep = np.full(idx.size, kind in counts)
             keep &= heads != own
+            if self.unread:
+                keep &= ~self.in_unread(np.uint64(base) + idx.astype(np.uint64) * np.uint64(8))
             idx, heads = idx[keep], heads[keep]
             for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
                 found = refs.setdefault(head, [])
@@ -288,6 +293,21 @@ class ReferenceScan:
                     found.append(ref)
                 if not found:
                     del refs[head]
+
+    def in_unread(self, addresses: np.ndarray) -> np.ndarray:
+        """Whether each address lies in ``unread`` (merged and sorted once per change)."""
+        n, lo, hi = self._unread_spans
+        if n != len(self.unread):
+            merged: list[list[int]] = []
+            for a, b in sorted(self.unread):
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            lo, hi = (np.array([m[k] for m in merged], np.uint64) for k in (0, 1))
+            self._unread_spans = (len(self.unread), lo, hi)
+        i = np.searchsorted(lo, addresses, side="right") - 1
+        return (i >= 0) & (addresses < hi[np.maximum(i, 0)])
 
     def scan_pfns(self, pfns: np.ndarray, region: str) -> None:
         """Scan pages by PFN through the direct map, contiguous runs at once."""
@@ -366,10 +386,19 @@ class ReferenceScan:
         by ``scan_percpu_first_chunk`` (``idle_irq_stacks``)."""
         self.unread.extend(idle_irq_stacks(self.prog).values())
 
-    def skip_dead_batch_slots(self) -> None:
+    def skip_percpu_batches(self) -> None:
         """The slots past the count of every per-CPU batch are not read by
-        ``scan_percpu_first_chunk`` (``percpu_batches.dead_batch_slots``)."""
-        self.unread.extend(dead_batch_slots(self.prog))
+        ``scan_percpu_first_chunk``, and the free objects a batch keeps for
+        reuse are not read as holders by ``scan_slab``
+        (``percpu_batches.percpu_batches``)."""
+        batches = percpu_batches(self.prog)
+        self.unread.extend(batches.dead_slots)
+        self.naming_only |= batches.free_objects
+
+    def skip_lru_list_heads(self) -> None:
+        """The LRU's list heads in every lruvec do not count where the slab
+        (or any) root reads them (``lru.lru_list_heads``)."""
+        self.unread.extend(lru_list_heads(self.prog))
 
     def scan_slab(self) -> None:
         self.scan_pfns(self.census.pfns_of(PageClass.SLAB), "slab")

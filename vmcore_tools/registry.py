@@ -27,9 +27,9 @@ How a word can count (``Root.counts``):
   slot (reachability only: ``reachability.ObjectTable.find``).
 
 A root that counts nothing names memory whose words must not count where
-another root reads it (the nodes of a page_pool's DMA index, in slab; the
-interrupt stacks of CPUs not in an interrupt and the dead slots of per-CPU batches, in the
-per-cpu areas).
+another root reads it (the nodes of a page_pool's DMA index and the LRU's
+list heads, in slab; the interrupt stacks of CPUs not in an interrupt and
+the dead slots of per-CPU batches, in the per-cpu areas).
 
 Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
@@ -84,13 +84,16 @@ ROOTS: tuple[Root, ...] = (
          "the per-cpu root.",
          "x86-64 (irq_stack_backing_store)",
          "tests/kernels/test_owned_shapes.py::test_a_page_left_on_an_idle_interrupt_stack_is_orphaned"),
-    Root("dead per-cpu batch slots", "skip_dead_batch_slots", frozenset(),
+    Root("per-cpu batches", "skip_percpu_batches", frozenset(),
          "The kernel fills per-CPU pointer batches up to a count and empties them by the count alone: "
          "the LRU and mlock folio batches (folio_batch.nr, pagevec.nr; nr = 0 once moved to the LRU) and "
          "softirq's skb head cache (napi_alloc_cache.skb_count; the upper half freed in bulk when full). A "
          "slot past the count names a folio or sk_buff since freed, whose page may have been handed out "
-         "again and lost. Those slots are not read by the per-cpu root (percpu_batches.dead_batch_slots).",
-         "all (folio_batch 6.0+, pagevec up to 6.4, napi_alloc_cache)",
+         "again and lost; so does the 1 KiB frag cache's va once all four frags are out (offset 0). Those "
+         "slots are not read by the per-cpu root. The skbs in the skb cache's live slots are free objects "
+         "kept for reuse, their words those of their last use: not read as holders by the slab root "
+         "(percpu_batches.percpu_batches).",
+         "all (folio_batch, pagevec up to 6.4, napi_alloc_cache; page_frag_1k 6.1 to 6.x)",
          "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
@@ -114,6 +117,14 @@ ROOTS: tuple[Root, ...] = (
          "state (bio_cache.cached_bios). Their words do not count.",
          "5.15+ (struct bio_set has cache); on 7.3 every bio_alloc() from fs_bio_set is cached",
          "tests/kernels/test_owned_shapes.py::test_a_page_the_disk_read_into_then_lost_is_orphaned"),
+    Root("LRU list heads", "skip_lru_list_heads", frozenset(),
+         "A folio on the LRU (PG_lru) is linked through folio->lru into a list of its lruvec (lists[], or the "
+         "multi-gen LRU's lrugen.folios[gen][type][zone], 6.1+, on in Debian's 6.12 and 7.3), which holds no "
+         "reference: a folio released by its owner while a reference taken on it was never dropped stays "
+         "there until its last put. The list heads, in each memcg's per-node info (kmalloc'd) and each node, "
+         "name the folios at the lists' ends; their words do not count (lru.lru_list_heads).",
+         "all",
+         "tests/kernels/test_released.py::test_lru_list_heads_hold_nothing"),
     Root("slab", "scan_slab", POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",

@@ -49,14 +49,16 @@ STAGES: dict[str, str] = {
     "scan: kernel data": "references from the kernel image are not seen",
     "scan: idle interrupt stacks": "the interrupt stacks of CPUs not in an interrupt are read: a page a "
                                    "finished interrupt handler worked on may look referenced",
-    "scan: dead per-cpu batch slots": "the dead slots of per-CPU folio and skb batches are read: a page "
-                                      "a freed folio or skb was on may look referenced",
+    "scan: per-cpu batches": "the dead slots of per-CPU folio and skb batches, and the free skbs cached "
+                             "for reuse, are read: a page a freed folio or skb was on may look referenced",
     "scan: per-cpu areas": "references from per-CPU data are not seen",
     "scan: task stacks": "references from task stacks are not seen",
     "scan: page_pool DMA index": "page_pool DMA indexes are read as holders: pages leaked from a pool "
                                  "may look referenced",
     "scan: bio caches": "bios cached for reuse are read as holders: a page a freed bio last did I/O to "
                         "may look referenced",
+    "scan: LRU list heads": "the LRU's list heads are read as holders: a page released while still on "
+                            "the LRU may look referenced",
     "scan: slab": "references from slab objects are not seen",
     "scan: vmalloc": "references from vmalloc areas and modules are not seen",
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",

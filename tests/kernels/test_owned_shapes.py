@@ -220,7 +220,7 @@ def test_a_page_a_dead_lru_batch_slot_names_is_orphaned(shapes):
     assert dead, "no dead batch slot names the page: the plant left nothing for the rule to decide"
     assert lost[0] in {o.pfn for o in r.orphans}
     cpu = re.search(rf"vmct_shapes: lru-batch pfn={lost[0]} cpu=(\d+)", (core.path / "dmesg.txt").read_text())[1]
-    without = ReferenceScan(r.census, candidate_heads(r.census)).run({"dead per-cpu batch slots"})
+    without = ReferenceScan(r.census, candidate_heads(r.census)).run({"per-cpu batches"})
     assert {ref.region for ref in without.references.get(lost[0], [])} == {f"per-cpu cpu{cpu}"}
 
 

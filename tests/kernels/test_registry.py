@@ -39,12 +39,14 @@ UNIT_TESTED = {"rx buffers"}
 #: index names the page lost from it, and whose bio cache names the page
 #: vmct_shapes read a disk block into and lost (an idle blk-mq request names
 #: it on every line), of every i40e-leak core, where an interrupt handler's
-#: dead frame names the page vmct_shapes lost after it (test_owned_shapes),
-#: and of the 5.10 hosts core (test_hosts, test-all),
+#: dead frame names the page vmct_shapes lost after it, and a dead slot of
+#: an LRU batch the page it lost after that (test_owned_shapes), of the
+#: 6.12 released core (test_released, test-all), where an LRU list head
+#: names a pinned page, and of the 5.10 hosts core (test_hosts, test-all),
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
-             "idle interrupt stacks", "dead per-cpu batch slots"}
+             "idle interrupt stacks", "per-cpu batches", "LRU list heads"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak, and for
