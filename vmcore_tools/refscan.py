@@ -389,11 +389,15 @@ class ReferenceScan:
     def skip_percpu_batches(self) -> None:
         """The slots past the count of every per-CPU batch are not read by
         ``scan_percpu_first_chunk``, and the free objects a batch keeps for
-        reuse are not read as holders by ``scan_slab``
-        (``percpu_batches.percpu_batches``)."""
+        reuse are not read as holders by ``scan_slab`` -- in a dump: on a
+        live kernel an skb the cache held when read may be in use by the
+        time its slab page is (``percpu_batches.percpu_batches``)."""
         batches = percpu_batches(self.prog)
         self.unread.extend(batches.dead_slots)
-        self.naming_only |= batches.free_objects
+        # live, the skb cache is emptied and refilled many times while the
+        # slab is read: an skb taken from it since holds its pages
+        if not self.prog.flags & drgn.ProgramFlags.IS_LIVE:
+            self.naming_only |= batches.free_objects
 
     def skip_lru_list_heads(self) -> None:
         """The LRU's list heads in every lruvec do not count where the slab

@@ -91,8 +91,8 @@ ROOTS: tuple[Root, ...] = (
          "slot past the count names a folio or sk_buff since freed, whose page may have been handed out "
          "again and lost; so does the 1 KiB frag cache's va once all four frags are out (offset 0). Those "
          "slots are not read by the per-cpu root. The skbs in the skb cache's live slots are free objects "
-         "kept for reuse, their words those of their last use: not read as holders by the slab root "
-         "(percpu_batches.percpu_batches).",
+         "kept for reuse, their words those of their last use: not read as holders by the slab root in a "
+         "dump (live, the cache turns over while the slab is read) (percpu_batches.percpu_batches).",
          "all (folio_batch, pagevec up to 6.4, napi_alloc_cache; page_frag_1k 6.1 to 6.x)",
          "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
     Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
