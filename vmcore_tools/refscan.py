@@ -394,8 +394,6 @@ class ReferenceScan:
         time its slab page is (``percpu_batches.percpu_batches``)."""
         batches = percpu_batches(self.prog)
         self.unread.extend(batches.dead_slots)
-        # live, the skb cache is emptied and refilled many times while the
-        # slab is read: an skb taken from it since holds its pages
         if not self.prog.flags & drgn.ProgramFlags.IS_LIVE:
             self.naming_only |= batches.free_objects
 
@@ -674,7 +672,7 @@ class ReferenceScan:
         maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
         pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
         an earlier root marked ``unread`` (idle interrupt stacks, dead batch
-        slots)."""
+        slots; what it does read of ``unread`` is dropped in ``scan_bytes``)."""
         prog = self.prog
         start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
         size = prog["pcpu_unit_size"].value_()
