@@ -24,14 +24,14 @@ from .features import has_member, has_object
 
 def lruvecs(prog: drgn.Program) -> list[drgn.Object]:
     """Every lruvec: each node's, and each memory cgroup's on each node."""
-    out = [pgdat.__lruvec for pgdat in for_each_online_pgdat(prog)
-           if has_member(prog, "struct pglist_data", "__lruvec")]
+    pgdats = list(for_each_online_pgdat(prog))
+    out = [pgdat.__lruvec for pgdat in pgdats] if has_member(prog, "struct pglist_data", "__lruvec") else []
     if not (has_object(prog, "root_mem_cgroup") and has_member(prog, "struct mem_cgroup", "nodeinfo")):
         return out
     root = prog["root_mem_cgroup"]
     if not root:
         return out
-    nids = [pgdat.node_id.value_() for pgdat in for_each_online_pgdat(prog)]
+    nids = [pgdat.node_id.value_() for pgdat in pgdats]
     for css in css_for_each_descendant_pre(root.css.address_of_()):
         memcg = drgn.container_of(css, "struct mem_cgroup", "css")
         for nid in nids:

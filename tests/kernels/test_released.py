@@ -19,10 +19,10 @@ from drgn import offsetof
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import orphans
+from vmcore_tools.evidence import GUP_PIN_COUNTING_BIAS
 from vmcore_tools.lru import lru_list_heads
 from vmcore_tools.orphans import candidate_heads
 from vmcore_tools.refscan import ReferenceScan
-from vmcore_tools.evidence import GUP_PIN_COUNTING_BIAS
 
 from ..conftest import KERNELS, cli_json, lines, sample_core
 
@@ -102,10 +102,10 @@ def test_lru_list_heads_hold_nothing(released):
     core, r = released
     prog = r.census.prog
     spans = lru_list_heads(prog)
-    words = np.concatenate([np.frombuffer(prog.read(lo, hi - lo), "<u8") for lo, hi in spans])
+    words = set(np.concatenate([np.frombuffer(prog.read(lo, hi - lo), "<u8") for lo, hi in spans]).tolist())
     lru = offsetof(prog.type("struct page"), "lru")
     heads = candidate_heads(r.census)
-    named = [p for p in heads.tolist() if pfn_to_page(prog, p).value_() + lru in set(words.tolist())]
+    named = [p for p in heads.tolist() if pfn_to_page(prog, p).value_() + lru in words]
     if not named:
         pytest.skip("no LRU list head of this core names a candidate page")
 
