@@ -26,10 +26,10 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {bench!r})
 from peers import memory_kb     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
-from vmcore_tools.target import open_program
-from vmcore_tools.census import census
-from vmcore_tools.orphans import orphans
-from vmcore_tools.pages import CHUNK_PAGES, Memmap
+from vmcore_tools.core.target import open_program
+from vmcore_tools.census.census import census
+from vmcore_tools.leaks.orphans import orphans
+from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap
 args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 core, vmlinux, debug = args[1], args[3], args[5::2]
 t0 = time.perf_counter(); prog = open_program(core, vmlinux, debug); t_open = time.perf_counter() - t0
@@ -40,7 +40,7 @@ split_census = memory_kb(); rss_census = split_census["VmHWM"]
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0
 profile = {{}}
 if {profile!r}:
-    census_module = sys.modules["vmcore_tools.census"]
+    census_module = sys.modules["vmcore_tools.census.census"]
     real_stage, real_rings = census_module.run_stage, census_module.walk_rings
     times = {{}}
     def timed(name, fn):

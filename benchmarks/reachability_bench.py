@@ -26,9 +26,9 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {bench!r})
 from peers import memory_kb     # VmHWM: ru_maxrss would hold the RSS exec replaced, a vfork'd parent's
-from vmcore_tools.target import open_program
-from vmcore_tools.orphans import orphans
-from vmcore_tools.reachability import reachability
+from vmcore_tools.core.target import open_program
+from vmcore_tools.leaks.orphans import orphans
+from vmcore_tools.leaks.reachability import reachability
 args = {args!r}   # the manifest is read by the parent: a 16 GB core's is 1 GB of Python objects
 prog = open_program(args[1], args[3], args[5::2])
 t0 = time.perf_counter(); r = orphans(prog); t_orphans = time.perf_counter() - t0

@@ -7,7 +7,7 @@ In a drgn REPL: ``from vmcore_tools import orphans; r = orphans(prog)``, then
 ``r.suspects``, ``r.orphans`` (pfn, order, refcount, frame, suspect, and
 ``page_owner``: the allocating task and stack when the kernel runs with
 ``page_owner=on``) and ``r.referenced`` (pages someone still points at, and
-where).  ``from vmcore_tools.page_owner import PageOwners`` reads the record
+where).  ``from vmcore_tools.mm.page_owner import PageOwners`` reads the record
 of any page: ``PageOwners(prog).lookup([pfn])``.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmcore_tools.cli import orphans_text  # noqa: E402
-from vmcore_tools.orphans import orphans  # noqa: E402
+from vmcore_tools.cli.main import orphans_text  # noqa: E402
+from vmcore_tools.leaks.orphans import orphans  # noqa: E402
 
 r = orphans(prog)  # noqa: F821 (drgn provides prog)
 print(orphans_text(r, top=20))

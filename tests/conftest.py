@@ -85,7 +85,7 @@ class Core:
           in an object's unused tail."""
         if self._expected is None:
             from vmcore_tools import orphans
-            from vmcore_tools.verdict import slab_zeroed_on_alloc
+            from vmcore_tools.leaks.verdict import slab_zeroed_on_alloc
             r = orphans(self.program())
             planted = {x["pfn"]: x for x in self.manifest["planted_leaks"]}
 

@@ -14,11 +14,11 @@ Python API (usable from a drgn REPL)::
     [o.pfn for o in r.orphans]
 """
 
-from .census import Census, census
-from .classify import PageClass
-from .orphans import OrphanReport, orphans
-from .rings import walk_rings as rings
-from .target import TargetError, open_program
+from vmcore_tools.census.census import Census, census
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.leaks.orphans import OrphanReport, orphans
+from vmcore_tools.net.rings import walk_rings as rings
+from vmcore_tools.core.target import TargetError, open_program
 
 __all__ = ["Census", "OrphanReport", "PageClass", "TargetError", "census", "open_program",
            "orphans", "rings"]

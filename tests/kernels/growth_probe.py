@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from vmcore_tools import open_program
-from vmcore_tools.snapshot import diff, take_snapshot
+from vmcore_tools.report.snapshot import diff, take_snapshot
 
 LEAK_MORE = Path("/sys/module/fake_i40e/parameters/leak_more")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import open_program
-from vmcore_tools.cli import run_on
-from vmcore_tools.orphans import orphans
+from vmcore_tools.cli.main import run_on
+from vmcore_tools.leaks.orphans import orphans
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sample_cores.manifest import parse_log  # noqa: E402  (the cores' ground-truth parser)

@@ -15,11 +15,11 @@ import drgn
 import numpy as np
 import pytest
 
-from vmcore_tools.census import census
-from vmcore_tools.classify import UNCLAIMED, PageClass
-from vmcore_tools.features import constant
-from vmcore_tools.pages import Memmap
-from vmcore_tools.walks import page_list_pfns, walk_free_lists
+from vmcore_tools.census.census import census
+from vmcore_tools.census.classes import UNCLAIMED, PageClass
+from vmcore_tools.core.features import constant
+from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.census.walks import page_list_pfns, walk_free_lists
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -282,7 +282,7 @@ def test_slab_caches_slabtop_style(leak_census):
     """Per-cache slabs add up to the census' slab pages; object counts agree
     with the guest's /proc/slabinfo for caches the workload filled and left
     alone; merged caches carry their aliases."""
-    from vmcore_tools.slab import slab_caches
+    from vmcore_tools.mm.slab import slab_caches
     core, c = leak_census
     caches = slab_caches(c.prog)
     assert sum(x.pages for x in caches) == c.totals()["slab"]
@@ -301,7 +301,7 @@ def test_slab_objects_agree_with_drgn(leak_census):
     spread over every slab page of the core."""
     from drgn.helpers.linux.slab import slab_object_info
 
-    from vmcore_tools.slab import SlabObjects
+    from vmcore_tools.mm.slab import SlabObjects
     core, c = leak_census
     a = c.memmap
     objects = SlabObjects(c.prog, a)

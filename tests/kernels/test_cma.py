@@ -14,8 +14,8 @@ import pytest
 
 from sample_cores.scenarios import BUILT
 from vmcore_tools import orphans
-from vmcore_tools.orphans import candidate_heads
-from vmcore_tools.refscan import ReferenceScan
+from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.refs.engine import ReferenceScan
 
 from ..conftest import lines, sample_core
 

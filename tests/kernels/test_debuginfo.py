@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from vmcore_tools import open_program
-from vmcore_tools.debuginfo import load_module_debug_info, module_files
-from vmcore_tools.rings import intel, walk_rings
-from vmcore_tools.rings.common import driver_modules
+from vmcore_tools.core.debuginfo import load_module_debug_info, module_files
+from vmcore_tools.net.rings import intel, walk_rings
+from vmcore_tools.net.devices import driver_modules
 
 pytestmark = pytest.mark.vm
 

@@ -27,9 +27,9 @@ from drgn.helpers.linux.net import for_each_netdev
 from drgn.helpers.linux.pid import for_each_task
 
 from vmcore_tools import orphans
-from vmcore_tools.classify import PageClass
-from vmcore_tools.evidence import local_netdevs
-from vmcore_tools.verdict import coverage, verdict
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.leaks.evidence import local_netdevs
+from vmcore_tools.leaks.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, run_probe_in_guest, sample_core
 

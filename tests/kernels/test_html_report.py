@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vmcore_tools.pictures import COLOURS, MARKER_COLOUR, ORPHANED
-from vmcore_tools.classify import PageClass
+from vmcore_tools.report.pictures import COLOURS, MARKER_COLOUR, ORPHANED
+from vmcore_tools.census.classes import PageClass
 
 from ..conftest import run_cli
 

@@ -20,9 +20,9 @@ import pytest
 
 from sample_cores.manifest import parse_log
 from vmcore_tools import orphans
-from vmcore_tools.debuginfo import load_module_debug_info
-from vmcore_tools.features import has_member, has_type
-from vmcore_tools.rings import intel
+from vmcore_tools.core.debuginfo import load_module_debug_info
+from vmcore_tools.core.features import has_member, has_type
+from vmcore_tools.net.rings import intel
 
 from ..conftest import KERNELS, cli_json, lines, run_in_guest, sample_core
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.census import census
-from vmcore_tools.iommu import dma_domains, iommu_tables
-from vmcore_tools.orphans import candidate_heads
-from vmcore_tools.refscan import ReferenceScan
-from vmcore_tools.verdict import coverage, verdict
+from vmcore_tools.census.census import census
+from vmcore_tools.kernel.iommu import dma_domains, iommu_tables
+from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.leaks.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, sample_core
 

@@ -20,10 +20,10 @@ from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.net import netdev_get_by_name
 
 from vmcore_tools import orphans
-from vmcore_tools.verdict import coverage, verdict
-from vmcore_tools.classify import PageClass
-from vmcore_tools.features import has_member, has_object
-from vmcore_tools.rings.skb import skb_pfns
+from vmcore_tools.leaks.verdict import coverage, verdict
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.core.features import has_member, has_object
+from vmcore_tools.net.skb import skb_pfns
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -412,7 +412,7 @@ def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     """``page`` on a planted leak says orphaned; on a ring's page it names the
     ring and slot; on a large-kmalloc decoy it names who references it; an
     address of the kernel image resolves through init_mm."""
-    from vmcore_tools.page import explain_page
+    from vmcore_tools.leaks.page import explain_page
     core, r = leak_report
     c, prog = r.census, r.census.prog
     leak = core.manifest["planted_leaks"][0]

@@ -17,12 +17,12 @@ from drgn.helpers.linux.mm import pfn_to_page, pfn_to_virt
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 
 from vmcore_tools import orphans
-from vmcore_tools.blk_mq import request_blocks
-from vmcore_tools.features import has_member
-from vmcore_tools.orphans import candidate_heads
-from vmcore_tools.percpu_batches import dead_batch_slots
-from vmcore_tools.refscan import ReferenceScan, idle_irq_stacks
-from vmcore_tools.rings.skb import skb_pfns
+from vmcore_tools.kernel.blk_mq import request_blocks
+from vmcore_tools.core.features import has_member
+from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.kernel.percpu_batches import dead_batch_slots
+from vmcore_tools.refs.engine import ReferenceScan, idle_irq_stacks
+from vmcore_tools.net.skb import skb_pfns
 
 from ..conftest import KERNELS, lines, sample_core
 
@@ -264,5 +264,5 @@ def test_no_leak_core_has_no_orphans(kernel):
     assert r.orphans == [], [(o.pfn, o.order, o.refcount) for o in r.orphans]
     assert r.census.totals()["nic_ring"] > 0
     assert not r.problems
-    from vmcore_tools.verdict import verdict
+    from vmcore_tools.leaks.verdict import verdict
     assert verdict(r).startswith("No page-allocator leak"), verdict(r)

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.census import census
-from vmcore_tools.classify import PageClass
-from vmcore_tools.verdict import coverage, verdict
-from vmcore_tools.page_owner import PageOwners, page_owner_state
-from vmcore_tools.runs import run_by_page_owner
+from vmcore_tools.census.census import census
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.leaks.verdict import coverage, verdict
+from vmcore_tools.mm.page_owner import PageOwners, page_owner_state
+from vmcore_tools.refs.runs import run_by_page_owner
 
 from ..conftest import cli_json, lines, run_cli, sample_core
 

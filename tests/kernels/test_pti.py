@@ -12,8 +12,8 @@ import pytest
 from drgn.helpers.linux.pid import for_each_task
 
 from vmcore_tools import orphans
-from vmcore_tools.classify import PageClass
-from vmcore_tools.pagetables import pti_enabled
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.mm.pagetables import pti_enabled
 
 from ..conftest import KERNELS, lines, sample_core
 

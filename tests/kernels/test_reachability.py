@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.reachability import reachability, reachability_text
-from vmcore_tools.registry import KEPT, REACH_ROOTS, REACH_RULES, TRACED
-from vmcore_tools.stages import STAGES, failed_stages
+from vmcore_tools.leaks.reachability import reachability, reachability_text
+from vmcore_tools.refs.registry import KEPT, REACH_ROOTS, REACH_RULES, TRACED
+from vmcore_tools.core.stages import STAGES, failed_stages
 
 from ..conftest import KERNELS, cli_json, sample_core
 

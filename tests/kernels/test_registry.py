@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vmcore_tools.census import census
-from vmcore_tools.orphans import candidate_heads
-from vmcore_tools.refscan import ReferenceScan
-from vmcore_tools.registry import OWNERS, ROOTS
-from vmcore_tools.stages import STAGES
+from vmcore_tools.census.census import census
+from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.refs.registry import OWNERS, ROOTS
+from vmcore_tools.core.stages import STAGES
 
 from ..conftest import sample_core
 

@@ -19,10 +19,10 @@ from drgn import offsetof
 from drgn.helpers.linux.mm import pfn_to_page
 
 from vmcore_tools import orphans
-from vmcore_tools.evidence import GUP_PIN_COUNTING_BIAS
-from vmcore_tools.lru import lru_list_heads
-from vmcore_tools.orphans import candidate_heads
-from vmcore_tools.refscan import ReferenceScan
+from vmcore_tools.leaks.evidence import GUP_PIN_COUNTING_BIAS
+from vmcore_tools.kernel.lru import lru_list_heads
+from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.refs.engine import ReferenceScan
 
 from ..conftest import KERNELS, cli_json, lines, sample_core
 

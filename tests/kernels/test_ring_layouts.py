@@ -17,10 +17,10 @@ import pytest
 from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocated_object
 
-from vmcore_tools.debuginfo import load_module_debug_info
-from vmcore_tools.features import has_member, has_type
-from vmcore_tools.rings import all_walkers, intel, walk_rings
-from vmcore_tools.rings.common import struct_array
+from vmcore_tools.core.debuginfo import load_module_debug_info
+from vmcore_tools.core.features import has_member, has_type
+from vmcore_tools.net.rings import all_walkers, intel, walk_rings
+from vmcore_tools.net.devices import struct_array
 
 pytestmark = pytest.mark.vm
 

@@ -7,9 +7,9 @@ import pytest
 from drgn.helpers.linux.mm import compound_order, pfn_to_page, PageHead, PageTail
 from drgn.helpers.linux.net import for_each_netdev, netdev_priv
 
-from vmcore_tools.debuginfo import load_module_debug_info
-from vmcore_tools.features import constant
-from vmcore_tools.rings.common import driver_modules
+from vmcore_tools.core.debuginfo import load_module_debug_info
+from vmcore_tools.core.features import constant
+from vmcore_tools.net.devices import driver_modules
 
 pytestmark = pytest.mark.vm
 

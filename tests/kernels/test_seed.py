@@ -13,9 +13,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from vmcore_tools.census import census
-from vmcore_tools.cli import orphans_text
-from vmcore_tools.orphans import orphans
+from vmcore_tools.census.census import census
+from vmcore_tools.cli.main import orphans_text
+from vmcore_tools.leaks.orphans import orphans
 
 from ..conftest import KERNELS, lines, sample_core
 

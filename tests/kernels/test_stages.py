@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from vmcore_tools.cli import run_on
-from vmcore_tools.stages import EXIT_PARTIAL, STAGES, StageFailure, failed_stages
+from vmcore_tools.cli.main import run_on
+from vmcore_tools.core.stages import EXIT_PARTIAL, STAGES, StageFailure, failed_stages
 
 from ..conftest import sample_core
 from ..schemas import validate

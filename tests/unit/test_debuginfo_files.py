@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vmcore_tools.debuginfo import module_files, module_name_of_file
+from vmcore_tools.core.debuginfo import module_files, module_name_of_file
 
 
 def test_module_names_follow_the_kernels_rules():

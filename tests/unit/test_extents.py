@@ -5,8 +5,8 @@ and ``_extent_bits`` at slice sizes that cut allocations)."""
 
 import numpy as np
 
-from vmcore_tools.pages import Memmap
-from vmcore_tools.refscan import _extent_bits
+from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.refs.engine import _extent_bits
 
 NR = 1 << 14
 
@@ -61,7 +61,7 @@ def test_extent_bits_cover_exactly_the_allocations():
 
 
 def test_compact_keeps_the_selected_values_in_place():
-    from vmcore_tools.orphans import compact
+    from vmcore_tools.leaks.orphans import compact
     rng = np.random.default_rng(3)
     for size, step in ((0, 8), (1, 8), (1000, 7), (1 << 16, 1 << 10), (5000, 1 << 18)):
         values = rng.integers(0, 1 << 40, size)

@@ -3,7 +3,7 @@
 one pass over a block's pages in PFN order, with one stack handle and task,
 and on 6.1 a ``local_clock()`` per page (once per block by 6.9)."""
 
-from vmcore_tools.page_owner import PageOwner, PageOwners
+from vmcore_tools.mm.page_owner import PageOwner, PageOwners
 
 HANDLE, PID = 0x0101_0001, 1
 T0 = 1_376_710_184          # ns since boot: the head's allocation

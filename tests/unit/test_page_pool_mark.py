@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from vmcore_tools.classify import PP_SIGNATURE, rule_page_pool
+from vmcore_tools.census.classify import PP_SIGNATURE, rule_page_pool
 
 LIST_POISON1, LIST_POISON2 = 0xDEAD000000000100, 0xDEAD000000000122      # include/linux/poison.h
 

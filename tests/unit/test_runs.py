@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from vmcore_tools.pages import Memmap
-from vmcore_tools.references import Reference, ScanResult
-from vmcore_tools.registry import DIRECT_MAP, STRUCT_PAGE, TABLE_ENTRY
-from vmcore_tools.runs import extend_runs
+from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.refs.references import Reference, ScanResult
+from vmcore_tools.refs.registry import DIRECT_MAP, STRUCT_PAGE, TABLE_ENTRY
+from vmcore_tools.refs.runs import extend_runs
 
 NR = 1 << 10
 DIRECT = 0xFFFF888000000000

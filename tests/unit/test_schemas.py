@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from vmcore_tools.classify import PageClass
+from vmcore_tools.census.classes import PageClass
 
 from ..schemas import SCHEMA_DIR, schemas
 

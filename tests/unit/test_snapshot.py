@@ -5,8 +5,8 @@ import json
 
 from click.testing import CliRunner
 
-from vmcore_tools.cli import _duration, main
-from vmcore_tools.snapshot import SCHEMA, steady_growth
+from vmcore_tools.cli.main import _duration, main
+from vmcore_tools.report.snapshot import SCHEMA, steady_growth
 
 
 def snap(host="h", t=0.0, orphaned=0, unattributed=100, dentry=10):

@@ -1,0 +1,148 @@
+"""The verdict: the answer in a sentence or two, and the coverage that says
+how far to trust it (what this core let the analysis see, and what not)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import drgn
+import numpy as np
+
+from vmcore_tools.census.classes import KERNEL_CLASSES
+from vmcore_tools.core.features import has_object
+from vmcore_tools.core.stages import abandoned_stages, failed_stages
+
+if TYPE_CHECKING:
+    from vmcore_tools.leaks.orphans import OrphanReport
+
+
+def coverage(r: "OrphanReport") -> dict:
+    """What this core let the analysis see, and what it did not: the part of
+    a verdict that says how far to trust it."""
+    c = r.census
+    return {
+        "architecture": c.prog.platform.arch.name.lower(),
+        "unreadable_pages": c.totals()["unreadable"],
+        "rings_walked": list(c.rings.walked),
+        "rings_not_walked": sorted({p.split(":")[0] for p in c.rings.problems
+                                    if "rings are not walked" in p or "debug info lacks" in p}),
+        "failed_stages": failed_stages(c.problems + r.problems),
+        "stopped_by_missing_memory": abandoned_stages(c.problems + r.problems),
+        "iommu_domains_read": r.scan.iommu_domains_read,
+        "iommu_domains_not_read": r.scan.iommu_domains_not_read,
+        "held_through": held_through(r),
+        "device_pages": c.totals()["device"],
+        "slab_zeroed_on_alloc": slab_zeroed_on_alloc(c.prog),
+    }
+
+
+def slab_zeroed_on_alloc(prog: drgn.Program) -> bool:
+    """Whether the kernel zeroes every slab object it hands out.
+
+    Fact: with ``init_on_alloc`` (5.3+, the static key of that name; on by
+    default where CONFIG_INIT_ON_ALLOC_DEFAULT_ON, as in Debian's kernels)
+    an allocated object holds only what its user wrote or zeros.  Without
+    it, the bytes a user does not write -- the tail of a kmalloc object
+    past the size asked for -- keep what the object's previous user left,
+    and a stale copy of a page pointer there reads as a reference: a leaked
+    page can look referenced.  SLUB keeps no requested size (outside
+    slub_debug), so nothing in the dump tells that tail is dead."""
+    if not has_object(prog, "init_on_alloc"):
+        return False
+    return prog["init_on_alloc"].key.enabled.counter.value_() > 0
+
+
+#: where a reference was found -> the owner class that holds a page there
+#: without a plain pointer next to it (registry.OWNERS and the layout roots)
+OWNER_REGIONS = {"run": "allocation runs", "struct page": "page->lru/private links",
+                 "page tables": "kernel mappings", "iommu": "IOMMU tables", "virtqueue": "virtqueues",
+                 "panic": "the panic's vmcoreinfo"}
+
+
+def held_through(r: "OrphanReport") -> dict[str, int]:
+    """Referenced candidate allocations by where their first reference was
+    found (a region of the scan): which kinds of holder this core has."""
+    out: dict[str, int] = {}
+    for refs in r.references.values():
+        if refs:
+            out[refs[0].region] = out.get(refs[0].region, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def coverage_text(cov: dict, page_size: int) -> str:
+    """The coverage in one sentence."""
+    stopped = cov["stopped_by_missing_memory"]
+    parts = [f"architecture {cov['architecture']}",
+             f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
+             "the dump)" if cov["unreadable_pages"] else
+             "memory missing from the dump" if stopped else "all memory readable",
+             f"rings walked: {', '.join(cov['rings_walked']) or 'none'}"]
+    if stopped:
+        parts.append(f"STOPPED by memory missing from the dump: {', '.join(stopped)} (their pages may look "
+                     "orphaned)")
+    if cov.get("iommu_domains_read"):
+        parts.append(f"IOMMU page tables read for {cov['iommu_domains_read']} DMA domains")
+    if cov.get("iommu_domains_not_read"):
+        parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
+                     "while mapped may look referenced)")
+    if cov.get("slab_zeroed_on_alloc") is False:
+        parts.append("slab objects are not zeroed when allocated (init_on_alloc off): a stale page pointer in "
+                     "an object's unused tail reads as a reference, so a leaked page can look referenced")
+    if cov.get("device_pages"):
+        parts.append(f"{_size(cov['device_pages'] * page_size)} of device memory (ZONE_DEVICE: pmem, device "
+                     "pages) left out: no page allocator owns it")
+    owners = [f"{n} by {OWNER_REGIONS[region]}" for region, n in cov.get("held_through", {}).items()
+              if region in OWNER_REGIONS]
+    if owners:
+        parts.append(f"held without a plain pointer: {', '.join(owners)}")
+    if cov["rings_not_walked"]:
+        parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
+    if cov["failed_stages"]:
+        parts.append(f"PARTIAL: failed stages {', '.join(cov['failed_stages'])}")
+    return "Coverage: " + "; ".join(parts) + "."
+
+
+def verdict(r: "OrphanReport") -> str:
+    """The answer in one plain sentence or two, and what it covers."""
+    c = r.census
+    ps = c.memmap.page_size
+    return f"{_answer(r)} {coverage_text(coverage(r), ps)}"
+
+
+def _answer(r: "OrphanReport") -> str:
+    c = r.census
+    ps = c.memmap.page_size
+    t = c.totals()
+    kernel = sum(t[k.label] for k in KERNEL_CLASSES)
+    slab_share = t["slab"] / max(kernel, 1)
+    if not len(r.found):
+        return (f"No page-allocator leak: every unattributed page ({r.referenced_pages} "
+                f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
+    named = [s for s in r.suspects if s.netdev]
+    if named:
+        # the driver whose devices' frames fill the most pages, and those devices, most first
+        # (the ports of one NIC, bonded or not, leak the same way)
+        by_driver, by_device = Counter(), Counter()
+        for s in named:
+            by_driver[s.driver] += s.pages
+            by_device[s.driver, s.netdev] += s.pages
+        driver, pages = by_driver.most_common(1)[0]
+        devices = [dev for (d, dev), _ in by_device.most_common() if d == driver]
+        them = f"{devices[0]} (stale frames sent to it)" if len(devices) == 1 else \
+            f"{', '.join(devices[:-1])} and {devices[-1]} (stale frames sent to them)"
+        who = f"{100 * pages / r.orphaned_pages:.0f}% look like {driver} rx buffers of {them}"
+    else:
+        who = "no device could be named from their contents"
+    orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
+    return (f"{_size(r.orphaned_pages * ps)} in {len(r.found)} order-{orders} allocations leaked from "
+            f"the page allocator (orphaned: nothing references them); {who}. Slab is "
+            f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)} "
+            f"of {_size(kernel * ps)}).")
+
+
+def _size(nbytes: int) -> str:
+    for unit, div in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if nbytes >= div:
+            return f"{nbytes / div:.1f} {unit}"
+    return f"{nbytes} B"

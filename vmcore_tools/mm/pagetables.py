@@ -1,0 +1,165 @@
+"""Page tables: the pages they are made of, and what the kernel maps with them.
+
+Fact: only tables built with a constructor carry the PageTable page type
+(and count in NR_PAGETABLE).  The kernel's own tables (vmalloc, ioremap,
+espfix, the direct map split after boot) and, on some versions, the upper
+levels of process tables are plain pages that only the physical address in
+a higher-level entry names: without walking the tables they look leaked.
+Likewise a page the kernel maps outside the direct map without a
+``vm_struct`` (espfix stacks, ``vm_map_ram``, fixmaps) is referenced only
+by a leaf entry, so the leaves of ``init_mm`` count as references.
+
+x86-64 layout: 4 or 5 levels (VMCOREINFO ``pgtable_l5_enabled``), 512
+entries of 8 bytes; bit 0 present; bit 7 at the PUD and PMD levels maps a
+huge page instead of pointing to a table; the address is bits 12-51
+(masked with ``physical_mask``).
+
+With page-table isolation (PTI, ``X86_FEATURE_PTI``) a PGD is an order-1
+block (``PGD_ALLOCATION_ORDER``): its second page is the user PGD
+(``kernel_to_user_pgdp()``: the PGD's address with ``PAGE_SIZE`` set), which
+the CPU uses in user mode.  Its user half mirrors the process's entries;
+its kernel half maps the entry text, ``cpu_entry_area`` and the like
+through tables of its own (``pti_clone_pgtable()``).  The second page of a
+non-compound block has refcount 0, and nothing points to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.mm import follow_phys
+from drgn.helpers.linux.pid import for_each_task
+
+from vmcore_tools.core.features import has_object, has_symbol, vmcoreinfo_numbers
+from vmcore_tools.mm.memmap import Memmap
+
+_PRESENT = np.uint64(1)
+_HUGE = np.uint64(0x80)
+#: arch/x86/include/asm/cpufeatures.h: ``X86_FEATURE_PTI`` is bit 11 of word 7
+#: of ``x86_capability`` (4.15+; "pti" in /proc/cpuinfo).  A macro: not in DWARF.
+X86_FEATURE_PTI = (7, 11)
+
+
+def pti_enabled(prog: drgn.Program) -> bool:
+    """Whether the kernel isolates its page tables from user mode (PTI)."""
+    if not has_symbol(prog, "pti_init") or not has_object(prog, "boot_cpu_data"):
+        return False
+    word, bit = X86_FEATURE_PTI
+    return bool(prog["boot_cpu_data"].x86_capability[word].value_() >> bit & 1)
+
+
+@dataclass
+class PageTableWalk:
+    tables: np.ndarray          # sorted PFNs of the page-table pages
+    kernel_leaf_pfns: np.ndarray  # PFNs init_mm maps outside the direct map (4K leaves)
+    kernel_leaf_vas: np.ndarray   # the virtual address each is mapped at
+    #: init_mm's huge leaves (PMD, PUD) outside the direct map: first PFN,
+    #: pages mapped, virtual address.  The kernel image is mapped so, and the
+    #: vmemmap: the memmap of memory added after boot (hot-add) is allocated
+    #: from the page allocator in 2 MiB blocks (``vmemmap_alloc_block()``:
+    #: order 9, not compound) that only such a leaf names.
+    kernel_huge_pfns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kernel_huge_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kernel_huge_vas: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+
+
+def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
+    """Walk the kernel's and every process's page tables from the PGD."""
+    tables: set[int] = set()
+    empty = PageTableWalk(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
+        return empty
+    levels = 5 if vmcoreinfo_numbers(prog).get("pgtable_l5_enabled") else 4
+    addr_mask = np.uint64(0x000FFFFFFFFFF000)
+    if has_object(prog, "physical_mask"):
+        addr_mask &= np.uint64(prog["physical_mask"].value_())
+    shift = a.page_shift
+
+    def entries(pfn: int) -> np.ndarray | None:
+        try:
+            return np.frombuffer(prog.read(pfn << shift, 1 << shift, True), "<u8")
+        except drgn.FaultError:
+            return None
+
+    # Kernel address spaces: init_mm, and the private mms the kernel builds
+    # for itself (text_poke's poking_mm, efi_mm).  Keep virtual addresses so
+    # leaves outside the direct map are known.  init_mm's PGD is in the
+    # kernel image mapping, not the direct map: translate it.
+    init_mm = prog["init_mm"].address_of_()
+    level = [(follow_phys(init_mm, init_mm.pgd.value_()).value_() >> shift, 0)]
+    for name in ("poking_mm", "efi_mm"):
+        if has_object(prog, name):
+            mm = prog[name]
+            mm = mm if mm.type_.kind == drgn.TypeKind.POINTER else mm.address_of_()
+            if mm and mm.pgd:
+                level.append((follow_phys(init_mm, mm.pgd.value_()).value_() >> shift, 0))
+    pti = pti_enabled(prog)
+    if pti:     # the user PGDs, beside the kernel ones
+        level += [(pfn + 1, base) for pfn, base in level]
+    direct_lo, direct_hi = a.direct_map, a.direct_map + (a.nr << shift)
+    leaf_pfns: list[np.ndarray] = []
+    leaf_vas: list[np.ndarray] = []
+    huge_pfns: list[np.ndarray] = []
+    huge_pages: list[np.ndarray] = []
+    huge_vas: list[np.ndarray] = []
+    for depth in range(levels, 0, -1):
+        span = 1 << (shift + 9 * (depth - 1))     # bytes one entry maps
+        nxt = []
+        for pfn, base in level:
+            if not 0 <= pfn < a.nr or pfn in tables:     # kernel halves are shared
+                continue
+            tables.add(pfn)
+            e = entries(pfn)
+            if e is None:
+                continue
+            vas = (np.uint64(base) + np.arange(512, dtype=np.uint64) * np.uint64(span))
+            if depth == levels:     # sign-extend the upper half of the address space
+                vas = np.where(np.arange(512) >= 256, vas | np.uint64(0xFFFF000000000000 if levels == 4
+                                                                    else 0xFE00000000000000), vas)
+            present = (e & _PRESENT).astype(bool)
+            inside = (vas >= np.uint64(direct_lo)) & (vas + np.uint64(span) <= np.uint64(direct_hi))
+            targets = ((e & addr_mask) >> np.uint64(shift)).astype(np.int64)
+            if depth == 1:
+                sel = present & ~inside
+                leaf_pfns.append(targets[sel])
+                leaf_vas.append(vas[sel])
+                continue
+            huge = (e & _HUGE).astype(bool) if depth in (2, 3) else np.zeros(512, bool)
+            mapped = present & huge & ~inside
+            if mapped.any():
+                huge_pfns.append(targets[mapped])
+                huge_pages.append(np.full(int(mapped.sum()), span >> shift, np.int64))
+                huge_vas.append(vas[mapped])
+            sel = present & ~huge
+            nxt.extend(zip(targets[sel].tolist(), vas[sel].tolist()))
+        level = nxt
+
+    # processes: only the table pages matter (their leaves are anon or file pages)
+    pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in for_each_task(prog) if t.mm}
+    if pti:
+        pgds |= {p + 1 for p in pgds if p >= 0}
+    frontier = [p for p in pgds if p >= 0 and p not in tables]
+    for depth in range(levels, 0, -1):
+        nxt_pfns: set[int] = set()
+        for pfn in frontier:
+            tables.add(pfn)
+            if depth == 1:
+                continue
+            e = entries(pfn)
+            if e is None:
+                continue
+            present = (e & _PRESENT).astype(bool)
+            if depth in (2, 3):
+                present &= ~(e & _HUGE).astype(bool)
+            nxt_pfns.update(((e[present] & addr_mask) >> np.uint64(shift)).astype(np.int64).tolist())
+        frontier = [p for p in nxt_pfns if 0 <= p < a.nr and p not in tables]
+    pfns = np.concatenate(leaf_pfns) if leaf_pfns else np.zeros(0, np.int64)
+    vas = np.concatenate(leaf_vas) if leaf_vas else np.zeros(0, np.uint64)
+    ok = (pfns >= 0) & (pfns < a.nr)
+    hp = np.concatenate(huge_pfns) if huge_pfns else np.zeros(0, np.int64)
+    hn = np.concatenate(huge_pages) if huge_pages else np.zeros(0, np.int64)
+    hv = np.concatenate(huge_vas) if huge_vas else np.zeros(0, np.uint64)
+    hok = (hp >= 0) & (hp + hn <= a.nr)
+    return PageTableWalk(np.array(sorted(tables), np.int64), pfns[ok], vas[ok], hp[hok], hn[hok], hv[hok])

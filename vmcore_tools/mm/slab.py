@@ -1,0 +1,336 @@
+"""Slab caches, slabtop-style: objects, active objects, object size, slabs and
+memory per cache, with the names merged into each cache.
+
+Fact: SLUB keeps per node ``nr_slabs`` and ``total_objects``; free objects
+are on the partial lists and the per-CPU slabs, which drgn's
+``slab_cache_usage()`` walks.  Caches with compatible size and flags are
+merged at creation: the merged names exist only as sysfs aliases, which
+``get_slab_cache_aliases()`` recovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.cpumask import for_each_online_cpu
+from drgn.helpers.linux.list import list_for_each_entry
+from drgn.helpers.linux.percpu import per_cpu_ptr
+from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases,
+                                     slab_cache_pages_per_slab, slab_cache_usage, slab_object_info)
+
+from vmcore_tools.core.features import has_member, has_object, has_type
+from vmcore_tools.mm.memmap import Memmap
+
+
+@dataclass
+class SlabCache:
+    name: str
+    objects: int
+    active: int
+    object_size: int        # bytes per object slot with metadata (kmem_cache.size, /proc/slabinfo's objsize)
+    slabs: int
+    pages_per_slab: int
+    page_size: int
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def pages(self) -> int:
+        return self.slabs * self.pages_per_slab
+
+    @property
+    def total_bytes(self) -> int:
+        """Memory of the cache's slabs (what slabtop calls CACHE SIZE)."""
+        return self.pages * self.page_size
+
+
+SORT_KEYS = {
+    "size": lambda c: -c.total_bytes,
+    "objects": lambda c: -c.objects,
+    "active": lambda c: -c.active,
+    "objsize": lambda c: -c.object_size,
+    "slabs": lambda c: -c.slabs,
+    "name": lambda c: c.name,
+}
+
+
+def slab_caches(prog: drgn.Program, sort: str = "size") -> list[SlabCache]:
+    """Every slab cache, sorted by ``sort`` (a key of ``SORT_KEYS``)."""
+    try:
+        aliases = get_slab_cache_aliases(prog)
+    except (LookupError, ValueError):   # no sysfs aliases to read (SLAB, no sysfs)
+        aliases = {}
+    merged: dict[str, list[str]] = {}
+    for alias, target in aliases.items():
+        merged.setdefault(target, []).append(alias)
+    page_size = prog["PAGE_SIZE"].value_()
+    out = []
+    for cache in for_each_slab_cache(prog):
+        name = cache.name.string_().decode(errors="replace")
+        usage = _usage(prog, cache, name)
+        out.append(SlabCache(name, usage.num_objs, usage.num_objs - usage.free_objs,
+                             cache.size.value_(), usage.num_slabs,
+                             slab_cache_pages_per_slab(cache), page_size, sorted(merged.get(name, []))))
+    return sorted(out, key=SORT_KEYS[sort])
+
+
+#: how many times a live kernel's cache is read again when its freelists changed under the walk
+LIVE_ATTEMPTS = 10
+
+
+def _usage(prog: drgn.Program, cache: drgn.Object, name: str):
+    """``slab_cache_usage(cache)``, read again while a live kernel tears it.
+
+    Fact: drgn counts free objects by following each freelist pointer by
+    pointer; on a live kernel an allocation or a free between two reads can
+    leave the walk on a pointer of an older state (it faults, or the chain
+    does not end).  The same walk a moment later is consistent again."""
+    attempts = LIVE_ATTEMPTS if prog.flags & drgn.ProgramFlags.IS_LIVE else 1
+    for _ in range(attempts):
+        try:
+            return slab_cache_usage(cache)
+        except (drgn.FaultError, ValueError) as e:
+            error = e
+    raise ValueError(f"slab cache {name}: {error}"
+                     + (f" ({attempts} reads, the kernel changed it each time)" if attempts > 1 else ""))
+
+
+@dataclass
+class SlabObject:
+    cache: str
+    address: int              # start of the object (slot) the address is in
+    allocated: bool | None    # None: the freelists could not be read consistently
+
+
+class SlabObjects:
+    """Which slab object an address is in, and whether it is allocated.
+
+    Fact (SLUB): an object is free exactly when it is on its slab's
+    ``freelist`` or on the per-CPU ``freelist`` of the CPU whose active slab
+    it is in.  The chain's next pointer sits at ``object + cache->offset``;
+    with CONFIG_SLAB_FREELIST_HARDENED it is stored as ``next ^ cache->random
+    ^ swab(&next)`` (plain ``&next`` before 5.7; no field tells which, so the
+    decoding that keeps the chain inside its slab is kept).  Objects start at
+    the slab's address plus ``cache->red_left_pad``, ``cache->size`` apart.
+
+    Fact (SLUB with sheaves, 6.18+): free objects are also cached as arrays,
+    ``slab_sheaf.objects[0..size)``: each CPU's ``main`` and ``spare`` sheaf
+    (``kmem_cache.cpu_sheaves``) and the full sheaves of each node's barn
+    (``barn.sheaves_full``, the barn in ``kmem_cache.node[n]`` until 7.0,
+    ``kmem_cache.per_node[n]`` from 7.1).  From 7.0 there are no per-CPU
+    slabs (``cpu_slab``) at all.
+
+    drgn's ``slab_object_info()`` answers the same question but walks every
+    CPU and the slab's freelist again for each address; here each slab's
+    freelist and each cache's per-CPU freelists and sheaves are read once.
+    Kernels with SLAB (gone in 6.8) go through ``slab_object_info()``.
+    """
+
+    #: a freelist that keeps changing under a live read is given up after this many tries
+    TRIES = 20
+    #: slabs whose free objects are remembered: a scan asks about the slab it
+    #: is reading, so a short memory serves it and keeps it from growing with slab
+    MAX_SLABS = 4096
+
+    def __init__(self, prog: drgn.Program, pages: Memmap):
+        self.prog, self.a = prog, pages
+        self.live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+        self.cpu_slabs = has_member(prog, "struct kmem_cache", "cpu_slab")
+        self.sheaves = has_member(prog, "struct kmem_cache", "cpu_sheaves")
+        self.slub = self.cpu_slabs or self.sheaves
+        slab = prog.type("struct slab" if has_type(prog, "struct slab") else "struct page")
+        self.slab_cache_offset = drgn.offsetof(slab, "slab_cache")
+        self.freelist_offset = drgn.offsetof(slab, "freelist")
+        self.hardened = has_member(prog, "struct kmem_cache", "random")    # CONFIG_SLAB_FREELIST_HARDENED
+        self.has_red_left_pad = has_member(prog, "struct kmem_cache", "red_left_pad")
+        self.cpu_slab_member = ("slab" if self.cpu_slabs and has_member(prog, "struct kmem_cache_cpu", "slab")
+                                else "page")
+        self.swab: bool | None = None         # decided on the first hardened chain
+        self.caches: dict[int, _Cache] = {}
+        self.slabs: dict[int, tuple[_Cache, set[int] | None]] = {}
+
+    def __call__(self, addr: int) -> SlabObject | None:
+        """The object ``addr`` (a direct-map address) is in, or None outside slab."""
+        if not self.slub:
+            return self._from_drgn(addr)
+        a = self.a
+        pfn = a.pfn_of_virt(addr)
+        if pfn < 0:
+            return None
+        head = a.head_of(pfn)
+        if head not in self.slabs:
+            if len(self.slabs) >= self.MAX_SLABS:
+                del self.slabs[next(iter(self.slabs))]      # the oldest
+            self.slabs[head] = self._slab(head)
+        cache, free = self.slabs[head]
+        first = a.virt_of_pfn(head) + cache.red_left_pad
+        if addr < first:
+            return SlabObject(cache.name, first, False)      # left redzone of the first object
+        obj = first + (addr - first) // cache.size * cache.size
+        allocated = None if free is None or cache.cpu_free is None else (
+            obj not in free and obj not in cache.cpu_free)
+        return SlabObject(cache.name, obj, allocated)
+
+    def allocated(self, head: int) -> tuple[str, int, np.ndarray] | None:
+        """The cache name, the slot size and the start addresses of the
+        allocated objects of the slab whose head page is ``head``; None where
+        its freelists cannot be read (or the kernel has SLAB)."""
+        if not self.slub:
+            return None
+        cache, free = self._slab(head)
+        if free is None or cache.cpu_free is None:
+            return None
+        lo, hi = self._span(head)
+        first = lo + cache.red_left_pad
+        starts = np.arange(first, hi - cache.size + 1, cache.size, dtype=np.uint64)
+        taken = free | cache.cpu_free
+        if taken:
+            starts = starts[~np.isin(starts, np.fromiter(taken, np.uint64, len(taken)))]
+        return cache.name, cache.size, starts
+
+    def _slab(self, head: int) -> tuple["_Cache", set[int] | None]:
+        a, prog = self.a, self.prog
+        struct = a.memmap + head * a.struct_size
+        addr = prog.read_u64(struct + self.slab_cache_offset)
+        if addr not in self.caches:
+            self.caches[addr] = self._cache(addr)
+        cache = self.caches[addr]
+        return cache, self._chain(cache, lambda: prog.read_u64(struct + self.freelist_offset), *self._span(head))
+
+    def _cache(self, addr: int) -> "_Cache":
+        prog = self.prog
+        s = drgn.Object(prog, "struct kmem_cache *", addr)
+        cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
+                       s.random.value_() if self.hardened else None,
+                       s.red_left_pad.value_() if self.has_red_left_pad else 0)
+        cache.cpu_free = self._sheaf_objects(s) if self.sheaves else set()
+        for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
+            if cache.cpu_free is None:
+                break
+            c = per_cpu_ptr(s.cpu_slab, cpu)
+            slab = c.member_(self.cpu_slab_member).value_()
+            if not slab:
+                continue
+            if prog.read_u64(slab + self.slab_cache_offset) != addr:
+                continue
+            head = self.a.pfn_of_page_ptr(slab)
+            chain = self._chain(cache, lambda c=c: c.freelist.value_(), *self._span(head))
+            if chain is None:
+                cache.cpu_free = None
+                break
+            cache.cpu_free |= chain
+        return cache
+
+    def _sheaves(self, s: drgn.Object, every: bool = False) -> list[int]:
+        """The addresses of the cache's sheaves that cache free objects: each
+        CPU's ``main`` and ``spare``, the full sheaves of each node's barn;
+        with ``every``, also each CPU's ``rcu_free`` and the barns' empty
+        sheaves."""
+        prog = self.prog
+        out: list[int] = []
+        if s.cpu_sheaves.value_():
+            members = ("main", "spare", "rcu_free") if every else ("main", "spare")
+            for cpu in for_each_online_cpu(prog):
+                pcs = per_cpu_ptr(s.cpu_sheaves, cpu)
+                out += [pcs.member_(m).value_() for m in members if has_member(prog, "struct slub_percpu_sheaves", m)]
+        nodes = prog["nr_node_ids"].value_() if has_object(prog, "nr_node_ids") else 1
+        per_node = s.per_node if has_member(prog, "struct kmem_cache", "per_node") else s.node
+        for i in range(nodes):
+            entry = per_node[i]        # a struct from 7.1, a pointer to kmem_cache_node before
+            if entry.type_.kind == drgn.TypeKind.POINTER and not entry.value_():
+                continue
+            barn = entry.barn.read_()
+            if barn:
+                for which in ("sheaves_full", "sheaves_empty") if every else ("sheaves_full",):
+                    out += [sh.value_() for sh in list_for_each_entry(
+                        "struct slab_sheaf", barn.member_(which).address_of_(), "barn_list")]
+        return [x for x in out if x]
+
+    def _sheaf_objects(self, s: drgn.Object) -> set[int] | None:
+        """The objects cached in the cache's sheaves (``_sheaves``)."""
+        prog = self.prog
+        try:
+            out: set[int] = set()
+            for addr in self._sheaves(s):
+                sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)
+                n = sheaf.size.value_()
+                out.update(np.frombuffer(prog.read(sheaf.objects.address_, 8 * n), "<u8").tolist())
+            return out
+        except (drgn.FaultError, ValueError):
+            return None
+
+    def stale_sheaf_words(self) -> list[tuple[int, int]]:
+        """``(sheaf, first stale word)`` for every sheaf of every cache (6.18+).
+
+        Fact: a sheaf is a kmalloc'd ``slab_sheaf`` whose ``objects[0..size)``
+        are the free objects it caches; allocating from it decrements
+        ``size`` and leaves the pointer in ``objects[size]``, so the slots
+        from ``size`` to the end of the sheaf name objects handed out since:
+        stale words that would keep a leaked object reachable."""
+        if not self.sheaves:
+            return []
+        prog, out = self.prog, []
+        for cache in for_each_slab_cache(prog):
+            try:
+                for addr in self._sheaves(cache, every=True):
+                    sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)
+                    out.append((addr, sheaf.objects.address_ + 8 * sheaf.size.value_()))
+            except (drgn.FaultError, ValueError):
+                continue
+        return out
+
+    def _span(self, head: int) -> tuple[int, int]:
+        """Direct-map addresses ``[lo, hi)`` of the slab whose head page is ``head``."""
+        return self.a.virt_of_pfn(head), self.a.virt_of_pfn(head + (1 << self.a.order_of(head)))
+
+    def _chain(self, cache: "_Cache", start: Callable[[], int], lo: int, hi: int) -> set[int] | None:
+        """The free objects on a freelist whose objects lie in ``[lo, hi)``;
+        None if it cannot be followed (corrupt, or changing under a live read)."""
+        for _ in range(self.TRIES if self.live else 1):
+            seen: set[int] = set()
+            try:
+                ptr = start()
+                while ptr:
+                    if ptr in seen or not lo <= ptr < hi:
+                        break
+                    seen.add(ptr)
+                    ptr = self._next(cache, ptr + cache.offset, lo, hi)
+                else:
+                    return seen
+            except drgn.FaultError:
+                pass
+        return None
+
+    def _next(self, cache: "_Cache", where: int, lo: int, hi: int) -> int:
+        stored = self.prog.read_u64(where)
+        if cache.random is None:
+            return stored
+        swabbed = stored ^ cache.random ^ int.from_bytes(where.to_bytes(8, "little"), "big")
+        if self.swab is None:
+            plain = stored ^ cache.random ^ where
+            if swabbed == 0 or lo <= swabbed < hi:
+                self.swab = True
+            elif plain == 0 or lo <= plain < hi:
+                self.swab = False
+            else:
+                return swabbed       # neither: the chain is cut here, decide on the next one
+        return swabbed if self.swab else stored ^ cache.random ^ where
+
+    def _from_drgn(self, addr: int) -> SlabObject | None:
+        info = slab_object_info(self.prog, addr)
+        if info is None:
+            return None
+        name = info.slab_cache.name.string_().decode(errors="replace") if info.slab_cache else "?"
+        return SlabObject(name, info.address, info.allocated)
+
+
+@dataclass
+class _Cache:
+    name: str
+    size: int
+    offset: int               # of the free pointer in a free object
+    random: int | None        # CONFIG_SLAB_FREELIST_HARDENED's key
+    red_left_pad: int
+    cpu_free: set[int] | None = None
