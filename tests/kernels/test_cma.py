@@ -15,7 +15,8 @@ import pytest
 from sample_cores.scenarios import BUILT
 from vmcore_tools import orphans
 from vmcore_tools.leaks.orphans import candidate_heads
-from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.mm.memmap import max_block_pages
+from vmcore_tools.refs.scan import scan_references
 
 from ..conftest import lines, sample_core
 
@@ -68,10 +69,9 @@ def test_cma_allocations_are_held_by_their_first_page(cma_core):
     orphaned = {o.pfn for o in r.orphans}
     c = r.census
     heads = candidate_heads(c)
-    scan = ReferenceScan(c, heads)
-    largest = scan.max_block
-    by_owner = scan.run(frozenset({"memmap links"})).references
-    neither = ReferenceScan(c, heads).run(frozenset({"memmap links", "CMA allocations"})).references
+    largest = max_block_pages(c.prog)
+    by_owner = scan_references(c, heads, without=frozenset({"memmap links"})).references
+    neither = scan_references(c, heads, without=frozenset({"memmap links", "CMA allocations"})).references
     for kind in ("cma-coherent", "cma-pages"):
         pfns = owned(core, kind)
         assert not set(pfns) & orphaned, kind

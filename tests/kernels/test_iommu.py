@@ -16,7 +16,7 @@ from vmcore_tools import orphans
 from vmcore_tools.census.census import census
 from vmcore_tools.kernel.iommu import dma_domains, iommu_tables
 from vmcore_tools.leaks.orphans import candidate_heads
-from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.leaks.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, sample_core
@@ -72,7 +72,7 @@ def test_without_the_layout_the_leaves_would_hide_the_leak(iommu_core):
     core, _ = iommu_core
     c = census(core.program())
     heads = candidate_heads(c)
-    held = set(ReferenceScan(c, heads).run(frozenset({"iommu page tables"})).references)
+    held = set(scan_references(c, heads, without=frozenset({"iommu page tables"})).references)
     mapped = iommu_tables(c.prog, c.memmap).mapped
     i40e = {l["pfn"] for l in core.manifest["planted_leaks"] if l["ring"].startswith("eth")}
     assert i40e and np.isin(np.array(sorted(i40e)), heads).all()

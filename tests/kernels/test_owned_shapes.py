@@ -21,7 +21,8 @@ from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.core.features import has_member
 from vmcore_tools.leaks.orphans import candidate_heads
 from vmcore_tools.kernel.percpu_batches import dead_batch_slots
-from vmcore_tools.refs.engine import ReferenceScan, idle_irq_stacks
+from vmcore_tools.refs.scan import scan_references
+from vmcore_tools.kernel.stacks import idle_irq_stacks
 from vmcore_tools.net.skb import skb_pfns
 
 from ..conftest import KERNELS, lines, sample_core
@@ -220,7 +221,7 @@ def test_a_page_a_dead_lru_batch_slot_names_is_orphaned(shapes):
     assert dead, "no dead batch slot names the page: the plant left nothing for the rule to decide"
     assert lost[0] in {o.pfn for o in r.orphans}
     cpu = re.search(rf"vmct_shapes: lru-batch pfn={lost[0]} cpu=(\d+)", (core.path / "dmesg.txt").read_text())[1]
-    without = ReferenceScan(r.census, candidate_heads(r.census)).run({"per-cpu batches"})
+    without = scan_references(r.census, candidate_heads(r.census), without={"per-cpu batches"})
     assert {ref.region for ref in without.references.get(lost[0], [])} == {f"per-cpu cpu{cpu}"}
 
 

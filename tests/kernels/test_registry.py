@@ -10,7 +10,7 @@ import pytest
 
 from vmcore_tools.census.census import census
 from vmcore_tools.leaks.orphans import candidate_heads
-from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.refs.registry import OWNERS, ROOTS
 from vmcore_tools.core.stages import STAGES
 
@@ -66,7 +66,7 @@ def scans(cores: tuple[tuple[str, str], ...], without: frozenset[str] = frozense
         if (key, without) not in _scans:
             c = census(sample_core(*key).program())
             heads = candidate_heads(c)
-            _scans[key, without] = (c, heads, set(ReferenceScan(c, heads).run(without).references))
+            _scans[key, without] = (c, heads, set(scan_references(c, heads, without=without).references))
     return [_scans[k, without] for k in cores]
 
 
@@ -77,7 +77,7 @@ def test_each_entry_holds_pages(name):
     lost = set()
     also = ALSO_WITHOUT.get(name, frozenset())
     for c, heads, held in scans(ON_CORES.get(name, CORES), also):
-        lost |= held - set(ReferenceScan(c, heads).run(also | {name}).references)
+        lost |= held - set(scan_references(c, heads, without=also | {name}).references)
     if name in NOT_EXERCISED:
         assert not lost, f"{name} holds {len(lost)} pages now: take it off NOT_EXERCISED"
     else:

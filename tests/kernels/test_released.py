@@ -22,7 +22,7 @@ from vmcore_tools import orphans
 from vmcore_tools.leaks.evidence import GUP_PIN_COUNTING_BIAS
 from vmcore_tools.kernel.lru import lru_list_heads
 from vmcore_tools.leaks.orphans import candidate_heads
-from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.refs.scan import scan_references
 
 from ..conftest import KERNELS, cli_json, lines, sample_core
 
@@ -111,7 +111,7 @@ def test_lru_list_heads_hold_nothing(released):
 
     def by_a_head(refs) -> bool:
         return any(any(lo <= ref.address < hi for lo, hi in spans) for ref in refs)
-    without = ReferenceScan(r.census, heads).run(frozenset({"LRU list heads"})).references
+    without = scan_references(r.census, heads, without=frozenset({"LRU list heads"})).references
     for pfn in named:
         assert not by_a_head(r.references.get(pfn, [])), pfn
         assert by_a_head(without.get(pfn, [])), pfn

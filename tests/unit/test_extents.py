@@ -6,7 +6,7 @@ and ``_extent_bits`` at slice sizes that cut allocations)."""
 import numpy as np
 
 from vmcore_tools.mm.memmap import Memmap
-from vmcore_tools.refs.engine import _extent_bits
+from vmcore_tools.refs.matcher import _extent_bits
 
 NR = 1 << 14
 

@@ -4,7 +4,7 @@
 import numpy as np
 
 from vmcore_tools.mm.memmap import Memmap
-from vmcore_tools.refs.engine import Matcher, is_round
+from vmcore_tools.refs.matcher import Matcher, is_round
 
 NR = 1 << 15
 MEMMAP, STRUCT_PAGE, DIRECT = 0xFFFFEA0000000000, 64, 0xFFFF888000000000
@@ -57,7 +57,7 @@ def test_only_frag_shaped_page_pointers_count_in_rx_buffers():
     followed by its length and offset (two 32-bit fields), not by another
     pointer (a stale array of page pointers) or by nothing, and not right
     after another page pointer (frags lie 16 bytes apart)."""
-    from vmcore_tools.refs.engine import frag_entries
+    from vmcore_tools.refs.matcher import frag_entries
     page = MEMMAP + 16384 * STRUCT_PAGE
     words = np.array([page, (64 << 32) | 1500,     # bio_vec: bv_len 1500, bv_offset 64
                       page, page + STRUCT_PAGE,      # a pointer after a pointer
@@ -77,7 +77,7 @@ def test_table_entries_need_a_whole_table_shaped_page():
     (IR/IW in bits 61-62) entries; one timestamp-like word, and the page is
     not a table; nor is an hlist_nulls hash table, odd in every slot with a
     counter in its low bits."""
-    from vmcore_tools.refs.engine import table_entries
+    from vmcore_tools.refs.matcher import table_entries
     page = np.zeros(512, np.uint64)
     page[[3, 77, 509]] = [(16384 << 12) | 0x67, (16390 << 12) | 0x3, (20001 << 12) | 0x6000000000000601]
     other = page.copy()

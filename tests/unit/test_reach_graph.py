@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vmcore_tools.leaks.reachability import ObjectTable, closure
+from vmcore_tools.refs.objects import ObjectTable, closure
 
 
 def table() -> ObjectTable:

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from vmcore_tools.mm.memmap import Memmap
-from vmcore_tools.refs.references import Reference, ScanResult
-from vmcore_tools.refs.registry import DIRECT_MAP, STRUCT_PAGE, TABLE_ENTRY
+from vmcore_tools.refs.references import Reference
+from vmcore_tools.refs.references import DIRECT_MAP, STRUCT_PAGE, TABLE_ENTRY
 from vmcore_tools.refs.runs import extend_runs
 
 NR = 1 << 10
@@ -22,13 +22,13 @@ def run_rule(held: dict[int, list[Reference]], singles: list[int]) -> dict[int, 
     refcount 1) of which ``held`` are referenced."""
     a = Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=0xFFFFEA0000000000, struct_size=64,
                direct_map=DIRECT, page_shift=12, heads=np.zeros(0, np.int64), orders=np.zeros(0, np.uint8))
-    bits = np.zeros(NR // 8, np.uint8)
-    for p in singles:
-        bits[p >> 3] |= 1 << (p & 7)
-    scan = SimpleNamespace(a=a, result=ScanResult(dict(held)), singles=bits, max_block=1 << 10,
-                           census=SimpleNamespace(page_owners=None))
+    references = dict(held)
+    # the part of the scan's API the rule uses (engine.ScanEngine), over the made-up memmap
+    scan = SimpleNamespace(memmap=a, references=references, is_single=set(singles).__contains__,
+                           max_block=1 << 10, page_owners=None,
+                           hold=lambda ref: references.setdefault(ref.target, []).append(ref))
     extend_runs(scan)
-    return scan.result.references
+    return references
 
 
 def by(kind: str, pfn: int, region: str = "slab", holder: int = 0xFFFF888100000000) -> list[Reference]:

@@ -1,6 +1,6 @@
 """Span arithmetic of the reference scan (pure logic)."""
 
-from vmcore_tools.refs.engine import _subtract
+from vmcore_tools.refs.reader import subtract_spans as _subtract
 
 
 def test_subtract_cuts_holes_out_of_a_span():

@@ -17,6 +17,7 @@ from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.xarray import xa_for_each
 
+from vmcore_tools.kernel.stacks import all_tasks
 from vmcore_tools.census.classify import claim, claim_range
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
@@ -296,16 +297,6 @@ def walk_vmalloc(prog: drgn.Program, m: Memmap, classes: np.ndarray) -> VmapPage
     all_pfns = np.concatenate(pfns)
     order = np.argsort(all_pfns, kind="stable")
     return VmapPages(prog, all_pfns[order], np.concatenate(vas)[order], np.concatenate(callers)[order])
-
-
-def all_tasks(prog: drgn.Program):
-    """Every task, including the per-CPU idle tasks that ``for_each_task`` skips."""
-    yield from for_each_task(prog)
-    if has_object(prog, "runqueues"):
-        for cpu in for_each_possible_cpu(prog):
-            idle = per_cpu(prog["runqueues"], cpu).idle
-            if idle:
-                yield idle
 
 
 def _symbol_name(prog: drgn.Program, addr: int) -> str:

@@ -45,7 +45,7 @@ from vmcore_tools.leaks.evidence import (Describer, Frame, PageSample, Sniffer, 
 from vmcore_tools.core.features import kernel_release
 from vmcore_tools.mm.page_owner import PageOwner
 from vmcore_tools.refs.references import Reference, ScanResult
-from vmcore_tools.refs.engine import scan_references
+from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.net.page_pool import pool_owners_of
 from vmcore_tools.core.stages import run_stage
 from vmcore_tools.leaks.verdict import coverage, verdict

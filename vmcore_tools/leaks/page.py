@@ -26,7 +26,7 @@ from vmcore_tools.census.classes import PageClass
 from vmcore_tools.leaks.evidence import Describer
 from vmcore_tools.mm.page_owner import PageOwner
 from vmcore_tools.leaks.orphans import CANDIDATE_CLASSES, candidate_heads
-from vmcore_tools.refs.engine import scan_references
+from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.net.page_pool import page_pool_of
 from vmcore_tools.mm.slab import SlabObjects
 

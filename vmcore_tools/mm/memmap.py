@@ -359,3 +359,10 @@ class Memmap:
             private=field_(L.private, "<u8"),
             pp_magic=field_(L.pp_magic, "<u8") if L.pp_magic is not None else None,
             order=order, dtor=dtor, head_pfn=head_pfn, is_head=is_head)
+
+
+def max_block_pages(prog: drgn.Program) -> int:
+    """Pages in the largest block the buddy allocator hands out: one order
+    per entry of ``zone.free_area`` (``MAX_ORDER`` up to 6.3, then
+    ``NR_PAGE_ORDERS``), read from the type, not a constant."""
+    return 1 << (prog.type("struct zone").member("free_area").type.length - 1)

@@ -1,10 +1,17 @@
 """What the reference scan finds: a word of kernel memory that names a
-candidate page, and the scan's result.  Shared by the scan (``refscan.py``),
-the run rule (``runs.py``), the evidence and the reports."""
+candidate page, the ways it can name it, and the scan's result.  Shared by
+the scan (``engine.py`` and its roots and owners), the run rule
+(``runs.py``), the evidence and the reports."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+#: How a word can name a page (``registry.Root.counts``; the registry's docstring says what each means).
+STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG, OBJECT = (
+    "struct page", "direct map", "physical", "table entry", "skb frag", "object")
+#: The two ways a pointer names a page.
+POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
 
 
 @dataclass

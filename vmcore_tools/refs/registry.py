@@ -7,7 +7,7 @@ what counts as a reference there?" and "who owns pages without a
 pointer?".  Each entry says the kernel fact it rests on, the kernels it
 applies to, and the test that fails when the entry is removed
 (``tests/kernels/test_registry.py`` removes each in turn).  The scan
-(``refscan.ReferenceScan``) runs the roots in order, then the owners; the
+(``scan.run_scan``) runs the roots in order, then the owners; the
 entries marked ``closure`` run again for every page found referenced, until
 nothing new is found.
 
@@ -16,33 +16,34 @@ How a word can count (``Root.counts``):
 * ``STRUCT_PAGE``: the address of a candidate's ``struct page`` (any byte);
 * ``DIRECT_MAP``: a direct-map address inside the page (any offset);
 * ``PHYSICAL``: its physical (DMA without an IOMMU) address, 64-byte
-  aligned and not a round number (``refscan.is_round``), in an order-0
-  page (``refscan.ReferenceScan.scan_referenced_pages``);
+  aligned and not a round number (``matcher.is_round``), in an order-0
+  page (``roots.scan_referenced_pages``);
 * ``TABLE_ENTRY``: a hardware-style table entry, physical address with flag
-  bits, in a page shaped like a table (``refscan.table_entries``);
+  bits, in a page shaped like a table (``matcher.table_entries``);
 * ``SKB_FRAG``: a ``struct page`` pointer followed by an skb frag's length
   and offset, and not preceded by another page pointer
-  (``refscan.frag_entries``);
+  (``matcher.frag_entries``);
 * ``OBJECT``: a direct-map address anywhere inside an allocated object's
-  slot (reachability only: ``reachability.ObjectTable.find``).
+  slot (reachability only: ``objects.ObjectTable.find``).
 
 A root that counts nothing names memory whose words must not count where
 another root reads it (the nodes of a page_pool's DMA index and the LRU's
 list heads, in slab; the interrupt stacks of CPUs not in an interrupt and
 the dead slots of per-CPU batches, in the per-cpu areas).
 
-Reachability (``reachability.py``) has roots of its own (``REACH_ROOTS``,
+Reachability (``leaks.reachability``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
 object, never invents one) and the memory it traces (``TRACED``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG, OBJECT = (
-    "struct page", "direct map", "physical", "table entry", "skb frag", "object")
-POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
+from vmcore_tools.refs import objects, owners, roots, runs
+from vmcore_tools.refs.references import DIRECT_MAP, OBJECT, PHYSICAL, POINTERS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY
+
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Root:
     """Memory the scan reads, and how a word counts there."""
 
     name: str                 # its stage is "scan: NAME" (stages.STAGES)
-    read: str                 # the ReferenceScan method that reads it
+    read: Callable            # reads it: read(scan) (closure roots: read(scan, heads))
     counts: frozenset[str]
     fact: str
     kernels: str
@@ -63,7 +64,7 @@ class Owner:
     """Holders of pages that no scanned word points at."""
 
     name: str                 # its stage is "scan: NAME"
-    find: str                 # the ReferenceScan method that finds them
+    find: Callable            # finds them: find(scan)
     fact: str
     kernels: str
     test: str
@@ -71,12 +72,12 @@ class Owner:
 
 
 ROOTS: tuple[Root, ...] = (
-    Root("kernel data", "scan_image", POINTERS,
+    Root("kernel data", roots.scan_image, POINTERS,
          "Globals live in the image's _sdata.._edata, __bss_start..__bss_stop and __ro_after_init "
          "(boot-time hash tables); x86 frees the unused tail of .bss..decrypted at boot, so that span "
          "is not read (FREED_IMAGE_SPANS).",
          "all", "tests/kernels/test_orphans.py::test_decoys_are_not_orphans"),
-    Root("idle interrupt stacks", "skip_idle_irq_stacks", frozenset(),
+    Root("idle interrupt stacks", roots.skip_idle_irq_stacks, frozenset(),
          "x86-64 runs a CPU's hard and soft interrupts on its own stack (irq_stack_backing_store, a static "
          "per-CPU variable) and records whether the CPU is on it (hardirq_stack_inuse, 5.15+, in pcpu_hot "
          "6.2 to 6.14; irq_count up to 5.14). A CPU not in an interrupt has nothing live there: what the last "
@@ -84,7 +85,7 @@ ROOTS: tuple[Root, ...] = (
          "the per-cpu root.",
          "x86-64 (irq_stack_backing_store)",
          "tests/kernels/test_owned_shapes.py::test_a_page_left_on_an_idle_interrupt_stack_is_orphaned"),
-    Root("per-cpu batches", "skip_percpu_batches", frozenset(),
+    Root("per-cpu batches", roots.skip_percpu_batches, frozenset(),
          "The kernel fills per-CPU pointer batches up to a count and empties them by the count alone: "
          "the LRU and mlock folio batches (folio_batch.nr, pagevec.nr; nr = 0 once moved to the LRU) and "
          "softirq's skb head cache (napi_alloc_cache.skb_count; the upper half freed in bulk when full). A "
@@ -95,29 +96,29 @@ ROOTS: tuple[Root, ...] = (
          "dump (live, the cache turns over while the slab is read) (percpu_batches.percpu_batches).",
          "all (folio_batch, pagevec up to 6.4, napi_alloc_cache; page_frag_1k 6.1 to 6.x)",
          "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
-    Root("per-cpu areas", "scan_percpu_first_chunk", POINTERS,
+    Root("per-cpu areas", roots.scan_percpu_first_chunk, POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
          "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "
          "pcpu_embed_first_chunk() frees the rest of each pcpu_unit_size unit at boot.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
-    Root("task stacks", "scan_stacks", POINTERS,
+    Root("task stacks", roots.scan_stacks, POINTERS,
          "A sleeping task's live frames are above its saved stack pointer (thread.sp); below it are "
          "dead frames. A task on a CPU has no saved SP we trust: all of its stack.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
-    Root("page_pool DMA index", "skip_page_pool_dma_index", frozenset(),
+    Root("page_pool DMA index", roots.skip_page_pool_dma_index, frozenset(),
          "A page_pool that DMA-maps its pages keeps each mapped page in its dma_mapped xarray (index in "
          "pp_magic) to unmap pages still in flight when it is destroyed; the xarray takes no reference, so "
          "a page leaked from the pool stays named there. Its nodes are slab objects whose words do not count.",
          "6.15+ (struct page_pool has dma_mapped)",
          "tests/kernels/test_owned_shapes.py::test_page_pool_pages_are_held_by_the_pool_or_its_user"),
-    Root("bio caches", "skip_cached_bios", frozenset(),
+    Root("bio caches", roots.skip_cached_bios, frozenset(),
          "bio_put() keeps a bio allocated with REQ_ALLOC_CACHE on its bio_set's per-CPU cache (free_list, "
          "free_list_irq, through bi_next) for reuse: an allocated slab object whose inline bio_vecs still name "
          "the pages of its last I/O. Every bio_set with a cache is an instance of the CPUHP_BIO_DEAD hotplug "
          "state (bio_cache.cached_bios). Their words do not count.",
          "5.15+ (struct bio_set has cache); on 7.3 every bio_alloc() from fs_bio_set is cached",
          "tests/kernels/test_owned_shapes.py::test_a_page_the_disk_read_into_then_lost_is_orphaned"),
-    Root("LRU list heads", "skip_lru_list_heads", frozenset(),
+    Root("LRU list heads", roots.skip_lru_list_heads, frozenset(),
          "A folio on the LRU (PG_lru) is linked through folio->lru into a list of its lruvec (lists[], or the "
          "multi-gen LRU's lrugen.folios[gen][type][zone], 6.1+, on in Debian's 6.12 and 7.3), which holds no "
          "reference: a folio released by its owner while a reference taken on it was never dropped stays "
@@ -125,29 +126,29 @@ ROOTS: tuple[Root, ...] = (
          "name the folios at the lists' ends; their words do not count (lru.lru_list_heads).",
          "all",
          "tests/kernels/test_released.py::test_lru_list_heads_hold_nothing"),
-    Root("slab", "scan_slab", POINTERS,
+    Root("slab", roots.scan_slab, POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",
          "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single"),
-    Root("vmalloc", "scan_vmalloc", POINTERS,
+    Root("vmalloc", roots.scan_vmalloc, POINTERS,
          "vmalloc areas (module data and bss among them) are live while their vmap area is busy; the "
          "per-CPU cached_stacks of exited tasks are not.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
-    Root("kernel pages", "scan_kernel_pages", POINTERS,
+    Root("kernel pages", roots.scan_kernel_pages, POINTERS,
          "Large kmalloc (compound pages without a slab) and page_frag pages hold objects and skb heads.",
          "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
-    Root("rx buffers", "scan_rx_buffers", frozenset({SKB_FRAG}),
+    Root("rx buffers", roots.scan_rx_buffers, frozenset({SKB_FRAG}),
          "dev_alloc_pages() does not clear a page, so an rx buffer holds stale data; the one kernel "
          "structure it carries that can hold another page is an skb_shared_info's frags[], whose "
          "entries (page, then length and offset) lie 16 bytes apart.",
          "all", "tests/unit/test_matcher.py::test_only_frag_shaped_page_pointers_count_in_rx_buffers"),
-    Root("virtqueues", "scan_virtqueues", frozenset({PHYSICAL}),
+    Root("virtqueues", roots.scan_virtqueues, frozenset({PHYSICAL}),
          "A virtqueue's descriptor table holds its buffers' guest-physical addresses (and indirect "
          "tables of more); its avail and used rings hold 16-bit indexes, which side by side can read "
          "as a page-aligned address, so a ring's pages are read by their layout, not as plain pages.",
          "all (split rings; packed rings from 5.0)",
          "tests/kernels/test_seed.py::test_orphans_are_exactly_the_complete_record"),
-    Root("blk-mq requests", "scan_blk_mq_requests", POINTERS,
+    Root("blk-mq requests", roots.scan_blk_mq_requests, POINTERS,
          "blk_mq_alloc_rqs() cuts blocks of up to order 4 (no __GFP_COMP, the order in the first page's "
          "private, listed on tags->page_list) into struct requests and driver data: CPU-side structures, "
          "never a device's ring, whose packed small fields can read as a physical address; so they are read "
@@ -156,7 +157,7 @@ ROOTS: tuple[Root, ...] = (
          "test_owned_shapes.py::test_a_page_the_disk_read_into_then_lost_is_orphaned).",
          "all",
          "tests/kernels/test_hosts.py::test_exactly_the_planted_leaks_are_orphaned"),
-    Root("iommu page tables", "scan_iommu_tables", frozenset({TABLE_ENTRY}),
+    Root("iommu page tables", roots.scan_iommu_tables, frozenset({TABLE_ENTRY}),
          "An IOMMU domain that serves the DMA API maps what drivers hand to dma_map_*(), which takes no "
          "reference: a leaf entry holds nothing (a page leaked while mapped is still orphaned), an upper "
          "entry holds the next table.  Its tables are read by their layout (iommu.py: Intel VT-d's "
@@ -164,14 +165,14 @@ ROOTS: tuple[Root, ...] = (
          "keep the generic rule.",
          "Intel VT-d with dmar_domain.pgd (5.x to 6.x); other IOMMUs are named as not read",
          "tests/kernels/test_iommu.py::test_pages_leaked_while_dma_mapped_are_orphaned"),
-    Root("referenced pages", "scan_referenced_pages",
+    Root("referenced pages", roots.scan_referenced_pages,
          frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
          "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "
          "(physical addresses), the upper levels of page tables and IOMMU tables (entries with flags). "
          "Physical addresses count in order-0 pages only: dma_alloc_attrs() refuses __GFP_COMP, so a "
          "compound page is never a device's ring.",
          "all", "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels", closure=True),
-    Root("memmap links", "scan_memmap_links", POINTERS,
+    Root("memmap links", roots.scan_memmap_links, POINTERS,
          "A page kept on a list through its own struct page (page->lru: TTM pools, kexec and balloon "
          "lists; page->private chains) is named only by the struct page of the page before it; the "
          "struct page of a referenced page is live memory. Pages freed to the buddy allocator have "
@@ -181,26 +182,26 @@ ROOTS: tuple[Root, ...] = (
 )
 
 OWNERS: tuple[Owner, ...] = (
-    Owner("kernel mappings", "kernel_mappings",
+    Owner("kernel mappings", owners.kernel_mappings,
           "A page the kernel maps outside the direct map without a vm_struct (espfix stacks, "
           "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables; so is the memmap of "
           "memory hot-added after boot, 2 MiB blocks from the page allocator under huge vmemmap leaves.",
           "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
-    Owner("CMA allocations", "extend_cma_runs",
+    Owner("CMA allocations", runs.extend_cma_runs,
           "cma_alloc() hands out an allocation of any length as order-0 pages of refcount 1, recorded "
           "only in its CMA area's bitmap; the caller keeps the first page (struct page or address) and "
           "frees by it and a count. A referenced page in an allocated span holds the span's pages after "
           "it (runs.extend_cma_runs).",
           "kernels with CONFIG_CMA (cma_areas); Debian's amd64 kernels have none",
           "tests/kernels/test_cma.py::test_cma_allocations_are_held_by_their_first_page", closure=True),
-    Owner("allocation runs", "extend_runs",
+    Owner("allocation runs", runs.extend_runs,
           "alloc_pages_exact() splits a block into order-0 pages and the caller keeps only the first "
           "one's address; a split_page() block may be kept by its first struct page, from the image "
           "(the vDSO data store); boot-time tables cut by globals stay in their first part's block "
           "(runs.extend_runs); page_owner decides where it can.",
           "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single",
           closure=True),
-    Owner("panic vmcoreinfo", "vmcoreinfo_dropped_at_panic",
+    Owner("panic vmcoreinfo", owners.vmcoreinfo_dropped_at_panic,
           "crash_save_vmcoreinfo() switches vmcoreinfo_data to its safe copy at panic, dropping the "
           "only pointer to the page crash_save_vmcoreinfo_init() allocated.",
           "kdump cores", "tests/kernels/test_orphans.py::test_orphans_on_kdump_compressed_core"),
@@ -210,22 +211,22 @@ OWNERS: tuple[Owner, ...] = (
 _IN_OBJECT = frozenset({OBJECT})
 
 REACH_ROOTS: tuple[Root, ...] = (
-    Root("boot memory", "scan_boot_memory", _IN_OBJECT,
+    Root("boot memory", objects.scan_boot_memory, _IN_OBJECT,
          "Reserved pages live as long as the kernel: the image (its data, bss and __ro_after_init), "
          "memblock allocations (the memmap -- struct page's mapping and private name address spaces and "
          "buffer heads --, boot-time hash tables, the first per-cpu chunk).",
          "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
-    Root("task stacks", "scan_stacks", _IN_OBJECT,
+    Root("task stacks", roots.scan_stacks, _IN_OBJECT,
          "A sleeping task's live frames are above its saved stack pointer; a running task's whole stack.",
          "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
-    Root("vmalloc", "scan_vmalloc", _IN_OBJECT,
+    Root("vmalloc", roots.scan_vmalloc, _IN_OBJECT,
          "vmalloc areas (module data and bss, kvmalloc'd tables) and later per-cpu chunks; vmalloc areas "
          "are roots, not traced: their vmap area keeps them reachable whatever their owner does.",
          "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
-    Root("page frags", "scan_page_frags", _IN_OBJECT,
+    Root("page frags", objects.scan_page_frags, _IN_OBJECT,
          "page_frag pages hold skb heads, whose skb_shared_info names further skbs (frag_list).",
          "all", "tests/kernels/test_reachability.py::test_each_reachability_entry_is_needed"),
-    Root("held pages", "scan_held_pages", _IN_OBJECT,
+    Root("held pages", objects.scan_held_pages, _IN_OBJECT,
          "Pages the reference scan found held (unattributed but referenced: kfree_rcu()'s bulk pages of "
          "pointers, drivers' page-sized tables) hold pointers to objects too; they are roots, so an "
          "object held only by an unreachable page is not reported.",
@@ -233,11 +234,11 @@ REACH_ROOTS: tuple[Root, ...] = (
 )
 
 TRACED: tuple[Root, ...] = (
-    Root("slab objects", "trace_slab", _IN_OBJECT,
+    Root("slab objects", objects.trace_slab, _IN_OBJECT,
          "SLUB: objects start at the slab's address plus red_left_pad, kmem_cache.size apart; only an "
          "allocated object's words count (REACH_RULES says which words do not).",
          "all", "tests/kernels/test_reachability.py::test_a_leaked_holder_hides_its_pages"),
-    Root("large kmalloc", "trace_large_kmalloc", _IN_OBJECT,
+    Root("large kmalloc", objects.trace_large_kmalloc, _IN_OBJECT,
          "kmalloc() above the largest slab size takes a compound page without a slab; the caller keeps "
          "its address, so it is an object of PAGE_SIZE << order bytes.",
          "6.15+, where large kmalloc is a page type; before, such a buffer is an unattributed page the "
@@ -281,7 +282,7 @@ REACH_RULES: tuple[Rule, ...] = (
 )
 
 KEPT: tuple[Owner, ...] = (
-    Owner("sysctl registrations", "kept_sysctl_headers",
+    Owner("sysctl registrations", objects.kept_sysctl_headers,
           "A built-in sysctl table is registered for the kernel's lifetime and its header dropped "
           "(register_sysctl_init(), sysctl_init()'s register_sysctl_table()); the kernel tells kmemleak "
           "with kmemleak_not_leak(hdr).  Its ctl_table_arg is the table in the image, its root "

@@ -2,29 +2,26 @@
 ``split_page()`` blocks, boot-time tables cut in parts, and CMA allocations.
 The registry's owners "allocation runs" and "CMA allocations"
 (``registry.OWNERS``): a referenced page takes in the unreferenced order-0
-pages that its allocation made with it.
+pages that its allocation made with it.  They ask the scan only through
+its API (``engine.ScanEngine``: ``references``, ``is_single``,
+``candidate_of``, ``hold``).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vmcore_tools.mm.cma import cma_ranges
 from vmcore_tools.mm.page_owner import PageOwners
-from vmcore_tools.refs.references import Reference
-from vmcore_tools.refs.registry import STRUCT_PAGE, TABLE_ENTRY
-
-if TYPE_CHECKING:
-    from vmcore_tools.refs.engine import ReferenceScan
+from vmcore_tools.refs.engine import ScanEngine
+from vmcore_tools.refs.references import STRUCT_PAGE, TABLE_ENTRY, Reference
 
 #: Unreferenced pages an ``alloc_pages_exact()`` run held from outside the
 #: kernel image must take in (see ``extend_runs``).
 HEAP_RUN_MIN = 2
 
 
-def extend_runs(scan: "ReferenceScan") -> None:
+def extend_runs(ctx: ScanEngine) -> None:
     """``alloc_pages_exact()`` leaves a run of order-0 pages with refcount
     1 of which only the first is pointed to: a page referenced by its
     start address extends to the order-0, refcount-1 candidates that can
@@ -105,13 +102,11 @@ def extend_runs(scan: "ReferenceScan") -> None:
     ``alloc_pages_exact()`` buffer of a driver with an unreferenced
     second page (rare: drivers use it for multi-page buffers such as
     vrings and sound buffers) for recall of never-used leaked pages."""
-    a, refs = scan.a, scan.result.references
-
-    def single(n: int) -> bool:
-        return n < a.nr and bool(scan.singles[n >> 3] >> (n & 7) & 1)
+    a, refs = ctx.memmap, ctx.references
+    single = ctx.is_single
     mask = (1 << a.page_shift) - 1
-    largest = scan.max_block
-    owners = scan.census.page_owners
+    largest = ctx.max_block
+    owners = ctx.page_owners
     starts_of = {h: starts for h in refs
                  if (starts := [r for r in refs[h] if r.kind in ("direct map", "physical") and r.value & mask == 0])}
     image_held = {h for h, starts in starts_of.items() if any(r.region == "data" for r in starts)}
@@ -158,8 +153,8 @@ def extend_runs(scan: "ReferenceScan") -> None:
                 continue
         kind = "a split_page() block" if in_split else "an alloc_pages_exact() run"
         for nxt in tail:
-            refs[nxt] = [Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                                   f"in {kind} starting at pfn {head}{how}")]
+            ctx.hold(Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
+                               f"in {kind} starting at pfn {head}{how}"))
 
 
 def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: bool = False) -> list[int] | None:
@@ -189,7 +184,7 @@ def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: boo
     return run
 
 
-def extend_cma_runs(scan: "ReferenceScan") -> None:
+def extend_cma_runs(ctx: ScanEngine) -> None:
     """A CMA allocation is held by its first page: the unreferenced pages of
     an allocated span of a CMA area after a referenced page are held with it.
 
@@ -209,10 +204,10 @@ def extend_cma_runs(scan: "ReferenceScan") -> None:
     chunk ``alloc_contig_range()`` takes from the buddy allocator gets a
     record of its own, with its own time, but the same stack; two calls
     from one call site stay together)."""
-    refs = scan.result.references
+    refs = ctx.references
     held = np.fromiter(refs, np.int64, len(refs))
-    owners = scan.census.page_owners
-    for r in cma_ranges(scan.prog):
+    owners = ctx.page_owners
+    for r in cma_ranges(ctx.prog):
         pfns = r.allocated
         if not pfns.size:
             continue
@@ -229,7 +224,7 @@ def extend_cma_runs(scan: "ReferenceScan") -> None:
         # the last referenced page at or before each page, within its span
         last = np.maximum.accumulate(np.where(referenced, np.arange(pfns.size), -1))
         inside = (last >= 0) & (last >= starts[span - 1])
-        take = np.flatnonzero(inside & ~referenced & (scan.matcher.candidate(pfns) == pfns))
+        take = np.flatnonzero(inside & ~referenced & (ctx.candidate_of(pfns) == pfns))
         for pfn, by in zip(pfns[take].tolist(), pfns[last[take]].tolist()):
-            refs[pfn] = [Reference(pfn, "allocation run", scan.a.virt_of_pfn(by), "run",
-                                   f"in a CMA allocation of area {r.name or '?'} held from pfn {by}")]
+            ctx.hold(Reference(pfn, "allocation run", ctx.memmap.virt_of_pfn(by), "run",
+                               f"in a CMA allocation of area {r.name or '?'} held from pfn {by}"))

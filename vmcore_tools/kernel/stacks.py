@@ -1,0 +1,113 @@
+"""Kernel stacks: which part of each stack is live.
+
+A task's stack is live above its saved stack pointer; a CPU's interrupt
+stack only while the CPU is on it; the stacks kept for reuse after a task
+exits not at all.  The reference scan reads the live parts and nothing else
+(``refs.roots``), and reachability reads the same (``refs.objects``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.percpu import per_cpu
+from drgn.helpers.linux.pid import for_each_task
+
+from vmcore_tools.core.features import has_member, has_object
+from vmcore_tools.mm.memmap import Memmap
+
+
+def all_tasks(prog: drgn.Program):
+    """Every task, including the per-CPU idle tasks that ``for_each_task`` skips."""
+    yield from for_each_task(prog)
+    if has_object(prog, "runqueues"):
+        for cpu in for_each_possible_cpu(prog):
+            idle = per_cpu(prog["runqueues"], cpu).idle
+            if idle:
+                yield idle
+
+
+def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
+    """``[start, end)`` of each CPU's interrupt stack that the CPU is not
+    on; a CPU on it, or a kernel that does not say, is left out.
+
+    Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
+    ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
+    variable, so inside the first chunk), and records whether the CPU is
+    on it: ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2
+    to 6.14), or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is
+    not in an interrupt has nothing live there: what the last one left
+    (the pages of a bio it completed, say) is stale."""
+    if not has_object(prog, "irq_stack_backing_store"):
+        return {}
+    if has_object(prog, "hardirq_stack_inuse"):
+        def in_use(cpu: int) -> bool:
+            return bool(per_cpu(prog["hardirq_stack_inuse"], cpu))
+    elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_inuse"):
+        def in_use(cpu: int) -> bool:
+            return bool(per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_inuse)
+    elif has_object(prog, "irq_count"):
+        def in_use(cpu: int) -> bool:
+            return per_cpu(prog["irq_count"], cpu).value_() & 0xFFFF_FFFF != 0xFFFF_FFFF
+    else:
+        return {}
+    out = {}
+    for cpu in for_each_possible_cpu(prog):
+        if not in_use(cpu):
+            stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+            out[cpu] = (stack.address_, stack.address_ + drgn.sizeof(stack))
+    return out
+
+
+def thread_size(prog: drgn.Program, page_shift: int) -> int:
+    """Bytes of a task stack (``THREAD_SIZE``; 4 pages where DWARF lacks the macro)."""
+    return prog["THREAD_SIZE"].value_() if has_object(prog, "THREAD_SIZE") else 4 << page_shift
+
+
+def live_stack_spans(prog: drgn.Program, page_shift: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of the live part of each task's stack: from its saved
+    stack pointer (``thread.sp``) to the top.  The part below is dead
+    frames, full of stale pointers.  A task that was running has no saved
+    SP we trust: all of its stack."""
+    size = thread_size(prog, page_shift)
+    has_sp = has_member(prog, "struct thread_struct", "sp")
+    has_on_cpu = has_member(prog, "struct task_struct", "on_cpu")
+    for task in all_tasks(prog):
+        base = task.stack.value_()
+        if not base:
+            continue
+        lo = base
+        running = task.on_cpu.value_() if has_on_cpu else 1
+        if has_sp and not running:
+            sp = task.thread.sp.value_()
+            if base <= sp < base + size:
+                lo = sp
+        yield lo, base + size
+
+
+def cached_stack_pfns(prog: drgn.Program, a: Memmap) -> np.ndarray:
+    """Pages of the per-CPU ``cached_stacks``: stacks of exited tasks kept
+    for reuse, still vmalloc'd but full of dead frames."""
+    if not has_object(prog, "cached_stacks"):
+        return np.zeros(0, np.int64)
+    stack_pages = thread_size(prog, a.page_shift) >> a.page_shift
+    out = []
+    for cpu in for_each_possible_cpu(prog):
+        for slot in per_cpu(prog["cached_stacks"], cpu):
+            # the slot's pointer is read once: on a live kernel fork takes
+            # the stack (the slot becomes NULL) and exit puts one back
+            vm = slot.read_()
+            try:
+                if not vm:
+                    continue
+                pages, nr = vm.pages.value_(), vm.nr_pages.value_()
+                if not pages or not 0 < nr <= stack_pages:
+                    continue
+                ptrs = np.frombuffer(prog.read(pages, 8 * nr), "<u8")
+            except drgn.FaultError:         # a stack freed while we read it
+                continue
+            out.append(a.pfns_of_page_ptrs(ptrs))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)

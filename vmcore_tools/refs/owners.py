@@ -1,0 +1,71 @@
+"""The owners: holders of pages that no scanned word points at, one
+function per entry of ``registry.OWNERS`` (the allocation runs are
+``runs.py``'s).  An owner claims a page through the scan's ``hold``."""
+
+from __future__ import annotations
+
+import drgn
+import numpy as np
+
+from vmcore_tools.core.features import has_object, has_symbol
+from vmcore_tools.refs.engine import ScanEngine
+from vmcore_tools.refs.references import Reference
+
+
+def kernel_mappings(ctx: ScanEngine) -> None:
+    """Candidates mapped by a leaf of ``init_mm`` outside the direct map
+    -- a 4K leaf, or any page of a huge one (the vmemmap of hot-added
+    memory) -- and outside the kernel image's own mapping: the image's freed gaps
+    (init memory, section padding) may still be mapped there on older
+    kernels, as aliases of pages reused since.  That mapping is made of
+    whole PMDs (x86's ``cleanup_highmap()`` keeps ``_text`` up to
+    ``_brk_end`` rounded up to a PMD), so it also covers the free memory
+    after ``_end`` in its last PMD: pages the buddy allocator hands to
+    anyone (a leaked rx page too), still mapped there as 4K leaves once
+    ``set_memory_*()`` split that PMD."""
+    prog, a = ctx.prog, ctx.memmap
+    walk = ctx.census.page_tables
+    # a huge leaf maps every page of its block, one address apart
+    pages = walk.kernel_huge_pages
+    starts = np.repeat(np.cumsum(pages) - pages, pages)
+    within = np.arange(int(pages.sum()), dtype=np.int64) - starts
+    pfns = np.concatenate([walk.kernel_leaf_pfns, np.repeat(walk.kernel_huge_pfns, pages) + within])
+    vas = np.concatenate([walk.kernel_leaf_vas, np.repeat(walk.kernel_huge_vas, pages)
+                          + (within << a.page_shift).astype(np.uint64)])
+    image = np.zeros(vas.size, bool)
+    if has_symbol(prog, "_text"):
+        pmd = 1 << (a.page_shift + 9)          # 512 entries per table
+        end = -(-prog.symbol("_end").address // pmd) * pmd
+        image = (vas >= np.uint64(prog.symbol("_text").address)) & (vas < np.uint64(end))
+    cand = ctx.candidate_of(pfns)
+    hit = np.flatnonzero((cand >= 0) & ~image)
+    heads = cand[hit]
+    heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
+    for head, va in zip(heads.tolist(), vas[hit[first]].tolist()):
+        ctx.hold(Reference(head, "kernel mapping", va, "page tables", f"mapped at {va:#x}"))
+
+
+def vmcoreinfo_dropped_at_panic(ctx: ScanEngine) -> None:
+    """A kdump-captured kernel: ``crash_save_vmcoreinfo()`` switched
+    ``vmcoreinfo_data`` to ``vmcoreinfo_data_safecopy`` during the panic,
+    dropping the only pointer to the page ``crash_save_vmcoreinfo_init()``
+    had allocated.  That page (its text starts with ``OSRELEASE=``) was
+    orphaned by the crash itself, not by a leak.  It came from
+    ``get_zeroed_page()``: order 0, refcount 1, so only such candidates
+    are read (not a leak of bias-like rx pages, however large)."""
+    prog = ctx.prog
+    if not has_object(prog, "vmcoreinfo_data_safecopy"):
+        return
+    safe = prog["vmcoreinfo_data_safecopy"].value_()
+    if not safe or safe != prog["vmcoreinfo_data"].value_():
+        return
+    for head in ctx.single_pfns().tolist():
+        if head in ctx.references:
+            continue
+        try:
+            text = prog.read(ctx.memmap.virt_of_pfn(head), 10)
+        except drgn.FaultError:
+            continue
+        if text == b"OSRELEASE=":
+            ctx.hold(Reference(head, "kernel fact", safe, "panic",
+                               "pre-crash vmcoreinfo buffer, replaced by its safe copy at panic"))

@@ -1,0 +1,282 @@
+"""The roots: the memory the page scan reads, one function per entry of
+``registry.ROOTS`` (and the two reachability shares, ``REACH_ROOTS``).
+
+Each root reads through the scan's small API (``engine.ScanEngine``:
+``read``, ``add_reference``, ``exclude``, ``naming_only``,
+``read_by_layout``, ``candidate_of``); what it reads is a kernel fact
+stated in its registry entry and in the reader it calls.  A root that
+counts nothing (its name starts with ``skip_``) names memory whose words
+must not count where another root reads it.
+"""
+
+from __future__ import annotations
+
+import drgn
+import numpy as np
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.core.features import has_object, has_symbol
+from vmcore_tools.kernel.bio_cache import cached_bios
+from vmcore_tools.kernel.blk_mq import request_blocks
+from vmcore_tools.kernel.iommu import iommu_tables
+from vmcore_tools.kernel.lru import lru_list_heads
+from vmcore_tools.kernel.percpu_batches import percpu_batches
+from vmcore_tools.kernel.stacks import cached_stack_pfns, idle_irq_stacks, live_stack_spans
+from vmcore_tools.kernel.virtqueues import virtqueues
+from vmcore_tools.mm.pageflags import page_flag_bits
+from vmcore_tools.net.page_pool import dma_index_nodes
+from vmcore_tools.refs.engine import ScanEngine
+from vmcore_tools.refs.reader import MemoryContext, subtract_spans
+from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, TABLE_ENTRY, Reference
+
+#: region name of the NIC rx buffers, where only skb frags count (``matcher.frag_entries``)
+RX_BUFFERS = "rx buffers"
+#: Spans of the kernel image given back to the page allocator at boot: what
+#: their image addresses show now belongs to whoever got those pages since.
+#: x86's ``mem_encrypt_free_decrypted_mem()`` frees the unused tail of
+#: ``.bss..decrypted``, which sits inside ``__bss_start..__bss_stop``.
+FREED_IMAGE_SPANS = (("__start_bss_decrypted_unused", "__end_bss_decrypted"),)
+
+
+# -- memory read whole ---------------------------------------------------------
+
+def scan_image(ctx: ScanEngine) -> None:
+    """Data of the kernel image that can hold pointers to allocations:
+    ``_sdata.._edata``, ``__bss_start..__bss_stop`` and the
+    ``__ro_after_init`` section (written during boot, in the rodata span:
+    boot-time hash tables are found only there) -- minus the parts of
+    the image the kernel frees at boot (``FREED_IMAGE_SPANS``)."""
+    prog = ctx.prog
+    freed = [(prog.symbol(lo).address, prog.symbol(hi).address)
+             for lo, hi in FREED_IMAGE_SPANS if has_symbol(prog, lo) and has_symbol(prog, hi)]
+    for lo, hi in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
+                   ("__start_ro_after_init", "__end_ro_after_init")):
+        if has_symbol(prog, lo):
+            for start, end in subtract_spans(prog.symbol(lo).address, prog.symbol(hi).address, freed):
+                ctx.read.virt(start, end, "data")
+
+
+def scan_percpu_first_chunk(ctx: ScanEngine) -> None:
+    """Each CPU's unit of the first per-cpu chunk (memblock memory, so
+    "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
+    section start, up to the end of the first chunk's dynamic area.
+
+    Facts: ``per_cpu_ptr()`` adds the offset modulo 2**64.  Up to 6.14
+    the x86-64 section is linked at 0 and the offset is the unit's
+    address; from 6.15 the section has its link address and the offset
+    is the unit's address minus it, which wraps.  A unit is
+    ``pcpu_unit_size`` bytes, but ``pcpu_embed_first_chunk()`` gives the
+    tail of each one beyond the static, reserved and dynamic areas back
+    to the page allocator at boot: those pages belong to whoever got
+    them since (a slab page, say), so only the part the first chunk
+    maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
+    pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
+    an earlier root excluded (idle interrupt stacks, dead batch slots;
+    what another root reads of those is dropped by the engine)."""
+    prog = ctx.prog
+    start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
+    size = prog["pcpu_unit_size"].value_()
+    if has_object(prog, "pcpu_first_chunk") and has_object(prog, "pcpu_base_addr"):
+        first = prog["pcpu_first_chunk"]
+        used = (first.base_addr.value_() + (first.nr_pages.value_() << ctx.memmap.page_shift)
+                - prog["pcpu_base_addr"].value_())
+        if 0 < used < size:
+            size = used
+    for cpu in for_each_possible_cpu(prog):
+        base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
+        for lo, hi in subtract_spans(base, base + size, ctx.excluded):
+            ctx.read.virt(lo, hi, f"per-cpu cpu{cpu}")
+
+
+def scan_stacks(ctx: MemoryContext) -> None:
+    """The live part of each task's stack (``stacks.live_stack_spans``)."""
+    for lo, hi in live_stack_spans(ctx.prog, ctx.memmap.page_shift):
+        ctx.read.virt(lo, hi, "stack")
+
+
+def scan_slab(ctx: ScanEngine) -> None:
+    ctx.read.pfns(ctx.census.pfns_of(PageClass.SLAB), "slab")
+
+
+def scan_vmalloc(ctx: MemoryContext) -> None:
+    """vmalloc and later per-cpu chunks, less the cached stacks of exited
+    tasks (``stacks.cached_stack_pfns``)."""
+    c = ctx.census
+    ctx.read.pfns(np.setdiff1d(c.pfns_of(PageClass.VMALLOC, PageClass.PERCPU),
+                               cached_stack_pfns(ctx.prog, ctx.memmap)), "vmalloc")
+
+
+def scan_kernel_pages(ctx: ScanEngine) -> None:
+    ctx.read.pfns(ctx.census.pfns_of(PageClass.LARGE_KMALLOC, PageClass.PAGE_FRAG), "kernel pages")
+
+
+def scan_rx_buffers(ctx: ScanEngine) -> None:
+    ctx.read.pfns(ctx.census.pfns_of(PageClass.NIC_RING), RX_BUFFERS)
+
+
+# -- memory whose words count in no root ---------------------------------------
+
+def skip_idle_irq_stacks(ctx: ScanEngine) -> None:
+    """The interrupt stacks of the CPUs not in an interrupt are not read
+    by ``scan_percpu_first_chunk`` (``stacks.idle_irq_stacks``)."""
+    ctx.exclude(idle_irq_stacks(ctx.prog).values())
+
+
+def skip_percpu_batches(ctx: ScanEngine) -> None:
+    """The slots past the count of every per-CPU batch are not read by
+    ``scan_percpu_first_chunk``, and the free objects a batch keeps for
+    reuse are not read as holders by ``scan_slab`` -- in a dump: on a
+    live kernel an skb the cache held when read may be in use by the
+    time its slab page is (``percpu_batches.percpu_batches``)."""
+    batches = percpu_batches(ctx.prog)
+    ctx.exclude(batches.dead_slots)
+    if not ctx.prog.flags & drgn.ProgramFlags.IS_LIVE:
+        ctx.naming_only(batches.free_objects)
+
+
+def skip_page_pool_dma_index(ctx: ScanEngine) -> None:
+    """The nodes of every page_pool's DMA index are not read as holders by
+    ``scan_slab`` (``page_pool.dma_index_nodes``)."""
+    ctx.naming_only(dma_index_nodes(ctx.prog))
+
+
+def skip_cached_bios(ctx: ScanEngine) -> None:
+    """The bios waiting in a bio_set's per-CPU cache are not read as
+    holders by ``scan_slab`` (``bio_cache.cached_bios``)."""
+    ctx.naming_only(cached_bios(ctx.prog))
+
+
+def skip_lru_list_heads(ctx: ScanEngine) -> None:
+    """The LRU's list heads in every lruvec do not count where the slab
+    (or any) root reads them (``lru.lru_list_heads``)."""
+    ctx.exclude(lru_list_heads(ctx.prog))
+
+
+# -- memory read by its layout -------------------------------------------------
+
+def scan_virtqueues(ctx: ScanEngine) -> None:
+    """The buffers of every virtqueue, by the addresses in its descriptor
+    tables (indirect tables followed); the ring's own pages are then not
+    read as plain referenced pages."""
+    a = ctx.memmap
+    for vq in virtqueues(ctx.prog):
+        ctx.read_by_layout(vq.pages)
+        for addr, where in vq.buffers:
+            pfn = addr >> a.page_shift
+            if not 0 <= pfn < a.nr:
+                continue
+            head = int(ctx.candidate_of(np.array([pfn], np.int64))[0])
+            if head >= 0:
+                ctx.add_reference(Reference(head, PHYSICAL, vq.address, "virtqueue", f"{vq.name} {where}",
+                                            value=addr))
+
+
+def scan_blk_mq_requests(ctx: ScanEngine) -> None:
+    """blk-mq's requests in use, by pointers only; their pages
+    (``blk_mq.request_blocks``) are not read again as plain referenced
+    pages."""
+    blocks = request_blocks(ctx.prog)
+    ctx.read_by_layout(blocks.pfns.tolist())
+    for start, end in blocks.in_use:
+        ctx.read.virt(start, end, "blk-mq requests")
+
+
+def scan_iommu_tables(ctx: ScanEngine) -> None:
+    """The page tables of the IOMMU's DMA-API domains, by their layout
+    (``iommu.iommu_tables``): each table page is held by the entry above
+    it (a top table by its domain's pointer, found like any other); the
+    pages the leaves map are not held -- ``dma_map_*()`` takes no
+    reference -- and the table pages are not read again as plain pages,
+    whose entries would all count."""
+    found = iommu_tables(ctx.prog, ctx.memmap)
+    ctx.problems.extend(found.problems)
+    ctx.result.iommu_domains_read = found.domains
+    ctx.result.iommu_domains_not_read = len(found.problems)
+    ctx.read_by_layout(found.tables)
+    for pfn, (at, what) in found.tables.items():
+        head = int(ctx.candidate_of(np.array([pfn], np.int64))[0]) if at else -1
+        if head >= 0:
+            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "iommu", what))
+
+
+# -- the closure: what referenced pages hold -----------------------------------
+
+def scan_referenced_pages(ctx: ScanEngine, heads: np.ndarray) -> None:
+    """Every page of the referenced candidates ``heads``; physical
+    addresses count in the order-0 ones only, skb frags alone in
+    page_pool pages.
+
+    Fact: a compound page is a CPU-side allocation (large kmalloc,
+    kvmalloc, page_frag, THP): ``dma_alloc_attrs()`` refuses
+    ``__GFP_COMP`` (6.2+; drivers did not pass it before), so no
+    device reads a compound page as a descriptor ring, and a
+    physical-looking number there is a counter or a size (a net
+    device's statistics in its kvzalloc'd ``net_device``, packed
+    table data).  Table entries still count: their whole-page shape
+    is its own proof.  A page_pool page is an rx buffer: the device
+    wrote frames into it, and the one structure it can carry that holds
+    another page is an skb's ``skb_shared_info`` (an skb built around
+    it, ``build_skb()``), so it is read as the rx buffers root reads."""
+    a = ctx.memmap
+    heads = heads[~np.isin(heads, ctx.by_layout)]
+    rx = ctx.census.classes[heads] == PageClass.PAGE_POOL
+    compound = ~rx & (a.order_of(heads) > 0)
+    with ctx.counting(frozenset({SKB_FRAG})):
+        ctx.read.pfns(a.pages_of(heads[rx]), RX_BUFFERS)
+    with ctx.counting(ctx.counts - {PHYSICAL}):
+        ctx.read.pfns(a.pages_of(heads[compound]), "referenced page")
+    ctx.read.pfns(heads[~rx & ~compound], "referenced page")
+
+
+def scan_memmap_links(ctx: ScanEngine, heads: np.ndarray) -> None:
+    """The ``struct page`` of each referenced candidate in ``heads`` (its
+    ``lru`` and ``private`` words name the next page of a list; an empty
+    list head names the page itself, which holds nothing), except the
+    candidates on the LRU -- and, transitively, of the candidates those
+    name: a list is followed to its end here, a frontier of struct pages
+    read together per step, not one closure round per page (a balloon's
+    list holds every page it took, 256 K per GiB).
+
+    Fact: a page with ``PG_lru`` is linked through ``page->lru`` into its
+    lruvec's list, which holds no reference (the page's owners do: page
+    tables, the page cache, a pin); only a page off the LRU can be on an
+    owner's list through ``page->lru``.  Its LRU neighbours are not held
+    by it."""
+    a = ctx.memmap
+    lru = page_flag_bits(ctx.prog).get("lru")
+    per_page = a.struct_size // 8
+    #: a bit per PFN: its struct page was read for links, in an earlier round too
+    read = ctx.scratch.get("memmap links")
+    if read is None:
+        read = ctx.scratch["memmap links"] = np.zeros(-(-a.nr // 8), np.uint8)
+    frontier = heads[~_bits_set(read, heads)]
+    while frontier.size:
+        _set_bits(read, frontier)
+        words = a.struct_pages(frontier, 0, per_page * 8).view("<u8")
+        if lru is not None:
+            off_lru = (words[:, a.layout.flags // 8] >> np.uint64(lru) & np.uint64(1)) == 0
+            frontier, words = frontier[off_lru], words[off_lru]
+        words = words.reshape(-1)
+        found = []
+        for idx, hit, kind in ctx.match(words):
+            if kind not in ctx.counts:
+                continue
+            keep = hit != frontier[idx // per_page]
+            for i, head in zip(idx[keep].tolist(), hit[keep].tolist()):
+                if head not in ctx.references:
+                    found.append(head)
+                pfn = int(frontier[i // per_page])
+                ctx.add_reference(Reference(head, kind, a.memmap + pfn * a.struct_size + 8 * (i % per_page),
+                                            "struct page", value=int(words[i])))
+        frontier = np.unique(np.array(found, np.int64))
+        frontier = frontier[~_bits_set(read, frontier)]
+
+
+def _bits_set(bits: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """Whether the bit of each of ``pfns`` is set in ``bits`` (a bit per PFN)."""
+    return (bits[pfns >> 3] & (np.uint8(1) << (pfns & 7).astype(np.uint8))) != 0
+
+
+def _set_bits(bits: np.ndarray, pfns: np.ndarray) -> None:
+    np.bitwise_or.at(bits, pfns >> 3, np.uint8(1) << (pfns & 7).astype(np.uint8))
