@@ -14,7 +14,7 @@ import pytest
 
 from sample_cores.scenarios import BUILT
 from vmcore_tools import orphans
-from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.leaks.candidates import candidate_heads
 from vmcore_tools.mm.memmap import max_block_pages
 from vmcore_tools.refs.scan import scan_references
 

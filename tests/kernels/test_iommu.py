@@ -15,7 +15,7 @@ import pytest
 from vmcore_tools import orphans
 from vmcore_tools.census.census import census
 from vmcore_tools.kernel.iommu import dma_domains, iommu_tables
-from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.leaks.candidates import candidate_heads
 from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.leaks.verdict import coverage, verdict
 

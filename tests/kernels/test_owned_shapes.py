@@ -19,7 +19,7 @@ from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from vmcore_tools import orphans
 from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.core.features import has_member
-from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.leaks.candidates import candidate_heads
 from vmcore_tools.kernel.percpu_batches import dead_batch_slots
 from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.kernel.stacks import idle_irq_stacks

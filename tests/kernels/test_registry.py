@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmcore_tools.census.census import census
-from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.leaks.candidates import candidate_heads
 from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.refs.registry import OWNERS, ROOTS
 from vmcore_tools.core.stages import STAGES

@@ -21,7 +21,7 @@ from drgn.helpers.linux.mm import pfn_to_page
 from vmcore_tools import orphans
 from vmcore_tools.leaks.evidence import GUP_PIN_COUNTING_BIAS
 from vmcore_tools.kernel.lru import lru_list_heads
-from vmcore_tools.leaks.orphans import candidate_heads
+from vmcore_tools.leaks.candidates import candidate_heads
 from vmcore_tools.refs.scan import scan_references
 
 from ..conftest import KERNELS, cli_json, lines, sample_core

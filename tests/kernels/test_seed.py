@@ -16,6 +16,7 @@ import pytest
 from vmcore_tools.census.census import census
 from vmcore_tools.cli.main import orphans_text
 from vmcore_tools.leaks.orphans import orphans
+from vmcore_tools.leaks.verdict import orphans_json
 
 from ..conftest import KERNELS, lines, sample_core
 
@@ -38,7 +39,7 @@ def seed(request):
     r = orphans(prog, c)
     orphans_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.reset_peak()
-    doc = json.dumps(r.to_json())
+    doc = json.dumps(orphans_json(r))
     text = orphans_text(r, 20)
     report_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -80,7 +81,7 @@ def test_suspects_name_the_device_with_exact_counts(seed):
     assert big.allocations > 1000 and big.sampled == 64 and (big.netdev, big.driver) == ("eth2", "i40e")
     assert "eth2 (i40e) in 64 of 64 sampled" in big.label
     assert sum(big.nodes.values()) == big.pages and big.range_count >= len(big.ranges) > 0
-    assert "i40e rx buffers of eth2" in r.to_json()["verdict"]
+    assert "i40e rx buffers of eth2" in orphans_json(r)["verdict"]
 
 
 def test_report_cost_does_not_grow_with_the_orphans(seed):
@@ -89,7 +90,7 @@ def test_report_cost_does_not_grow_with_the_orphans(seed):
     assert cost["orphans"] <= cost["census"] + PER_PAGE * pages, cost
     # the report itself (JSON and text) is bounded: samples and runs, not every orphan
     assert cost["report"] <= 32 << 20 and cost["json"] <= JSON_BYTES, cost
-    assert len(r.to_json()["orphans"]) <= 64 * len(r.suspects)
+    assert len(orphans_json(r)["orphans"]) <= 64 * len(r.suspects)
 
 
 def test_the_dump_holds_no_truth_record(seed):

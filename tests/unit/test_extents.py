@@ -61,7 +61,7 @@ def test_extent_bits_cover_exactly_the_allocations():
 
 
 def test_compact_keeps_the_selected_values_in_place():
-    from vmcore_tools.leaks.orphans import compact
+    from vmcore_tools.leaks.candidates import compact
     rng = np.random.default_rng(3)
     for size, step in ((0, 8), (1, 8), (1000, 7), (1 << 16, 1 << 10), (5000, 1 << 18)):
         values = rng.integers(0, 1 << 40, size)

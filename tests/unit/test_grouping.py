@@ -4,7 +4,8 @@ patterns.  They never build a per-orphan object, whatever the slice size."""
 
 import numpy as np
 
-from vmcore_tools.leaks.orphans import BIAS_LIKE, even_sample, in_sorted, members_at, pfn_ranges, refcount_pattern
+from vmcore_tools.leaks.suspects import BIAS_LIKE, even_sample, members_at, pfn_ranges, refcount_pattern
+from vmcore_tools.leaks.candidates import in_sorted
 
 
 def test_runs_are_the_same_whatever_the_slice():

@@ -34,7 +34,7 @@ from vmcore_tools.census.census import Census, census as run_census, free_memory
 from vmcore_tools.mm.counters import totalram_pages
 from vmcore_tools.core.features import has_object, kernel_release
 from vmcore_tools.leaks.orphans import OrphanReport, orphans as run_orphans
-from vmcore_tools.leaks.verdict import verdict
+from vmcore_tools.leaks.verdict import orphans_json, verdict
 from vmcore_tools.report.html import report_html
 from vmcore_tools.leaks.page import explain_page
 from vmcore_tools.net.rings import all_walkers, walker_ready
@@ -434,7 +434,7 @@ def stacks_text(d: dict[str, Any]) -> str:
 
 
 def orphans_text(r: OrphanReport, top: int) -> str:
-    d = r.to_json()
+    d = orphans_json(r)
     ps = d["page_size"]
     out = [f"Orphaned pages: {d['orphaned_pages']} pages ({_mib(d['orphaned_pages'], ps)} MiB) in "
            f"{d['orphaned_allocations']} allocations that nothing references",
@@ -468,7 +468,7 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path) -> None:
     r = _analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=_progress(quiet)))
     if pfns_path:
         _write_lines(pfns_path, r.pfn_lines())
-    _emit(r.to_json(), as_json, lambda _: orphans_text(r, top))
+    _emit(orphans_json(r), as_json, lambda _: orphans_text(r, top))
     _exit_for(r.census.problems + r.problems)
 
 
@@ -526,7 +526,7 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
     if html_path or pictures_dir:
         m = run_stage("pictures", lambda: memory_map(c.classes, r.found.pfn, r.found.order), None, r.problems)
     data = {"schema": "vmcore-tools/report/2", "verdict": verdict(r),
-            "census": c.to_json(), "rings": c.ring_rows(), "orphans": r.to_json()}
+            "census": c.to_json(), "rings": c.ring_rows(), "orphans": orphans_json(r)}
     if rr is not None:
         data["reachability"] = {"schema": "vmcore-tools/unreachable/1", **rr.to_json()}
     if html_path:

@@ -25,7 +25,7 @@ from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.leaks.evidence import Describer
 from vmcore_tools.mm.page_owner import PageOwner
-from vmcore_tools.leaks.orphans import CANDIDATE_CLASSES, candidate_heads
+from vmcore_tools.leaks.candidates import CANDIDATE_CLASSES, candidate_heads
 from vmcore_tools.refs.scan import scan_references
 from vmcore_tools.net.page_pool import page_pool_of
 from vmcore_tools.mm.slab import SlabObjects

@@ -1,23 +1,23 @@
 """The verdict: the answer in a sentence or two, and the coverage that says
-how far to trust it (what this core let the analysis see, and what not)."""
+how far to trust it (what this core let the analysis see, and what not);
+and the orphans report as the JSON document that carries both
+(``orphans_json``)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from dataclasses import asdict
 
 import drgn
 import numpy as np
 
 from vmcore_tools.census.classes import KERNEL_CLASSES
-from vmcore_tools.core.features import has_object
+from vmcore_tools.core.features import has_object, kernel_release
 from vmcore_tools.core.stages import abandoned_stages, failed_stages
-
-if TYPE_CHECKING:
-    from vmcore_tools.leaks.orphans import OrphanReport
+from vmcore_tools.leaks.orphans import REFERENCED_LISTED, OrphanReport
 
 
-def coverage(r: "OrphanReport") -> dict:
+def coverage(r: OrphanReport) -> dict:
     """What this core let the analysis see, and what it did not: the part of
     a verdict that says how far to trust it."""
     c = r.census
@@ -60,7 +60,7 @@ OWNER_REGIONS = {"run": "allocation runs", "struct page": "page->lru/private lin
                  "panic": "the panic's vmcoreinfo"}
 
 
-def held_through(r: "OrphanReport") -> dict[str, int]:
+def held_through(r: OrphanReport) -> dict[str, int]:
     """Referenced candidate allocations by where their first reference was
     found (a region of the scan): which kinds of holder this core has."""
     out: dict[str, int] = {}
@@ -103,14 +103,14 @@ def coverage_text(cov: dict, page_size: int) -> str:
     return "Coverage: " + "; ".join(parts) + "."
 
 
-def verdict(r: "OrphanReport") -> str:
+def verdict(r: OrphanReport) -> str:
     """The answer in one plain sentence or two, and what it covers."""
     c = r.census
     ps = c.memmap.page_size
     return f"{_answer(r)} {coverage_text(coverage(r), ps)}"
 
 
-def _answer(r: "OrphanReport") -> str:
+def _answer(r: OrphanReport) -> str:
     c = r.census
     ps = c.memmap.page_size
     t = c.totals()
@@ -146,3 +146,28 @@ def _size(nbytes: int) -> str:
         if nbytes >= div:
             return f"{nbytes / div:.1f} {unit}"
     return f"{nbytes} B"
+
+
+def orphans_json(r: OrphanReport) -> dict:
+    """The orphans report as ``orphans --json`` writes it (schema orphans/2)."""
+    c = r.census
+    return {
+        "schema": "vmcore-tools/orphans/2",
+        "release": kernel_release(c.prog),
+        "page_size": c.memmap.page_size,
+        "candidates": r.candidates,
+        "orphaned_pages": r.orphaned_pages,
+        "orphaned_allocations": len(r.found),
+        "referenced_pages": r.referenced_pages,
+        "referenced_allocations": int(r.referenced_heads.size),
+        "suspects": [asdict(s) for s in r.suspects],
+        "orphans": [asdict(o) for o in r.listed_orphans()],
+        "referenced": [asdict(e) for e in r.evidence(r.referenced_heads[:REFERENCED_LISTED])],
+        "scan": {"bytes": r.scan.bytes_scanned, "seconds": round(r.scan.seconds, 3),
+                 "gb_per_s": round(r.scan.gb_per_s, 3)},
+        "seconds": round(r.seconds, 3),
+        "verdict": verdict(r),
+        "coverage": coverage(r),
+        "page_owner": r.page_owner,
+        "problems": r.problems,
+    }
