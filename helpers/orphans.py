@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmcore_tools.cli.main import orphans_text  # noqa: E402
+from vmcore_tools.cli.texts import orphans_text  # noqa: E402
 from vmcore_tools.leaks.orphans import orphans  # noqa: E402
 
 r = orphans(prog)  # noqa: F821 (drgn provides prog)

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vmcore_tools.census.census import census  # noqa: E402
-from vmcore_tools.cli.main import rings_text  # noqa: E402
+from vmcore_tools.cli.texts import rings_text  # noqa: E402
 
 c = census(prog)  # noqa: F821 (drgn provides prog)
 print(rings_text({"rings": c.ring_rows(), "walked": c.rings.walked, "problems": c.rings.problems}))

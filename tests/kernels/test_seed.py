@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vmcore_tools.census.census import census
-from vmcore_tools.cli.main import orphans_text
+from vmcore_tools.cli.texts import orphans_text
 from vmcore_tools.leaks.orphans import orphans
 from vmcore_tools.leaks.verdict import orphans_json
 

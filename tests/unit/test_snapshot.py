@@ -5,7 +5,8 @@ import json
 
 from click.testing import CliRunner
 
-from vmcore_tools.cli.main import _duration, main
+from vmcore_tools.cli.common import parse_duration
+from vmcore_tools.cli.main import main
 from vmcore_tools.report.snapshot import SCHEMA, steady_growth
 
 
@@ -50,10 +51,10 @@ def test_steady_growth_needs_growth_at_every_step():
 
 
 def test_durations():
-    assert (_duration("30s"), _duration("10m"), _duration("1h"), _duration("5")) == (30, 600, 3600, 5)
+    assert (parse_duration("30s"), parse_duration("10m"), parse_duration("1h"), parse_duration("5")) == (30, 600, 3600, 5)
     for bad in ("x", "0s", "-1m"):
         try:
-            _duration(bad)
+            parse_duration(bad)
         except ValueError:
             continue
         raise AssertionError(bad)

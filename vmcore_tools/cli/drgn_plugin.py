@@ -11,6 +11,11 @@ the drgn REPL and in ``drgn-crash`` with no setup::
 The command line is the shell's (``vmcore-tools --help``), run on the
 program the session already has open, so ``-c``/``-s``/``-d`` are not taken.
 drgn does the redirections and pipes.
+
+drgn 0.3.0 exports ``command`` but keeps its crash-command namespace in a
+private module (``drgn.commands._crash.common``).  That one import is
+guarded: a drgn that moves it loses the ``crash>`` form of the command, not
+the plugin.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from typing import Any
 
 from drgn import Program
 from drgn.commands import argument, command
-from drgn.commands._crash.common import crash_command
+
+try:
+    from drgn.commands._crash.common import crash_command
+except ImportError:             # a drgn that keeps its crash namespace elsewhere
+    crash_command = None
 
 from vmcore_tools.cli.main import run_on
 
@@ -33,4 +42,5 @@ def _run(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> i
 
 
 command(name="vmcore-tools", description=_DESCRIPTION, arguments=_ARGUMENTS)(_run)
-crash_command(name="vmcore-tools", description=_DESCRIPTION, arguments=_ARGUMENTS)(_run)
+if crash_command is not None:
+    crash_command(name="vmcore-tools", description=_DESCRIPTION, arguments=_ARGUMENTS)(_run)
