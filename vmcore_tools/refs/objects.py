@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import drgn
 import numpy as np
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import breadth_first_order
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
@@ -211,23 +213,19 @@ def kept_sysctl_headers(t: ObjectTracer) -> KeptRule | None:
 
 def closure(rooted: np.ndarray, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """The nodes reachable from ``rooted`` along ``edges`` (source, target
-    index arrays), breadth first, a frontier at a time."""
+    index arrays): one breadth-first search in C (``scipy.sparse.csgraph``)
+    from a node added for the purpose, with an edge to every rooted node.
+    O(V + E) at any depth: a chain of 16.7 M objects, every kernel list at
+    its worst, is one call, not one Python round per link."""
     n = rooted.size
     src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int32)
     dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int32)
-    order = np.argsort(src, kind="stable")
-    src, dst = src[order], dst[order]
-    bounds = np.searchsorted(src, np.arange(n + 1))
-    reached = rooted.copy()
-    frontier = np.flatnonzero(rooted)
-    while frontier.size:
-        lo, hi = bounds[frontier], bounds[frontier + 1]
-        count = hi - lo
-        if not count.sum():
-            break
-        # the edge indexes of every frontier node, concatenated
-        at = np.repeat(lo - np.concatenate(([0], np.cumsum(count)[:-1])), count) + np.arange(count.sum())
-        nxt = np.unique(dst[at])
-        frontier = nxt[~reached[nxt]]
-        reached[frontier] = True
-    return reached
+    roots = np.flatnonzero(rooted).astype(np.int32)
+    src = np.concatenate([src, np.full(roots.size, n, np.int32)])
+    dst = np.concatenate([dst, roots])
+    graph = csr_array((np.ones(src.size, np.int8), (src, dst)), shape=(n + 1, n + 1))
+    del src, dst
+    order = breadth_first_order(graph, n, directed=True, return_predecessors=False)
+    reached = np.zeros(n + 1, bool)
+    reached[order] = True
+    return reached[:n]
