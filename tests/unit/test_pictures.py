@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.report.pictures import (COLOURS, MARKER_COLOUR, MAX_PIXELS, ORPHANED, class_bar_svg, growth_svg,
-                                   memory_map)
+from vmcore_tools.report.pictures import (COLOURS, MARKER_COLOUR, MAX_PIXELS, ORPHANED, class_bar_svg,
+                                          growth_svg, memory_map)
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -32,8 +32,9 @@ from vmcore_tools.mm.pagetables import PageTableWalk, walk_page_tables
 from vmcore_tools.net.rings import RingScan, walk_rings
 from vmcore_tools.core.stages import run_stage
 from vmcore_tools.mm.counters import kernel_counters
-from vmcore_tools.census.walks import (DeviceRange, VmapPages, ZoneFree, hugetlb_dtor, ring_heads, walk_device_pages,
-                    walk_free_lists, walk_page_frags, walk_pcp_lists, walk_vmalloc)
+from vmcore_tools.census.walks import (DeviceRange, VmapPages, ZoneFree, hugetlb_dtor, ring_heads,
+                                       walk_device_pages, walk_free_lists, walk_page_frags, walk_pcp_lists,
+                                       walk_vmalloc)
 
 
 @dataclass

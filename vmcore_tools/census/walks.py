@@ -14,9 +14,9 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.mm import for_each_vmap_area, vmalloc_to_pfn
 from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
-from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.xarray import xa_for_each
 
+from vmcore_tools.core.walk import bounded, max_entries, max_pages, tasks, xa_index
 from vmcore_tools.kernel.stacks import all_tasks
 from vmcore_tools.census.classify import claim, claim_range
 from vmcore_tools.census.classes import PageClass
@@ -208,7 +208,8 @@ def walk_device_pages(prog: drgn.Program, m: Memmap, classes: np.ndarray | None 
     ranges = has_member(prog, "struct dev_pagemap", "nr_range")
     seen: set[int] = set()
     out: list[DeviceRange] = []
-    for _, entry in xa_for_each(prog["pgmap_array"].address_of_()):
+    for _, entry in bounded(xa_for_each(prog["pgmap_array"].address_of_()), "the device page maps (pgmap_array)",
+                            max_pages(prog), key=xa_index):
         addr = entry.value_()
         if addr in seen:
             continue
@@ -267,7 +268,8 @@ def walk_vmalloc(prog: drgn.Program, m: Memmap, classes: np.ndarray) -> VmapPage
     has_caller = has_member(prog, "struct vm_struct", "caller")
     pcpu = prog.symbol("pcpu_get_vm_areas") if has_symbol(prog, "pcpu_get_vm_areas") else None
     pfns, vas, callers, percpu = [], [], [], []
-    for va in for_each_vmap_area(prog):
+    for va in bounded(for_each_vmap_area(prog), "the vmap areas (vmap_area_list)",
+                      max_entries(prog, "struct vmap_area")):
         vm = va.vm.read_()     # once: live, the area may be freed between reads
         if not vm:
             continue
@@ -321,7 +323,7 @@ def walk_page_frags(prog: drgn.Program, m: Memmap) -> np.ndarray:
                     cache = getattr(cache, p)
             if cache.type_.has_member("va") and cache.va.value_():
                 found.add(m.pfn_of_virt(cache.va.value_()))
-    for task in for_each_task(prog):
+    for task in tasks(prog):
         found.add(m.pfn_of_page_ptr(task.task_frag.page.value_()))
     return np.array(sorted(p for p in found if p >= 0), np.int64)
 

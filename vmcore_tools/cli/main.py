@@ -42,7 +42,8 @@ from vmcore_tools.net.devices import bound_devices
 from vmcore_tools.net.rings import all_walkers, walker_ready
 from vmcore_tools.report.html import report_html
 from vmcore_tools.report.pictures import class_bar_svg, growth_svg, memory_map
-from vmcore_tools.report.snapshot import SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth, take_snapshot
+from vmcore_tools.report.snapshot import (SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth,
+                                          take_snapshot)
 
 
 def run_on(prog: drgn.Program, args: list[str]) -> int:
@@ -125,12 +126,16 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 @click.option("--top", default=0, help="show only the first N caches (0: all)")
 def slab(core, vmlinux, debug_dirs, as_json, quiet, sort, top) -> None:
     """Slab caches, slabtop-style, with the caches merged into each."""
-    caches = analyze(core, vmlinux, debug_dirs, lambda prog: slab_caches(prog, sort))
+    problems: list[str] = []
+    caches = analyze(core, vmlinux, debug_dirs,
+                     lambda prog: run_stage("slab caches", lambda: slab_caches(prog, sort), [], problems))
     rows = caches[:top] if top else caches
     data = {"schema": "vmcore-tools/slab/1", "sort": sort,
             "total_pages": sum(c.pages for c in caches),
-            "caches": [{**asdict(c), "pages": c.pages, "total_bytes": c.total_bytes} for c in rows]}
+            "caches": [{**asdict(c), "pages": c.pages, "total_bytes": c.total_bytes} for c in rows],
+            "problems": problems}
     emit(data, as_json, slab_text)
+    exit_for(problems)
 
 
 @main.command()

@@ -73,7 +73,8 @@ def slab_text(d: dict[str, Any]) -> str:
                      headers=["cache", "objs", "active", "use", "obj size", "slabs", "pages/slab",
                               "cache size", "merged with"], disable_numparse=True)
     ps = d["caches"][0]["page_size"] if d["caches"] else 4096
-    return f"Slab: {d['total_pages']} pages ({_mib(d['total_pages'], ps)} MiB) in all caches\n\n{table}"
+    return "\n".join([f"Slab: {d['total_pages']} pages ({_mib(d['total_pages'], ps)} MiB) in all caches", "",
+                      table, *problem_lines(d.get("problems", []))])
 
 
 def rings_text(data: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import drgn
@@ -45,6 +46,7 @@ STAGES: dict[str, str] = {
     "page_ext tables": "page_ext tables may look unattributed",
     "page_frag caches": "page_frag cache pages may look unattributed",
     "struct pages": "pages are not classified",
+    "slab caches": "slab caches are missing from the list",
     "kernel counters": "the census is not compared with the kernel's counters",
     "scan: kernel data": "references from the kernel image are not seen",
     "scan: idle interrupt stacks": "the interrupt stacks of CPUs not in an interrupt are read: a page a "
@@ -115,6 +117,30 @@ class StageAbandoned(StageFailure):
     missing, and the coverage says so."""
 
 
+class StageDamaged(StageFailure):
+    """A problem line that says a stage met a structure no kernel writes (a
+    cyclic list, a count past its bound: ``walk.bounded``) and stopped
+    following it: the result is partial."""
+
+
+#: the stage running now and its problems list (``run_stage``), for ``record_damage``
+_running: ContextVar[tuple[str, str, list[str]] | None] = ContextVar("running_stage", default=None)
+
+
+def record_damage(text: str) -> bool:
+    """Add ``text`` (what is damaged, and where) to the running stage's
+    problems as a ``StageDamaged`` line; False when no stage runs."""
+    running = _running.get()
+    if running is None:
+        return False
+    name, _, problems = running
+    # said once per stage, not per part of it: every walker meets the same damaged list
+    line = StageDamaged(name, f"{name}: {text}; partial result, {STAGES[name]}")
+    if line not in problems:
+        problems.append(line)
+    return True
+
+
 def failed_stages(problems: list[str]) -> list[str]:
     """The stages whose failure ``problems`` records (an error, not a fault)."""
     return sorted({p.stage for p in problems if isinstance(p, StageFailure) and not isinstance(p, StageAbandoned)})
@@ -137,6 +163,7 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
     if name not in STAGES:
         raise KeyError(f"stage {name!r} is not in STAGES")
     label = f"{name} ({detail})" if detail else name
+    running = _running.set((name, label, problems))
     try:
         if _injected(name):
             raise RuntimeError("failure injected by VMCORE_TOOLS_FAIL_STAGE")
@@ -148,6 +175,8 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
             traceback.print_exc(file=sys.stderr)
         line = StageFailure(name, f"{label} failed ({type(e).__name__}: {e}): partial result, {STAGES[name]}",
                             label)
+    finally:
+        _running.reset(running)
     if line not in problems:        # a stage run once per group or per pass says it once
         problems.append(line)
     return default

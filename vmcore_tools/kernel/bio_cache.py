@@ -25,6 +25,7 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.list import hlist_for_each_entry
 from drgn.helpers.linux.percpu import per_cpu_ptr
 
+from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object
 
 #: bios read from one CPU's list, at most (the kernel keeps ALLOC_CACHE_MAX, 256)
@@ -39,7 +40,8 @@ def bio_sets_with_cache(prog: drgn.Program) -> list[drgn.Object]:
         return []
     try:
         state = prog["cpuhp_hp_states"][prog["CPUHP_BIO_DEAD"].value_()]
-        return list(hlist_for_each_entry("struct bio_set", state.list.address_of_(), "cpuhp_dead"))
+        sets = hlist_for_each_entry("struct bio_set", state.list.address_of_(), "cpuhp_dead")
+        return list(bounded(sets, "the bio sets with a cache (CPUHP_BIO_DEAD)", max_entries(prog, "struct bio_set")))
     except (KeyError, LookupError):
         return [prog["fs_bio_set"].address_of_()] if has_object(prog, "fs_bio_set") else []
 

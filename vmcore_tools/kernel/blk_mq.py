@@ -31,6 +31,8 @@ from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import page_to_pfn
 from drgn.helpers.linux.xarray import xa_for_each
 
+from vmcore_tools.core.walk import bounded, max_entries, max_pages, xa_index
+
 
 @dataclass
 class RequestBlocks:
@@ -52,14 +54,15 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
     idle: list[tuple[int, int]] = []
     request = prog.type("struct request")
     ref_at = offsetof(request, "ref")
-    for disk in for_each_disk(prog):
+    for disk in bounded(for_each_disk(prog), "the disks (block_class)", max_entries(prog, "struct gendisk")):
         for hctx in hw_queues(disk.queue):
             size = sizeof(request) + hctx.queue.tag_set.cmd_size.value_()
             for tags in (hctx.tags, hctx.sched_tags):
                 if not tags or tags.value_() in seen:
                     continue
                 seen.add(tags.value_())
-                for page in list_for_each_entry("struct page", tags.page_list.address_of_(), "lru"):
+                pages = list_for_each_entry("struct page", tags.page_list.address_of_(), "lru")
+                for page in bounded(pages, "blk-mq request pages (tags->page_list)", max_pages(prog)):
                     first = page_to_pfn(page).value_()
                     pfns.extend(range(first, first + (1 << page.private.value_())))
                 n = tags.nr_tags.value_()
@@ -77,7 +80,9 @@ def hw_queues(q: drgn.Object) -> list[drgn.Object]:
     if not q:
         return []
     if q.type_.type.has_member("hctx_table"):
-        return [drgn.cast("struct blk_mq_hw_ctx *", e) for _, e in xa_for_each(q.hctx_table.address_of_())]
+        entries = bounded(xa_for_each(q.hctx_table.address_of_()), "a queue's hardware contexts (hctx_table)",
+                          max_entries(q.prog_, "struct blk_mq_hw_ctx"), key=xa_index)
+        return [drgn.cast("struct blk_mq_hw_ctx *", e) for _, e in entries]
     if not q.queue_hw_ctx:
         return []
     return [q.queue_hw_ctx[i] for i in range(q.nr_hw_queues.value_())]

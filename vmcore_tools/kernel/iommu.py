@@ -36,6 +36,7 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.list import list_for_each_entry
 
+from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import constant, has_member, has_object, has_type
 from vmcore_tools.mm.memmap import Memmap
 
@@ -65,7 +66,8 @@ def dma_domains(prog: drgn.Program) -> list[tuple[int, drgn.Object]]:
     if not has_object(prog, "iommu_group_kset") or not prog["iommu_group_kset"].value_():
         return []
     seen, out = set(), []
-    for kobj in list_for_each_entry("struct kobject", prog["iommu_group_kset"].list.address_of_(), "entry"):
+    groups = list_for_each_entry("struct kobject", prog["iommu_group_kset"].list.address_of_(), "entry")
+    for kobj in bounded(groups, "the IOMMU groups (iommu_group_kset)", max_entries(prog, "struct iommu_group")):
         group = drgn.container_of(kobj, "struct iommu_group", "kobj")
         for member in ("default_domain", "domain"):
             domain = group.member_(member)

@@ -19,6 +19,7 @@ import drgn
 from drgn.helpers.linux.cgroup import css_for_each_descendant_pre
 from drgn.helpers.linux.mmzone import for_each_online_pgdat
 
+from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object
 
 
@@ -32,7 +33,8 @@ def lruvecs(prog: drgn.Program) -> list[drgn.Object]:
     if not root:
         return out
     nids = [pgdat.node_id.value_() for pgdat in pgdats]
-    for css in css_for_each_descendant_pre(root.css.address_of_()):
+    memcgs = css_for_each_descendant_pre(root.css.address_of_())
+    for css in bounded(memcgs, "the memory cgroups (root_mem_cgroup)", max_entries(prog, "struct mem_cgroup")):
         memcg = drgn.container_of(css, "struct mem_cgroup", "css")
         for nid in nids:
             info = memcg.nodeinfo[nid].read_()

@@ -14,15 +14,15 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
-from drgn.helpers.linux.pid import for_each_task
 
+from vmcore_tools.core.walk import tasks
 from vmcore_tools.core.features import has_member, has_object
 from vmcore_tools.mm.memmap import Memmap
 
 
 def all_tasks(prog: drgn.Program):
     """Every task, including the per-CPU idle tasks that ``for_each_task`` skips."""
-    yield from for_each_task(prog)
+    yield from tasks(prog)
     if has_object(prog, "runqueues"):
         for cpu in for_each_possible_cpu(prog):
             idle = per_cpu(prog["runqueues"], cpu).idle

@@ -26,6 +26,7 @@ from drgn.helpers.linux.device import bus_for_each_dev, dev_name
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import virt_to_pfn
 
+from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.debuginfo import load_module_debug_info
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.core.structs import struct_array
@@ -50,9 +51,11 @@ def virtqueues(prog: drgn.Program) -> Iterator[Virtqueue]:
     load_module_debug_info(prog, ("virtio", "virtio_ring"))
     if not has_object(prog, "virtio_bus") or not has_type(prog, "struct vring_virtqueue"):
         return
-    for dev in bus_for_each_dev(prog["virtio_bus"].address_of_()):
+    devices = bus_for_each_dev(prog["virtio_bus"].address_of_())
+    for dev in bounded(devices, "the virtio devices (virtio_bus)", max_entries(prog, "struct virtio_device")):
         vdev = drgn.container_of(dev, "struct virtio_device", "dev")
-        for vq in list_for_each_entry("struct virtqueue", vdev.vqs.address_of_(), "list"):
+        vqs = list_for_each_entry("struct virtqueue", vdev.vqs.address_of_(), "list")
+        for vq in bounded(vqs, "a virtio device's queues (vqs)", max_entries(prog, "struct virtqueue")):
             vvq = drgn.container_of(vq, "struct vring_virtqueue", "vq")
             name = f"{dev_name(dev).decode(errors='replace')} {vq.name.string_().decode(errors='replace')}"
             out = Virtqueue(name, vvq.value_())

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.net import for_each_net, for_each_netdev
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
@@ -22,7 +21,7 @@ from vmcore_tools.mm.pageflags import page_flag_bits
 from vmcore_tools.core.debuginfo import module_at
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.refs.references import Reference
-from vmcore_tools.net.devices import driver_name, netdev_label
+from vmcore_tools.net.devices import all_netdevs, driver_name, netdev_label
 
 #: rx buffer offsets tried when sniffing a page for a frame, besides those the
 #: rings use: legacy rx (0), NET_IP_ALIGN (2), build_skb headroom on x86-64
@@ -65,16 +64,15 @@ def local_netdevs(prog: drgn.Program) -> dict[bytes, tuple[str, str]]:
     received by the physical device, so where several devices share an
     address the one with a driver names it."""
     out: dict[bytes, tuple[str, str]] = {}
-    for net in for_each_net(prog):
-        for dev in for_each_netdev(net):
-            if dev.addr_len.value_() != 6:
-                continue
-            mac = prog.read(dev.dev_addr.value_(), 6) if dev.dev_addr.type_.kind == drgn.TypeKind.POINTER \
-                else bytes(dev.dev_addr.value_()[:6])
-            parent = dev.dev.parent
-            found = (netdev_label(dev), driver_name(parent) if parent else "")
-            if mac not in out or (found[1] and not out[mac][1]):
-                out[mac] = found
+    for dev in all_netdevs(prog):
+        if dev.addr_len.value_() != 6:
+            continue
+        mac = prog.read(dev.dev_addr.value_(), 6) if dev.dev_addr.type_.kind == drgn.TypeKind.POINTER \
+            else bytes(dev.dev_addr.value_()[:6])
+        parent = dev.dev.parent
+        found = (netdev_label(dev), driver_name(parent) if parent else "")
+        if mac not in out or (found[1] and not out[mac][1]):
+            out[mac] = found
     return out
 
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import drgn
 import numpy as np
 from drgn.helpers.linux.mm import follow_phys
-from drgn.helpers.linux.pid import for_each_task
 
+from vmcore_tools.core.walk import tasks
 from vmcore_tools.core.features import has_object, has_symbol, vmcoreinfo_numbers
 from vmcore_tools.mm.memmap import Memmap
 
@@ -137,7 +137,7 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
         level = nxt
 
     # processes: only the table pages matter (their leaves are anon or file pages)
-    pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in for_each_task(prog) if t.mm}
+    pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in tasks(prog) if t.mm}
     if pti:
         pgds |= {p + 1 for p in pgds if p >= 0}
     frontier = [p for p in pgds if p >= 0 and p not in tables]

@@ -10,7 +10,7 @@ merged at creation: the merged names exist only as sysfs aliases, which
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import drgn
@@ -21,6 +21,7 @@ from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases,
                                      slab_cache_pages_per_slab, slab_cache_usage, slab_object_info)
 
+from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.mm.memmap import Memmap
 
@@ -56,6 +57,13 @@ SORT_KEYS = {
 }
 
 
+def all_slab_caches(prog: drgn.Program) -> Iterator[drgn.Object]:
+    """Every slab cache (``slab_caches``, a list the kernel keeps no count
+    of: bounded by how many caches memory could hold)."""
+    return bounded(for_each_slab_cache(prog), "the slab cache list (slab_caches)",
+                   max_entries(prog, "struct kmem_cache"))
+
+
 def slab_caches(prog: drgn.Program, sort: str = "size") -> list[SlabCache]:
     """Every slab cache, sorted by ``sort`` (a key of ``SORT_KEYS``)."""
     try:
@@ -67,7 +75,7 @@ def slab_caches(prog: drgn.Program, sort: str = "size") -> list[SlabCache]:
         merged.setdefault(target, []).append(alias)
     page_size = prog["PAGE_SIZE"].value_()
     out = []
-    for cache in for_each_slab_cache(prog):
+    for cache in all_slab_caches(prog):
         name = cache.name.string_().decode(errors="replace")
         usage = _usage(prog, cache, name)
         out.append(SlabCache(name, usage.num_objs, usage.num_objs - usage.free_objs,
@@ -244,8 +252,9 @@ class SlabObjects:
             barn = entry.barn.read_()
             if barn:
                 for which in ("sheaves_full", "sheaves_empty") if every else ("sheaves_full",):
-                    out += [sh.value_() for sh in list_for_each_entry(
-                        "struct slab_sheaf", barn.member_(which).address_of_(), "barn_list")]
+                    sheaves = list_for_each_entry("struct slab_sheaf", barn.member_(which).address_of_(), "barn_list")
+                    out += [sh.value_() for sh in bounded(sheaves, f"a barn's {which} list",
+                                                          max_entries(prog, "struct slab_sheaf"))]
         return [x for x in out if x]
 
     def _sheaf_objects(self, s: drgn.Object) -> set[int] | None:
@@ -272,7 +281,7 @@ class SlabObjects:
         if not self.sheaves:
             return []
         prog, out = self.prog, []
-        for cache in for_each_slab_cache(prog):
+        for cache in all_slab_caches(prog):
             try:
                 for addr in self._sheaves(cache, every=True):
                     sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)

@@ -9,6 +9,7 @@ import drgn
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.net import for_each_net, for_each_netdev, netdev_name
 from drgn.helpers.linux.pci import for_each_pci_dev, pci_name
+from vmcore_tools.core.walk import bounded, max_entries
 
 
 def driver_name(dev: drgn.Object) -> str:
@@ -22,18 +23,25 @@ def driver_name(dev: drgn.Object) -> str:
     return drv.name.string_().decode() if drv else ""
 
 
+def all_netdevs(prog: drgn.Program) -> Iterator[drgn.Object]:
+    """Every net device of every network namespace."""
+    for net in bounded(for_each_net(prog), "the network namespaces (net_namespace_list)",
+                       max_entries(prog, "struct net")):
+        yield from bounded(for_each_netdev(net), "a namespace's net devices (dev_base_head)",
+                           max_entries(prog, "struct net_device"))
+
+
 def netdevs_of(prog: drgn.Program, driver: str) -> Iterator[drgn.Object]:
     """Net devices, in every network namespace, whose parent device is bound to ``driver``."""
-    for net in for_each_net(prog):
-        for dev in for_each_netdev(net):
-            parent = dev.dev.parent
-            if parent and driver_name(parent) == driver:
-                yield dev
+    for dev in all_netdevs(prog):
+        parent = dev.dev.parent
+        if parent and driver_name(parent) == driver:
+            yield dev
 
 
 def pci_devs_of(prog: drgn.Program, driver: str) -> Iterator[drgn.Object]:
     """PCI devices bound to ``driver``."""
-    for pdev in for_each_pci_dev(prog):
+    for pdev in bounded(for_each_pci_dev(prog), "the PCI devices (pci_bus_type)", max_entries(prog, "struct pci_dev")):
         if driver_name(pdev.dev) == driver:
             yield pdev
 
@@ -71,8 +79,9 @@ def driver_modules(prog: drgn.Program, driver: str) -> list[str]:
         for owner in owners.values():
             names.append(owner.name.string_().decode())
             if owner.type_.type.has_member("target_list"):
+                uses = list_for_each_entry("struct module_use", owner.target_list.address_of_(), "target_list")
                 names += [use.target.name.string_().decode() for use in
-                          list_for_each_entry("struct module_use", owner.target_list.address_of_(), "target_list")]
+                          bounded(uses, "a module's uses (module.target_list)", max_entries(prog, "struct module_use"))]
         return names
     except (drgn.FaultError, LookupError):
         return []

@@ -32,7 +32,7 @@ from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.net.ring import Ring
 from vmcore_tools.net.devices import netdev_label, netdevs_of, pci_devs_of, pci_label
 from vmcore_tools.core.structs import (UnknownLayout, first_member, int_members, member_or, struct_array,
-    target_type)
+                                       target_type)
 from vmcore_tools.net.skb import skb_pfns
 
 

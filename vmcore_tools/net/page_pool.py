@@ -16,6 +16,7 @@ import drgn
 from drgn.helpers.linux.mm import pfn_to_page
 from drgn.helpers.linux.xarray import xa_for_each
 
+from vmcore_tools.core.walk import bounded, damaged, max_entries
 from vmcore_tools.core.features import has_object
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.net.ring import Ring
@@ -44,7 +45,8 @@ class PagePools:
 
 def pools(prog: drgn.Program) -> Iterator[drgn.Object]:
     """Every registered pool (6.8+: the ``page_pools`` xarray)."""
-    for _, entry in xa_for_each(prog["page_pools"].address_of_()):
+    for _, entry in bounded(xa_for_each(prog["page_pools"].address_of_()), "the page_pool registry (page_pools)",
+                            max_entries(prog, "struct page_pool")):
         yield drgn.cast("struct page_pool *", entry)
 
 
@@ -64,10 +66,17 @@ def dma_index_nodes(prog: drgn.Program) -> set[int]:
         return out
     for pool in pools(prog):
         todo = [pool.dma_mapped.xa_head.value_()]
+        limit = max_entries(prog, "struct xa_node")
+        seen: set[int] = set()
         while todo:
             entry = todo.pop()
             if entry & 3 != 2 or entry < 4096:      # not an internal node entry (xa_is_node())
                 continue
+            if entry in seen or len(seen) >= limit:
+                damaged("a page_pool's DMA index (dma_mapped)", f"node {entry - 2:#x} met twice or past "
+                        f"{limit} nodes: walk stopped")
+                break
+            seen.add(entry)
             node = drgn.Object(prog, "struct xa_node", address=entry - 2)
             out.add(entry - 2)
             if node.shift.value_():

@@ -49,6 +49,19 @@ def walker_ready(prog: drgn.Program, walker: Walker) -> bool:
     return walker.present(prog)
 
 
+def _ready(prog: drgn.Program, walker: Walker, problems: list[str]) -> bool:
+    """``walker_ready``; a walker that is not, though devices are bound to
+    its driver, is said in ``problems``."""
+    if walker_ready(prog, walker):
+        return True
+    users = bound_devices(prog, walker.name)
+    if users:
+        problems.append(f"{walker.name}: bound to {', '.join(users[:4])}, but the debug info lacks its types, "
+                        f"so its rings are not walked and their pages look unattributed "
+                        f"(give the module's debug info with -d)")
+    return False
+
+
 def walk_rings(prog: drgn.Program, a: Memmap | None = None,
                walkers: list[Walker] | None = None) -> RingScan:
     """Run every walker whose driver is present.
@@ -60,17 +73,9 @@ def walk_rings(prog: drgn.Program, a: Memmap | None = None,
     scan = RingScan([], [], [])
     seen: set[tuple[int, str]] = set()
     for walker in walkers if walkers is not None else all_walkers():
-        ready = run_stage("ring walkers", lambda: walker_ready(prog, walker), None, scan.problems,
+        ready = run_stage("ring walkers", lambda: _ready(prog, walker, scan.problems), None, scan.problems,
                           detail=walker.name)
-        if ready is None:
-            continue
         if not ready:
-            users = bound_devices(prog, walker.name)
-            if users:
-                scan.problems.append(
-                    f"{walker.name}: bound to {', '.join(users[:4])}, but the debug info lacks its types, "
-                    f"so its rings are not walked and their pages look unattributed "
-                    f"(give the module's debug info with -d)")
             continue
         scan.walked.append(walker.name)
         run_stage("ring walkers", lambda: _walk(walker, prog, a, scan, seen), None, scan.problems,

@@ -9,8 +9,8 @@ from html import escape
 from typing import Any
 
 from vmcore_tools.report.pictures import HEX_COLOURS, MemoryMap, class_bar_svg
-from vmcore_tools.report.tables import (class_table, meminfo_table, mib, orphan_table, range_table, referenced_table, ring_table,
-                     suspect_table)
+from vmcore_tools.report.tables import (class_table, meminfo_table, mib, orphan_table, range_table,
+                                        referenced_table, ring_table, suspect_table)
 
 STYLE = """
 body { font-family: "DejaVu Sans", sans-serif; margin: 24px; color: #222; max-width: 1400px; }

@@ -1,0 +1,102 @@
+"""Damage a sample core the way a stray write does, in memory only, and run
+one ``vmcore-tools`` command on it: the corpus of damaged dumps.
+
+The dump file is never written.  The damaged bytes are a physical memory
+segment drgn reads in place of the core's own (``add_memory_segment``: a
+later segment takes precedence), so the kernel's page tables lead every
+virtual read of them to the damage, as they would in a damaged dump.
+
+    python -m tests.kernels.damage '{"core": ..., "vmlinux": ..., "debug": [...],
+                                     "case": "vmap areas", "args": ["report", "--json", "--quiet"]}'
+
+prints the command's output, says on stderr what it damaged (a line
+``DAMAGED: ...``) and exits with the command's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+
+import drgn
+from drgn.helpers.linux.list import list_for_each_entry
+from drgn.helpers.linux.mm import follow_phys
+
+Write = tuple[int, bytes]
+
+
+def physical(prog: drgn.Program, addr: int) -> int:
+    """Where the kernel's page tables map ``addr``."""
+    return follow_phys(prog["init_mm"].address_of_(), addr).value_()
+
+
+def cycle(prog: drgn.Program, entries: list[drgn.Object], member: str, what: str) -> tuple[str, list[Write]]:
+    """Point the ``next`` of a later entry's ``member`` back at an earlier
+    entry: a cycle away from the list's head."""
+    if len(entries) < 3:
+        raise SystemExit(f"{what}: {len(entries)} entries, too few to make a cycle of")
+    early, late = entries[len(entries) // 3], entries[2 * len(entries) // 3]
+    target = early.member_(member).address_
+    at = late.member_(member).next.address_
+    return (f"{what}: {late.value_():#x}'s {member}.next -> {early.value_():#x}",
+            [(physical(prog, at), target.to_bytes(8, "little"))])
+
+
+def vmap_areas(prog: drgn.Program):
+    return cycle(prog, list(list_for_each_entry("struct vmap_area", prog["vmap_area_list"].address_of_(), "list")),
+                 "list", "vmap areas")
+
+
+def slab_caches(prog: drgn.Program):
+    return cycle(prog, list(list_for_each_entry("struct kmem_cache", prog["slab_caches"].address_of_(), "list")),
+                 "list", "slab caches")
+
+
+def net_devices(prog: drgn.Program):
+    head = prog["init_net"].dev_base_head.address_of_()
+    return cycle(prog, list(list_for_each_entry("struct net_device", head, "dev_list")), "dev_list", "net devices")
+
+
+def virtio_queues(prog: drgn.Program):
+    from drgn.helpers.linux.device import bus_for_each_dev
+
+    from vmcore_tools.core.debuginfo import load_module_debug_info
+    load_module_debug_info(prog, ("virtio", "virtio_ring"))
+    for dev in bus_for_each_dev(prog["virtio_bus"].address_of_()):
+        vdev = drgn.container_of(dev, "struct virtio_device", "dev")
+        vqs = list(list_for_each_entry("struct virtqueue", vdev.vqs.address_of_(), "list"))
+        if len(vqs) >= 3:
+            return cycle(prog, vqs, "list", "virtio queues")
+    raise SystemExit("no virtio device with 3 queues")
+
+
+#: case name -> the damage, the command that walks the damaged list, and the
+#: words its problem line must say
+CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, str]] = {
+    "vmap areas": (vmap_areas, "report", "the vmap areas (vmap_area_list) is damaged"),
+    "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
+    "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
+    "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),
+}
+
+
+def damage(prog: drgn.Program, writes: list[Write]) -> None:
+    for phys, data in writes:
+        prog.add_memory_segment(phys, len(data), lambda address, count, offset, physical, data=data:
+                                data[offset:offset + count], True)
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    from vmcore_tools import open_program
+    from vmcore_tools.cli.main import run_on
+    prog = open_program(spec["core"], spec["vmlinux"], spec["debug"])
+    what, writes = CASES[spec["case"]][0](prog)
+    damage(prog, writes)
+    print(f"DAMAGED: {what}", file=sys.stderr, flush=True)
+    return run_on(prog, spec["args"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

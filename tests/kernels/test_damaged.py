@@ -1,0 +1,73 @@
+"""A crash dump comes from a damaged kernel: each case damages one list of
+the 6.1 sample core the way a stray write does (``damage.py``: a cycle away
+from the list's head, in memory, never in the file) and runs the command
+that walks it.  The command ends, with no traceback and exit code 0, 1 or 3;
+a problem line names the damaged structure; what the damage does not touch
+is as on the clean core."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ..conftest import run_cli, sample_core
+from .damage import CASES
+
+pytestmark = pytest.mark.vm
+
+#: a damaged run may take this many times the clean run, plus a process's start-up
+SLOWER = 2
+START_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """The 6.1 core, and each command's clean JSON and time."""
+    core = sample_core("i40e-leak", "6.1")
+    out = {}
+    for command in {c[1] for c in CASES.values()}:
+        t0 = time.monotonic()
+        proc = run_cli(command, "--json", "--quiet", *core.args)
+        assert proc.returncode == 0, proc.stderr
+        out[command] = (json.loads(proc.stdout), time.monotonic() - t0)
+    return core, out
+
+
+def run_damaged(core, case: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    spec = {"core": str(core.core), "vmlinux": core.vmlinux, "debug": core.debug, "case": case, "args": args}
+    return subprocess.run([sys.executable, "-m", "tests.kernels.damage", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def problems(doc: dict) -> list[str]:
+    return [*doc.get("problems", []), *doc.get("census", {}).get("problems", []),
+            *doc.get("orphans", {}).get("problems", [])]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_cycle_in_a_list_is_stated_not_followed(clean, case):
+    core, runs = clean
+    _, command, says = CASES[case]
+    before, seconds = runs[command]
+    t0 = time.monotonic()
+    proc = run_damaged(core, case, [command, "--json", "--quiet"], timeout=SLOWER * seconds + START_SECONDS)
+    took = time.monotonic() - t0
+    print(f"{case}: {took:.1f} s damaged, {seconds:.1f} s clean; {proc.stderr.splitlines()[0]}")
+    assert proc.returncode in (0, 1, 3), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("DAMAGED: "), proc.stderr
+    doc = json.loads(proc.stdout)
+    named = [p for p in problems(doc) if says in p]
+    assert named, problems(doc)
+    assert proc.returncode == 3         # a walk stopped at damage: a partial result
+    if command == "report":
+        assert doc["census"]["total_pages"] == before["census"]["total_pages"]
+        assert doc["census"]["release"] == before["census"]["release"]
+    else:
+        clean_caches = {c["name"]: c for c in before["caches"]}
+        # the caches listed before the damage are listed as they were
+        assert doc["caches"] and all(clean_caches[c["name"]] == c for c in doc["caches"])
