@@ -46,7 +46,7 @@ UNIT_TESTED = {"rx buffers"}
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
-             "idle interrupt stacks", "per-cpu batches", "LRU list heads"}
+             "dead interrupt stack frames", "per-cpu batches", "LRU list heads", "stale sheaf slots"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak, and for

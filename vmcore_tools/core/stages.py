@@ -49,8 +49,10 @@ STAGES: dict[str, str] = {
     "slab caches": "slab caches are missing from the list",
     "kernel counters": "the census is not compared with the kernel's counters",
     "scan: kernel data": "references from the kernel image are not seen",
-    "scan: idle interrupt stacks": "the interrupt stacks of CPUs not in an interrupt are read: a page a "
-                                   "finished interrupt handler worked on may look referenced",
+    "scan: dead interrupt stack frames": "the dead frames of interrupt stacks are read: a page a "
+                                         "finished interrupt handler worked on may look referenced",
+    "scan: stale sheaf slots": "the stale slots of slab sheaves are read as holders: a page an object "
+                               "handed out since named may look referenced",
     "scan: per-cpu batches": "the dead slots of per-CPU folio and skb batches, and the free skbs cached "
                              "for reuse, are read: a page a freed folio or skb was on may look referenced",
     "scan: per-cpu areas": "references from per-CPU data are not seen",

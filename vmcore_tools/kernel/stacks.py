@@ -14,6 +14,7 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
+from drgn.helpers.linux.sched import cpu_curr
 
 from vmcore_tools.core.walk import tasks
 from vmcore_tools.core.features import has_member, has_object
@@ -30,17 +31,26 @@ def all_tasks(prog: drgn.Program):
                 yield idle
 
 
-def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
-    """``[start, end)`` of each CPU's interrupt stack that the CPU is not
-    on; a CPU on it, or a kernel that does not say, is left out.
+def dead_irq_stack_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
+    """``[start, end)`` of the dead part of each CPU's interrupt stack: all
+    of it for a CPU that is not on it, the part below the stack pointer for
+    one that is, where the dump saved the CPU's registers; a CPU on it with
+    no saved registers (a live kernel), or a kernel that does not say, is
+    left out.
 
-    Fact: x86-64 runs hard and soft interrupts on a per-CPU stack,
-    ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU
-    variable, so inside the first chunk), and records whether the CPU is
-    on it: ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2
-    to 6.14), or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is
-    not in an interrupt has nothing live there: what the last one left
-    (the pages of a bio it completed, say) is stale."""
+    Facts: x86-64 runs hard and soft interrupts on a per-CPU stack,
+    ``irq_stack_backing_store`` (IRQ_STACK_SIZE, a static per-CPU variable,
+    so inside the first chunk), and records whether the CPU is on it:
+    ``hardirq_stack_inuse`` (5.15+; a member of ``pcpu_hot`` 6.2 to 6.14),
+    or ``irq_count`` up to 5.14 (-1 when not).  A CPU that is not in an
+    interrupt has nothing live there: what the last one left (the pages of
+    a bio it completed, say) is stale.  A CPU that is in one has live
+    frames only from its stack pointer to the top: the stack grows down,
+    and what deeper handlers left below the pointer is stale.  The CPU
+    runs on a second mapping of the same pages (``hardirq_stack_ptr``, the
+    top of a vmap'd alias, 5.10+), so its pointer is taken as an offset
+    from there; the dump saved it in the CPU's register notes (ELF
+    ``NT_PRSTATUS``, what drgn unwinds the CPU's current task from)."""
     if not has_object(prog, "irq_stack_backing_store"):
         return {}
     if has_object(prog, "hardirq_stack_inuse"):
@@ -56,10 +66,32 @@ def idle_irq_stacks(prog: drgn.Program) -> dict[int, tuple[int, int]]:
         return {}
     out = {}
     for cpu in for_each_possible_cpu(prog):
+        stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+        start, size = stack.address_, drgn.sizeof(stack)
         if not in_use(cpu):
-            stack = per_cpu(prog["irq_stack_backing_store"], cpu)
-            out[cpu] = (stack.address_, stack.address_ + drgn.sizeof(stack))
+            out[cpu] = (start, start + size)
+        elif (depth := _irq_stack_depth(prog, cpu, size)) is not None:
+            out[cpu] = (start, start + depth)
     return out
+
+
+def _irq_stack_depth(prog: drgn.Program, cpu: int, size: int) -> int | None:
+    """How far below the top of its interrupt stack a CPU on it stands:
+    its saved stack pointer's offset in the stack's vmap'd alias, or None
+    where the dump saved no registers for the CPU or the pointer is not on
+    that stack."""
+    if has_object(prog, "hardirq_stack_ptr"):
+        top = per_cpu(prog["hardirq_stack_ptr"], cpu).value_()
+    elif has_object(prog, "pcpu_hot") and has_member(prog, "struct pcpu_hot", "hardirq_stack_ptr"):
+        top = per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_ptr.value_()
+    else:
+        return None
+    try:
+        sp = prog.stack_trace(cpu_curr(prog, cpu))[0].register("rsp")
+    except (ValueError, LookupError, drgn.FaultError):   # no saved registers (a live kernel)
+        return None
+    base = top + 8 - size                   # hardirq_stack_ptr is the top word's address
+    return sp - base if base <= sp < base + size else None
 
 
 def thread_size(prog: drgn.Program, page_shift: int) -> int:

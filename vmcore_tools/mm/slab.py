@@ -290,6 +290,29 @@ class SlabObjects:
                 continue
         return out
 
+    def stale_sheaf_spans(self) -> list[tuple[int, int]]:
+        """``[first stale word, end)`` of every sheaf (6.18+): ``stale_sheaf_words``
+        up to the end of the sheaf's ``objects[]``, ``sheaf_capacity`` slots
+        of the cache it serves (``slab_sheaf.cache``: a sheaf is allocated
+        with ``struct_size(sheaf, objects, s->sheaf_capacity)``).  A sheaf
+        that serves no cache has no slots: the static ``bootstrap_sheaf``,
+        every CPU's main sheaf until its cache has sheaves of its own."""
+        if not (self.sheaves and has_member(self.prog, "struct slab_sheaf", "cache")
+                and has_member(self.prog, "struct kmem_cache", "sheaf_capacity")):
+            return []
+        out = []
+        for addr, first in self.stale_sheaf_words():
+            try:
+                sheaf = drgn.Object(self.prog, "struct slab_sheaf *", addr)
+                if not sheaf.cache:
+                    continue
+                end = sheaf.objects.address_ + 8 * sheaf.cache.sheaf_capacity.value_()
+            except drgn.FaultError:
+                continue
+            if first < end:
+                out.append((first, end))
+        return out
+
     def _span(self, head: int) -> tuple[int, int]:
         """Direct-map addresses ``[lo, hi)`` of the slab whose head page is ``head``."""
         return self.a.virt_of_pfn(head), self.a.virt_of_pfn(head + (1 << self.a.order_of(head)))

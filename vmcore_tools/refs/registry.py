@@ -42,7 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmcore_tools.refs import objects, owners, roots, runs
-from vmcore_tools.refs.references import DIRECT_MAP, OBJECT, PHYSICAL, POINTERS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY
+from vmcore_tools.refs.references import (DIRECT_MAP, OBJECT, PHYSICAL, POINTERS, SKB_FRAG, STRUCT_PAGE,
+                                          TABLE_ENTRY)
 
 
 
@@ -77,14 +78,15 @@ ROOTS: tuple[Root, ...] = (
          "(boot-time hash tables); x86 frees the unused tail of .bss..decrypted at boot, so that span "
          "is not read (FREED_IMAGE_SPANS).",
          "all", "tests/kernels/test_orphans.py::test_decoys_are_not_orphans"),
-    Root("idle interrupt stacks", roots.skip_idle_irq_stacks, frozenset(),
+    Root("dead interrupt stack frames", roots.skip_dead_irq_stack_frames, frozenset(),
          "x86-64 runs a CPU's hard and soft interrupts on its own stack (irq_stack_backing_store, a static "
          "per-CPU variable) and records whether the CPU is on it (hardirq_stack_inuse, 5.15+, in pcpu_hot "
          "6.2 to 6.14; irq_count up to 5.14). A CPU not in an interrupt has nothing live there: what the last "
-         "handlers left (the page of a block read they completed) is stale. Those stacks are not read by "
-         "the per-cpu root.",
+         "handlers left (the page of a block read they completed) is stale. A CPU in one has live frames only "
+         "from its stack pointer up (the dump's saved registers, taken on the vmap'd alias hardirq_stack_ptr "
+         "names); below it is what deeper handlers left. Those parts are not read by the per-cpu root.",
          "x86-64 (irq_stack_backing_store)",
-         "tests/kernels/test_owned_shapes.py::test_a_page_left_on_an_idle_interrupt_stack_is_orphaned"),
+         "tests/kernels/test_owned_shapes.py::test_a_page_left_in_a_dead_interrupt_stack_frame_is_orphaned"),
     Root("per-cpu batches", roots.skip_percpu_batches, frozenset(),
          "The kernel fills per-CPU pointer batches up to a count and empties them by the count alone: "
          "the LRU and mlock folio batches (folio_batch.nr, pagevec.nr; nr = 0 once moved to the LRU) and "
@@ -126,6 +128,14 @@ ROOTS: tuple[Root, ...] = (
          "name the folios at the lists' ends; their words do not count (lru.lru_list_heads).",
          "all",
          "tests/kernels/test_released.py::test_lru_list_heads_hold_nothing"),
+    Root("stale sheaf slots", roots.skip_stale_sheaf_slots, frozenset(),
+         "SLUB with sheaves (6.18+) caches free objects in kmalloc'd arrays, slab_sheaf.objects[0..size) of "
+         "sheaf_capacity slots; taking an object decrements size and leaves its pointer in objects[size], so "
+         "the slots from size on name objects handed out since, and what those objects' pages became (a page "
+         "freed and allocated again, then lost). Their words do not count (slab.SlabObjects.stale_sheaf_spans; "
+         "reachability's rule of the same name).",
+         "6.18+ (struct kmem_cache has cpu_sheaves)",
+         "tests/kernels/test_owned_shapes.py::test_stale_sheaf_slots_hold_nothing"),
     Root("slab", roots.scan_slab, POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",

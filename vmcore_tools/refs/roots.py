@@ -22,7 +22,7 @@ from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.kernel.iommu import iommu_tables
 from vmcore_tools.kernel.lru import lru_list_heads
 from vmcore_tools.kernel.percpu_batches import percpu_batches
-from vmcore_tools.kernel.stacks import cached_stack_pfns, idle_irq_stacks, live_stack_spans
+from vmcore_tools.kernel.stacks import cached_stack_pfns, dead_irq_stack_spans, live_stack_spans
 from vmcore_tools.kernel.virtqueues import virtqueues
 from vmcore_tools.mm.pageflags import page_flag_bits
 from vmcore_tools.net.page_pool import dma_index_nodes
@@ -72,7 +72,7 @@ def scan_percpu_first_chunk(ctx: ScanEngine) -> None:
     them since (a slab page, say), so only the part the first chunk
     maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
     pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
-    an earlier root excluded (idle interrupt stacks, dead batch slots;
+    an earlier root excluded (dead interrupt stack frames, dead batch slots;
     what another root reads of those is dropped by the engine)."""
     prog = ctx.prog
     start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
@@ -117,10 +117,11 @@ def scan_rx_buffers(ctx: ScanEngine) -> None:
 
 # -- memory whose words count in no root ---------------------------------------
 
-def skip_idle_irq_stacks(ctx: ScanEngine) -> None:
-    """The interrupt stacks of the CPUs not in an interrupt are not read
-    by ``scan_percpu_first_chunk`` (``stacks.idle_irq_stacks``)."""
-    ctx.exclude(idle_irq_stacks(ctx.prog).values())
+def skip_dead_irq_stack_frames(ctx: ScanEngine) -> None:
+    """The dead part of each CPU's interrupt stack -- all of it where the CPU
+    is not in an interrupt, the part below its stack pointer where it is --
+    is not read by ``scan_percpu_first_chunk`` (``stacks.dead_irq_stack_spans``)."""
+    ctx.exclude(dead_irq_stack_spans(ctx.prog).values())
 
 
 def skip_percpu_batches(ctx: ScanEngine) -> None:
@@ -151,6 +152,12 @@ def skip_lru_list_heads(ctx: ScanEngine) -> None:
     """The LRU's list heads in every lruvec do not count where the slab
     (or any) root reads them (``lru.lru_list_heads``)."""
     ctx.exclude(lru_list_heads(ctx.prog))
+
+
+def skip_stale_sheaf_slots(ctx: ScanEngine) -> None:
+    """The slots of every slab sheaf past its count do not count where the
+    slab root reads them (``slab.SlabObjects.stale_sheaf_spans``)."""
+    ctx.exclude(ctx.slab_objects.stale_sheaf_spans())
 
 
 # -- memory read by its layout -------------------------------------------------
