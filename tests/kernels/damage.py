@@ -71,6 +71,30 @@ def virtio_queues(prog: drgn.Program):
     raise SystemExit("no virtio device with 3 queues")
 
 
+#: struct pages of noise, a third of the way up memory (noise over the memmap)
+NOISE_PAGES = 1024
+
+
+def noise_pfns(prog: drgn.Program) -> range:
+    first = prog["max_pfn"].value_() // 3 // NOISE_PAGES * NOISE_PAGES
+    return range(first, first + NOISE_PAGES)
+
+
+def struct_page_noise(prog: drgn.Program):
+    """Random bytes (a fixed seed) over the struct pages of ``noise_pfns``:
+    what a stray memset or a use-after-free of a buffer that once sat there
+    leaves."""
+    import numpy as np
+    from drgn.helpers.linux.mm import pfn_to_page
+    pfns = noise_pfns(prog)
+    start = pfn_to_page(prog, pfns[0]).value_()
+    size = NOISE_PAGES * drgn.sizeof(prog.type("struct page"))
+    noise = np.random.default_rng(33).integers(0, 256, size, np.uint8).tobytes()
+    page = 4096
+    writes = [(physical(prog, start + off), noise[off:off + page]) for off in range(0, size, page)]
+    return f"struct pages: {size} random bytes over pfn {pfns[0]}..{pfns[-1]}", writes
+
+
 #: case name -> the damage, the command that walks the damaged list, and the
 #: words its problem line must say
 CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, str]] = {
@@ -78,6 +102,7 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
     "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),
+    "struct page noise": (struct_page_noise, "census", "hold a state no kernel writes, counted as damaged"),
 }
 
 

@@ -17,7 +17,7 @@ with.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import drgn
@@ -25,17 +25,21 @@ import numpy as np
 
 from vmcore_tools.census.classify import Evidence, ShmemMappings, claim, classify
 from vmcore_tools.census.classes import KERNEL_CLASSES, UNCLAIMED, PageClass, class_counts
+from vmcore_tools.census.damage import pfn_runs
 from vmcore_tools.core.features import kernel_release
 from vmcore_tools.mm.page_owner import PageOwners, page_ext_pfns, page_owner_state
 from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap
 from vmcore_tools.mm.pagetables import PageTableWalk, walk_page_tables
 from vmcore_tools.net.rings import RingScan, walk_rings
-from vmcore_tools.core.stages import run_stage
+from vmcore_tools.core.stages import damage_line, run_stage
 from vmcore_tools.mm.counters import kernel_counters
 from vmcore_tools.census.walks import (DeviceRange, VmapPages, ZoneFree, hugetlb_dtor, ring_heads,
                                        walk_device_pages, walk_free_lists, walk_page_frags, walk_pcp_lists,
                                        walk_vmalloc)
 
+
+#: runs of damaged struct pages listed, in the census and its problem line
+DAMAGED_LISTED = 32
 
 @dataclass
 class Census:
@@ -49,6 +53,8 @@ class Census:
     page_tables: PageTableWalk    # page-table pages and the kernel's own mappings
     vmap: "VmapPages"             # which vmap area maps each vmalloc'd page
     device: list[DeviceRange]     # ZONE_DEVICE ranges (pmem, device memory): not RAM
+    #: the first DAMAGED_LISTED runs of damaged struct pages (census/damage.py): [first PFN, pages]
+    damaged: list[list[int]] = field(default_factory=list)
 
     @cached_property
     def page_owner_state(self) -> str:
@@ -92,13 +98,14 @@ class Census:
         t = self.totals()
         kernel = sum(t[c.label] for c in KERNEL_CLASSES)
         return {
-            "T": self.total_pages - t["unreadable"] - t["device"],
+            "T": self.total_pages - t["unreadable"] - t["device"] - t["damaged"],
             "U": t["anon"],
             "K": kernel,
             "S": t["shmem"],
             "C": t["file"],
             "F": t["free"] + t["free_pcp"],
             "unreadable": t["unreadable"],
+            "damaged": t["damaged"],
         }
 
     def meminfo(self) -> dict[str, dict]:
@@ -182,6 +189,7 @@ class Census:
             "by_zone": self.by_zone(),
             "zones": [z.to_json() for z in self.zones],
             "device_ranges": [r.to_json() for r in self.device],
+            "damaged_ranges": self.damaged,
             "problems": self.problems,
         }
 
@@ -251,8 +259,15 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
         chunk_pages) is not None, False)
     if not classified:      # what no walk claimed was not read: not a candidate for a leak
         classes[classes == UNCLAIMED] = PageClass.UNREADABLE
+    damaged = pfn_runs(ev.damaged if ev.damaged is not None else np.zeros(0, np.int64))
+    if damaged:
+        listed = ", ".join(f"{p}+{n}" for p, n in damaged[:DAMAGED_LISTED])
+        problems.append(damage_line("struct pages", f"{sum(n for _, n in damaged)} struct page(s) in "
+                                    f"{len(damaged)} range(s) hold a state no kernel writes, counted as damaged: "
+                                    f"pfn {listed}{' ...' if len(damaged) > DAMAGED_LISTED else ''}"))
     counters = stage("kernel counters", lambda: kernel_counters(prog), {})
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap, device)
+    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap, device,
+                  damaged[:DAMAGED_LISTED])

@@ -33,6 +33,7 @@ class PageClass(IntEnum):
     KERNEL_PAGE_TABLE = 22  # page-table pages without the PageTable type (found by walking)
     PAGE_EXT = 23        # page_ext tables: page_owner records and other per-page extensions
     DEVICE = 24          # ZONE_DEVICE: a dev_pagemap's pages (pmem, device-private), not RAM
+    DAMAGED = 25         # its struct page holds a state no kernel writes (census/damage.py): not classed
 
     @property
     def label(self) -> str:

@@ -23,6 +23,7 @@ import drgn
 import numpy as np
 
 from vmcore_tools.census.classes import UNCLAIMED, PageClass
+from vmcore_tools.census.damage import Damage
 from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap, PageWords
 from vmcore_tools.mm.pageflags import PageTypes, page_flag_bits
 
@@ -42,6 +43,8 @@ class Evidence:
     nic_ring: np.ndarray           # sorted PFNs: compound heads held by a ring slot
     shmem: "ShmemMappings"
     hugetlb_dtor: int | None = None  # HUGETLB_PAGE_DTOR, where compound_dtor tells hugetlb
+    #: sorted PFNs whose struct page holds a state no kernel writes (``classify`` fills it)
+    damaged: np.ndarray | None = None
 
 
 @dataclass
@@ -346,15 +349,26 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
              progress: Callable[[int, int], None] | None = None, chunk_pages: int = CHUNK_PAGES) -> np.ndarray:
     """One ``PageClass`` (uint8) per PFN, made in place from ``ev.classes``
     one memmap chunk at a time.  Records the compound heads and their orders
-    in ``m.heads``/``m.orders`` on the way."""
+    in ``m.heads``/``m.orders`` on the way, and the damaged pages
+    (``damage.Damage``) in ``ev.damaged``: those, and the tails of a damaged
+    head, are ``DAMAGED``, and a damaged head is no head."""
     ctx = Context(prog, PageTypes(prog), page_flag_bits(prog))
+    damage = Damage.of(prog, m)
     classes = ev.classes
     carry: dict[int, tuple[int, int]] = {}   # head PFN -> (end PFN, head verdict)
-    heads, orders = [], []
+    heads, orders, damaged = [], [], []
+    damaged_heads = np.zeros(0, np.int64)
     for w in m.chunks(progress, chunk_pages):
         lo, hi = int(w.pfn[0]), int(w.pfn[-1]) + 1
         carry = {h: v for h, v in carry.items() if v[0] > lo}
         cls, verdict = classify_pages(w, ChunkEvidence.of(ev, w), ctx, carry)
+        bad = damage.damaged(w)
+        if bad.any():
+            damaged_heads = np.union1d(damaged_heads, w.pfn[bad & w.is_head])
+            w.is_head &= ~bad
+        bad |= w.is_tail & np.isin(w.head_pfn, damaged_heads)
+        cls[bad] = PageClass.DAMAGED
+        damaged.append(w.pfn[bad])
         classes[lo:hi] = cls
         h = np.flatnonzero(w.is_head)
         heads.append(w.pfn[h])
@@ -368,6 +382,7 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
         prev = max(prev, end)
     m.heads = np.concatenate(heads) if heads else np.zeros(0, np.int64)
     m.orders = np.concatenate(orders) if orders else np.zeros(0, np.uint8)
+    ev.damaged = np.concatenate(damaged) if damaged else np.zeros(0, np.int64)
     return classes
 
 

@@ -66,25 +66,40 @@ def page_list_pfns(m: Memmap, head: int, member: str, where: str, problems: list
     object per entry: a fragmented host has millions of free pages).
 
     A list that faults (a live kernel changed it under us: LIST_POISON, a
-    torn pointer) or does not come back to its head within as many steps as
-    there are pages is reported in ``problems`` and left; a corrupted list is
-    a finding, not a crash.
-    """
-    read = m.prog.read_u64
+    torn pointer), leaves the memmap, or does not come back to its head
+    within as many steps as there are pages is reported in ``problems``; a
+    corrupted list is a finding, not a crash.  The list is doubly linked
+    (``list_head``), so the part after the break is then read backwards from
+    the head through ``prev``, up to the break or the part already read: one
+    damaged ``struct page`` loses itself, not the rest of its list."""
     offset = drgn.offsetof(m.prog.type("struct page"), member)
+    out, broken = _follow(m, head, offset, 0)
+    if broken:
+        problems.append(f"{where}: {broken}")
+        back, _ = _follow(m, head, offset, 8, stop=set(out))
+        out += back
+    return np.array(out, np.int64)
+
+
+def _follow(m: Memmap, head: int, offset: int, link: int, stop: set[int] = frozenset()) -> tuple[list[int], str]:
+    """The PFNs a ``list_head`` walk from ``head`` meets through the word at
+    ``link`` (0: ``next``, 8: ``prev``), up to the head, a PFN in ``stop``,
+    or the first entry that is no page (what went wrong: the second item)."""
+    read = m.prog.read_u64
     out: list[int] = []
     try:
-        node = read(head)
+        node = read(head + link)
         while node != head:
             pfn = m.pfn_of_page_ptr(node - offset)
-            if len(out) >= m.nr or pfn < 0:
-                problems.append(f"{where}: list leaves the memmap at entry {len(out) + 1} (pfn {pfn})")
+            if pfn in stop:
                 break
+            if len(out) >= m.nr or pfn < 0:
+                return out, f"list leaves the memmap at entry {len(out) + 1} (pfn {pfn})"
             out.append(pfn)
-            node = read(node)
+            node = read(node + link)
     except drgn.FaultError as e:
-        problems.append(f"{where}: list unreadable at entry {len(out)} ({e})")
-    return np.array(out, np.int64)
+        return out, f"list unreadable at entry {len(out)} ({e})"
+    return out, ""
 
 
 def _claim_blocks(classes: np.ndarray, pfns: np.ndarray, order: int, klass: PageClass) -> None:

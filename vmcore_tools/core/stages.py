@@ -129,6 +129,11 @@ class StageDamaged(StageFailure):
 _running: ContextVar[tuple[str, str, list[str]] | None] = ContextVar("running_stage", default=None)
 
 
+def damage_line(stage: str, text: str) -> StageDamaged:
+    """The problem line of ``stage`` meeting damage (``text``: what, and where)."""
+    return StageDamaged(stage, f"{stage}: {text}; partial result, {STAGES[stage]}")
+
+
 def record_damage(text: str) -> bool:
     """Add ``text`` (what is damaged, and where) to the running stage's
     problems as a ``StageDamaged`` line; False when no stage runs."""
@@ -137,7 +142,7 @@ def record_damage(text: str) -> bool:
         return False
     name, _, problems = running
     # said once per stage, not per part of it: every walker meets the same damaged list
-    line = StageDamaged(name, f"{name}: {text}; partial result, {STAGES[name]}")
+    line = damage_line(name, text)
     if line not in problems:
         problems.append(line)
     return True

@@ -24,6 +24,7 @@ def coverage(r: OrphanReport) -> dict:
     return {
         "architecture": c.prog.platform.arch.name.lower(),
         "unreadable_pages": c.totals()["unreadable"],
+        "damaged_pages": c.totals()["damaged"],
         "rings_walked": list(c.rings.walked),
         "rings_not_walked": sorted({p.split(":")[0] for p in c.rings.problems
                                     if "rings are not walked" in p or "debug info lacks" in p}),
@@ -77,6 +78,8 @@ def coverage_text(cov: dict, page_size: int) -> str:
              f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
              "the dump)" if cov["unreadable_pages"] else
              "memory missing from the dump" if stopped else "all memory readable",
+             *([f"{_size(cov['damaged_pages'] * page_size)} of struct pages damaged (states no kernel writes: "
+                "not classed, out of the verdict)"] if cov.get("damaged_pages") else []),
              f"rings walked: {', '.join(cov['rings_walked']) or 'none'}"]
     if stopped:
         parts.append(f"STOPPED by memory missing from the dump: {', '.join(stopped)} (their pages may look "

@@ -56,6 +56,7 @@ COLOURS: dict[int, tuple[int, int, int]] = {
     PageClass.NIC_RING: (60, 110, 60),
     PageClass.PAGE_EXT: (140, 140, 160),
     PageClass.DEVICE: (200, 225, 200),
+    PageClass.DAMAGED: (0, 0, 0),
     ORPHANED: (255, 0, 0),
 }
 #: drawn over the majority in a block: the first of these present wins
