@@ -95,6 +95,30 @@ def struct_page_noise(prog: drgn.Program):
     return f"struct pages: {size} random bytes over pfn {pfns[0]}..{pfns[-1]}", writes
 
 
+def vmalloc_size(prog: drgn.Program):
+    """A busy vmap area's ``vm_struct.nr_pages`` set past anything the area
+    can map: the pages array would be read for 8 GiB."""
+    for va in list_for_each_entry("struct vmap_area", prog["vmap_area_list"].address_of_(), "list"):
+        vm = va.vm.read_()
+        if vm and vm.pages and vm.nr_pages.value_() > 1:
+            at = vm.nr_pages.address_
+            return (f"vmalloc: {va.va_start.value_():#x}'s nr_pages -> 0x40000000",
+                    [(physical(prog, at), (0x40000000).to_bytes(4, "little"))])
+    raise SystemExit("no vmap area with pages")
+
+
+def compound_order(prog: drgn.Program):
+    """The order byte of a compound page in the middle of memory set to 255:
+    ``1 << order`` would drive reads and extents far past the memmap."""
+    from vmcore_tools.census.census import census
+    c = census(prog)
+    m = c.memmap
+    heads = m.heads[(m.orders > 0) & (m.heads > m.nr // 3)]
+    head = int(heads[0])
+    at = m.memmap + head * m.struct_size + m.layout.order_offset
+    return f"compound order: pfn {head} (order {int(m.order_of(head))}) -> 255", [(physical(prog, at), b"\xff")]
+
+
 #: case name -> the damage, the command that walks the damaged list, and the
 #: words its problem line must say
 CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, str]] = {
@@ -103,6 +127,8 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
     "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),
     "struct page noise": (struct_page_noise, "census", "hold a state no kernel writes, counted as damaged"),
+    "compound order": (compound_order, "census", "hold a state no kernel writes, counted as damaged"),
+    "vmalloc size": (vmalloc_size, "report", "the vmap areas (vm_struct.nr_pages) is damaged"),
 }
 
 

@@ -16,7 +16,7 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.xarray import xa_for_each
 
-from vmcore_tools.core.walk import bounded, max_entries, max_pages, tasks, xa_index
+from vmcore_tools.core.walk import bounded, damaged, max_entries, max_pages, tasks, xa_index
 from vmcore_tools.kernel.stacks import all_tasks
 from vmcore_tools.census.classify import claim, claim_range
 from vmcore_tools.census.classes import PageClass
@@ -291,6 +291,10 @@ def walk_vmalloc(prog: drgn.Program, m: Memmap, classes: np.ndarray) -> VmapPage
         caller = vm.caller.value_() if has_caller else 0
         start = va.va_start.value_()
         nr = vm.nr_pages.value_()
+        if nr > (va.va_end.value_() - start) >> page_shift:
+            damaged("the vmap areas (vm_struct.nr_pages)", f"{nr} pages in the area at {start:#x} of "
+                    f"{(va.va_end.value_() - start) >> page_shift}: not read")
+            continue
         if vm.pages and nr:
             try:
                 ptrs = np.frombuffer(prog.read(vm.pages.value_(), nr * 8), "<u8")

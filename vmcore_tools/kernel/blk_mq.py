@@ -31,7 +31,8 @@ from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import page_to_pfn
 from drgn.helpers.linux.xarray import xa_for_each
 
-from vmcore_tools.core.walk import bounded, max_entries, max_pages, xa_index
+from vmcore_tools.core.walk import bounded, damaged, max_entries, max_pages, xa_index
+from vmcore_tools.mm.memmap import max_block_pages
 
 
 @dataclass
@@ -54,6 +55,8 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
     idle: list[tuple[int, int]] = []
     request = prog.type("struct request")
     ref_at = offsetof(request, "ref")
+    max_order = max_block_pages(prog).bit_length() - 1
+    max_rqs = max_entries(prog, "struct request")
     for disk in bounded(for_each_disk(prog), "the disks (block_class)", max_entries(prog, "struct gendisk")):
         for hctx in hw_queues(disk.queue):
             size = sizeof(request) + hctx.queue.tag_set.cmd_size.value_()
@@ -63,10 +66,18 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
                 seen.add(tags.value_())
                 pages = list_for_each_entry("struct page", tags.page_list.address_of_(), "lru")
                 for page in bounded(pages, "blk-mq request pages (tags->page_list)", max_pages(prog)):
-                    first = page_to_pfn(page).value_()
-                    pfns.extend(range(first, first + (1 << page.private.value_())))
+                    first, order = page_to_pfn(page).value_(), page.private.value_()
+                    if order > max_order:
+                        damaged("blk-mq request pages (tags->page_list)",
+                                f"the block at pfn {first} has order {order}, above the largest ({max_order})")
+                        continue
+                    pfns.extend(range(first, first + (1 << order)))
                 n = tags.nr_tags.value_()
                 if not n or not tags.static_rqs:
+                    continue
+                if n > max_rqs:
+                    damaged("blk-mq tags (nr_tags)", f"{n} tags at {tags.value_():#x}, more requests than memory "
+                            f"holds ({max_rqs}): not read")
                     continue
                 rqs = np.frombuffer(prog.read(tags.static_rqs.value_(), 8 * n), "<u8")
                 for rq in rqs[rqs != 0].tolist():

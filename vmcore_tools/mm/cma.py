@@ -21,6 +21,7 @@ import drgn
 import numpy as np
 
 from vmcore_tools.core.features import has_member, has_object
+from vmcore_tools.core.walk import damaged
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ def cma_ranges(prog: drgn.Program) -> list[CmaRange]:
         ranges = area.ranges[:area.nranges.value_()] if multi else [area]
         for r in ranges:
             base, count = r.base_pfn.value_(), r.count.value_()
+            if base + count > prog["max_pfn"].value_():
+                damaged("the CMA areas (cma_areas)", f"area {name or '?'} at pfn {base} of {count} pages runs "
+                        "past max_pfn: not read")
+                continue
             bits = -(-count // per_bit)
             raw = np.frombuffer(prog.read(r.bitmap.value_(), -(-bits // 64) * 8), np.uint8)
             used = np.flatnonzero(np.unpackbits(raw, bitorder="little")[:bits])

@@ -147,6 +147,8 @@ class SlabObjects:
         self.live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
         self.cpu_slabs = has_member(prog, "struct kmem_cache", "cpu_slab")
         self.sheaves = has_member(prog, "struct kmem_cache", "cpu_sheaves")
+        #: a sheaf holds at most sheaf_capacity objects: a larger size is damage, read no further
+        self.capacity = has_member(prog, "struct kmem_cache", "sheaf_capacity")
         self.slub = self.cpu_slabs or self.sheaves
         slab = prog.type("struct slab" if has_type(prog, "struct slab") else "struct page")
         self.slab_cache_offset = drgn.offsetof(slab, "slab_cache")
@@ -264,7 +266,7 @@ class SlabObjects:
             out: set[int] = set()
             for addr in self._sheaves(s):
                 sheaf = drgn.Object(prog, "struct slab_sheaf *", addr)
-                n = sheaf.size.value_()
+                n = min(sheaf.size.value_(), s.sheaf_capacity.value_()) if self.capacity else sheaf.size.value_()
                 out.update(np.frombuffer(prog.read(sheaf.objects.address_, 8 * n), "<u8").tolist())
             return out
         except (drgn.FaultError, ValueError):
