@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import drgn
 import numpy as np
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import breadth_first_order
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
@@ -216,7 +214,10 @@ def closure(rooted: np.ndarray, edges: list[tuple[np.ndarray, np.ndarray]]) -> n
     index arrays): one breadth-first search in C (``scipy.sparse.csgraph``)
     from a node added for the purpose, with an edge to every rooted node.
     O(V + E) at any depth: a chain of 16.7 M objects, every kernel list at
-    its worst, is one call, not one Python round per link."""
+    its worst, is one call, not one Python round per link.  (scipy is
+    imported here, not with the module: only reachability pays its 25 MB.)"""
+    from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import breadth_first_order
     n = rooted.size
     src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int32)
     dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int32)
