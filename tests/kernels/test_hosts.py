@@ -29,6 +29,7 @@ from drgn.helpers.linux.pid import for_each_task
 from vmcore_tools import orphans
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.leaks.evidence import local_netdevs
+from vmcore_tools.kernel.virtqueues import virtqueues
 from vmcore_tools.leaks.verdict import coverage, verdict
 
 from ..conftest import KERNELS, lines, run_probe_in_guest, sample_core
@@ -285,3 +286,21 @@ def test_a_bonded_i40e_pair_is_named_by_its_own_devices(host):
         assert any(s.netdev == port and s.driver == "i40e" for s in r.suspects), port
     assert f"i40e rx buffers of {ports[0]} and {ports[1]} (stale frames sent to them)" in verdict(r) or \
         f"i40e rx buffers of {ports[1]} and {ports[0]} (stale frames sent to them)" in verdict(r), verdict(r)
+
+
+def test_a_virtqueue_claims_only_its_own_ring(host):
+    """A split ring's avail and used rings end after their ``num`` entries
+    and an event index (``vring_size()``), not a page after they start:
+    ``used`` is only cache-line aligned, and on the 6.1 hosts core
+    virtio-blk's ran to within a page of a tty driver's 16 KiB kmalloc
+    (``uart_state``), which, claimed as ring, was never read -- and the
+    console buffer it alone holds came out orphaned.  Every page a
+    virtqueue claims lies in its ring's span: no compound page of another
+    allocation."""
+    _, r = host
+    prog, a = r.census.prog, r.census.memmap
+    for vq in virtqueues(prog):
+        pages = np.array(sorted(vq.pages), np.int64)
+        heads = a.heads_of(pages)
+        compound = a.order_of(heads) > 0
+        assert not compound.any(), (vq.name, pages[compound].tolist(), heads[compound].tolist())

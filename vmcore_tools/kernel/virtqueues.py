@@ -84,6 +84,19 @@ def _size(ptr: drgn.Object) -> int:
     return drgn.sizeof(ptr.type_.type)
 
 
+def _ring_bytes(ptr: drgn.Object, num: int) -> int:
+    """Bytes of a split ring's avail or used ring of ``num`` entries.
+
+    Fact (``vring_size()``, include/uapi/linux/virtio_ring.h): each is its
+    header (``flags``, ``idx``), ``num`` entries (``__virtio16`` for avail,
+    ``struct vring_used_elem`` for used) and one 16-bit event index after
+    them -- not a page: ``used`` is aligned to the transport's ring
+    alignment (a cache line for modern virtio-pci), so a page from it can
+    run into an allocation of somebody else's."""
+    t = ptr.type_.type
+    return drgn.offsetof(t, "ring") + num * drgn.sizeof(t.member("ring").type.type) + 2
+
+
 def posted_chains(prog: drgn.Program, split: drgn.Object) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                                                                   list[tuple[int, list[int]]]]:
     """A split ring's ``desc`` and ``desc_state`` arrays (read in one go
@@ -112,9 +125,9 @@ def _split(prog: drgn.Program, split: drgn.Object, out: Virtqueue) -> None:
     (a free descriptor keeps the address of a buffer long gone)."""
     ring = split.vring
     num = ring.num.value_()
-    page = 1 << prog["PAGE_SHIFT"].value_()
     out.pages = (_pfns(prog, ring.desc.value_(), num * _size(ring.desc))
-                 | _pfns(prog, ring.avail.value_(), page) | _pfns(prog, ring.used.value_(), page))
+                 | _pfns(prog, ring.avail.value_(), _ring_bytes(ring.avail, num))
+                 | _pfns(prog, ring.used.value_(), _ring_bytes(ring.used, num)))
     desc, state, chains = posted_chains(prog, split)
     for head, chain in chains:
         for i in chain:
