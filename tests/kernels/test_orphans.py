@@ -408,6 +408,17 @@ def test_report_says_no_leak_on_a_clean_core():
     assert "Verdict: No page-allocator leak" in run.stdout
 
 
+@pytest.mark.parametrize("command", ["orphans", "unreachable"])
+def test_every_leak_command_fails_on_a_leak_when_asked(command):
+    """``--fail-on-leak`` is one flag on every command that finds leaks:
+    exit 1 on the i40e core (orphans; pages held only by an unreachable
+    holder, which vmct_shapes plants), 0 on the clean core and without it."""
+    leak, clean = sample_core("i40e-leak", "6.1"), sample_core("no-leak", "6.1")
+    assert run_cli(command, "--quiet", "--fail-on-leak", *leak.args).returncode == 1
+    assert run_cli(command, "--quiet", *leak.args).returncode == 0
+    assert run_cli(command, "--quiet", "--fail-on-leak", *clean.args).returncode == 0
+
+
 def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     """``page`` on a planted leak says orphaned; on a ring's page it names the
     ring and slot; on a large-kmalloc decoy it names who references it; an

@@ -123,6 +123,12 @@ class Commands(click.Group):
             sys.exit(EXIT_PARTIAL)
 
 
+def fail_on_leak_option(what: str) -> Callable:
+    """``--fail-on-leak``, the same flag on every command that finds leaks:
+    exit 1 when ``what`` is found (and no stage failed: that is exit 3)."""
+    return click.option("--fail-on-leak", is_flag=True, help=f"exit 1 when {what} are found")
+
+
 def exit_for(problems: list[str], leak: bool = False) -> None:
     """Exit 3 when a stage failed (the output above says which), else 1 when
     a leak is to fail the command, else return (exit 0)."""

@@ -4,7 +4,8 @@ Every command takes the same target options (live kernel by default, or
 ``-c VMCORE``), ``--json`` and ``--quiet``.  Exit codes (``stages``):
 
 * 0: the analysis ran whole;
-* 1: a leak was found and ``--fail-on-leak`` was given (``report``), or
+* 1: a leak was found and ``--fail-on-leak`` was given (``report``,
+  ``orphans``, ``unreachable``), or
   ``diff --quiet`` saw the orphaned pages grow;
 * 2: bad input (a missing or foreign core, debug info that does not match,
   an unwritable output path, a bad option), one line on stderr;
@@ -25,9 +26,9 @@ import drgn
 
 from vmcore_tools.census.census import census as run_census, free_memory
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.cli.common import (Commands, analyze, emit, exit_for, open_target, parse_duration,
-                                     progress_printer, reading, session, target_options, write_lines,
-                                     write_output)
+from vmcore_tools.cli.common import (Commands, analyze, emit, exit_for, fail_on_leak_option, open_target,
+                                     parse_duration, progress_printer, reading, session, target_options,
+                                     write_lines, write_output)
 from vmcore_tools.cli.texts import (buddy_text, census_text, diff_text, orphans_text, page_text, report_text,
                                     rings_text, slab_text, snapshot_text, stacks_text, watch_text)
 from vmcore_tools.core.features import has_object, kernel_release
@@ -67,7 +68,7 @@ def run_on(prog: drgn.Program, args: list[str]) -> int:
 def main() -> None:
     """Where did every page go, and who leaked it?
 
-    Exit codes: 0 done, 1 leak found (report --fail-on-leak, diff --quiet),
+    Exit codes: 0 done, 1 leak found (--fail-on-leak, diff --quiet),
     2 bad input, 3 partial result (a stage failed; the output says which)."""
 
 
@@ -201,7 +202,8 @@ def stacks(core, vmlinux, debug_dirs, as_json, quiet, klasses, top) -> None:
 @click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
 @click.option("--pfns", "pfns_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="also write every orphan here, one 'PFN ORDER REFCOUNT SUSPECT' line each ('-': stderr)")
-def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path) -> None:
+@fail_on_leak_option("orphaned pages")
+def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path, fail_on_leak) -> None:
     """Allocated pages that no owner, ring or pointer in kernel memory accounts for.
 
     The report lists each suspect's pages as runs of PFNs and a sample;
@@ -210,12 +212,13 @@ def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path) -> None:
     if pfns_path:
         write_lines(pfns_path, r.pfn_lines())
     emit(orphans_json(r), as_json, lambda _: orphans_text(r, top))
-    exit_for(r.census.problems + r.problems)
+    exit_for(r.census.problems + r.problems, leak=fail_on_leak and len(r.found) > 0)
 
 
 @main.command()
 @target_options
-def unreachable(core, vmlinux, debug_dirs, as_json, quiet) -> None:
+@fail_on_leak_option("pages held only by unreachable objects")
+def unreachable(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
     """Slab objects and large kmalloc buffers that nothing reaches from the
     roots (kmemleak-style, offline), and the pages only they hold.
 
@@ -227,12 +230,12 @@ def unreachable(core, vmlinux, debug_dirs, as_json, quiet) -> None:
     r, rr = analyze(core, vmlinux, debug_dirs, analysis)
     data = {"schema": "vmcore-tools/unreachable/1", **rr.to_json()}
     emit(data, as_json, lambda _: reachability_text(rr))
-    exit_for(r.census.problems + r.problems + rr.problems)
+    exit_for(r.census.problems + r.problems + rr.problems, leak=fail_on_leak and rr.hidden_pages > 0)
 
 
 @main.command()
 @target_options
-@click.option("--fail-on-leak", is_flag=True, help="exit 1 when orphaned pages are found")
+@fail_on_leak_option("orphaned pages")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="also write a self-contained HTML report (tables, memory map, bar) here")
 @click.option("--pictures", "pictures_dir", type=click.Path(file_okay=False),
