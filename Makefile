@@ -9,7 +9,8 @@ KERNEL ?= 6.1
 SCENARIO ?= i40e-leak
 APT_PACKAGES := qemu-system-x86 qemu-utils makedumpfile kexec-tools kmod busybox-static \
                 cpio e2fsprogs iproute2 gcc make libc6-dev libelf1 xz-utils dpkg \
-                chromium-headless-shell fonts-dejavu-core gdb flex bison libelf-dev bc
+                chromium-headless-shell fonts-dejavu-core gdb flex bison libelf-dev bc \
+                prometheus prometheus-node-exporter
 
 .PHONY: demo test test-all deps venv cores
 

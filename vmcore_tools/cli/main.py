@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 
 import click
@@ -42,6 +43,7 @@ from vmcore_tools.mm.slab import SORT_KEYS, slab_caches
 from vmcore_tools.net.devices import bound_devices
 from vmcore_tools.net.rings import all_walkers, walker_ready
 from vmcore_tools.report.html import report_html
+from vmcore_tools.report.metrics import exposition, write_textfile
 from vmcore_tools.report.pictures import class_bar_svg, growth_svg, memory_map
 from vmcore_tools.report.snapshot import (SnapshotError, diff as diff_snapshots, load_snapshot, steady_growth,
                                           take_snapshot)
@@ -266,6 +268,41 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
         write_output(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))
     emit(data, as_json, lambda d: report_text(r, d) + (f"\n\n{reachability_text(rr)}" if rr else ""))
     exit_for(c.problems + r.problems + (rr.problems if rr else []), leak=fail_on_leak and len(r.found) > 0)
+
+
+@main.command()
+@target_options(json_option=False)
+@click.option("--textfile", "textfile", type=click.Path(dir_okay=False),
+              help="write the metrics here, atomically (node_exporter's textfile collector), not to stdout")
+def metrics(core, vmlinux, debug_dirs, quiet, textfile) -> None:
+    """The census and the orphans as Prometheus metrics (text exposition).
+
+    One analysis, written to stdout or, with --textfile, to a file that is
+    replaced only once the analysis ended: a scraper never sees half of one,
+    and a failed run leaves the last good file.
+
+    \b
+    Example, for node_exporter --collector.textfile.directory=/var/lib/node_exporter:
+      vmcore-tools metrics --quiet --textfile /var/lib/node_exporter/vmcore_tools.prom"""
+    t0 = time.monotonic()
+
+    def analysis(prog: drgn.Program):
+        r = run_orphans(prog, progress=progress_printer(quiet))
+        problems: list[str] = []
+        caches = run_stage("slab caches", lambda: slab_caches(prog), [], problems)
+        return r, caches, problems, kernel_release(prog)
+
+    r, caches, problems, release = analyze(core, vmlinux, debug_dirs, analysis)
+    text = exposition(r, caches, version("vmcore-tools"), release, time.monotonic() - t0)
+    if textfile:
+        try:
+            write_textfile(textfile, text)
+        except OSError as e:
+            click.echo(f"vmcore-tools: error: cannot write {textfile}: {e.strerror}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    else:
+        click.echo(text, nl=False)
+    exit_for(r.census.problems + r.problems + problems)
 
 
 @main.command()
