@@ -68,6 +68,18 @@ def test_the_slab_list_can_fail_alone(leak_prog, monkeypatch):
     assert doc["caches"] == [] and [p for p in doc["problems"] if p.startswith("slab caches failed (")]
 
 
+def test_the_buddy_walk_runs_under_the_guard(leak_prog, monkeypatch):
+    """``buddy`` walks the free lists under the stage guard too: a failed
+    walk is a stated partial result, not a command without a result."""
+    monkeypatch.setenv("VMCORE_TOOLS_FAIL_STAGE", "free lists")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = run_on(leak_prog, ["buddy", "--json", "--quiet"])
+    doc = json.loads(out.getvalue())
+    assert rc == EXIT_PARTIAL and "Traceback" not in err.getvalue()
+    assert doc["zones"] == [] and [p for p in doc["problems"] if p.startswith("free lists failed (")]
+
+
 def test_nothing_fails_without_injection(leak_prog, monkeypatch, tmp_path):
     rc, doc, err = report(leak_prog, monkeypatch, tmp_path, None)
     assert rc == 0, err

@@ -201,14 +201,12 @@ def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | 
     per-CPU free pages, checked against ``nr_free`` and NR_FREE_PAGES,
     without classifying the other pages."""
     m = Memmap.from_program(prog)
-    zones = walk_free_lists(prog, m)
-    problems = [p for z in zones for p in z.problems]
-    try:
-        walk_pcp_lists(prog, m, zones)
-    except drgn.FaultError as e:
-        problems.append(f"per-CPU free lists: walk abandoned, memory unreadable ({e})")
+    problems: list[str] = []
+    zones = run_stage("free lists", lambda: walk_free_lists(prog, m), [], problems)
+    problems += [p for z in zones for p in z.problems]
+    run_stage("per-CPU free lists", lambda: walk_pcp_lists(prog, m, zones), None, problems)
     walked = sum(z.free_pages for z in zones)
-    counted = kernel_counters(prog).get("free")
+    counted = run_stage("kernel counters", lambda: kernel_counters(prog), {}, problems).get("free")
     if counted is not None and counted != walked:
         problems.append(f"buddy walk found {walked} free pages, NR_FREE_PAGES says {counted}")
     return {"schema": "vmcore-tools/buddy/1",
