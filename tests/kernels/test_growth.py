@@ -32,9 +32,13 @@ def test_diff_and_watch_see_the_leak_grow(kernel):
     samples = result["watch"]
     assert [s["sample"] for s in samples] == [1, 2, 3, 4, 5]
     assert all(s["schema"] == "vmcore-tools/watch/1" for s in samples)
-    # each step of the series grew by exactly the pages the module lost in it
+    # every step of the series grew, and in all by exactly the pages the module
+    # lost: the moment a replayed page stops being named is not the moment the
+    # module logs it, so a page can fall in the step before or after (seen
+    # under load: [2, 3, 1, 2] against [2, 2, 2, 2])
     steps = [next((g["pages"] for g in s["growth"] if g["kind"] == "orphaned"), 0) for s in samples[1:]]
-    assert steps == result["step_log_pages"] and all(result["step_log_pages"]), (steps, result["step_log_pages"])
+    assert all(steps) and all(result["step_log_pages"]), (steps, result["step_log_pages"])
+    assert sum(steps) == sum(result["step_log_pages"]), (steps, result["step_log_pages"])
     assert {"kind": "orphaned", "name": "orphaned pages"} in samples[-1]["steady"], samples[-1]
     for doc in (result["before"], result["after"], result["diff"], *samples):
         validate(doc)
