@@ -8,6 +8,7 @@ inside it with the host's userspace, so tools can read ``/proc/kcore``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,20 +19,47 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest
+from . import lock, manifest
 from .build_modules import DEFAULT_MODULES, build_modules
 from .cache import cache_dir
 from .initramfs import build_initramfs
-from .kernels import KERNEL_LINES, Kernel, debian_line, fetch
+from .kernels import BUILT_LINES, KERNEL_LINES, Kernel, debian_line, fetch
 from .qemu import qemu
 from .toolchain import CaptureTools
-from .vm import Guest, GuestSpec, KernelDied, Machine
+from .vm import Guest, GuestHung, GuestSpec, KernelDied, Machine, VMError
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 REPO = GUEST_DIR.parent.parent
+#: seconds a wait after the guest's first mark may take (the balloon, the
+#: capture kernel, a live command)
 BOOT_TIMEOUT = 900
 #: boots tried when the guest kernel dies on its own (see vm.KernelDied)
 BOOT_ATTEMPTS = 3
+#: boots tried again when the guest hangs before its first mark
+HUNG_RETRIES = 1
+#: seconds a guest normally takes from QEMU's start to its first mark
+#: (VMCT-READY, -CRASHING or -LIVE-START) under TCG on 2 cores, as a fixed part
+#: and a part per GB of guest memory, by what sets its pace (``boot_kind``).
+#: Measured in the guests' own clocks at their mark in a cold ``make test``
+#: (session 28's cores): the 1 GB workload guests 54 to 86 s (one of them
+#: 134 s, on a loaded machine), kdump's 1.25 GB 69 s, hosts' 1.5 GB 86 s;
+#: without a workload 17 to 22 s; the seed 101 s at 1 GB; the built kernels'
+#: whole build 16 to 18 s.  benchmarks/RESULTS.md: the seed builds in 219 s on
+#: 7.3 (beside a cold run), 223 to 402 s at 4 GB and 806 s at 16 GB.
+EXPECTED_BOOT: dict[str, tuple[float, float]] = {
+    "built kernel": (10, 5),
+    "no workload": (10, 10),
+    "workload": (25, 45),
+    "seed": (60, 50),
+}
+#: a guest that takes this many times its expected figure is taken for hung
+BOOT_MULTIPLIER = 4
+#: and not before this many seconds: short boots vary most
+BOOT_FLOOR = 120
+#: added to the kernel command line of a boot made to hang (``$VMCT_HANG_BOOTS``):
+#: the kernel runs busybox's ``sleep`` as PID 1 instead of the initramfs's
+#: /init, so init.sh never runs and no mark comes
+HANG_CMDLINE = "rdinit=/bin/busybox -- sleep 86400"
 
 
 @dataclass(frozen=True)
@@ -159,6 +187,29 @@ DEFAULT_SCENARIO = "i40e-leak"
 DEFAULT_KERNEL = "6.1"
 
 
+def boot_kind(sc: Scenario, line: str) -> str:
+    """What sets the pace of ``sc``'s guest on ``line`` up to its first mark: a
+    small built kernel boots in seconds; fake_i40e's ``leak_pct`` leaks page
+    by page until that share of memory is gone; the workload fills memory."""
+    if line in BUILT_LINES:
+        return "built kernel"
+    if "leak_pct=" in sc.module_params.get("fake_i40e", ""):
+        return "seed"
+    return "workload" if sc.workload else "no workload"
+
+
+def boot_bound(sc: Scenario, line: str) -> float:
+    """Seconds after which ``sc``'s guest on ``line`` that has not reached its
+    first mark is taken for hung: ``BOOT_MULTIPLIER`` times its expected figure
+    (``EXPECTED_BOOT``, memory counted with the hot-added DIMM), at least
+    ``BOOT_FLOOR``; ``$VMCT_BOOT_BOUND`` seconds where that is set."""
+    if os.environ.get("VMCT_BOOT_BOUND"):
+        return float(os.environ["VMCT_BOOT_BOUND"])
+    fixed, per_gb = EXPECTED_BOOT[boot_kind(sc, line)]
+    gb = (sc.memory_mb + sc.machine.dimm_mb) / 1024
+    return max(BOOT_FLOOR, BOOT_MULTIPLIER * (fixed + per_gb * gb))
+
+
 def _nics() -> tuple[str, ...]:
     nics = ["virtio-net-pci", "e1000e"]
     if qemu().has_device("igb"):
@@ -263,10 +314,18 @@ def _key(sc: Scenario, k: Kernel, modules: dict[str, Path]) -> str:
                    qemu().version, *sc.key_extras())
 
 
+def _in_progress(d: Path) -> bool:
+    """Whether a build holds the lock of the key ``d`` belongs to (``d`` a
+    core, its run directory or its lock file)."""
+    return lock.held(d.with_name(d.name.split(".")[0] + ".lock"))
+
+
 def prune(log=print) -> list[Path]:
     """Delete every cached core that a build would not return now (older
-    keys, unknown scenarios or kernel lines, half-built runs) and the run
-    directories failed live guests left.  Not to be run beside a build."""
+    keys, unknown scenarios or kernel lines, half-built runs, lock files)
+    and the run directories failed live guests left.  A build in progress
+    (its lock held) is left alone; a live guest is not: not to be run beside
+    one."""
     removed = []
     for run_dir in sorted((cache_dir() / "live").glob("*")):
         shutil.rmtree(run_dir)
@@ -279,8 +338,11 @@ def prune(log=print) -> list[Path]:
                 k, modules, _ = _prepare(sc, line_dir.name, log)
                 keep = _key(sc, k, modules)
             for d in sorted(name_dir.iterdir()):
-                if d.name != keep:
-                    shutil.rmtree(d)
+                if d.name != keep and not _in_progress(d):
+                    if d.name.endswith(".lock"):
+                        lock.remove_unheld(d)
+                    else:
+                        shutil.rmtree(d)
                     removed.append(d)
     return removed
 
@@ -295,25 +357,50 @@ def retire_older_builds(dest: Path, log) -> None:
     nothing used in the last ``IN_USE_SECONDS``: each change of the guest
     files or test modules makes a new key, and a core is 1 to 16 GB, so a
     cache that only grows fills the disk within a day of work.  (``prune``
-    does the same for every scenario at once, whatever their age.)"""
+    does the same for every scenario at once, whatever their age.)  Run
+    directories, lock files and the builds whose lock is held are left."""
     now = time.time()
     for d in dest.parent.iterdir():
-        if d != dest and not d.name.endswith(".run") and now - d.stat().st_mtime > IN_USE_SECONDS:
+        if (d != dest and not d.name.endswith((".run", ".lock")) and not _in_progress(d)
+                and now - d.stat().st_mtime > IN_USE_SECONDS):
             shutil.rmtree(d, ignore_errors=True)
             log(f"removed an older build: {d}")
+
+
+def _cached(dest: Path) -> bool:
+    """Whether the core ``dest`` is built; if so, mark it as used (its
+    directory's mtime), which keeps it from ``retire_older_builds`` for a while."""
+    if not (dest / "manifest.json").exists():
+        return False
+    os.utime(dest)
+    return True
 
 
 def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False) -> Path:
     """Build scenario ``name`` on kernel line ``line``; return its directory.
 
-    A build found in the cache is marked as used (its directory's mtime),
-    which keeps it from ``retire_older_builds`` for a while."""
+    A build found in the cache returns at once.  Builds of one core are
+    serialized by its lock (``<key>.lock`` beside it): a process that finds
+    another building the same core waits for it and returns its result, even
+    with ``force``."""
     sc = SCENARIOS[name]
     k, modules, initrd = _prepare(sc, line, log)
     dest = core_dir(name, line) / _key(sc, k, modules)
-    if (dest / "manifest.json").exists() and not force:
-        os.utime(dest)
+    if not force and _cached(dest):
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with lock.exclusive(dest.with_name(dest.name + ".lock"),
+                        lambda: log(f"[{line}] waiting for another build of {name} ({dest})")) as waited:
+        if (waited or not force) and _cached(dest):
+            return dest
+        return _make(sc, line, k, modules, initrd, dest, log)
+
+
+def _make(sc: Scenario, line: str, k: Kernel, modules: dict[str, Path], initrd: Path, dest: Path,
+          log) -> Path:
+    """Boot ``sc``'s guest, take its core and manifest into ``dest`` (in
+    ``<key>.run`` first); the caller holds ``dest``'s lock."""
+    name = sc.name
     run_dir = dest.with_name(dest.name + ".run")
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -325,7 +412,6 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
 
     def run(guest: Guest) -> tuple[Path, str]:
         if sc.mode == "dump":
-            guest.wait_for("VMCT-READY", timeout=BOOT_TIMEOUT)
             if sc.machine.balloon_mb:
                 guest.wait_for_balloon(timeout=BOOT_TIMEOUT)
             log(f"[{line}] guest ready after {time.time() - t0:.0f}s; dumping memory (QMP, ELF)")
@@ -334,7 +420,6 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
             guest.wait_exit(60)
             fmt = "elf"
         else:
-            guest.wait_for("VMCT-CRASHING", timeout=BOOT_TIMEOUT)
             log(f"[{line}] guest panicked after {time.time() - t0:.0f}s; capture kernel running")
             guest.wait_for("VMCT-CAPTURED", timeout=BOOT_TIMEOUT)
             guest.wait_exit(120)
@@ -344,7 +429,8 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
             fmt = "kdump-compressed -d 31"
         return core, fmt
 
-    core, fmt = _boot(spec, run, line, log)
+    mark = "VMCT-READY" if sc.mode == "dump" else "VMCT-CRASHING"
+    (core, fmt), boot = _boot(spec, mark, boot_bound(sc, line), run, line, log)
     truth = manifest.guest_truth(spec.out_dir)
     doc = {
         "schema": manifest.SCHEMA,
@@ -352,6 +438,7 @@ def build(name: str, line: str = DEFAULT_KERNEL, log=print, force: bool = False)
         "description": sc.description,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.time() - t0, 1),
+        **boot,
         "core": {"file": core.name, "format": fmt, "bytes": core.stat().st_size},
         "kernel": {
             "line": line, "abi": k.abi, "package_version": k.version,
@@ -383,26 +470,78 @@ def _spec(sc: Scenario, k: Kernel, initrd: Path, run_dir: Path, cmdline: str) ->
                      cmdline=_cmdline(sc.cmdline, sc.machine.cmdline(sc.memory_mb), cmdline))
 
 
-def _boot(spec: GuestSpec, run, line: str, log):
-    """Start a guest and return ``run(guest)``; boot again (up to
-    ``BOOT_ATTEMPTS`` times) when the kernel dies on its own."""
-    for attempt in range(1, BOOT_ATTEMPTS + 1):
-        guest = Guest(spec)
+class BootFailed(VMError):
+    """The guest hung before its first mark once more than ``HUNG_RETRIES``
+    allow, or its kernel died on its own ``BOOT_ATTEMPTS`` times."""
+
+
+def _attempt(spec: GuestSpec, n: int) -> GuestSpec:
+    """The guest of boot attempt ``n``: ``spec``, made to hang before init
+    (``HANG_CMDLINE``) where ``$VMCT_HANG_BOOTS`` asks for ``n`` or more hung
+    boots (a test hook: it leaves the core's key as it is)."""
+    if n > int(os.environ.get("VMCT_HANG_BOOTS") or 0):
+        return spec
+    return dataclasses.replace(spec, cmdline=f"{spec.cmdline} {HANG_CMDLINE}")
+
+
+def _keep_logs(spec: GuestSpec, n: int) -> Path:
+    """Keep failed attempt ``n``'s kernel command line, console log, qemu.log
+    and guest.log in ``failed-boot-N.log`` in the run's output directory (the
+    core's, once built), where no later attempt writes; its guest.log, which
+    the next attempt would append to, is removed."""
+    kept = spec.out_dir / f"failed-boot-{n}.log"
+    guest_log = spec.out_dir / "guest.log"
+    with open(kept, "w") as f:
+        f.write(f"===== kernel command line\n{spec.cmdline}\n")
+        for p in (spec.console, spec.qemu_log, guest_log):
+            if p.exists():
+                f.write(f"===== {p.name}\n{p.read_text(errors='replace')}\n")
+    guest_log.unlink(missing_ok=True)
+    return kept
+
+
+def _boot(spec: GuestSpec, mark: str, bound: float, run, line: str, log) -> tuple[object, dict]:
+    """Start a guest, wait up to ``bound`` seconds for ``mark`` on its console
+    and return ``run(guest)`` with the manifest's record of the boot: seconds
+    to ``mark``, the bound, and the failed attempts (``boot_retries``).
+
+    A guest that has not reached ``mark`` within ``bound`` is killed and
+    booted again, ``HUNG_RETRIES`` times; one whose kernel dies on its own,
+    up to ``BOOT_ATTEMPTS`` boots in all.  Each failed attempt's logs are
+    kept (``_keep_logs``); the error that ends the tries names them."""
+    retries: list[dict] = []
+    while True:
+        n = len(retries) + 1
+        guest = Guest(_attempt(spec, n))
         guest.start()
+        t0 = time.time()
         try:
-            return run(guest)
-        except KernelDied as e:
-            if attempt == BOOT_ATTEMPTS:
+            guest.wait_for(mark, timeout=bound)
+            boot = {"boot_seconds": round(time.time() - t0, 1), "boot_bound_seconds": round(bound),
+                    "boot_retries": retries}
+            return run(guest), boot
+        except (GuestHung, KernelDied) as e:
+            if isinstance(e, GuestHung) and mark not in e.markers:
                 raise
-            log(f"[{line}] {e}; booting again")
+            failure = e
         finally:
             guest.kill()
+        kept = _keep_logs(guest.spec, n)
+        hung = isinstance(failure, GuestHung)
+        what = f"no {mark} within {bound:.0f}s" if hung else str(failure).split(";")[0]
+        retries.append({"attempt": n, "reason": "hung" if hung else "kernel died", "marker": mark,
+                        "waited_seconds": round(time.time() - t0, 1), "log": kept.name})
+        if sum(r["reason"] == "hung" for r in retries) > HUNG_RETRIES or n == BOOT_ATTEMPTS:
+            raise BootFailed(f"[{line}] the guest failed to boot {n} times, the last with {what}; its "
+                             f"logs are kept in {kept}" + (", the earlier boots' beside it" if n > 1 else ""))
+        log(f"[{line}] boot {n} failed ({what}); its logs are kept in {kept}; booting again")
 
 
 def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TIMEOUT,
          cwd: Path = REPO, cmdline: str = "") -> tuple[int, str, str]:
     """Boot scenario ``name`` and run ``command`` (bash) inside the guest,
-    ``cmdline`` added to the kernel command line.
+    ``cmdline`` added to the kernel command line; ``timeout`` seconds for
+    the command, once the guest has booted (``_boot``).
 
     Returns (exit code, stdout, stderr) of the command.
     """
@@ -418,7 +557,7 @@ def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TI
         guest.wait_for("VMCT-LIVE-DONE", timeout=timeout)
         guest.wait_exit(60)
 
-    _boot(spec, run, line, log)
+    _boot(spec, "VMCT-LIVE-START", boot_bound(sc, line), run, line, log)
     out = spec.out_dir
     result = (int((out / "live.rc").read_text()), (out / "live.stdout").read_text(),
               (out / "live.stderr").read_text())

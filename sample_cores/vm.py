@@ -37,6 +37,14 @@ class KernelDied(VMError):
     run may boot again."""
 
 
+class GuestHung(VMError):
+    """The guest did not show any of ``markers`` within ``timeout`` seconds."""
+
+    def __init__(self, markers: tuple[str, ...], timeout: float, console: Path):
+        super().__init__(f"timed out after {timeout:.0f}s waiting for {markers}; see {console}")
+        self.markers = markers
+
+
 @dataclass(frozen=True)
 class Machine:
     """The guest's hardware where it is not the default one-node PC.
@@ -156,6 +164,11 @@ class GuestSpec:
     def console(self) -> Path:
         return self.run_dir / "console.log"
 
+    @property
+    def qemu_log(self) -> Path:
+        """QEMU's own output (stdout and stderr)."""
+        return self.run_dir / "qemu.log"
+
 
 
 class QMP:
@@ -239,7 +252,7 @@ class Guest:
             f.truncate(s.disk_mb * 1024 * 1024)
         self.qmp_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu().environ(),
-                                     stdout=open(s.run_dir / "qemu.log", "w"),
+                                     stdout=open(s.qemu_log, "w"),
                                      stderr=subprocess.STDOUT)
         if s.machine.balloon_mb:
             # the device takes the target now; the driver inflates to it when it binds
@@ -284,9 +297,9 @@ class Guest:
                 if "Kernel panic - not syncing" in text and "VMCT-CRASHING" not in text:
                     raise KernelDied(f"guest kernel panicked on its own; see {self.spec.console}")
                 raise VMError(f"QEMU exited ({self.proc.returncode}) before {markers}; "
-                              f"see {self.spec.console} and {self.spec.run_dir / 'qemu.log'}")
+                              f"see {self.spec.console} and {self.spec.qemu_log}")
             time.sleep(0.5)
-        raise VMError(f"timed out after {timeout:.0f}s waiting for {markers}; see {self.spec.console}")
+        raise GuestHung(markers, timeout, self.spec.console)
 
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None

@@ -3,15 +3,27 @@ with the right debug info and its planted ground truth is really there."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from drgn.helpers.linux.mm import compound_order, pfn_to_page, PageHead, PageTail
 from drgn.helpers.linux.net import for_each_netdev, netdev_priv
 
+from sample_cores.cache import cache_dir
+from sample_cores.scenarios import HANG_CMDLINE, SCENARIOS, _prepare
 from vmcore_tools.core.debuginfo import load_module_debug_info
 from vmcore_tools.core.features import constant
 from vmcore_tools.net.devices import driver_modules
 
 pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_manifest_has_ground_truth(leak_core):
@@ -109,18 +121,8 @@ def test_a_clone_anywhere_boots_its_guest(tmp_path):
     /tmp (which the guest mounts its own tmpfs on), with the cache reached
     through a link there too: the guest runs the copy's code and reads the
     cache by the link's path."""
-    import json
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from sample_cores.cache import cache_dir
-
-    repo = Path(__file__).resolve().parents[2]
     clone = tmp_path / "a clone"
-    shutil.copytree(repo, clone, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache"))
+    shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache"))
     link = tmp_path / "the cache"
     link.symlink_to(cache_dir())
     probe = ("import json, os, sample_cores, vmcore_tools; "
@@ -134,3 +136,81 @@ def test_a_clone_anywhere_boots_its_guest(tmp_path):
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert all(f.startswith(str(clone) + "/") for f in seen["code"]), seen
     assert "kernels" in seen["cache"], seen
+
+
+#: the cheapest guest to build: a small built kernel, no workload (boot and
+#: dump in about 12 s under TCG)
+SMALL = ("cma", "6.1-page-owner")
+
+
+@pytest.fixture
+def own_cache(tmp_path):
+    """A cache of its own, for builds the shared cache's cores must not see:
+    the shared cache's kernels (``SMALL``'s prepared there first), packages,
+    QEMU and toolchains through links, and no core.  Its cores (1 GB each)
+    are deleted afterwards."""
+    _prepare(SCENARIOS[SMALL[0]], SMALL[1], print)
+    own = tmp_path / "cache"
+    own.mkdir()
+    for entry in cache_dir().iterdir():
+        if entry.name not in ("cores", "live"):
+            (own / entry.name).symlink_to(entry)
+    yield own
+    shutil.rmtree(own / "cores", ignore_errors=True)
+
+
+def _build_small(cache, **env: str):
+    """``python -m sample_cores build`` of ``SMALL`` in ``cache``, started
+    from this checkout with ``env`` added; the process, its output piped."""
+    return subprocess.Popen([sys.executable, "-m", "sample_cores", "build", SMALL[0], "--kernel", SMALL[1]],
+                            cwd=REPO, text=True,
+                            env={**os.environ, "VMCORE_TOOLS_CACHE": str(cache), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_two_builds_of_one_core_at_once_share_one_build(own_cache):
+    """Two processes build the same core at once: one boots the guest, the
+    other waits for it and returns the same intact core."""
+    procs = [_build_small(own_cache), _build_small(own_cache)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    errs = [err for _, err in outs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    [path] = {out.strip() for out, _ in outs}
+    core = Path(path)
+    assert sum(f"booting {SMALL[0]} guest" in e for e in errs) == 1, errs
+    assert sum(f"waiting for another build of {SMALL[0]}" in e for e in errs) == 1, errs
+    m = json.loads((core / "manifest.json").read_text())
+    assert (core / m["core"]["file"]).stat().st_size == m["core"]["bytes"] > 0
+    assert m["boot_retries"] == [] and m["boot_seconds"] < m["boot_bound_seconds"]
+    assert sorted(p.name for p in core.parent.iterdir()) == [core.name, core.name + ".lock"]
+
+
+def test_a_hung_boot_is_retried_once_then_fails_naming_its_log(own_cache):
+    """Both boots made to hang before init (``VMCT_HANG_BOOTS``) under a 20 s
+    bound: the first is killed and booted again, the second ends the build
+    with an error that names its kept log; both logs are there."""
+    proc = _build_small(own_cache, VMCT_HANG_BOOTS="2", VMCT_BOOT_BOUND="20")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err
+    assert "boot 1 failed (no VMCT-READY within 20s)" in err and "booting again" in err, err
+    named = re.search(r"sample_cores: error: .*failed to boot 2 times.* kept in (\S+/failed-boot-2\.log)", err)
+    assert named, err
+    for kept in (Path(named[1]), Path(named[1]).with_name("failed-boot-1.log")):
+        text = kept.read_text()
+        assert HANG_CMDLINE in text and "Linux version" in text and "VMCT-BOOTED" not in text, kept
+
+
+@pytest.mark.full
+def test_a_boot_that_hung_once_is_recorded_beside_the_core(own_cache):
+    """The first boot made to hang: the second builds the core, whose
+    manifest records the retry and whose directory keeps the hung boot's log."""
+    proc = _build_small(own_cache, VMCT_HANG_BOOTS="1", VMCT_BOOT_BOUND="60")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    core = Path(out.strip())
+    m = json.loads((core / "manifest.json").read_text())
+    [retry] = m["boot_retries"]
+    assert retry["reason"] == "hung" and retry["marker"] == "VMCT-READY" and retry["waited_seconds"] >= 60
+    assert (core / retry["log"]).read_text().count("VMCT-BOOTED") == 0
+    assert "VMCT-READY" in (core / "console.log").read_text()
+    assert m["boot_bound_seconds"] == 60 and m["boot_seconds"] < 60
