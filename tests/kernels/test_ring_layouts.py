@@ -20,7 +20,7 @@ from drgn.helpers.linux.slab import find_slab_cache, slab_cache_for_each_allocat
 from vmcore_tools.core.debuginfo import load_module_debug_info
 from vmcore_tools.core.features import has_member, has_type
 from vmcore_tools.net.rings import all_walkers, intel, walk_rings
-from vmcore_tools.net.devices import struct_array
+from vmcore_tools.core.structs import struct_array
 
 pytestmark = pytest.mark.vm
 
