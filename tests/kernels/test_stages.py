@@ -31,13 +31,19 @@ def leak_prog():
     return sample_core("i40e-leak", "6.1").program()
 
 
-def report(prog, monkeypatch, tmp_path, stage: str | None) -> tuple[int, dict, str]:
+def failing(prog, monkeypatch, stage: str | None, args: list[str]) -> tuple[int, dict, str]:
+    """``vmcore-tools ARGS --json --quiet`` on ``prog`` with ``stage`` made to
+    fail: the exit code, the document and stderr."""
     if stage:
         monkeypatch.setenv("VMCORE_TOOLS_FAIL_STAGE", stage)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = run_on(prog, ["report", "--json", "--quiet", "--reachability", "--html", str(tmp_path / "r.html")])
+        rc = run_on(prog, [*args, "--json", "--quiet"])
     return rc, json.loads(out.getvalue()), err.getvalue()
+
+
+def report(prog, monkeypatch, tmp_path, stage: str | None) -> tuple[int, dict, str]:
+    return failing(prog, monkeypatch, stage, ["report", "--reachability", "--html", str(tmp_path / "r.html")])
 
 
 def stage_lines(doc: dict, stage: str) -> list[str]:
@@ -58,26 +64,13 @@ def test_a_failed_stage_gives_a_stated_partial_result(leak_prog, monkeypatch, tm
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
 
 
-def test_the_slab_list_can_fail_alone(leak_prog, monkeypatch):
-    monkeypatch.setenv("VMCORE_TOOLS_FAIL_STAGE", "slab caches")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = run_on(leak_prog, ["slab", "--json", "--quiet"])
-    doc = json.loads(out.getvalue())
-    assert rc == EXIT_PARTIAL and "Traceback" not in err.getvalue()
-    assert doc["caches"] == [] and [p for p in doc["problems"] if p.startswith("slab caches failed (")]
-
-
-def test_the_buddy_walk_runs_under_the_guard(leak_prog, monkeypatch):
-    """``buddy`` walks the free lists under the stage guard too: a failed
-    walk is a stated partial result, not a command without a result."""
-    monkeypatch.setenv("VMCORE_TOOLS_FAIL_STAGE", "free lists")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = run_on(leak_prog, ["buddy", "--json", "--quiet"])
-    doc = json.loads(out.getvalue())
-    assert rc == EXIT_PARTIAL and "Traceback" not in err.getvalue()
-    assert doc["zones"] == [] and [p for p in doc["problems"] if p.startswith("free lists failed (")]
+@pytest.mark.parametrize("command,stage,lost", [("slab", "slab caches", "caches"), ("buddy", "free lists", "zones")])
+def test_the_other_commands_walk_under_the_guard(leak_prog, monkeypatch, command, stage, lost):
+    """``slab`` and ``buddy`` walk their lists under the stage guard too: a
+    failed walk is a stated partial result, not a command without a result."""
+    rc, doc, err = failing(leak_prog, monkeypatch, stage, [command])
+    assert rc == EXIT_PARTIAL and "Traceback" not in err
+    assert doc[lost] == [] and [p for p in doc["problems"] if p.startswith(f"{stage} failed (")]
 
 
 def test_nothing_fails_without_injection(leak_prog, monkeypatch, tmp_path):
