@@ -366,7 +366,8 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
         if bad.any():
             damaged_heads = np.union1d(damaged_heads, w.pfn[bad & w.is_head])
             w.is_head &= ~bad
-        bad |= w.is_tail & np.isin(w.head_pfn, damaged_heads)
+        if damaged_heads.size:
+            bad |= w.is_tail & np.isin(w.head_pfn, damaged_heads)
         cls[bad] = PageClass.DAMAGED
         damaged.append(w.pfn[bad])
         classes[lo:hi] = cls
