@@ -21,12 +21,14 @@ from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, fa
 from vmcore_tools.core.target import TargetError, open_program
 
 
-def target_options(f: Callable | None = None, *, json_option: bool = True) -> Callable:
-    """The options every command that reads a kernel takes."""
+def target_options(f: Callable | None = None, *, json_option: bool = True, live_only: bool = False) -> Callable:
+    """The options every command that reads a kernel takes; a command that
+    only samples the running kernel (``live_only``) takes no ``-c``."""
     if f is None:
-        return lambda g: target_options(g, json_option=json_option)
-    f = click.option("-c", "--core", type=click.Path(dir_okay=False),
-                     help="vmcore to analyze (ELF or kdump-compressed); default: the running kernel")(f)
+        return lambda g: target_options(g, json_option=json_option, live_only=live_only)
+    if not live_only:
+        f = click.option("-c", "--core", type=click.Path(dir_okay=False),
+                         help="vmcore to analyze (ELF or kdump-compressed); default: the running kernel")(f)
     f = click.option("-s", "--vmlinux", type=click.Path(dir_okay=False),
                      help="kernel debug info (vmlinux with DWARF)")(f)
     f = click.option("-d", "--debug-dir", "debug_dirs", multiple=True, type=click.Path(),

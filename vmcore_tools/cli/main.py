@@ -125,7 +125,8 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 
 @main.command()
 @target_options
-@click.option("--sort", type=click.Choice(sorted(SORT_KEYS)), default="size", show_default=True)
+@click.option("--sort", type=click.Choice(sorted(SORT_KEYS)), default="size", show_default=True,
+              help="order of the caches: total size, objects, active objects, object size, slabs or name")
 @click.option("--top", default=0, help="show only the first N caches (0: all)")
 def slab(core, vmlinux, debug_dirs, as_json, quiet, sort, top) -> None:
     """Slab caches, slabtop-style, with the caches merged into each."""
@@ -346,21 +347,21 @@ def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
 
 
 @main.command()
-@target_options
+@target_options(live_only=True)
 @click.option("--interval", default="10m", show_default=True, help="time between samples: 30s, 10m, 1h")
 @click.option("--count", default=0, help="stop after this many samples (0: run until interrupted)")
 @click.option("--steps", default=3, show_default=True, help="flag what grew at each of this many steps")
 @click.option("--svg", "svg_path", type=click.Path(dir_okay=False),
               help="keep an SVG chart of the growth so far here, redrawn at every sample")
-def watch(core, vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg_path) -> None:
-    """Sample a live kernel, print what grew, and flag what grows at every step (a leak)."""
+def watch(vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg_path) -> None:
+    """Sample the running kernel, print what grew, and flag what grows at every step (a leak).
+
+    It takes no -c: a vmcore does not change."""
     try:
         seconds = parse_duration(interval)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--interval")
-    if core:
-        click.echo("vmcore-tools: error: watch samples a live kernel; a vmcore does not change", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    core = None
     prog = open_target(core, vmlinux, debug_dirs)
     series: list[dict] = []
     while True:
