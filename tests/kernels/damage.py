@@ -34,7 +34,7 @@ def physical(prog: drgn.Program, addr: int) -> int:
 def cycle(prog: drgn.Program, entries: list[drgn.Object], member: str, what: str) -> tuple[str, list[Write]]:
     """Point the ``next`` of a later entry's ``member`` back at an earlier
     entry: a cycle away from the list's head."""
-    if len(entries) < 3:
+    if len(entries) < 2:
         raise SystemExit(f"{what}: {len(entries)} entries, too few to make a cycle of")
     early, late = entries[len(entries) // 3], entries[2 * len(entries) // 3]
     target = early.member_(member).address_
@@ -95,6 +95,35 @@ def struct_page_noise(prog: drgn.Program):
     return f"struct pages: {size} random bytes over pfn {pfns[0]}..{pfns[-1]}", writes
 
 
+def blk_mq_pages(prog: drgn.Program):
+    """A cycle in the request pages of a disk's tags (``tags->page_list``,
+    through each block's first ``page->lru``)."""
+    from vmcore_tools.kernel.blk_mq import hw_queues
+    from drgn.helpers.linux.block import for_each_disk
+    for disk in for_each_disk(prog):
+        for hctx in hw_queues(disk.queue):
+            for tags in (hctx.tags, hctx.sched_tags):
+                if tags:
+                    pages = list(list_for_each_entry("struct page", tags.page_list.address_of_(), "lru"))
+                    if len(pages) >= 2:
+                        return cycle(prog, pages, "lru", "blk-mq request pages")
+    raise SystemExit("no disk with 2 request blocks")
+
+
+def bio_sets(prog: drgn.Program):
+    """A cycle in the bio sets with a per-CPU cache (the CPUHP_BIO_DEAD
+    instances, an hlist): the last one's next points back at the first."""
+    from drgn.helpers.linux.list import hlist_for_each_entry
+    state = prog["cpuhp_hp_states"][prog["CPUHP_BIO_DEAD"].value_()]
+    sets = list(hlist_for_each_entry("struct bio_set", state.list.address_of_(), "cpuhp_dead"))
+    if len(sets) < 2:
+        raise SystemExit("fewer than 2 bio sets")
+    at = sets[-1].cpuhp_dead.next.address_
+    target = sets[0].cpuhp_dead.address_
+    return (f"bio sets: {sets[-1].value_():#x}'s cpuhp_dead.next -> {sets[0].value_():#x}",
+            [(physical(prog, at), target.to_bytes(8, "little"))])
+
+
 def vmalloc_size(prog: drgn.Program):
     """A busy vmap area's ``vm_struct.nr_pages`` set past anything the area
     can map: the pages array would be read for 8 GiB."""
@@ -129,6 +158,8 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "struct page noise": (struct_page_noise, "census", "hold a state no kernel writes, counted as damaged"),
     "compound order": (compound_order, "census", "hold a state no kernel writes, counted as damaged"),
     "vmalloc size": (vmalloc_size, "report", "the vmap areas (vm_struct.nr_pages) is damaged"),
+    "blk-mq pages": (blk_mq_pages, "report", "blk-mq request pages (tags->page_list) is damaged"),
+    "bio sets": (bio_sets, "report", "the bio sets with a cache (CPUHP_BIO_DEAD) is damaged"),
 }
 
 
