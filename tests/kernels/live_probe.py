@@ -22,7 +22,10 @@ import time
 
 from pathlib import Path
 
+import drgn
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.mm import pfn_to_page
+from drgn.helpers.linux.percpu import per_cpu
 
 from vmcore_tools import open_program
 from vmcore_tools.cli.main import run_on
@@ -75,10 +78,19 @@ r = orphans(prog)
 c = r.census
 churn_rounds = churned() - before
 referenced = {x.pfn: x.references for x in r.referenced}
+#: each CPU's interrupt stack: a word the scan read there was on a stack the CPU was on when read
+irq_stacks = [(s.address_, s.address_ + drgn.sizeof(s)) for s in
+              (per_cpu(prog["irq_stack_backing_store"], cpu) for cpu in for_each_possible_cpu(prog))] \
+    if "irq_stack_backing_store" in prog else []
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
     if leak["pfn"] in referenced:        # explains a miss
         leak["referenced_from"] = referenced[leak["pfn"]]
+        # the truth of a page a handler left on its CPU's interrupt stack is the
+        # CPU's state at the read: in an interrupt, all of that stack is live
+        # (no saved stack pointer on a live kernel), and the page is held
+        leak["held_on_a_busy_irq_stack"] = all(
+            any(lo <= ref.address < hi for lo, hi in irq_stacks) for ref in r.references[leak["pfn"]])
 
 
 def command(*args: str) -> dict:
