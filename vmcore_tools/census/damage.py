@@ -31,7 +31,7 @@ import drgn
 import numpy as np
 
 from vmcore_tools.core.features import constant
-from vmcore_tools.mm.memmap import Memmap, PageWords, max_block_pages
+from vmcore_tools.mm.memmap import Memmap, PageWords, max_buddy_order
 
 #: the top bits every page type keeps: PAGE_TYPE_BASE (up to 6.11), the PGTY_ byte (6.12+)
 TYPE_BASE = np.uint32(0xF0000000)
@@ -49,7 +49,7 @@ class Damage:
     def of(cls, prog: drgn.Program, m: Memmap) -> "Damage":
         pud_order = 2 * (m.page_shift - 3)
         base = constant(prog, "PGTY_buddy")
-        return cls(max(pud_order, max_block_pages(prog).bit_length() - 1),
+        return cls(max(pud_order, max_buddy_order(prog)),
                    base << 24 if base is not None else int(TYPE_BASE))
 
     def damaged(self, w: PageWords) -> np.ndarray:

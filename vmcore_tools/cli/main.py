@@ -361,11 +361,10 @@ def watch(vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg_path)
         seconds = parse_duration(interval)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--interval")
-    core = None
-    prog = open_target(core, vmlinux, debug_dirs)
+    prog = open_target(None, vmlinux, debug_dirs)
     series: list[dict] = []
     while True:
-        with reading(core):
+        with reading(None):
             series.append(take_snapshot(prog, progress_printer(quiet)))
         flagged = steady_growth(series, steps)
         if len(series) > 1 and svg_path:

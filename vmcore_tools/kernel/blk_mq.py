@@ -32,7 +32,7 @@ from drgn.helpers.linux.mm import page_to_pfn
 from drgn.helpers.linux.xarray import xa_for_each
 
 from vmcore_tools.core.walk import bounded, damaged, max_entries, max_pages, xa_index
-from vmcore_tools.mm.memmap import max_block_pages
+from vmcore_tools.mm.memmap import max_buddy_order
 
 
 @dataclass
@@ -55,7 +55,7 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
     idle: list[tuple[int, int]] = []
     request = prog.type("struct request")
     ref_at = offsetof(request, "ref")
-    max_order = max_block_pages(prog).bit_length() - 1
+    max_order = max_buddy_order(prog)
     max_rqs = max_entries(prog, "struct request")
     for disk in bounded(for_each_disk(prog), "the disks (block_class)", max_entries(prog, "struct gendisk")):
         for hctx in hw_queues(disk.queue):

@@ -365,4 +365,9 @@ def max_block_pages(prog: drgn.Program) -> int:
     """Pages in the largest block the buddy allocator hands out: one order
     per entry of ``zone.free_area`` (``MAX_ORDER`` up to 6.3, then
     ``NR_PAGE_ORDERS``), read from the type, not a constant."""
-    return 1 << (prog.type("struct zone").member("free_area").type.length - 1)
+    return 1 << max_buddy_order(prog)
+
+
+def max_buddy_order(prog: drgn.Program) -> int:
+    """The largest order the buddy allocator hands out (``max_block_pages``'s)."""
+    return prog.type("struct zone").member("free_area").type.length - 1
