@@ -261,6 +261,16 @@ def host_links(*paths: Path) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+def guest_paths(live_cwd: Path = REPO) -> tuple[Path, ...]:
+    """The host paths a guest run uses: the repo, the live command's
+    directory, the cache -- and the targets of the cache's entries that are
+    links (a cache sharing another's kernels and packages: under /tmp, the
+    links would lead nowhere in the guest) -- and the Python environment."""
+    cache = cache_dir()
+    linked = [e for e in cache.iterdir() if e.is_symlink()] if cache.is_dir() else []
+    return (REPO, live_cwd, cache, *linked, Path(sys.prefix), Path(sys.executable).parent)
+
+
 def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, initrd: Path,
                mode: str, live_cmd: str = "", live_cwd: Path = REPO) -> None:
     job = {
@@ -281,7 +291,7 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines.append(f"KEXEC_LOAD={'1' if sc.kexec_load and mode != 'kdump' else ''}")
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
-    used = (REPO, live_cwd, cache_dir(), Path(sys.prefix), Path(sys.executable).parent)
+    used = guest_paths(live_cwd)
     lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in host_paths(*used)) + ")")
     lines.append("HOST_LINKS=(" + " ".join(shlex.quote(x) for pair in host_links(*used) for x in pair) + ")")
     capture = debian_line(k.line).capture

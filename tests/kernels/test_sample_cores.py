@@ -174,7 +174,7 @@ def test_two_builds_of_one_core_at_once_share_one_build(own_cache):
     procs = [_build_small(own_cache), _build_small(own_cache)]
     outs = [p.communicate(timeout=900) for p in procs]
     errs = [err for _, err in outs]
-    assert [p.returncode for p in procs] == [0, 0], errs
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(errs)
     [path] = {out.strip() for out, _ in outs}
     core = Path(path)
     assert sum(f"booting {SMALL[0]} guest" in e for e in errs) == 1, errs

@@ -29,3 +29,18 @@ def test_a_path_inside_a_bound_one_is_not_bound_again(tmp_path):
     inner = tmp_path / "repo" / "src"
     inner.mkdir(parents=True)
     assert host_paths(tmp_path / "repo", inner) == [str(tmp_path / "repo")]
+
+
+def test_the_targets_of_a_caches_linked_entries_are_bound(tmp_path, monkeypatch):
+    """A cache in /tmp whose entries link to another cache in /tmp (the
+    factory tests' own cache shares the kernels and packages of the shared
+    one): the guest binds the targets, or its modules and kernel lead
+    nowhere (a cold run with the cache in /tmp failed this way)."""
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    (shared / "kernels").mkdir(parents=True)
+    (own / "cores").mkdir(parents=True)
+    (own / "kernels").symlink_to(shared / "kernels")
+    monkeypatch.setenv("VMCORE_TOOLS_CACHE", str(own))
+    from sample_cores.scenarios import guest_paths
+    bound = host_paths(*guest_paths())
+    assert str(shared / "kernels") in bound and str(own) in bound
