@@ -22,7 +22,7 @@ MODULES_SRC = Path(__file__).parent / "modules"
 #: the drivers fake_intel fakes (one module each: fake_ixgbe.ko, ...)
 FAKE_INTEL = ("ixgbe", "ixgbevf", "igc", "ice", "iavf")
 #: the ``modules/`` directories a scenario loads where it names none
-DEFAULT_MODULES = ("fake_i40e", "vmct_workload", "vmct_shapes")
+DEFAULT_MODULES = ("fake_i40e", "vmct_workload", "vmct_shapes", "vmct_blocks")
 
 
 def _struct_body(text: str, name: str) -> str:

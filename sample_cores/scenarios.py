@@ -128,10 +128,12 @@ SCENARIOS = {
     s.name: s for s in (
         Scenario("i40e-leak", "fake i40e rings with the 2.3.6 rx leak planted, a page lost after a "
                  "heap-held one (vmct_workload), pages owned without a plain pointer with a page lost in "
-                 "each shape (vmct_shapes), full workload",
+                 "each shape (vmct_shapes), blocks without __GFP_COMP and pages lost right after held "
+                 "buffers (vmct_blocks), full workload",
                  {"vmct_workload": "split_leak=1"}),
         Scenario("no-leak", "the same guest with no page leaked",
-                 {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0", "vmct_shapes": "leak=0"}),
+                 {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0", "vmct_shapes": "leak=0",
+                  "vmct_blocks": "leak=0"}),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
                  memory_mb=1280),

@@ -23,12 +23,13 @@ from functools import cached_property
 import drgn
 import numpy as np
 
+from vmcore_tools.census.blocks import claim_blocks
 from vmcore_tools.census.classify import Evidence, ShmemMappings, claim, classify
-from vmcore_tools.census.classes import KERNEL_CLASSES, UNCLAIMED, PageClass, class_counts
+from vmcore_tools.census.classes import KERNEL_CLASSES, UNCLAIMED, PageClass, class_counts, pfns_in
 from vmcore_tools.census.damage import pfn_runs
 from vmcore_tools.core.features import kernel_release
 from vmcore_tools.mm.page_owner import PageOwners, page_ext_pfns, page_owner_state
-from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap
+from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap, max_block_pages
 from vmcore_tools.mm.pagetables import PageTableWalk, walk_page_tables
 from vmcore_tools.net.rings import RingScan, walk_rings
 from vmcore_tools.core.stages import damage_line, run_stage
@@ -80,17 +81,8 @@ class Census:
 
     def pfns_of(self, *klasses: PageClass, keep: Callable[[np.ndarray], np.ndarray] | None = None,
                 step: int = 1 << 20) -> np.ndarray:
-        """PFNs in any of ``klasses`` (of those, the ones ``keep`` says yes
-        to), found a slice at a time (no page-sized temporary)."""
-        wanted = np.array(klasses, np.uint8)
-        out = np.empty(int(class_counts(self.classes)[wanted].sum()), np.int64)   # filled, not concatenated
-        end = 0
-        for lo in range(0, self.classes.size, step):
-            found = lo + np.flatnonzero(np.isin(self.classes[lo:lo + step], wanted))
-            found = found if keep is None else found[keep(found)]
-            out[end:end + found.size] = found
-            end += found.size
-        return out[:end]
+        """PFNs in any of ``klasses`` (``classes.pfns_in``)."""
+        return pfns_in(self.classes, *klasses, keep=keep, step=step)
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared
@@ -267,5 +259,7 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     walked_free = sum(z.free_pages for z in zones)
     if "free" in counters and counters["free"] != walked_free:
         problems.append(f"buddy walk found {walked_free} free pages, NR_FREE_PAGES says {counters['free']}")
-    return Census(prog, m, classes, zones, counters, problems, rings, tables, vmap, device,
-                  damaged[:DAMAGED_LISTED])
+    c = Census(prog, m, classes, zones, counters, problems, rings, tables, vmap, device, damaged[:DAMAGED_LISTED])
+    if classified:
+        stage("multi-page blocks", lambda: claim_blocks(m, classes, max_block_pages(prog), c.page_owners), 0)
+    return c

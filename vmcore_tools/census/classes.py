@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from enum import IntEnum
 
 import numpy as np
@@ -61,3 +63,18 @@ def class_counts(classes: np.ndarray, step: int = 1 << 18) -> np.ndarray:
     for lo in range(0, classes.size, step):
         out += np.bincount(classes[lo:lo + step], minlength=256)
     return out
+
+
+def pfns_in(classes: np.ndarray, *klasses: PageClass, keep: Callable[[np.ndarray], np.ndarray] | None = None,
+            step: int = 1 << 20) -> np.ndarray:
+    """PFNs whose class is any of ``klasses`` (of those, the ones ``keep``
+    says yes to), found a slice at a time (no page-sized temporary)."""
+    wanted = np.array(klasses, np.uint8)
+    out = np.empty(int(class_counts(classes)[wanted].sum()), np.int64)   # filled, not concatenated
+    end = 0
+    for lo in range(0, classes.size, step):
+        found = lo + np.flatnonzero(np.isin(classes[lo:lo + step], wanted))
+        found = found if keep is None else found[keep(found)]
+        out[end:end + found.size] = found
+        end += found.size
+    return out[:end]

@@ -119,6 +119,9 @@ class Memmap:
     #: compound heads (sorted PFNs) and their orders, filled in by the census pass
     heads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     orders: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    #: the heads among ``heads`` of multi-page blocks that are no compound
+    #: page (allocated without ``__GFP_COMP``: ``census.blocks``)
+    blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "Memmap":
@@ -186,6 +189,23 @@ class Memmap:
                 hit = self.heads[i] == p
                 out[hit] = self.orders[i[hit]]
         return int(out[0]) if np.ndim(pfns) == 0 else out
+
+    def add_blocks(self, heads: np.ndarray, orders: np.ndarray) -> None:
+        """Blocks of ``1 << orders`` pages at ``heads`` that are one
+        allocation but no compound page (``census.blocks``): from here on
+        ``order_of``, ``heads_of`` and ``pages_of`` take each for one
+        allocation, as they take a compound page."""
+        all_heads = np.concatenate([self.heads, np.asarray(heads, np.int64)])
+        by_pfn = np.argsort(all_heads, kind="stable")
+        self.heads = all_heads[by_pfn]
+        self.orders = np.concatenate([self.orders, np.asarray(orders, np.uint8)])[by_pfn]
+        self.blocks = np.union1d(self.blocks, heads)
+
+    def compound(self, pfns: np.ndarray) -> np.ndarray:
+        """Whether each of ``pfns`` heads a compound page (not a block
+        allocated without ``__GFP_COMP``)."""
+        pfns = np.asarray(pfns, np.int64)
+        return (self.order_of(pfns) > 0) & ~np.isin(pfns, self.blocks)
 
     def heads_of(self, pfns: np.ndarray) -> np.ndarray:
         """PFN of the compound head of each PFN (itself outside a compound page)."""

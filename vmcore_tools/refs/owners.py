@@ -22,7 +22,15 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     ``_brk_end`` rounded up to a PMD), so it also covers the free memory
     after ``_end`` in its last PMD: pages the buddy allocator hands to
     anyone (a leaked rx page too), still mapped there as 4K leaves once
-    ``set_memory_*()`` split that PMD."""
+    ``set_memory_*()`` split that PMD.
+
+    The pages mapped inside the vmemmap are ``struct page`` arrays (the
+    memmap of hot-added memory, ``vmemmap_alloc_block()``: 2 MiB blocks
+    without ``__GFP_COMP``, one allocation each, ``census.blocks``): their
+    words are the fields of the pages they describe -- a free page's list
+    links, stale ``private`` and ``mapping`` values -- not pointers their
+    owner keeps.  They are read by their layout (the memmap links root
+    reads the struct pages of the held pages), not as plain pages."""
     prog, a = ctx.prog, ctx.memmap
     walk = ctx.census.page_tables
     # a huge leaf maps every page of its block, one address apart
@@ -41,6 +49,9 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     hit = np.flatnonzero((cand >= 0) & ~image)
     heads = cand[hit]
     heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
+    va = vas[hit[first]]
+    memmap_end = a.memmap + a.nr * a.struct_size
+    ctx.read_by_layout(heads[(va >= np.uint64(a.memmap)) & (va < np.uint64(memmap_end))].tolist())
     for head, va in zip(heads.tolist(), vas[hit[first]].tolist()):
         ctx.hold(Reference(head, "kernel mapping", va, "page tables", f"mapped at {va:#x}"))
 

@@ -211,7 +211,7 @@ def scan_iommu_tables(ctx: ScanEngine) -> None:
 
 def scan_referenced_pages(ctx: ScanEngine, heads: np.ndarray) -> None:
     """Every page of the referenced candidates ``heads``; physical
-    addresses count in the order-0 ones only, skb frags alone in
+    addresses count in all but compound pages, skb frags alone in
     page_pool pages.
 
     Fact: a compound page is a CPU-side allocation (large kmalloc,
@@ -224,16 +224,19 @@ def scan_referenced_pages(ctx: ScanEngine, heads: np.ndarray) -> None:
     is its own proof.  A page_pool page is an rx buffer: the device
     wrote frames into it, and the one structure it can carry that holds
     another page is an skb's ``skb_shared_info`` (an skb built around
-    it, ``build_skb()``), so it is read as the rx buffers root reads."""
+    it, ``build_skb()``), so it is read as the rx buffers root reads.
+    A block allocated without ``__GFP_COMP`` (``census.blocks``) is read
+    whole, physical addresses counting: ``dma_alloc_coherent()``'s
+    multi-page rings are such blocks."""
     a = ctx.memmap
     heads = heads[~np.isin(heads, ctx.by_layout)]
     rx = ctx.census.classes[heads] == PageClass.PAGE_POOL
-    compound = ~rx & (a.order_of(heads) > 0)
+    compound = ~rx & a.compound(heads)
     with ctx.counting(frozenset({SKB_FRAG})):
         ctx.read.pfns(a.pages_of(heads[rx]), RX_BUFFERS)
     with ctx.counting(ctx.counts - {PHYSICAL}):
         ctx.read.pfns(a.pages_of(heads[compound]), "referenced page")
-    ctx.read.pfns(heads[~rx & ~compound], "referenced page")
+    ctx.read.pfns(a.pages_of(heads[~rx & ~compound]), "referenced page")
 
 
 def scan_memmap_links(ctx: ScanEngine, heads: np.ndarray) -> None:
