@@ -31,7 +31,7 @@ print("target rc", run_command(prog, "vmcore-tools buddy -c /etc/passwd"))
     assert run.returncode == 0, run.stderr
     assert "report rc 1" in run.stdout, "a leak was found: --fail-on-leak's exit code"
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "vmcore-tools/report/2"
+    assert doc["schema"] == "vmcore-tools/report/3"
     assert "i40e rx buffers of eth2" in doc["verdict"]
     assert {o["pfn"] for o in doc["orphans"]["orphans"]} == \
         set(leak_core.expected_orphans())

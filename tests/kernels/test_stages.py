@@ -92,3 +92,17 @@ def test_failed_stages_are_told_from_problems():
     problems = ["a plain problem", StageFailure("scan: slab", "scan: slab failed (X: y): partial result")]
     assert failed_stages(problems) == ["scan: slab"]
     assert failed_stages(["a plain problem"]) == []
+
+
+def test_a_failed_reference_scan_claims_nothing(leak_prog, monkeypatch, tmp_path):
+    """With the reference scan failed no candidate was checked: the verdict
+    says the answer is not known -- never "no leak" -- and metrics leave out
+    the orphaned series rather than write a false 0."""
+    rc, doc, _ = report(leak_prog, monkeypatch, tmp_path, "reference scan")
+    assert rc == EXIT_PARTIAL and doc["orphans"]["scanned"] is False
+    assert doc["verdict"].startswith("Not known whether pages leaked: the reference scan failed")
+    assert "No page-allocator leak" not in doc["verdict"] and "No orphaned page" not in doc["verdict"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert run_on(leak_prog, ["metrics", "--quiet"]) == EXIT_PARTIAL
+    assert "vmcore_tools_memory_bytes" in out.getvalue() and "vmcore_tools_orphaned_bytes" not in out.getvalue()

@@ -69,3 +69,31 @@ def test_compact_keeps_the_selected_values_in_place():
         want = values[keep].copy()
         got = compact(values, keep, step)
         assert np.array_equal(got, want) and (got.base is values or got.size == 0 or got.base is values.base)
+
+
+def test_a_block_without_gfp_comp_is_one_allocation_once_added():
+    """census.blocks: an unattributed order-0 page followed by zero_ref
+    pages heads the largest aligned power of two they fill; once added, the
+    memmap takes it for one allocation (and not for a compound page)."""
+    from vmcore_tools.census.blocks import claim_blocks
+    from vmcore_tools.census.classes import PageClass
+    m = geometry(np.array([64], np.int64), np.array([2], np.uint8))     # one compound page at 64
+    classes = np.full(NR, PageClass.FREE, np.uint8)
+    classes[64:68] = PageClass.ZERO_REF          # a compound page of refcount 0: not a block's tail
+    classes[63] = PageClass.UNATTRIBUTED
+    classes[16] = PageClass.UNATTRIBUTED         # order-2 block: 17..19 in transit
+    classes[17:20] = PageClass.ZERO_REF
+    classes[40] = PageClass.UNATTRIBUTED         # aligned to 8, three zero_ref pages after: order 2
+    classes[41:44] = PageClass.ZERO_REF
+    classes[45] = PageClass.UNATTRIBUTED         # odd: no block, its zero_ref neighbour stays
+    classes[46] = PageClass.ZERO_REF
+    classes[96] = PageClass.SLAB                 # not unattributed: no block
+    classes[97] = PageClass.ZERO_REF
+    assert claim_blocks(m, classes, largest=1024) == 2
+    assert m.blocks.tolist() == [16, 40]
+    assert m.order_of(np.array([16, 40, 45, 64])).tolist() == [2, 2, 0, 2]
+    assert m.heads_of(np.array([19, 43, 46, 66])).tolist() == [16, 40, 46, 64]
+    assert m.compound(np.array([16, 40, 64])).tolist() == [False, False, True]
+    assert (classes[16:20] == PageClass.UNATTRIBUTED).all() and (classes[40:44] == PageClass.UNATTRIBUTED).all()
+    assert classes[46] == PageClass.ZERO_REF and classes[97] == PageClass.ZERO_REF
+    assert m.pages_of(np.array([40])).tolist() == [40, 41, 42, 43]

@@ -46,8 +46,11 @@ STAGES: dict[str, str] = {
     "page_ext tables": "page_ext tables may look unattributed",
     "page_frag caches": "page_frag cache pages may look unattributed",
     "struct pages": "pages are not classified",
+    "multi-page blocks": "blocks allocated without __GFP_COMP are not known: a pointer into one's tail holds "
+                         "nothing, its tail is not read, and its tail pages count as zero_ref",
     "slab caches": "slab caches are missing from the list",
     "kernel counters": "the census is not compared with the kernel's counters",
+    "reference scan": "no candidate page was checked for references: which pages are orphaned is not known",
     "scan: kernel data": "references from the kernel image are not seen",
     "scan: dead interrupt stack frames": "the dead frames of interrupt stacks are read: a page a "
                                          "finished interrupt handler worked on may look referenced",

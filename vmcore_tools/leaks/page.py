@@ -27,6 +27,7 @@ from vmcore_tools.leaks.evidence import Describer
 from vmcore_tools.mm.page_owner import PageOwner
 from vmcore_tools.leaks.candidates import CANDIDATE_CLASSES, candidate_heads
 from vmcore_tools.refs.scan import scan_references
+from vmcore_tools.refs.tiers import inferred_holds, known_holds
 from vmcore_tools.net.page_pool import page_pool_of
 from vmcore_tools.mm.slab import SlabObjects
 
@@ -48,6 +49,10 @@ class PageReport:
     problems: list[str] = field(default_factory=list)
     #: its page_owner record (kernels booted with page_owner=on)
     page_owner: PageOwner | None = None
+    #: for a referenced candidate that only an inference holds: its rule (refs.tiers)
+    inferred: str | None = None
+    #: whether ``head`` heads a block allocated without __GFP_COMP (census.blocks), not a compound page
+    block: bool = False
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -88,7 +93,7 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
     at = {int(p): i for i, p in enumerate(words.pfn)}
     report = PageReport(pfn, given, head, a.order_of(head), klass.label, flags,
                         int(words.refcount[at[head]]), int(words.mapcount[at[pfn]].astype(np.int32)),
-                        int(words.mapping[at[head]]), "")
+                        int(words.mapping[at[head]]), "", block=bool(np.isin(head, a.blocks)))
     try:
         report.owner = owner_of(prog, c, report, klass)
     except (drgn.FaultError, LookupError, ValueError) as e:
@@ -102,6 +107,8 @@ def explain_page(prog: drgn.Program, value: int, c: Census, references: bool = T
         scan = scan_references(c, candidate_heads(c))
         where = Describer(c)
         report.references = [where(r) for r in scan.references.get(head, [])]
+        if head in scan.references:
+            report.inferred = inferred_holds(scan.references, known_holds(scan.references)).get(head)
         report.problems += scan.problems
     return report
 

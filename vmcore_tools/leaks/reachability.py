@@ -138,7 +138,10 @@ def reachability(report: OrphanReport, progress: Progress | None = None,
     test what each one reaches)."""
     t0 = time.monotonic()
     problems: list[str] = []
-    tracer = ObjectTracer(report.census, report.referenced_heads, progress)
+    # pages held only by inference are roots too: a stale word there hides an
+    # unreachable object, never invents one
+    held = np.union1d(report.referenced_heads, report.inferred_heads)
+    tracer = ObjectTracer(report.census, held, progress)
     table = tracer.table
     reached = reached_objects(tracer, problems, without)
     problems += tracer.problems

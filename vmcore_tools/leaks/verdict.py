@@ -73,6 +73,11 @@ def held_through(r: OrphanReport) -> dict[str, int]:
 
 def coverage_text(cov: dict, page_size: int) -> str:
     """The coverage in one sentence."""
+    return "Coverage: " + "; ".join(coverage_parts(cov, page_size)) + "."
+
+
+def coverage_parts(cov: dict, page_size: int) -> list[str]:
+    """The coverage, one statement each: what the core let the analysis see, and what not."""
     stopped = cov["stopped_by_missing_memory"]
     parts = [f"architecture {cov['architecture']}",
              f"{_size(cov['unreadable_pages'] * page_size)} of memory unreadable (filtered or excluded from "
@@ -103,23 +108,30 @@ def coverage_text(cov: dict, page_size: int) -> str:
         parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
     if cov["failed_stages"]:
         parts.append(f"PARTIAL: failed stages {', '.join(cov['failed_stages'])}")
-    return "Coverage: " + "; ".join(parts) + "."
+    return parts
 
 
 def verdict(r: OrphanReport) -> str:
     """The answer in one plain sentence or two, and what it covers."""
     c = r.census
     ps = c.memmap.page_size
-    return f"{_answer(r)} {coverage_text(coverage(r), ps)}"
+    return f"{answer(r)} {coverage_text(coverage(r), ps)}"
 
 
-def _answer(r: OrphanReport) -> str:
+def answer(r: OrphanReport) -> str:
+    """The answer alone, without its coverage."""
     c = r.census
     ps = c.memmap.page_size
     t = c.totals()
     kernel = sum(t[k.label] for k in KERNEL_CLASSES)
     slab_share = t["slab"] / max(kernel, 1)
+    if not r.scanned:
+        return (f"Not known whether pages leaked: the reference scan failed, so no unattributed page was "
+                f"checked ({_size(t['unattributed'] * ps)} unattributed). Slab holds {_size(t['slab'] * ps)}.")
     if not len(r.found):
+        if r.inferred_heads.size:
+            return (f"No orphaned page: every unattributed page is referenced, but {inferred_text(r)} Slab holds "
+                    f"{_size(t['slab'] * ps)}.")
         return (f"No page-allocator leak: every unattributed page ({r.referenced_pages} "
                 f"pages) is referenced from live kernel memory. Slab holds {_size(t['slab'] * ps)}.")
     named = [s for s in r.suspects if s.netdev]
@@ -138,10 +150,20 @@ def _answer(r: OrphanReport) -> str:
     else:
         who = "no device could be named from their contents"
     orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
+    more = f" Besides, {inferred_text(r)}" if r.inferred_heads.size else ""
     return (f"{_size(r.orphaned_pages * ps)} in {len(r.found)} order-{orders} allocations leaked from "
             f"the page allocator (orphaned: nothing references them); {who}. Slab is "
             f"{'not ' if slab_share < 0.5 else ''}the bulk of kernel memory ({_size(t['slab'] * ps)} "
-            f"of {_size(kernel * ps)}).")
+            f"of {_size(kernel * ps)}).{more}")
+
+
+def inferred_text(r: OrphanReport) -> str:
+    """The inferred tier in a sentence: how much, and what it looks like."""
+    groups = r.inferred
+    looks = "; ".join(g.label for g in groups[:3]) + ("; ..." if len(groups) > 3 else "")
+    return (f"{r.inferred_pages} pages ({len(r.inferred_heads)} allocations) are held only by inference, "
+            f"and a leak of that size could hide there; if they are leaks, they look like: {looks} "
+            f"(orphans --inferred-pfns FILE lists them).")
 
 
 def _size(nbytes: int) -> str:
@@ -152,17 +174,21 @@ def _size(nbytes: int) -> str:
 
 
 def orphans_json(r: OrphanReport) -> dict:
-    """The orphans report as ``orphans --json`` writes it (schema orphans/2)."""
+    """The orphans report as ``orphans --json`` writes it (schema orphans/3)."""
     c = r.census
     return {
-        "schema": "vmcore-tools/orphans/2",
+        "schema": "vmcore-tools/orphans/3",
         "release": kernel_release(c.prog),
         "page_size": c.memmap.page_size,
         "candidates": r.candidates,
+        "scanned": r.scanned,
         "orphaned_pages": r.orphaned_pages,
         "orphaned_allocations": len(r.found),
         "referenced_pages": r.referenced_pages,
         "referenced_allocations": int(r.referenced_heads.size),
+        "inferred_pages": r.inferred_pages,
+        "inferred_allocations": int(r.inferred_heads.size),
+        "inferred": [asdict(g) for g in r.inferred],
         "suspects": [asdict(s) for s in r.suspects],
         "orphans": [asdict(o) for o in r.listed_orphans()],
         "referenced": [asdict(e) for e in r.evidence(r.referenced_heads[:REFERENCED_LISTED])],

@@ -43,8 +43,23 @@ from vmcore_tools.refs.matcher import Matcher, frag_entries, pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
 from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference, ScanResult
 
-#: References kept per page: enough to show where it is held.
+#: References kept per page: enough to show where it is held (``_kept``).
 MAX_REFS = 4
+
+
+def _kept(found: list[Reference], source: int, rule: str) -> bool:
+    """Whether a reference from ``source`` resting on ``rule``
+    (``Reference``) is kept beside the references ``found`` to its page:
+    the first ``MAX_REFS``, and past them, up to twice as many, a proved
+    one (no ``rule``) from a holder none of those kept is from, as long as
+    none of them is a proved one from memory outside the candidates -- so
+    that a page a proved word holds is never taken for one that only
+    inference holds (``tiers.known_holds``) for want of room."""
+    if len(found) < MAX_REFS:
+        return True
+    if rule or len(found) >= 2 * MAX_REFS:
+        return False
+    return all(r.source != source and (r.rule or r.source >= 0) for r in found)
 
 
 class ScanEngine:
@@ -71,6 +86,9 @@ class ScanEngine:
         self.frag_limit = self.max_block << a.page_shift
         #: how words count in the root being read (registry.Root.counts)
         self.counts: frozenset[str] = frozenset()
+        #: the kinds of word that are inference in the root being read, and
+        #: the rule each rests on (registry.Root.infers)
+        self.infers: dict[str, str] = {}
         #: what a root keeps from one closure round to the next (its own key)
         self.scratch: dict[str, Any] = {}
         self._by_layout: set[int] = set()
@@ -95,14 +113,23 @@ class ScanEngine:
         return self.census.page_owners
 
     def add_reference(self, ref: Reference) -> None:
-        """A word found naming candidate ``ref.target`` (at most ``MAX_REFS`` kept per page)."""
+        """A word found naming candidate ``ref.target`` (``_kept`` says how many are kept per page)."""
+        if ref.source < 0:
+            ref.source = self.source_of(ref.address)
         found = self.result.references.setdefault(ref.target, [])
-        if len(found) < MAX_REFS:
+        if _kept(found, ref.source, ref.rule):
             found.append(ref)
 
     def hold(self, ref: Reference) -> None:
         """An owner's claim on ``ref.target``: always recorded."""
+        if ref.source < 0:
+            ref.source = self.source_of(ref.address)
         self.result.references.setdefault(ref.target, []).append(ref)
+
+    def source_of(self, address: int) -> int:
+        """The candidate (head PFN) whose memory holds ``address`` -- its
+        page, by the direct map, or its ``struct page`` --, -1 for none."""
+        return int(self._sources(np.array([address], np.uint64))[0])
 
     def exclude(self, spans: Iterable[tuple[int, int]]) -> None:
         """``[start, end)`` spans whose words count in no root: not read where
@@ -168,15 +195,29 @@ class ScanEngine:
             if self._excluded:
                 keep &= ~self._in_excluded(np.uint64(base) + idx.astype(np.uint64) * np.uint64(8))
             idx, heads = idx[keep], heads[keep]
-            for i, head, value in zip(idx.tolist(), heads.tolist(), words[idx].tolist()):
+            sources = self._sources(np.uint64(base) + idx.astype(np.uint64) * np.uint64(8)).tolist()
+            rule = self.infers.get(kind, "")
+            for i, head, value, source in zip(idx.tolist(), heads.tolist(), words[idx].tolist(), sources):
                 found = refs.setdefault(head, [])
-                if len(found) >= MAX_REFS:
+                if not _kept(found, source, rule):
                     continue
-                ref = Reference(head, kind, base + 8 * i, region, value=value)
+                ref = Reference(head, kind, base + 8 * i, region, value=value, source=source, rule=rule)
                 if region != "slab" or self._in_live_object(ref):
                     found.append(ref)
                 if not found:
                     del refs[head]
+
+    def _sources(self, addresses: np.ndarray) -> np.ndarray:
+        """``source_of`` for each of ``addresses`` (uint64)."""
+        a = self.memmap
+        pfns = a.pfns_of_virts(addresses)
+        in_memmap = pfns < 0
+        if in_memmap.any():
+            pfns[in_memmap] = a.pfns_of_page_ptrs(addresses[in_memmap])
+        out = np.full(pfns.size, -1, np.int64)
+        some = pfns >= 0
+        out[some] = self.candidate_of(pfns[some])
+        return out
 
     def _in_excluded(self, addresses: np.ndarray) -> np.ndarray:
         """Whether each address lies in an excluded span (merged and sorted once per change)."""

@@ -12,6 +12,10 @@ STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG, OBJECT = (
     "struct page", "direct map", "physical", "table entry", "skb frag", "object")
 #: The two ways a pointer names a page.
 POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
+#: The inferences a hold can rest on where the dump does not prove it
+#: (``registry.INFERENCES`` states each one's fact; ``tiers`` the tier).
+ALLOCATION_RUN, CMA_RUN, PHYSICAL_MATCH, TABLE_SHAPE = (
+    "allocation run", "CMA run", "physical-address match", "table shape")
 
 
 @dataclass
@@ -23,6 +27,13 @@ class Reference:
     where: str = ""    # filled in for the report: cache and object, symbol, task ...
     value: int = 0     # the referring word itself, where one was read
     holder: int = 0    # the slab object that holds the word (its address), where one was identified
+    #: the candidate (head PFN) whose memory holds the word -- a referenced
+    #: page read in the closure, or its struct page --, -1 for other memory:
+    #: such a reference is only as good as the hold on that candidate
+    source: int = -1
+    #: the inference the hold rests on (``registry.INFERENCES``), "" where
+    #: the dump proves it (``refs.tiers``)
+    rule: str = ""
 
 
 @dataclass

@@ -31,6 +31,11 @@ another root reads it (the nodes of a page_pool's DMA index and the LRU's
 list heads, in slab; the interrupt stacks of CPUs not in an interrupt and
 the dead slots of per-CPU batches, in the per-cpu areas).
 
+What one allocation spans (``EXTENTS``: compound pages, and blocks taken
+without ``__GFP_COMP``) decides which pages a hold on one page holds; the
+rules that only guess at a hold where the dump is silent (``INFERENCES``)
+put the pages they hold in the inferred tier (``tiers``).
+
 Reachability (``leaks.reachability``) has roots of its own (``REACH_ROOTS``,
 wider than the page scan's: a stale word there only hides an unreachable
 object, never invents one) and the memory it traces (``TRACED``).
@@ -42,8 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmcore_tools.refs import objects, owners, roots, runs
-from vmcore_tools.refs.references import (DIRECT_MAP, OBJECT, PHYSICAL, POINTERS, SKB_FRAG, STRUCT_PAGE,
-                                          TABLE_ENTRY)
+from vmcore_tools.refs.references import (ALLOCATION_RUN, CMA_RUN, DIRECT_MAP, OBJECT, PHYSICAL,
+                                          PHYSICAL_MATCH, POINTERS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY,
+                                          TABLE_SHAPE)
 
 
 
@@ -58,6 +64,8 @@ class Root:
     kernels: str
     test: str
     closure: bool = False     # read again for every page found referenced
+    #: kinds of word that only infer a hold here, each with its rule (INFERENCES)
+    infers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,8 @@ ROOTS: tuple[Root, ...] = (
          "(physical addresses), the upper levels of page tables and IOMMU tables (entries with flags). "
          "Physical addresses count in order-0 pages only: dma_alloc_attrs() refuses __GFP_COMP, so a "
          "compound page is never a device's ring.",
-         "all", "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels", closure=True),
+         "all", "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels", closure=True,
+         infers=((PHYSICAL, PHYSICAL_MATCH), (TABLE_ENTRY, TABLE_SHAPE))),
     Root("memmap links", roots.scan_memmap_links, POINTERS,
          "A page kept on a list through its own struct page (page->lru: TTM pools, kexec and balloon "
          "lists; page->private chains) is named only by the struct page of the page before it; the "
@@ -195,7 +204,8 @@ OWNERS: tuple[Owner, ...] = (
     Owner("kernel mappings", owners.kernel_mappings,
           "A page the kernel maps outside the direct map without a vm_struct (espfix stacks, "
           "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables; so is the memmap of "
-          "memory hot-added after boot, 2 MiB blocks from the page allocator under huge vmemmap leaves.",
+          "memory hot-added after boot, 2 MiB blocks from the page allocator under huge vmemmap leaves; "
+          "those are struct pages, read by their layout (memmap links), not as plain pages.",
           "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Owner("CMA allocations", runs.extend_cma_runs,
           "cma_alloc() hands out an allocation of any length as order-0 pages of refcount 1, recorded "
@@ -289,6 +299,53 @@ REACH_RULES: tuple[Rule, ...] = (
          "kfree_rcu()'s per-CPU batches and their bulk pages: reached from the per-CPU roots and held "
          "pages like any object.",
          "all", "tests/kernels/test_reachability.py::test_no_leak_core_has_few_unreachable_objects"),
+)
+
+#: What one allocation spans: a hold on any of its pages holds them all, and
+#: every page of a held one is read (``Memmap.order_of``/``heads_of``/``pages_of``).
+EXTENTS: tuple[Rule, ...] = (
+    Rule("compound pages",
+         "__GFP_COMP marks every page after the first as a tail (compound_head = head | 1) and keeps the "
+         "order in the first tail (folio order from 6.6): read from struct page by the census pass.",
+         "all", "tests/unit/test_extents.py::test_order_of_answers_the_same_both_ways"),
+    Rule("blocks without __GFP_COMP",
+         "alloc_pages() without __GFP_COMP (__get_free_pages(), DMA-coherent rings, blk-mq's request pages) "
+         "gives the first page a reference and leaves the others at refcount 0, unmarked: an unattributed "
+         "order-0 page followed within its alignment by refcount-0 pages no list or compound page holds "
+         "heads such a block (census.blocks; page_owner's order bounds it).",
+         "all",
+         "tests/kernels/test_blocks.py::test_without_the_extent_a_blocks_head_and_what_its_tail_names_are_orphaned"),
+)
+
+#: The inferences a hold can rest on: where the dump does not say who holds
+#: a page, a rule guesses.  A page held only through one of them (directly,
+#: or by a page so held) is in the inferred tier (``tiers.inferred_holds``),
+#: never silently counted as held: if it is a leak, the report shows it.
+INFERENCES: tuple[Rule, ...] = (
+    Rule(ALLOCATION_RUN,
+         "alloc_pages_exact() leaves order-0 pages of refcount 1 of which only the first is pointed to; "
+         "nothing in struct page tells its tail from a leaked page allocated right after a one-page "
+         "allocation (runs.extend_runs). Where page_owner records name the allocation the hold is proved "
+         "and not in this tier.",
+         "all without page_owner",
+         "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single"),
+    Rule(CMA_RUN,
+         "cma_alloc() records an allocation only as set bits of its area's bitmap, back to back with the "
+         "next: the pages after a referenced one are taken for its allocation (runs.extend_cma_runs).",
+         "kernels with CMA areas",
+         "tests/kernels/test_cma.py::test_lost_cma_buffers_are_orphaned_unless_right_after_a_held_one"),
+    Rule(PHYSICAL_MATCH,
+         "A device's descriptor ring holds its buffers' physical addresses, so a 64-byte aligned value "
+         "that is a physical address in RAM counts in a referenced page (not a compound one); any number "
+         "of that size in a plain page reads the same.",
+         "all (no IOMMU)",
+         "tests/kernels/test_inferred.py::test_each_inferred_hold_names_its_rule"),
+    Rule(TABLE_SHAPE,
+         "A page whose words are table-shaped entries (physical address with flag bits, matcher."
+         "table_entries) is taken for a device's or a driver's page table: its entries hold the next "
+         "level. The shape is a guess at what the page is.",
+         "all",
+         "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels"),
 )
 
 KEPT: tuple[Owner, ...] = (

@@ -14,7 +14,7 @@ import numpy as np
 from vmcore_tools.mm.cma import cma_ranges
 from vmcore_tools.mm.page_owner import PageOwners
 from vmcore_tools.refs.engine import ScanEngine
-from vmcore_tools.refs.references import STRUCT_PAGE, TABLE_ENTRY, Reference
+from vmcore_tools.refs.references import ALLOCATION_RUN, CMA_RUN, STRUCT_PAGE, TABLE_ENTRY, Reference
 
 #: Unreferenced pages an ``alloc_pages_exact()`` run held from outside the
 #: kernel image must take in (see ``extend_runs``).
@@ -152,9 +152,10 @@ def extend_runs(ctx: ScanEngine) -> None:
             if len(tail) < (1 if held_by_image else HEAP_RUN_MIN):
                 continue
         kind = "a split_page() block" if in_split else "an alloc_pages_exact() run"
+        rule = "" if by_owner is not None else ALLOCATION_RUN
         for nxt in tail:
             ctx.hold(Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
-                               f"in {kind} starting at pfn {head}{how}"))
+                               f"in {kind} starting at pfn {head}{how}", rule=rule))
 
 
 def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: bool = False) -> list[int] | None:
@@ -227,4 +228,4 @@ def extend_cma_runs(ctx: ScanEngine) -> None:
         take = np.flatnonzero(inside & ~referenced & (ctx.candidate_of(pfns) == pfns))
         for pfn, by in zip(pfns[take].tolist(), pfns[last[take]].tolist()):
             ctx.hold(Reference(pfn, "allocation run", ctx.memmap.virt_of_pfn(by), "run",
-                               f"in a CMA allocation of area {r.name or '?'} held from pfn {by}"))
+                               f"in a CMA allocation of area {r.name or '?'} held from pfn {by}", rule=CMA_RUN))

@@ -35,7 +35,7 @@ def run_scan(ctx: ScanEngine, without: frozenset[str] = frozenset()) -> ScanResu
     owners = [o for o in OWNERS if o.name not in without]
 
     def run_root(root: Root, *args) -> None:
-        ctx.counts = root.counts
+        ctx.counts, ctx.infers = root.counts, dict(root.infers)
         run_stage(f"scan: {root.name}", lambda: root.read(ctx, *args), None, ctx.problems)
 
     def run_owner(owner: Owner) -> None:

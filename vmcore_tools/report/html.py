@@ -9,8 +9,8 @@ from html import escape
 from typing import Any
 
 from vmcore_tools.report.pictures import HEX_COLOURS, MemoryMap, class_bar_svg
-from vmcore_tools.report.tables import (class_table, meminfo_table, mib, orphan_table, range_table,
-                                        referenced_table, ring_table, suspect_table)
+from vmcore_tools.report.tables import (class_table, inferred_table, meminfo_table, mib, orphan_table,
+                                        range_table, referenced_table, ring_table, suspect_table)
 
 STYLE = """
 body { font-family: "DejaVu Sans", sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -60,20 +60,27 @@ def report_html(data: dict[str, Any], m: MemoryMap | None) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="verdict{"" if oj["orphans"] else " clean"}" id="verdict">{escape(data["verdict"])}</p>',
+        f'<p class="verdict{"" if oj["orphans"] or oj["inferred"] or not oj["scanned"] else " clean"}" '
+        f'id="verdict">{escape(data["verdict"])}</p>',
         "<p>T = U + K + S + C + F: " + " + ".join(f"{k} {mib(dec[k], ps)}" for k in "UKSCF")
         + f" = T {mib(dec['T'], ps)} MiB (user, kernel, shared, cache, free). "
         f"Unexplained kernel memory: <b>{mib(oj['orphaned_pages'], ps)} MiB orphaned</b>, "
-        f"{mib(oj['referenced_pages'], ps)} MiB unattributed but referenced.</p>",
+        f"{mib(oj['referenced_pages'], ps)} MiB unattributed but referenced"
+        + (f", {mib(oj['inferred_pages'], ps)} MiB held only by inference" if oj["inferred"] else "") + ".</p>",
         *map_section(m, ps),
         "<h2>Suspects</h2>",
-        suspect_table(oj).html() if oj["suspects"] else "<p>No orphaned pages.</p>",
+        suspect_table(oj).html() if oj["suspects"] else
+        "<p>No orphaned pages.</p>" if oj["scanned"] else "<p>Not known: the reference scan failed.</p>",
         range_table(oj).html() if oj["suspects"] else "",
         f"<h2>Orphaned pages (a sample of each suspect: {len(oj['orphans'])} of "
         f"{oj['orphaned_allocations']} allocations)</h2>",
         orphan_table(oj, 200).html() if oj["orphans"] else "<p>None.</p>",
         "<h2>Unattributed but referenced</h2>",
         referenced_table(oj, 50).html() if oj["referenced"] else "<p>None.</p>",
+        "<h2>Held only by inference</h2>",
+        f"<p>{oj['inferred_pages']} more pages ({oj['inferred_allocations']} allocations) are held only by "
+        "inference: if they are leaks, they look like this.</p>" + inferred_table(oj, 50).html()
+        if oj["inferred"] else "<p>None: every hold above is proved by the dump.</p>",
         "<h2>Memory by owner class</h2>", class_table(cj).html(),
         "<h2>NIC rx rings</h2>", ring_table(data["rings"]).html() if data["rings"] else "<p>No rings found.</p>",
         "<h2>Census beside the kernel's counters (kB)</h2>", meminfo_table(cj).html(),

@@ -82,6 +82,14 @@ def referenced_table(orphans: dict[str, Any], top: int) -> Table:
                   for x in orphans["referenced"][:top]])
 
 
+def inferred_table(orphans: dict[str, Any], top: int) -> Table:
+    """The inferred tier's groups: the rule, what the allocations look like, and some of them."""
+    return Table(["pages", "allocations", "order", "refcount", "held by", "pfns"],
+                 [(g["pages"], g["allocations"], g["order"], 1 if g["refcount"] == 1 else ">1", g["rule"],
+                   " ".join(map(str, g["sample"][:4])) + (" ..." if g["allocations"] > 4 else ""))
+                  for g in orphans["inferred"][:top]])
+
+
 def ring_table(rings: list[dict[str, Any]]) -> Table:
     return Table(["driver", "device", "ring", "slots", "populated", "outside", "pages", "orders",
                   "stack refs", "bias<0", "indices", "driver stats"],
