@@ -84,6 +84,8 @@ irq_stacks = [(s.address_, s.address_ + drgn.sizeof(s)) for s in
     if "irq_stack_backing_store" in prog else []
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
+    if leak["pfn"] in r.inferred_rules:  # listed in the inferred tier, by its rule
+        leak["inferred"] = r.inferred_rules[leak["pfn"]]
     if leak["pfn"] in referenced:        # explains a miss
         leak["referenced_from"] = referenced[leak["pfn"]]
         # the truth of a page a handler left on its CPU's interrupt stack is the
@@ -103,11 +105,14 @@ def command(*args: str) -> dict:
 cli = {name: command(name) for name in ("info", "census", "buddy", "slab", "rings", "orphans", "snapshot")}
 cli["page"] = command("page", str(leaks[0]["pfn"]))
 cli["report"] = command("report", "--html", "/tmp/report.html")
+# metrics as the timer runs them: a textfile for node_exporter, written whole
+metrics_rc = run_on(prog, ["metrics", "--quiet", "--textfile", "/tmp/vmcore_tools.prom"])
+metrics = {"rc": metrics_rc, "text": open("/tmp/vmcore_tools.prom").read() if metrics_rc in (0, 3) else ""}
 os.environ["VMCORE_TOOLS_FAIL_STAGE"] = "scan: live re-check"     # the stage only a live kernel has
 injected = command("orphans")
 del os.environ["VMCORE_TOOLS_FAIL_STAGE"]
 churn.kill()
-print(json.dumps({"cli": cli, "injected": injected, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
+print(json.dumps({"cli": cli, "injected": injected, "metrics": metrics, "target": "/proc/kcore", "churn_rounds": churn_rounds, "classes": c.totals(), "total_pages": c.total_pages,
                   "release": prog["init_uts_ns"].name.release.string_().decode(),
                   "page_pool_marked": prog.type("struct page").has_member("pp_magic"),
                   "leaks": leaks, "problems": c.problems + r.problems,

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from ..conftest import run_cli, sample_core
+from ..conftest import cli_json, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
@@ -60,6 +60,9 @@ def test_values_are_the_ground_truth(textfile):
     planted = sum(1 << x["order"] for x in core.expected_orphans().values())
     assert s["vmcore_tools_orphaned_bytes"] == planted * page
     assert s["vmcore_tools_orphaned_allocations"] == len(core.expected_orphans())
+    doc = cli_json("orphans", *core.args)
+    assert s["vmcore_tools_inferred_bytes"] == doc["inferred_pages"] * page > 0
+    assert s["vmcore_tools_inferred_allocations"] == doc["inferred_allocations"]
     census = run_cli("census", "--json", "--quiet", *core.args)
     total = int(re.search(r'"total_pages": (\d+)', census.stdout)[1])
     classes = {k: v for k, v in s.items() if k.startswith("vmcore_tools_memory_bytes{")}

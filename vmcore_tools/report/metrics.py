@@ -51,11 +51,18 @@ def exposition(r: OrphanReport, caches: list[SlabCache], version: str, release: 
     lines += _family("vmcore_tools_memory_bytes", "gauge",
                      "Memory by owner class; the classes of RAM add up to all of it (census).",
                      [({"class": k.label}, totals[k.label] * page) for k in PageClass if k != PageClass.NO_PAGE])
-    lines += _family("vmcore_tools_orphaned_bytes", "gauge",
-                     "Pages allocated from the page allocator that nothing references (orphans).",
-                     [({}, orphaned.pages * page)])
-    lines += _family("vmcore_tools_orphaned_allocations", "gauge", "Orphaned allocations (one per head page).",
-                     [({}, len(orphaned))])
+    if r.scanned:       # a failed reference scan knows no orphan: no series rather than a false 0
+        lines += _family("vmcore_tools_orphaned_bytes", "gauge",
+                         "Pages allocated from the page allocator that nothing references (orphans).",
+                         [({}, orphaned.pages * page)])
+        lines += _family("vmcore_tools_orphaned_allocations", "gauge", "Orphaned allocations (one per head page).",
+                         [({}, len(orphaned))])
+        lines += _family("vmcore_tools_inferred_bytes", "gauge",
+                         "Pages held only by an inference (an allocation run, a physical-address match, a table's "
+                         "shape): a leak of this size could hide there.",
+                         [({}, r.inferred_pages * page)])
+        lines += _family("vmcore_tools_inferred_allocations", "gauge", "Allocations held only by an inference.",
+                         [({}, int(r.inferred_heads.size))])
     lines += _family("vmcore_tools_unexplained_bytes", "gauge",
                      "Kernel memory no owner was found for (census class unattributed), referenced or not.",
                      [({}, totals[PageClass.UNATTRIBUTED.label] * page)])
