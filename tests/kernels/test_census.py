@@ -317,7 +317,12 @@ def test_slab_objects_agree_with_drgn(leak_census):
 
 
 def test_cli_slab_json(leak_core):
+    """--top is the text table's rows; the JSON document lists every cache, in the order asked."""
     doc = cli_json("slab", "--sort", "objects", "--top", "5", *leak_core.args)
     assert doc["schema"] == "vmcore-tools/slab/1"
     objs = [x["objects"] for x in doc["caches"]]
-    assert len(objs) == 5 and objs == sorted(objs, reverse=True)
+    assert len(objs) > 5 and objs == sorted(objs, reverse=True)
+    assert sum(x["pages"] for x in doc["caches"]) == doc["total_pages"]
+    text = run_cli("slab", "--sort", "objects", "--top", "5", "--quiet", *leak_core.args).stdout
+    rows = text.splitlines()[4:]
+    assert [row.split()[0] for row in rows] == [x["name"] for x in doc["caches"][:5]], text

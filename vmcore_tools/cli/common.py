@@ -127,8 +127,20 @@ class Commands(click.Group):
 
 def fail_on_leak_option(what: str) -> Callable:
     """``--fail-on-leak``, the same flag on every command that finds leaks:
-    exit 1 when ``what`` is found (and no stage failed: that is exit 3)."""
-    return click.option("--fail-on-leak", is_flag=True, help=f"exit 1 when {what} are found")
+    exit 1 when ``what`` (and no stage failed: that is exit 3)."""
+    return click.option("--fail-on-leak", is_flag=True, help=f"exit 1 when {what}")
+
+
+#: rows of a text table, on every command that lists (``--top``)
+TOP_ROWS = 20
+
+
+def top_option(what: str) -> Callable:
+    """``--top N``, the same on every command that lists: rows of its text
+    tables (0: all), 20 by default; a ``--json`` document says how many
+    there are in all."""
+    return click.option("--top", default=TOP_ROWS, show_default=True, type=click.IntRange(min=0),
+                        help=f"rows of the {what} in the text output (0: all)")
 
 
 def exit_for(problems: list[str], leak: bool = False) -> None:

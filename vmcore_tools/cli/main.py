@@ -29,11 +29,11 @@ from vmcore_tools.census.census import census as run_census, free_memory
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.cli.common import (Commands, analyze, emit, exit_for, fail_on_leak_option, open_target,
                                      parse_duration, progress_printer, reading, session, target_options,
-                                     write_lines, write_output)
-from vmcore_tools.cli.texts import (buddy_text, census_text, diff_text, orphans_text, page_text, report_text,
-                                    rings_text, slab_text, snapshot_text, stacks_text, watch_text)
+                                     top_option, write_lines, write_output)
+from vmcore_tools.cli.texts import (buddy_text, census_text, compare_text, diff_text, orphans_text, page_text,
+                                    report_text, rings_text, slab_text, snapshot_text, stacks_text, watch_text)
 from vmcore_tools.core.features import has_object, kernel_release
-from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, run_stage
+from vmcore_tools.core.stages import EXIT_BAD_INPUT, run_stage
 from vmcore_tools.leaks.orphans import orphans as run_orphans
 from vmcore_tools.leaks.page import explain_page
 from vmcore_tools.leaks.reachability import reachability as run_reachability, reachability_text
@@ -42,6 +42,7 @@ from vmcore_tools.mm.counters import totalram_pages
 from vmcore_tools.mm.slab import SORT_KEYS, slab_caches
 from vmcore_tools.net.devices import bound_devices
 from vmcore_tools.net.rings import all_walkers, walker_ready
+from vmcore_tools.report.compare import ORPHANED, compare as compare_fleet, load_fleet
 from vmcore_tools.report.html import report_html
 from vmcore_tools.report.metrics import exposition, write_textfile
 from vmcore_tools.report.pictures import class_bar_svg, growth_svg, memory_map
@@ -127,18 +128,17 @@ def census(core, vmlinux, debug_dirs, as_json, quiet) -> None:
 @target_options
 @click.option("--sort", type=click.Choice(sorted(SORT_KEYS)), default="size", show_default=True,
               help="order of the caches: total size, objects, active objects, object size, slabs or name")
-@click.option("--top", default=0, help="show only the first N caches (0: all)")
+@top_option("cache table")
 def slab(core, vmlinux, debug_dirs, as_json, quiet, sort, top) -> None:
-    """Slab caches, slabtop-style, with the caches merged into each."""
+    """Slab caches, slabtop-style, with the caches merged into each (--json: every cache)."""
     problems: list[str] = []
     caches = analyze(core, vmlinux, debug_dirs,
                      lambda prog: run_stage("slab caches", lambda: slab_caches(prog, sort), [], problems))
-    rows = caches[:top] if top else caches
     data = {"schema": "vmcore-tools/slab/1", "sort": sort,
             "total_pages": sum(c.pages for c in caches),
-            "caches": [{**asdict(c), "pages": c.pages, "total_bytes": c.total_bytes} for c in rows],
+            "caches": [{**asdict(c), "pages": c.pages, "total_bytes": c.total_bytes} for c in caches],
             "problems": problems}
-    emit(data, as_json, slab_text)
+    emit(data, as_json, lambda d: slab_text({**d, "caches": d["caches"][:top or None]}))
     exit_for(problems)
 
 
@@ -180,7 +180,7 @@ def page(core, vmlinux, debug_dirs, as_json, quiet, where, no_refs) -> None:
 @click.option("--class", "klasses", multiple=True, type=click.Choice(sorted(c.label for c in PageClass
                                                                               if c > PageClass.FREE_PCP)),
               help="only the pages of this census class (repeatable); default: every allocated page")
-@click.option("--top", default=20, show_default=True, help="stacks listed")
+@top_option("stack list (and of the --json document, which says how many there are)")
 def stacks(core, vmlinux, debug_dirs, as_json, quiet, klasses, top) -> None:
     """Allocating stacks (page_owner) that hold the most pages now, like
     page_owner_sort on a live system: needs a kernel booted with page_owner=on."""
@@ -202,25 +202,32 @@ def stacks(core, vmlinux, debug_dirs, as_json, quiet, klasses, top) -> None:
 
 @main.command()
 @target_options
-@click.option("--top", default=20, show_default=True, help="rows of the orphan and referenced tables")
+@top_option("orphan, inferred and referenced tables")
 @click.option("--pfns", "pfns_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="also write every orphan here, one 'PFN ORDER REFCOUNT SUSPECT' line each ('-': stderr)")
-@fail_on_leak_option("orphaned pages")
-def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path, fail_on_leak) -> None:
+@click.option("--inferred-pfns", "inferred_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="also write every allocation held only by inference here, in the --pfns format "
+                   "(suspect -1)")
+@fail_on_leak_option("orphaned pages are found")
+def orphans(core, vmlinux, debug_dirs, as_json, quiet, top, pfns_path, inferred_path, fail_on_leak) -> None:
     """Allocated pages that no owner, ring or pointer in kernel memory accounts for.
 
     The report lists each suspect's pages as runs of PFNs and a sample;
-    --pfns lists them all."""
+    --pfns lists them all.  Pages that only an inference holds (an
+    allocation run, a physical-address match, a table's shape) are a tier
+    of their own: --inferred-pfns lists them."""
     r = analyze(core, vmlinux, debug_dirs, lambda prog: run_orphans(prog, progress=progress_printer(quiet)))
     if pfns_path:
         write_lines(pfns_path, r.pfn_lines())
+    if inferred_path:
+        write_lines(inferred_path, r.inferred_pfn_lines())
     emit(orphans_json(r), as_json, lambda _: orphans_text(r, top))
     exit_for(r.census.problems + r.problems, leak=fail_on_leak and len(r.found) > 0)
 
 
 @main.command()
 @target_options
-@fail_on_leak_option("pages held only by unreachable objects")
+@fail_on_leak_option("pages held only by unreachable objects are found")
 def unreachable(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None:
     """Slab objects and large kmalloc buffers that nothing reaches from the
     roots (kmemleak-style, offline), and the pages only they hold.
@@ -238,7 +245,7 @@ def unreachable(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None
 
 @main.command()
 @target_options
-@fail_on_leak_option("orphaned pages")
+@fail_on_leak_option("orphaned pages are found")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="also write a self-contained HTML report (tables, memory map, bar) here")
 @click.option("--pictures", "pictures_dir", type=click.Path(file_okay=False),
@@ -246,7 +253,8 @@ def unreachable(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak) -> None
 @click.option("--reachability", "reach", is_flag=True,
               help="add the unreachable tier: objects nothing reaches, pages only they hold "
                    "(reads all slab memory once more)")
-def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, pictures_dir, reach) -> None:
+@top_option("suspect table")
+def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, pictures_dir, reach, top) -> None:
     """The one-shot answer: where the memory went, and who leaked it."""
     def analysis(prog: drgn.Program):
         r = run_orphans(prog, progress=progress_printer(quiet))
@@ -257,7 +265,7 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
     m = None
     if html_path or pictures_dir:
         m = run_stage("pictures", lambda: memory_map(c.classes, r.found.pfn, r.found.order), None, r.problems)
-    data = {"schema": "vmcore-tools/report/2", "verdict": verdict(r),
+    data = {"schema": "vmcore-tools/report/3", "verdict": verdict(r),
             "census": c.to_json(), "rings": c.ring_rows(), "orphans": orphans_json(r)}
     if rr is not None:
         data["reachability"] = {"schema": "vmcore-tools/unreachable/1", **rr.to_json()}
@@ -267,7 +275,7 @@ def report(core, vmlinux, debug_dirs, as_json, quiet, fail_on_leak, html_path, p
         Path(pictures_dir).mkdir(parents=True, exist_ok=True)
         write_output(Path(pictures_dir) / "memory-map.png", m.png())
         write_output(Path(pictures_dir) / "classes.svg", class_bar_svg(m.pages, data["census"]["page_size"]))
-    emit(data, as_json, lambda d: report_text(r, d) + (f"\n\n{reachability_text(rr)}" if rr else ""))
+    emit(data, as_json, lambda d: report_text(r, d, top) + (f"\n\n{reachability_text(rr)}" if rr else ""))
     exit_for(c.problems + r.problems + (rr.problems if rr else []), leak=fail_on_leak and len(r.found) > 0)
 
 
@@ -280,11 +288,8 @@ def metrics(core, vmlinux, debug_dirs, quiet, textfile) -> None:
 
     One analysis, written to stdout or, with --textfile, to a file that is
     replaced only once the analysis ended: a scraper never sees half of one,
-    and a failed run leaves the last good file.
-
-    \b
-    Example, for node_exporter --collector.textfile.directory=/var/lib/node_exporter:
-      vmcore-tools metrics --quiet --textfile /var/lib/node_exporter/vmcore_tools.prom"""
+    and a failed run leaves the last good file (node_exporter's textfile
+    collector reads the directory)."""
     t0 = time.monotonic()
 
     def analysis(prog: drgn.Program):
@@ -327,9 +332,10 @@ def snapshot(core, vmlinux, debug_dirs, as_json, quiet, output) -> None:
 @click.option("--any-host", is_flag=True, help="compare snapshots of different hosts")
 @click.option("--all", "show_all", is_flag=True, help="also list what did not change")
 @click.option("--svg", "svg_path", type=click.Path(dir_okay=False), help="also draw the growth as an SVG chart here")
+@fail_on_leak_option("the orphaned pages grew from BEFORE to AFTER")
 @click.option("--quiet", is_flag=True,
-              help="print nothing; exit 1 if the orphaned pages grew, else 0 (as git diff --quiet)")
-def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
+              help="print nothing; implies --fail-on-leak (as git diff --quiet implies --exit-code)")
+def diff(before, after, as_json, any_host, show_all, svg_path, fail_on_leak, quiet) -> None:
     """Growth from snapshot BEFORE to AFTER: per class, slab cache and ring, in MB and MB/hour."""
     try:
         a, b = load_snapshot(before), load_snapshot(after)
@@ -339,11 +345,36 @@ def diff(before, after, as_json, any_host, show_all, svg_path, quiet) -> None:
         sys.exit(EXIT_BAD_INPUT)
     if svg_path:
         write_output(svg_path, growth_svg([a, b]))
-    if quiet:
-        sys.exit(EXIT_LEAK if any(g["kind"] == "orphaned" and g["pages"] > 0 for g in d["growth"]) else 0)
-    if not show_all:
-        d["growth"] = [g for g in d["growth"] if g["pages"] or g["kind"] == "orphaned"]
-    emit(d, as_json, diff_text)
+    grew = any(g["kind"] == "orphaned" and g["pages"] > 0 for g in d["growth"])
+    if not quiet:
+        if not show_all:
+            d["growth"] = [g for g in d["growth"] if g["pages"] or g["kind"] == "orphaned"]
+        emit(d, as_json, diff_text)
+    exit_for([], leak=(fail_on_leak or quiet) and grew)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--factor", default=2.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="a host stands out when its share of RAM is more than this many times the fleet's median")
+@click.option("--min-mb", default=64.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="... and its excess over the median is at least this many MB")
+@top_option("host table")
+@fail_on_leak_option("a host stands out on its orphaned pages")
+def compare(paths, as_json, factor, min_mb, top, fail_on_leak) -> None:
+    """Snapshots of many hosts (files, or directories of them) side by side.
+
+    Each host's memory by class as a share of its RAM, its orphaned pages and
+    their growth (from its first snapshot to its last), and the hosts that
+    stand out from the fleet's median."""
+    try:
+        doc = compare_fleet(load_fleet(list(paths)), factor, min_mb)
+    except SnapshotError as e:
+        click.echo(f"vmcore-tools: error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    emit(doc, as_json, lambda d: compare_text(d, top))
+    exit_for([], leak=fail_on_leak and any(o["measure"] == ORPHANED for o in doc["outliers"]))
 
 
 @main.command()
@@ -381,3 +412,28 @@ def watch(vmlinux, debug_dirs, as_json, quiet, interval, count, steps, svg_path)
         time.sleep(seconds)
 
 
+
+
+#: the examples each command's --help ends with (a vmcore needs -c, -s and -d; nothing: the live kernel)
+EXAMPLES = {
+    "info": ["vmcore-tools info -c vmcore -s vmlinux", "vmcore-tools info          # the running kernel"],
+    "buddy": ["vmcore-tools buddy -c vmcore -s vmlinux --json | jq '.zones[].free_pages'"],
+    "census": ["vmcore-tools census -c vmcore -s vmlinux -d /usr/lib/debug/lib/modules/$(uname -r)"],
+    "slab": ["vmcore-tools slab --sort objects --top 10"],
+    "rings": ["vmcore-tools rings -c vmcore -s vmlinux -d i40e.ko"],
+    "page": ["vmcore-tools page 13346 -c vmcore -s vmlinux", "vmcore-tools page 0xffffea00004d0880 --no-refs"],
+    "stacks": ["vmcore-tools stacks --class unattributed --top 5     # a kernel booted with page_owner=on"],
+    "orphans": ["vmcore-tools orphans -c vmcore -s vmlinux -d i40e.ko --pfns orphans.txt",
+                "vmcore-tools orphans --inferred-pfns inferred.txt --fail-on-leak"],
+    "unreachable": ["vmcore-tools unreachable -c vmcore -s vmlinux --json > unreachable.json"],
+    "report": ["vmcore-tools report -c vmcore -s vmlinux -d i40e.ko --html report.html",
+               "vmcore-tools report --fail-on-leak --quiet    # the running kernel, exit 1 on a leak"],
+    "metrics": ["vmcore-tools metrics --quiet --textfile /var/lib/prometheus/node-exporter/vmcore_tools.prom"],
+    "snapshot": ["vmcore-tools snapshot -o before.json"],
+    "diff": ["vmcore-tools diff before.json after.json --svg growth.svg",
+             "vmcore-tools diff --quiet before.json after.json || echo 'orphaned pages grew'"],
+    "compare": ["vmcore-tools compare fleet/ --fail-on-leak"],
+    "watch": ["vmcore-tools watch --interval 10m --count 12 --svg growth.svg"],
+}
+for _name, _command in main.commands.items():
+    _command.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[_name])

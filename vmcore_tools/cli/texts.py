@@ -11,9 +11,9 @@ from tabulate import tabulate
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.leaks.orphans import OrphanReport
-from vmcore_tools.leaks.verdict import orphans_json
-from vmcore_tools.report.tables import (class_table, meminfo_table, mib as _mib, orphan_table, range_table,
-                                        referenced_table, ring_table, suspect_table)
+from vmcore_tools.leaks.verdict import answer, coverage_parts, orphans_json
+from vmcore_tools.report.tables import (class_table, inferred_table, meminfo_table, mib as _mib, orphan_table,
+                                        range_table, referenced_table, ring_table, suspect_table)
 
 
 def problem_lines(problems: list[str]) -> list[str]:
@@ -85,12 +85,15 @@ def rings_text(data: dict[str, Any]) -> str:
 
 def page_text(d: dict[str, Any]) -> str:
     rows = [("pfn", f"{d['pfn']} ({d['pfn']:#x}), from a {d['given']}"), ("class", d["class"]),
-            ("compound", f"head pfn {d['head']}, order {d['order']}" if d["order"] or d["head"] != d["pfn"]
-             else "no (order 0)"),
+            ("compound", f"head pfn {d['head']}, order {d['order']}"
+             + (" (a block allocated without __GFP_COMP)" if d.get("block") else "")
+             if d["order"] or d["head"] != d["pfn"] else "no (order 0)"),
             ("flags", d["flags"]), ("refcount", d["refcount"]), ("mapcount/type", d["mapcount"] if d["mapcount"] > -1024 else f"{d['mapcount'] & 0xffffffff:#x}"),
             ("mapping", f"{d['mapping']:#x}"), ("owner", d["owner"] or "-")]
     if d["references"] is not None:
         rows.append(("referenced from", "\n".join(d["references"]) or "nowhere: ORPHANED"))
+        if d.get("inferred"):
+            rows.append(("held", f"only by inference ({d['inferred']}): the dump does not prove it held"))
     rec = d.get("page_owner")
     if rec:
         rows += [("page_owner", owner_summary(rec)), ("stack", "\n".join(rec["stack"]) or "-")]
@@ -144,7 +147,9 @@ def stacks_text(d: dict[str, Any]) -> str:
 
 
 def orphans_text(r: OrphanReport, top: int) -> str:
+    """The orphans report; ``top`` rows of each table (0: all)."""
     d = orphans_json(r)
+    top = top or len(d["orphans"]) + len(d["inferred"]) + len(d["referenced"])
     ps = d["page_size"]
     out = [f"Orphaned pages: {d['orphaned_pages']} pages ({_mib(d['orphaned_pages'], ps)} MiB) in "
            f"{d['orphaned_allocations']} allocations that nothing references",
@@ -157,29 +162,38 @@ def orphans_text(r: OrphanReport, top: int) -> str:
                 range_table(d).text(), "",
                 f"Orphans ({listed} of the {len(d['orphans'])} sampled; --pfns FILE lists all "
                 f"{d['orphaned_allocations']})", orphan_table(d, top).text(), "", *allocating_stacks(d)]
+    elif not d["scanned"]:
+        out.append("Orphans not known: the reference scan failed, no unattributed page was checked.")
     elif not d["orphaned_allocations"]:
         out.append("No orphaned pages: every unattributed page is referenced from live kernel memory.")
+    if d["inferred"]:
+        out += ["", f"Held only by inference: {d['inferred_pages']} more pages ({d['inferred_allocations']} "
+                    "allocations); if they are leaks, they look like this (--inferred-pfns FILE lists all)",
+                inferred_table(d, top).text()]
     if d["referenced"]:
         out += ["", f"Unattributed but referenced (first {min(top, d['referenced_allocations'])} "
                     f"of {d['referenced_allocations']})", referenced_table(d, top).text()]
     return "\n".join(out + problem_lines(r.problems))
 
 
-def report_text(r: OrphanReport, d: dict[str, Any]) -> str:
+def report_text(r: OrphanReport, d: dict[str, Any], rows: int = 5) -> str:
+    """The one-shot answer; ``rows`` rows of the suspect table (0: all)."""
     cj = d["census"]
     ps = cj["page_size"]
     dec = cj["decomposition"]
     top = sorted(((k, v) for k, v in cj["classes"].items() if v and k != "free"), key=lambda kv: -kv[1])[:6]
     out = [f"vmcore-tools report: {cj['release']}, {_mib(cj['total_pages'], ps)} MiB", "",
-           "Verdict: " + d["verdict"], "",
+           "Verdict: " + answer(r), "Coverage:",
+           *(f"  - {part}" for part in coverage_parts(d["orphans"]["coverage"], ps)), "",
            "T = U + K + S + C + F:  " + " + ".join(f"{k} {_mib(dec[k], ps)}" for k in "UKSCF")
            + f"  =  T {_mib(dec['T'], ps)} MiB",
            "Largest owners: " + ", ".join(f"{k} {_mib(v, ps)} MiB" for k, v in top),
            f"Unexplained kernel memory after the reference scan: "
            f"{_mib(r.orphaned_pages, ps)} MiB orphaned, "
-           f"{_mib(r.referenced_pages, ps)} MiB unattributed but referenced", ""]
+           f"{_mib(r.referenced_pages, ps)} MiB unattributed but referenced"
+           + (f", {_mib(r.inferred_pages, ps)} MiB held only by inference" if r.inferred_pages else ""), ""]
     if r.suspects:
-        out.append(suspect_table(d["orphans"], 5).text())
+        out.append(suspect_table(d["orphans"], rows or None).text())
     rings = [x for x in d["rings"] if x["populated"]]
     if rings:
         out += ["", "Rings: " + "; ".join(f"{x['driver']} {x['device']} {x['kind']}{x['queue']} "
@@ -219,3 +233,22 @@ def watch_text(record: dict[str, Any], since: dict[str, Any], snap: dict[str, An
             what = g["name"] if g["kind"] == "orphaned" else f"{g['kind']} {g['name']}"
             lines.append(f"  GROWS STEADILY: {what}: {g['mb']:+.2f} MB since the first sample{rate}")
     return "\n".join(lines)
+
+
+def compare_text(d: dict[str, Any], top: int) -> str:
+    """The fleet's hosts, most orphaned share first, and who stands out."""
+    hosts = sorted(d["hosts"], key=lambda h: -h["share"].get("orphaned", 0.0))[:top or None]
+    rows = [(h["host"], h["release"], f"{h['ram_mb']:,.0f}", f"{h['mb'].get('orphaned', 0):,.1f}",
+             "-" if h["orphaned_mb_per_hour"] is None else f"{h['orphaned_mb_per_hour']:+.1f}",
+             f"{h['mb'].get('unattributed', 0):,.1f}", f"{h['mb'].get('slab', 0):,.1f}")
+            for h in hosts]
+    out = [f"{len(d['hosts'])} hosts; a host stands out at more than {d['factor']:g}x the median share of RAM "
+           f"and {d['min_mb']:g} MB over it", tabulate(
+        rows, headers=["host", "release", "RAM MB", "orphaned MB", "MB/hour", "unattributed MB", "slab MB"],
+        disable_numparse=True)]
+    for o in d["outliers"]:
+        out.append(f"  STANDS OUT: {o['host']} {o['measure']}: {o['mb']:,.1f} MB ({100 * o['share']:.2f}% of RAM, "
+                   f"median {100 * o['median_share']:.2f}%, {o['excess_mb']:+,.1f} MB)")
+    if not d["outliers"]:
+        out.append("No host stands out.")
+    return "\n".join(out)
