@@ -26,6 +26,7 @@ from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import has_member, has_object
 from vmcore_tools.net.skb import skb_pfns
 from vmcore_tools.refs.references import ALLOCATION_RUN
+from vmcore_tools.refs.registry import OWNERS, ROOTS
 
 from ..conftest import cli_json, run_cli, sample_core
 
@@ -376,6 +377,12 @@ def test_cli_orphans_and_rings_json(leak_core):
         assert {"pfn", "order", "refcount", "suspect"} <= o.keys()
         assert o["suspect"] in sids
     assert {o["pfn"] for o in doc["orphans"]} == set(leak_core.expected_orphans())
+    # what the scan read, by the registry entry that read it: every byte counted once, under a name
+    # the registry has, and the slab and the kernel image among them
+    by_root = doc["scan"]["bytes_by_root"]
+    assert sum(by_root.values()) == doc["scan"]["bytes"] > 0
+    assert set(by_root) - {"setup"} <= {e.name for e in (*ROOTS, *OWNERS)}, by_root
+    assert by_root["slab"] > 0 and by_root["kernel data"] > 0, by_root
     rings = cli_json("rings", *leak_core.args)
     assert rings["schema"] == "vmcore-tools/rings/1"
     i40e = [x for x in rings["rings"] if x["driver"] == "i40e" and x["kind"] == "rx"]

@@ -193,7 +193,7 @@ def orphans_json(r: OrphanReport) -> dict:
         "orphans": [asdict(o) for o in r.listed_orphans()],
         "referenced": [asdict(e) for e in r.evidence(r.referenced_heads[:REFERENCED_LISTED])],
         "scan": {"bytes": r.scan.bytes_scanned, "seconds": round(r.scan.seconds, 3),
-                 "gb_per_s": round(r.scan.gb_per_s, 3)},
+                 "gb_per_s": round(r.scan.gb_per_s, 3), "bytes_by_root": r.scan.bytes_by_root},
         "seconds": round(r.seconds, 3),
         "verdict": verdict(r),
         "coverage": coverage(r),

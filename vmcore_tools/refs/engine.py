@@ -89,6 +89,8 @@ class ScanEngine:
         #: the kinds of word that are inference in the root being read, and
         #: the rule each rests on (registry.Root.infers)
         self.infers: dict[str, str] = {}
+        #: the registry entry being read: its bytes are counted under its name
+        self.entry = "setup"
         #: what a root keeps from one closure round to the next (its own key)
         self.scratch: dict[str, Any] = {}
         self._by_layout: set[int] = set()
@@ -162,8 +164,13 @@ class ScanEngine:
 
     def match(self, words: np.ndarray, physical: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         """The hits in ``words`` a root reads itself (``Matcher.match``), counted as scanned."""
-        self.result.bytes_scanned += words.size * 8
+        self._count(words.size * 8)
         return self.matcher.match(words, physical)
+
+    def _count(self, nbytes: int) -> None:
+        by = self.result.bytes_by_root
+        self.result.bytes_scanned += nbytes
+        by[self.entry] = by.get(self.entry, 0) + nbytes
 
     def single_pfns(self) -> np.ndarray:
         return np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.memmap.nr])
@@ -183,7 +190,7 @@ class ScanEngine:
         """Match the words of ``data`` (read at ``base``) the way the root
         being read counts them (``counts``)."""
         words = np.frombuffer(data, "<u8", len(data) // 8)
-        self.result.bytes_scanned += len(data)
+        self._count(len(data))
         refs, counts = self.result.references, self.counts
         physical = PHYSICAL in counts or TABLE_ENTRY in counts
         for idx, heads, kind in self.matcher.match(words, physical):

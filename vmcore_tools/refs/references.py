@@ -41,6 +41,9 @@ class ScanResult:
     references: dict[int, list[Reference]]   # candidate head PFN -> references found
     bytes_scanned: int = 0
     seconds: float = 0.0
+    #: bytes read, per registry entry ("scan: NAME" without "scan: "): what
+    #: the scan reads, and why (the entry's fact)
+    bytes_by_root: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     #: DMA-API domains of an IOMMU whose page tables were read by their
     #: layout, and how many could not be (``iommu.iommu_tables``)

@@ -35,10 +35,11 @@ def run_scan(ctx: ScanEngine, without: frozenset[str] = frozenset()) -> ScanResu
     owners = [o for o in OWNERS if o.name not in without]
 
     def run_root(root: Root, *args) -> None:
-        ctx.counts, ctx.infers = root.counts, dict(root.infers)
+        ctx.counts, ctx.infers, ctx.entry = root.counts, dict(root.infers), root.name
         run_stage(f"scan: {root.name}", lambda: root.read(ctx, *args), None, ctx.problems)
 
     def run_owner(owner: Owner) -> None:
+        ctx.entry = owner.name
         run_stage(f"scan: {owner.name}", lambda: owner.find(ctx), None, ctx.problems)
 
     for root in roots:
