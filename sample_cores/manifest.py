@@ -31,8 +31,11 @@ LEAK_RE = re.compile(
     r"(?:fake_\w+|vmct_\w+): leaked pfn=(\d+) order=(\d+) refcount=(-?\d+) ring=(\S+)")
 #: pages a test module owns (vmct_shapes without a plain pointer, vmct_released a user buffer's pages)
 OWNED_RE = re.compile(r"vmct_\w+: owned pfn=(\d+)(?: pages=(\d+))? kind=(\S+)")
-#: pages vmct_shapes left held only by an object it lost (its rx buffer array)
-HIDDEN_RE = re.compile(r"vmct_shapes: hidden pfn=(\d+) holder=([0-9a-f]+)")
+#: pages a test module left held only by an object it lost (vmct_shapes' rx
+#: buffer array, vmct_slabfill's page records)
+HIDDEN_RE = re.compile(r"vmct_\w+: hidden pfn=(\d+) holder=([0-9a-f]+)")
+#: objects vmct_slabfill lost, still allocated, per shape
+LOST_OBJECTS_RE = re.compile(r"vmct_slabfill: lost shape=(\w+) objects=(\d+)")
 PARKED_RE = re.compile(
     r"fake_\w+: parked pfn=(\d+) order=(\d+) refcount=(-?\d+) kind=(\S+) ring=(\S+)")
 RING_RE = re.compile(
@@ -112,6 +115,12 @@ def parse_hidden(text: str) -> list[dict]:
     return [{"pfn": int(m[0]), "holder": int(m[1], 16)} for m in HIDDEN_RE.findall(text)]
 
 
+def parse_lost_objects(text: str) -> dict[str, int]:
+    """Allocated objects a test module lost, per shape: what reachability
+    must find unreachable."""
+    return {m[0]: int(m[1]) for m in LOST_OBJECTS_RE.findall(text)}
+
+
 def parse_parked(text: str) -> list[dict]:
     """Pages the fake drivers left held outside their rx slots: a frame in
     progress (kind ``skb`` or ``xdp`` in the ring, ``slot-skb`` in a slot)
@@ -150,6 +159,7 @@ def guest_truth(out_dir: Path) -> dict:
         "parked": parse_parked(dmesg),
         "owned": parse_owned(dmesg),
         "hidden": parse_hidden(dmesg),
+        "lost_objects": parse_lost_objects(dmesg),
         "fake_rings": parse_rings(dmesg),
         "netdevs": json.loads((out_dir / "netdevs.json").read_text()),
         "meminfo_kb": parse_kv(read("meminfo")),

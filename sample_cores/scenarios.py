@@ -51,6 +51,7 @@ EXPECTED_BOOT: dict[str, tuple[float, float]] = {
     "no workload": (10, 10),
     "workload": (25, 45),
     "seed": (60, 50),
+    "slab fill": (60, 60),
 }
 #: a guest that takes this many times its expected figure is taken for hung
 BOOT_MULTIPLIER = 4
@@ -121,6 +122,27 @@ def _scaled(gb: int, mode: str = "dump") -> Scenario:
                     workload_mb={"page_cache": filled // 4, "anon": filled // 4, "shmem": filled // 16})
 
 
+#: vmct_slabfill's MB per shape in the slab-heavy benchmark guests, by size
+#: in GB: slab at more than half of RAM, the 4 GB guest's list the chain of
+#: 16.7 M objects
+SLAB_FILL_MB = {4: {"list_mb": 2048, "hash_mb": 256, "tree_mb": 128, "pages_mb": 64},
+                16: {"list_mb": 4096, "hash_mb": 3072, "tree_mb": 1024, "pages_mb": 512}}
+
+
+def _slab_heavy(gb: int, mode: str = "dump") -> Scenario:
+    """A benchmark guest of ``gb`` GB whose slab holds more than half of its
+    memory in 128-byte objects (vmct_slabfill: a long list, hash chains, a
+    tree, page records), a thousand objects of each shape lost.  A kdump
+    guest has 256 MB more, what ``crashkernel=256M`` reserves."""
+    mb = SLAB_FILL_MB[gb]
+    return Scenario(f"slab-{gb}g{'-kdump' if mode == 'kdump' else ''}",
+                    f"benchmark: {gb} GB, more than half of it in 128-byte slab objects linked as a list, "
+                    "hash chains, a tree and page records, 1000 objects of each shape lost (100 records)"
+                    + (" (kdump, makedumpfile -c -d 31)" if mode == "kdump" else ""),
+                    {"vmct_slabfill": " ".join(f"{k}={v}" for k, v in mb.items())}, workload=False,
+                    modules=("vmct_slabfill",), mode=mode, memory_mb=gb * 1024 + (256 if mode == "kdump" else 0))
+
+
 #: the kernels built here (kernels.BUILT_LINES): CONFIG_PAGE_OWNER and CONFIG_CMA
 BUILT = ("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")
 
@@ -183,6 +205,8 @@ SCENARIOS = {
           for gb in (4, 16) for mode in ("dump", "kdump")),
         # benchmarks only (benchmarks/scaling.py); no test builds them
         *(_scaled(gb, mode) for mode in ("dump", "kdump") for gb in (1, 4, 8, 16)),
+        # benchmarks only (benchmarks/slab_bench.py)
+        *(_slab_heavy(gb, mode) for gb in SLAB_FILL_MB for mode in ("dump", "kdump")),
     )
 }
 DEFAULT_SCENARIO = "i40e-leak"
@@ -192,11 +216,14 @@ DEFAULT_KERNEL = "6.1"
 def boot_kind(sc: Scenario, line: str) -> str:
     """What sets the pace of ``sc``'s guest on ``line`` up to its first mark: a
     small built kernel boots in seconds; fake_i40e's ``leak_pct`` leaks page
-    by page until that share of memory is gone; the workload fills memory."""
+    by page until that share of memory is gone; vmct_slabfill fills slab
+    object by object; the workload fills memory."""
     if line in BUILT_LINES:
         return "built kernel"
     if "leak_pct=" in sc.module_params.get("fake_i40e", ""):
         return "seed"
+    if "vmct_slabfill" in sc.modules:
+        return "slab fill"
     return "workload" if sc.workload else "no workload"
 
 

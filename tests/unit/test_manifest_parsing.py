@@ -1,6 +1,7 @@
 """Pure-logic tests of the ground-truth parsers (in addition to the kernel tests)."""
 
-from sample_cores.manifest import parse_buddyinfo, parse_kv, parse_log, parse_owned, parse_parked, parse_slabinfo
+from sample_cores.manifest import (parse_buddyinfo, parse_hidden, parse_kv, parse_log, parse_lost_objects, parse_owned,
+                                   parse_parked, parse_slabinfo)
 
 
 def test_parse_meminfo_and_vmstat():
@@ -46,3 +47,13 @@ def test_parse_owned_pages_and_runs():
                         "[    6.02] vmct_cma: owned pfn=4096 pages=3 kind=cma-coherent\n")
     assert owned == [{"pfn": 300, "kind": "lru-list"}, {"pfn": 4096, "kind": "cma-coherent"},
                      {"pfn": 4097, "kind": "cma-coherent"}, {"pfn": 4098, "kind": "cma-coherent"}]
+
+
+def test_parse_lost_objects_and_the_pages_they_hide():
+    text = ("[   40.10] vmct_slabfill: lost shape=list objects=1000\n"
+            "[   41.20] vmct_slabfill: hidden pfn=81234 holder=ffff888101234500\n"
+            "[   41.21] vmct_shapes: hidden pfn=900 holder=ffff888100000040\n"
+            "[   41.30] vmct_slabfill: lost shape=pages objects=100\n")
+    assert parse_lost_objects(text) == {"list": 1000, "pages": 100}
+    assert parse_hidden(text) == [{"pfn": 81234, "holder": 0xffff888101234500},
+                                  {"pfn": 900, "holder": 0xffff888100000040}]

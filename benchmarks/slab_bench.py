@@ -1,0 +1,111 @@
+"""Kernel memory at scale: slab-heavy guests (``slab-4g``, ``slab-16g`` and
+their ``-kdump`` twins), more than half of their memory in 128-byte objects
+that vmct_slabfill linked as one long list (16.7 M objects at 4 GB), hash
+chains, a red-black tree and page records, a thousand of each lost.
+
+Per core, side by side in one run, each command in its own process (wall
+time, peak RSS, the process's own anon memory): ``census``, ``report``,
+``unreachable`` and ``report --reachability``.  Then what the reference scan
+read, per registry entry (what it reads and why: each entry's fact is in
+``refs/registry.py``), and its GB/s; and recall against the module's record:
+the objects it lost must be unreachable, the pages only its lost records
+hold must be named as held only by unreachable memory.
+
+    .venv/bin/python benchmarks/slab_bench.py [--kernel 6.1] [--sizes 4 16] [--no-kdump]
+
+Building a core the first time takes minutes (a TCG guest filling slab
+object by object).  Results are recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import BIN, best_of, measure  # noqa: E402
+
+from sample_cores.__main__ import target_args  # noqa: E402
+from sample_cores.scenarios import build  # noqa: E402
+
+#: the cache vmct_slabfill's objects come from
+CACHE = "vmct_obj"
+COMMANDS = {"census": ["census"], "report": ["report"], "unreachable": ["unreachable"],
+            "report --reachability": ["report", "--reachability"]}
+
+
+def timed_json(cmd: list[str]) -> tuple[dict, dict]:
+    """``cmd --json`` run once, measured (a shell that execs it, so the
+    measured process is the command's own), and the document it wrote."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        line = f"exec {shlex.join(cmd)} > {shlex.quote(out.name)}"
+        m = measure(["sh", "-c", line])
+        text = Path(out.name).read_text()
+    return m, json.loads(text) if text.strip() else {}
+
+
+def run_core(scenario: str, kernel: str) -> dict:
+    path = build(scenario, kernel, log=lambda m: print(m, file=sys.stderr))
+    manifest = json.loads((path / "manifest.json").read_text())
+    args = target_args(path)
+    cli = [str(BIN / "vmcore-tools")]
+    runs, docs = {}, {}
+    for name, sub in COMMANDS.items():
+        cmd = [*cli, *sub, "--json", "--quiet", *args]
+        if name == "census":        # seconds: the fastest of a few
+            runs[name], docs[name] = best_of(cmd), {}
+        else:
+            runs[name], docs[name] = timed_json(cmd)
+    report, unreach = docs["report"], docs["unreachable"]
+    lost = manifest.get("lost_objects", {})
+    cache = next((c for c in unreach.get("caches", []) if c["cache"] == CACHE), {"objects": 0})
+    hidden = {x["pfn"] for x in manifest.get("hidden", [])}
+    named = {p for h in unreach.get("holders", []) for p in h["pfns"]}
+    slab_kb = manifest["meminfo_kb"].get("Slab", 0)
+    return {"scenario": scenario, "format": manifest["core"]["format"],
+            "pages": manifest["kpageflags"]["pages"], "mem_kb": manifest["meminfo_kb"]["MemTotal"],
+            "slab_kb": slab_kb, "objects": unreach.get("objects", 0),
+            "lost": sum(lost.values()), "lost_by_shape": lost, "unreachable_in_cache": cache["objects"],
+            "unreachable": unreach.get("unreachable", 0),
+            "hidden": len(hidden), "hidden_found": len(hidden & named), "hidden_extra": len(named - hidden),
+            "scan": report.get("orphans", {}).get("scan", {}), "runs": runs}
+
+
+def print_core(r: dict) -> None:
+    print(f"{r['scenario']} ({r['format']}): {r['pages']} pages, slab {r['slab_kb'] >> 10} MB of "
+          f"{r['mem_kb'] >> 10} MB ({100 * r['slab_kb'] / r['mem_kb']:.0f}%), {r['objects']} objects traced")
+    base = r["runs"]["report"]["seconds"]
+    for name, m in r["runs"].items():
+        print(f"  {name:22} {m['seconds']:8.2f} s  {m['rss_mb']:7.0f} MB RSS  {m['anon_mb']:6.0f} MB anon"
+              f"  = {m['seconds'] / base:5.2f}x report  exit {m['rc']}")
+    print(f"  lost objects {r['lost']} {r['lost_by_shape']}: {r['unreachable_in_cache']} unreachable in "
+          f"{CACHE}, {r['unreachable'] - r['unreachable_in_cache']} elsewhere")
+    print(f"  pages only lost records hold: {r['hidden_found']}/{r['hidden']} named, "
+          f"{r['hidden_extra']} named beside them")
+    scan = r["scan"]
+    if scan:
+        print(f"  reference scan: {scan['bytes'] / 2**30:.2f} GiB in {scan['seconds']:.2f} s "
+              f"({scan['gb_per_s']:.2f} GB/s); by registry entry:")
+        for name, n in sorted(scan.get("bytes_by_root", {}).items(), key=lambda kv: -kv[1]):
+            if n >= 1 << 20:
+                print(f"    {name:40} {n / 2**20:9.1f} MiB")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernel", default="6.1")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--no-kdump", action="store_true", help="ELF cores only")
+    args = ap.parse_args()
+    for gb in args.sizes:
+        for suffix in [""] + ([] if args.no_kdump else ["-kdump"]):
+            print_core(run_core(f"slab-{gb}g{suffix}", args.kernel))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
