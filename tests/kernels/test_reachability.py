@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vmcore_tools import orphans
+from vmcore_tools.census.classes import PageClass
+from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.leaks.reachability import reachability, reachability_text
 from vmcore_tools.refs.registry import KEPT, REACH_ROOTS, REACH_RULES, TRACED
 from vmcore_tools.core.stages import STAGES, failed_stages
@@ -75,6 +78,28 @@ def test_every_allocated_object_is_traced(leaked_holder):
     name = rr.holders[0].cache
     theirs = sum(1 for _ in slab_cache_for_each_allocated_object(find_slab_cache(r.census.prog, name), "void"))
     assert rr.objects_by_cache[name] == theirs > 0
+
+
+def test_full_slabs_laid_out_in_bulk_are_what_their_freelists_say(leaked_holder):
+    """``SlabObjects.allocated_slabs`` lays out the slabs with no freelist of
+    their own from the memmap in bulk: per cache, the same object starts as
+    walking each slab's freelist one by one (``allocated``)."""
+    _, r, _ = leaked_holder
+    c = r.census
+    slabs = SlabObjects(c.prog, c.memmap)
+    heads = np.unique(c.memmap.heads_of(c.pfns_of(PageClass.SLAB)))
+    bulk: dict[str, set[int]] = {}
+    for got in slabs.allocated_slabs(heads):
+        assert got is not None
+        bulk.setdefault(got[0], set()).update(got[2].tolist())
+    one_by_one: dict[str, set[int]] = {}
+    walker = SlabObjects(c.prog, c.memmap)          # its own caches: nothing shared with the bulk read
+    for head in heads.tolist():
+        name, _, starts = walker.allocated(head)
+        one_by_one.setdefault(name, set()).update(starts.tolist())
+    assert bulk == one_by_one
+    own_free = c.memmap.struct_pages(heads, slabs.freelist_offset, slabs.freelist_offset + 8).view("<u8")
+    assert 0 < int((own_free == 0).sum()) < heads.size     # both paths taken
 
 
 def test_cli_unreachable_json(leaked_holder):

@@ -47,7 +47,7 @@ import numpy as np
 from vmcore_tools.core.stages import run_stage
 from vmcore_tools.leaks.orphans import OrphanReport
 from vmcore_tools.refs.engine import MAX_REFS
-from vmcore_tools.refs.objects import ObjectTracer, closure
+from vmcore_tools.refs.objects import ObjectGraph, ObjectTracer
 from vmcore_tools.refs.reader import Progress
 from vmcore_tools.refs.registry import KEPT, REACH_ROOTS, TRACED, Root
 
@@ -74,9 +74,10 @@ def reached_objects(tracer: ObjectTracer, problems: list[str], without: frozense
     for traced in TRACED:
         if traced.name not in without:
             run(traced)
-    found = closure(tracer.rooted, tracer.edges)
+    graph = ObjectGraph(len(tracer.table), tracer.edges)
+    found = graph.reached(tracer.rooted)
     kept = tracer.kept & ~found
-    return closure(found | kept, tracer.edges) if kept.any() else found
+    return graph.reached(found | kept) if kept.any() else found
 
 
 @dataclass
@@ -148,7 +149,7 @@ def reachability(report: OrphanReport, progress: Progress | None = None,
     lost = ~reached
     caches = []
     if lost.any():
-        sizes = (table.end - table.start).astype(np.int64)
+        sizes = table.size.astype(np.int64)
         per = np.bincount(table.cache[lost], minlength=len(table.names))
         nbytes = np.bincount(table.cache[lost], weights=sizes[lost], minlength=len(table.names))
         for i in np.argsort(-nbytes)[:CACHES_LISTED].tolist():
@@ -213,7 +214,7 @@ def hidden_holders(tracer: ObjectTracer, report: OrphanReport, reached: np.ndarr
             by_holder.setdefault(min(objs), []).append(head)
     out = []
     for obj, heads in sorted(by_holder.items(), key=lambda kv: -len(kv[1])):
-        start, end = int(table.start[obj]), int(table.end[obj])
+        start, end = int(table.start[obj]), table.end_of(obj)
         pages = int(sum(1 << int(o) for o in a.order_of(np.array(heads, np.int64))))
         h = HiddenHolder(start, table.names[table.cache[obj]], end - start, heads, pages,
                          object_layout(tracer, start, end))

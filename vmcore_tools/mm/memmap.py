@@ -170,6 +170,10 @@ class Memmap:
     def virt_of_pfn(self, pfn: int) -> int:
         return self.direct_map + (pfn << self.page_shift)
 
+    def virts_of_pfns(self, pfns: np.ndarray) -> np.ndarray:
+        """Vectorized ``virt_of_pfn``: the direct-map address of each PFN (uint64)."""
+        return np.uint64(self.direct_map) + (np.asarray(pfns).astype(np.uint64) << np.uint64(self.page_shift))
+
     # -- compound pages (known after the census pass) ---------------------------
 
     def order_of(self, pfns: np.ndarray | int) -> np.ndarray | int:

@@ -30,11 +30,12 @@ KeptRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class ObjectTable:
-    """Every allocated object of the traced memory, sorted by address."""
+    """Every allocated object of the traced memory, sorted by address: 14
+    bytes an object (a start, a slot size, a cache index)."""
 
     start: np.ndarray        # uint64: first byte (direct map)
-    end: np.ndarray          # uint64: one past the last byte of its slot
-    cache: np.ndarray        # int32: index into ``names``
+    size: np.ndarray         # uint32: bytes of its slot (a large kmalloc buffer's 4 MiB fit)
+    cache: np.ndarray        # uint16 (int32 past 65,535 caches): index into ``names``
     names: list[str]
     #: slabs whose freelists could not be read: their objects are not traced
     unread_slabs: int = 0
@@ -42,20 +43,25 @@ class ObjectTable:
     def __len__(self) -> int:
         return self.start.size
 
+    def end_of(self, i: int) -> int:
+        """One past the last byte of object ``i``'s slot."""
+        return int(self.start[i]) + int(self.size[i])
+
     def find(self, addrs: np.ndarray) -> np.ndarray:
         """The object each address lies in (any byte of its slot), -1 where none."""
         i = np.searchsorted(self.start, addrs, side="right") - 1
         inside = i >= 0
-        inside[inside] = addrs[inside] < self.end[i[inside]]
+        j = i[inside]
+        inside[inside] = addrs[inside] - self.start[j] < self.size[j]
         return np.where(inside, i, -1)
 
 
 def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
-    """The allocated slab objects (``slab.SlabObjects.allocated``) and the
-    large kmalloc buffers (a compound page without a slab, ``PAGE_SIZE <<
-    order`` bytes) of the census."""
+    """The allocated slab objects (``slab.SlabObjects.allocated_slabs``) and
+    the large kmalloc buffers (a compound page without a slab, ``PAGE_SIZE
+    << order`` bytes) of the census."""
     c, a = census, census.memmap
-    starts, ends, caches, names, index = [], [], [], [], {}
+    starts, sizes, caches, names, index = [], [], [], [], {}
     unread = 0
 
     def add(name: str, first: np.ndarray, size: np.ndarray | int) -> None:
@@ -63,15 +69,11 @@ def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
             index[name] = len(names)
             names.append(name)
         starts.append(first)
-        ends.append(first + np.asarray(size, np.uint64))
-        caches.append(np.full(first.size, index[name], np.int32))
+        sizes.append(np.broadcast_to(np.asarray(size, np.uint32), first.shape))
+        caches.append(np.full(first.size, index[name], np.uint16 if index[name] < 1 << 16 else np.int32))
 
     slab = c.pfns_of(PageClass.SLAB)
-    for head in np.unique(a.heads_of(slab)).tolist():
-        try:
-            got = slab_objects.allocated(head)
-        except (drgn.FaultError, ValueError):
-            got = None
+    for got in slab_objects.allocated_slabs(np.unique(a.heads_of(slab))):
         if got is None:
             unread += 1
             continue
@@ -80,14 +82,17 @@ def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
     large = c.pfns_of(PageClass.LARGE_KMALLOC)
     heads = large[a.heads_of(large) == large]
     if heads.size:
-        first = np.array([a.virt_of_pfn(h) for h in heads.tolist()], np.uint64)
-        add("large kmalloc", first, (np.uint64(1) << a.order_of(heads).astype(np.uint64)) << np.uint64(a.page_shift))
+        add("large kmalloc", a.virts_of_pfns(heads), np.uint32(a.page_size) << a.order_of(heads).astype(np.uint32))
     if not starts:
-        empty = np.zeros(0, np.uint64)
-        return ObjectTable(empty, empty, np.zeros(0, np.int32), names, unread)
-    start, end, cache = np.concatenate(starts), np.concatenate(ends), np.concatenate(caches)
-    order = np.argsort(start, kind="stable")
-    return ObjectTable(start[order], end[order], cache[order], names, unread)
+        return ObjectTable(np.zeros(0, np.uint64), np.zeros(0, np.uint32), np.zeros(0, np.uint16), names, unread)
+    start = np.concatenate(starts)
+    starts.clear()
+    order = np.argsort(start)                 # starts are distinct: no stable sort needed
+    start = start[order]
+    size = np.concatenate(sizes)[order]
+    sizes.clear()
+    cache = np.concatenate(caches)[order]
+    return ObjectTable(start, size, cache, names, unread)
 
 
 class ObjectTracer:
@@ -151,8 +156,8 @@ def stale_spans(table: ObjectTable, slab_objects: SlabObjects) -> tuple[np.ndarr
     spans = []
     for sheaf, first in slab_objects.stale_sheaf_words():
         obj = int(table.find(np.array([sheaf], np.uint64))[0])
-        if obj >= 0 and first < int(table.end[obj]):
-            spans.append((first, int(table.end[obj])))
+        if obj >= 0 and first < table.end_of(obj):
+            spans.append((first, table.end_of(obj)))
     spans.sort()
     return np.array([s for s, _ in spans], np.uint64), np.array([e for _, e in spans], np.uint64)
 
@@ -209,24 +214,46 @@ def kept_sysctl_headers(t: ObjectTracer) -> KeptRule | None:
     return test
 
 
+class ObjectGraph:
+    """The edges between objects, in compressed sparse rows (``indptr``,
+    ``indices``: 4 bytes per edge and per object), built once and searched
+    from any set of roots (``reached``)."""
+
+    def __init__(self, n: int, edges: list[tuple[np.ndarray, np.ndarray]]):
+        """The graph of ``n`` objects over ``edges`` (source, target index
+        arrays), which it empties as it goes: each side is joined, then its
+        pieces let go, so the pieces and the rows are never all held at once."""
+        from scipy.sparse import coo_array
+        self.n = n
+        src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int32)
+        dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int32)
+        edges.clear()
+        # scipy sorts the pairs into rows in C (O(V + E), no argsort)
+        rows = coo_array((np.ones(src.size, np.int8), (src, dst)), shape=(n, n)).tocsr()
+        del src, dst
+        self.indptr, self.indices = rows.indptr.astype(np.int32, copy=False), rows.indices.astype(np.int32, copy=False)
+
+    def reached(self, rooted: np.ndarray) -> np.ndarray:
+        """The objects reachable from ``rooted`` (a mask): one breadth-first
+        search in C (``scipy.sparse.csgraph``) from a node added for the
+        purpose, whose row names every rooted object.  O(V + E) at any
+        depth: a chain of 16.7 M objects, every kernel list at its worst,
+        is one call, not one Python round per link.  (scipy is imported
+        here, not with the module: only reachability pays its 25 MB.)"""
+        from scipy.sparse import csr_array
+        from scipy.sparse.csgraph import breadth_first_order
+        n = self.n
+        roots = np.flatnonzero(rooted).astype(np.int32)
+        indices = np.concatenate([self.indices, roots])
+        indptr = np.append(self.indptr, np.int32(indices.size))
+        graph = csr_array((np.ones(indices.size, np.int8), indices, indptr), shape=(n + 1, n + 1))
+        order = breadth_first_order(graph, n, directed=True, return_predecessors=False)
+        reached = np.zeros(n + 1, bool)
+        reached[order] = True
+        return reached[:n]
+
+
 def closure(rooted: np.ndarray, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The nodes reachable from ``rooted`` along ``edges`` (source, target
-    index arrays): one breadth-first search in C (``scipy.sparse.csgraph``)
-    from a node added for the purpose, with an edge to every rooted node.
-    O(V + E) at any depth: a chain of 16.7 M objects, every kernel list at
-    its worst, is one call, not one Python round per link.  (scipy is
-    imported here, not with the module: only reachability pays its 25 MB.)"""
-    from scipy.sparse import csr_array
-    from scipy.sparse.csgraph import breadth_first_order
-    n = rooted.size
-    src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int32)
-    dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int32)
-    roots = np.flatnonzero(rooted).astype(np.int32)
-    src = np.concatenate([src, np.full(roots.size, n, np.int32)])
-    dst = np.concatenate([dst, roots])
-    graph = csr_array((np.ones(src.size, np.int8), (src, dst)), shape=(n + 1, n + 1))
-    del src, dst
-    order = breadth_first_order(graph, n, directed=True, return_predecessors=False)
-    reached = np.zeros(n + 1, bool)
-    reached[order] = True
-    return reached[:n]
+    """The nodes reachable from ``rooted`` along ``edges`` (``ObjectGraph``;
+    ``edges`` is emptied)."""
+    return ObjectGraph(rooted.size, edges).reached(rooted)
