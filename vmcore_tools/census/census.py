@@ -34,6 +34,7 @@ from vmcore_tools.mm.pagetables import PageTableWalk, walk_page_tables
 from vmcore_tools.net.rings import RingScan, walk_rings
 from vmcore_tools.core.stages import damage_line, run_stage
 from vmcore_tools.mm.counters import kernel_counters
+from vmcore_tools.core.arrays import unique
 from vmcore_tools.census.walks import (DeviceRange, VmapPages, ZoneFree, hugetlb_dtor, ring_heads,
                                        walk_device_pages, walk_free_lists, walk_page_frags, walk_pcp_lists,
                                        walk_vmalloc)
@@ -150,7 +151,7 @@ class Census:
             refcount = self.refcounts(r.pfn)
             has_bias = r.bias >= 0
             stack = refcount[has_bias] - r.bias[has_bias]
-            heads = np.unique(m.heads_of(r.all_pfns()))
+            heads = unique(m.heads_of(r.all_pfns()))
             orders = m.order_of(heads).astype(np.int64)
             outside = np.setdiff1d(r.extra_heads(m), m.heads_of(r.pfn))
             rows.append({

@@ -26,6 +26,7 @@ from vmcore_tools.census.classes import UNCLAIMED, PageClass
 from vmcore_tools.census.damage import Damage
 from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap, PageWords
 from vmcore_tools.mm.pageflags import PageTypes, page_flag_bits
+from vmcore_tools.core.arrays import unique
 
 
 @dataclass
@@ -94,7 +95,7 @@ class ShmemMappings:
     def mask(self, mapping: np.ndarray) -> np.ndarray:
         if self.aops is None:
             return np.zeros(mapping.size, bool)
-        files = np.unique(mapping[(mapping != 0) & ((mapping & np.uint64(3)) == 0)])
+        files = unique(mapping[(mapping != 0) & ((mapping & np.uint64(3)) == 0)])
         shmem = [m for m in files.tolist() if self.is_shmem(m)]
         return np.isin(mapping, np.array(shmem, np.uint64)) if shmem else np.zeros(mapping.size, bool)
 
@@ -415,7 +416,7 @@ def classify_pages(w: PageWords, ev: ChunkEvidence, ctx: Context,
     follows[local] = first_head[w.head_pfn[local] - lo]
     remote = tail & ~local
     if remote.any():
-        for head in np.unique(w.head_pfn[remote]).tolist():
+        for head in unique(w.head_pfn[remote]).tolist():
             if head in carry:
                 verdict = carry[head][1]
                 follows[remote & (w.head_pfn == head)] = none if verdict == UNCLAIMED else RANK[verdict]

@@ -23,6 +23,7 @@ from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.net.rings import RingScan
+from vmcore_tools.core.arrays import unique
 
 
 @dataclass
@@ -359,4 +360,4 @@ def ring_heads(m: Memmap, rings: RingScan) -> np.ndarray:
     """Compound heads (sorted PFNs) of the pages the ring walkers found (a
     virtqueue descriptor may point into a tail of an order-3 frag page),
     read from those pages' ``compound_head``."""
-    return np.unique(m.read(rings.held_pfns()).head_pfn)
+    return unique(m.read(rings.held_pfns()).head_pfn)

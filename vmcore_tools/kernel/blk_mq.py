@@ -33,6 +33,7 @@ from drgn.helpers.linux.xarray import xa_for_each
 
 from vmcore_tools.core.walk import bounded, damaged, max_entries, max_pages, xa_index
 from vmcore_tools.mm.memmap import max_buddy_order
+from vmcore_tools.core.arrays import unique
 
 
 @dataclass
@@ -82,7 +83,7 @@ def request_blocks(prog: drgn.Program) -> RequestBlocks:
                 rqs = np.frombuffer(prog.read(tags.static_rqs.value_(), 8 * n), "<u8")
                 for rq in rqs[rqs != 0].tolist():
                     (in_use if prog.read_u32(rq + ref_at) else idle).append((rq, rq + size))
-    return RequestBlocks(np.unique(np.array(pfns, np.int64)), in_use, idle)
+    return RequestBlocks(unique(np.array(pfns, np.int64)), in_use, idle)
 
 
 def hw_queues(q: drgn.Object) -> list[drgn.Object]:

@@ -22,6 +22,7 @@ from vmcore_tools.core.debuginfo import module_at
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.refs.references import Reference
 from vmcore_tools.net.devices import all_netdevs, driver_name, netdev_label
+from vmcore_tools.core.arrays import unique
 
 #: rx buffer offsets tried when sniffing a page for a frame, besides those the
 #: rings use: legacy rx (0), NET_IP_ALIGN (2), build_skb headroom on x86-64
@@ -81,7 +82,7 @@ def rx_offsets(c: Census) -> list[int]:
     seen = set(DEFAULT_RX_OFFSETS)
     for r in c.rings.rings:
         if r.kind == "rx" and r.bias.size and (r.bias >= 0).any():
-            seen.update(np.unique(r.offset).tolist())
+            seen.update(unique(r.offset).tolist())
     return sorted(seen)
 
 

@@ -18,6 +18,7 @@ from vmcore_tools.leaks.evidence import (PageSample, Sniffer, contents_text, dev
                                          page_history)
 from vmcore_tools.mm.page_owner import PageOwner
 from vmcore_tools.net.page_pool import pool_owners_of
+from vmcore_tools.core.arrays import unique
 
 
 #: refcounts from here up look like an rx ring's pagecnt_bias (USHRT_MAX-based)
@@ -80,7 +81,7 @@ def refcount_pattern(refcount: np.ndarray) -> np.ndarray:
 
 def even_sample(n: int, k: int = SAMPLE) -> np.ndarray:
     """``min(n, k)`` ranks spread evenly over ``range(n)``."""
-    return np.arange(n) if n <= k else np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+    return np.arange(n) if n <= k else unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
 def members_at(mask: np.ndarray, ranks: np.ndarray, step: int = 1 << 18) -> np.ndarray:
@@ -140,7 +141,7 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
     ring_orders = c.rings.orders_by_driver(c.memmap)
     key = found.order * np.uint8(len(PATTERNS)) + refcount_pattern(found.refcount)
     groups: list[tuple[str, int, np.ndarray, tuple[str | None, str | None], str | None]] = []
-    for k in np.unique(key).tolist():
+    for k in unique(key).tolist():
         mask = key == k
         n = int(np.count_nonzero(mask))
         pick = members_at(mask, even_sample(n))

@@ -9,12 +9,12 @@ from collections import Counter
 from dataclasses import asdict
 
 import drgn
-import numpy as np
 
 from vmcore_tools.census.classes import KERNEL_CLASSES
 from vmcore_tools.core.features import has_object, kernel_release
 from vmcore_tools.core.stages import abandoned_stages, failed_stages
 from vmcore_tools.leaks.orphans import REFERENCED_LISTED, OrphanReport
+from vmcore_tools.core.arrays import unique
 
 
 def coverage(r: OrphanReport) -> dict:
@@ -149,7 +149,7 @@ def answer(r: OrphanReport) -> str:
         who = f"{100 * pages / r.orphaned_pages:.0f}% look like {driver} rx buffers of {them}"
     else:
         who = "no device could be named from their contents"
-    orders = "/".join(str(o) for o in np.unique(r.found.order).tolist())
+    orders = "/".join(str(o) for o in unique(r.found.order).tolist())
     more = f" Besides, {inferred_text(r)}" if r.inferred_heads.size else ""
     return (f"{_size(r.orphaned_pages * ps)} in {len(r.found)} order-{orders} allocations leaked from "
             f"the page allocator (orphaned: nothing references them); {who}. Slab is "

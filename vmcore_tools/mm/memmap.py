@@ -24,6 +24,7 @@ import numpy as np
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 
 from vmcore_tools.core.features import has_member
+from vmcore_tools.core.arrays import unique
 
 #: Pages decoded per read: 32768 pages * 64 bytes = 2 MiB of memmap.
 CHUNK_PAGES = 1 << 15
@@ -251,7 +252,7 @@ class Memmap:
     def read(self, pfns: np.ndarray) -> PageWords:
         """Decoded words of the given PFNs (sorted and unique on return), read
         in windows of the memmap that cover many of them at once."""
-        pfns = np.unique(np.asarray(pfns, np.int64))
+        pfns = unique(np.asarray(pfns, np.int64))
         pfns = pfns[(pfns >= 0) & (pfns < self.nr)]
         parts = [self._decode(int(p[0]), int(p[-1]) + 1, p) for p in np.split(pfns, self._windows(pfns)) if p.size]
         if not parts:

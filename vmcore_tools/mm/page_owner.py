@@ -45,6 +45,7 @@ from drgn.helpers.linux.stackdepot import stack_depot_fetch
 from vmcore_tools.core.debuginfo import load_module_debug_info, module_at
 from vmcore_tools.core.features import constant, has_member, has_object, has_type
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.core.arrays import unique
 
 #: Functions of the page allocator itself, skipped when we name the caller
 #: that asked for a page (``alloc_site``): the first frame of a page_owner
@@ -288,10 +289,10 @@ class PageOwners:
         """``(PFNs, their page_ext entries as rows of bytes)``, one slice of a
         section's table at a time; sections without a table, or whose slice
         cannot be read, are left out."""
-        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        pfns = unique(np.asarray(pfns, dtype=np.int64))
         sections = pfns >> self.section_shift
         size = self.entry_size
-        for nr in np.unique(sections).tolist():
+        for nr in unique(sections).tolist():
             table = _section_table(self.prog, nr)
             if table is None:
                 continue
@@ -314,7 +315,7 @@ class PageOwners:
         handles go through the stack depot, and only the ``top`` ones.  What
         ``page_owner_sort`` does with ``/sys/kernel/debug/page_owner`` on a
         live system, from a dump."""
-        pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+        pfns = unique(np.asarray(pfns, dtype=np.int64))
         handles, weights = [], []
         recorded = 0
         for _, rows in self._rows(pfns):

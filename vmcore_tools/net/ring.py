@@ -12,6 +12,7 @@ import drgn
 import numpy as np
 
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.core.arrays import unique
 
 
 @dataclass
@@ -63,7 +64,7 @@ class RingScan:
         """Every PFN some ring holds (unique)."""
         if not self.rings:
             return np.zeros(0, np.int64)
-        return np.unique(np.concatenate([r.all_pfns() for r in self.rings]))
+        return unique(np.concatenate([r.all_pfns() for r in self.rings]))
 
     def orders_by_driver(self, a: Memmap) -> dict[int, list[str]]:
         """Page order -> rings that hold pages of that order (evidence for
@@ -72,7 +73,7 @@ class RingScan:
         for r in self.rings:
             if r.kind != "rx" or not r.pfn.size:
                 continue
-            for order in np.unique(a.order_of(r.pfn)).tolist():
+            for order in unique(a.order_of(r.pfn)).tolist():
                 out.setdefault(int(order), []).append(r.name)
         return out
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.core.arrays import unique
 
 
 #: Physical addresses below this are not taken as references (small integers abound).
@@ -79,7 +80,7 @@ def table_entries(words: np.ndarray, page_words: int) -> np.ndarray:
         entry.reshape(-1, page_words).any(axis=1)
     flags = (words & np.uint64(0xFFF)).reshape(-1, page_words)
     for i in np.flatnonzero(pages):
-        pages[i] = np.unique(flags[i][entry.reshape(-1, page_words)[i]]).size <= TABLE_FLAG_SETS
+        pages[i] = unique(flags[i][entry.reshape(-1, page_words)[i]]).size <= TABLE_FLAG_SETS
     return entry & np.repeat(pages, page_words)
 
 
@@ -89,7 +90,7 @@ class Matcher:
     def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
         heads = np.asarray(heads, np.int64)
-        self.heads = heads if np.all(heads[1:] > heads[:-1]) else np.unique(heads)
+        self.heads = heads if np.all(heads[1:] > heads[:-1]) else unique(heads)
         self.bits = _extent_bits(self.heads, a.order_of(self.heads), a.nr)
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.struct_size)

@@ -16,6 +16,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.core.arrays import unique
 
 #: Bytes read and handed to the sink at a time.
 CHUNK_BYTES = 1 << 20
@@ -58,7 +59,7 @@ class MemoryReader:
         """Read pages by PFN through the direct map, contiguous runs at once."""
         if not pfns.size:
             return
-        pfns = np.unique(pfns)
+        pfns = unique(pfns)
         breaks = np.nonzero(np.diff(pfns) != 1)[0] + 1
         done = 0
         a = self.memmap

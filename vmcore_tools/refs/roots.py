@@ -29,6 +29,7 @@ from vmcore_tools.net.page_pool import dma_index_nodes
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.reader import MemoryContext, subtract_spans
 from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, TABLE_ENTRY, Reference
+from vmcore_tools.core.arrays import unique
 
 #: region name of the NIC rx buffers, where only skb frags count (``matcher.frag_entries``)
 RX_BUFFERS = "rx buffers"
@@ -279,7 +280,7 @@ def scan_memmap_links(ctx: ScanEngine, heads: np.ndarray) -> None:
                 pfn = int(frontier[i // per_page])
                 ctx.add_reference(Reference(head, kind, a.memmap + pfn * a.struct_size + 8 * (i % per_page),
                                             "struct page", value=int(words[i])))
-        frontier = np.unique(np.array(found, np.int64))
+        frontier = unique(np.array(found, np.int64))
         frontier = frontier[~_bits_set(read, frontier)]
 
 

@@ -24,6 +24,7 @@ from html import escape
 import numpy as np
 
 from vmcore_tools.census.classes import PageClass, class_counts
+from vmcore_tools.core.arrays import unique
 
 #: map value of an orphaned page: not a census class, the reference scan's verdict on top of one
 ORPHANED = 255
@@ -111,7 +112,7 @@ def map_values(classes: np.ndarray, pfn: np.ndarray | None = None, order: np.nda
     if pfn is None or not pfn.size:
         return values
     order = np.zeros(pfn.size, np.uint8) if order is None else order
-    for o in np.unique(order).tolist():
+    for o in unique(order).tolist():
         heads = pfn[order == o].astype(np.int64)
         values[(heads[:, None] + np.arange(1 << o, dtype=np.int64)).ravel()] = ORPHANED
     return values
@@ -131,7 +132,7 @@ def memory_map(classes: np.ndarray, pfn: np.ndarray | None = None, order: np.nda
     padded = np.full(height * width * per_pixel, PageClass.NO_PAGE, np.uint8)
     padded[:n] = values
     blocks = padded.reshape(-1, per_pixel)
-    present = np.unique(padded)
+    present = unique(padded)
     if per_pixel == 1:
         chosen = blocks[:, 0]
     else:
