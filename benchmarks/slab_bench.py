@@ -3,8 +3,8 @@ their ``-kdump`` twins), more than half of their memory in 128-byte objects
 that vmct_slabfill linked as one long list (16.7 M objects at 4 GB), hash
 chains, a red-black tree and page records, a thousand of each lost.
 
-Per core, side by side in one run, each command in its own process (wall
-time, peak RSS, the process's own anon memory): ``census``, ``report``,
+Per core, side by side in one run, each command in its own process, three
+times (the fastest wall time; the median peak RSS and anon memory): ``census``, ``report``,
 ``unreachable`` and ``report --reachability``.  Then what the reference scan
 read, per registry entry (what it reads and why: each entry's fact is in
 ``refs/registry.py``), and its GB/s; and recall against the module's record:
@@ -26,8 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import BIN, best_of, measure  # noqa: E402
+from peers import BIN, measure  # noqa: E402
 
 from sample_cores.__main__ import target_args  # noqa: E402
 from sample_cores.scenarios import build  # noqa: E402
@@ -38,14 +40,21 @@ COMMANDS = {"census": ["census"], "report": ["report"], "unreachable": ["unreach
             "report --reachability": ["report", "--reachability"]}
 
 
-def timed_json(cmd: list[str]) -> tuple[dict, dict]:
-    """``cmd --json`` run once, measured (a shell that execs it, so the
-    measured process is the command's own), and the document it wrote."""
+def timed_json(cmd: list[str], runs: int = 3) -> tuple[dict, dict]:
+    """``cmd --json`` run ``runs`` times, measured (a shell that execs it,
+    so the measured process is the command's own): the fastest run's time,
+    the median peak memory, and the document it wrote."""
+    done = []
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         line = f"exec {shlex.join(cmd)} > {shlex.quote(out.name)}"
-        m = measure(["sh", "-c", line])
+        for _ in range(runs):
+            done.append(measure(["sh", "-c", line]))
         text = Path(out.name).read_text()
-    return m, json.loads(text) if text.strip() else {}
+    best = dict(min(done, key=lambda r: r["seconds"]))
+    for key in ("rss_mb", "anon_mb"):
+        best[key] = float(np.median([r[key] for r in done]))
+    best["runs"] = runs
+    return best, json.loads(text) if text.strip() else {}
 
 
 def run_core(scenario: str, kernel: str) -> dict:
@@ -56,10 +65,7 @@ def run_core(scenario: str, kernel: str) -> dict:
     runs, docs = {}, {}
     for name, sub in COMMANDS.items():
         cmd = [*cli, *sub, "--json", "--quiet", *args]
-        if name == "census":        # seconds: the fastest of a few
-            runs[name], docs[name] = best_of(cmd), {}
-        else:
-            runs[name], docs[name] = timed_json(cmd)
+        runs[name], docs[name] = timed_json(cmd)
     report, unreach = docs["report"], docs["unreachable"]
     lost = manifest.get("lost_objects", {})
     cache = next((c for c in unreach.get("caches", []) if c["cache"] == CACHE), {"objects": 0})

@@ -8,13 +8,26 @@ import sys
 
 import numpy as np
 
-from vmcore_tools.refs.objects import ObjectTable, closure
+from vmcore_tools.refs.objects import KIND_BITS, ObjectTable, closure
+
+
+BASE = 0x800
 
 
 def table() -> ObjectTable:
     start = np.array([0x1000, 0x1100, 0x2000], np.uint64)        # a 256-byte node, a 64-byte object, ...
-    size = np.array([0x100, 0x40, 0x80], np.uint32)
-    return ObjectTable(start, size, np.zeros(3, np.uint16), ["c"])
+    kinds = np.array([0, 1, 2], np.uint64)
+    keys = ((start - np.uint64(BASE)) << np.uint64(KIND_BITS)) | kinds
+    return ObjectTable(keys, BASE, ["c", "c", "d"], np.array([0x100, 0x40, 0x80], np.uint64))
+
+
+def test_the_table_gives_back_each_object_and_its_slot():
+    t = table()
+    assert [t.start_of(i) for i in range(3)] == [0x1000, 0x1100, 0x2000]
+    assert [t.end_of(i) for i in range(3)] == [0x1100, 0x1140, 0x2080]
+    assert t.starts(1).tolist() == [0x1100, 0x2000]
+    assert t.index_range(0x1000, 0x2000) == (0, 2) and t.index_range(0, 0x1001) == (0, 1)
+    assert t.kind_counts(step=2).tolist() == [1, 1, 1]
 
 
 def test_interior_and_tagged_pointers_reach_their_object():
@@ -25,8 +38,9 @@ def test_interior_and_tagged_pointers_reach_their_object():
 
 def test_words_outside_every_object_name_none():
     t = table()
-    words = np.array([0xFFF, 0x1140, 0x2080, 0x1F00, 0], np.uint64)   # before, one past the end, gaps
-    assert t.find(words).tolist() == [-1, -1, -1, -1, -1]
+    # before, one past the end, gaps, below the base, far above
+    words = np.array([0xFFF, 0x1140, 0x2080, 0x1F00, 0, 0x7FF, 1 << 60], np.uint64)
+    assert t.find(words).tolist() == [-1] * 7
 
 
 def test_closure_follows_chains_and_leaves_unreached_cycles():

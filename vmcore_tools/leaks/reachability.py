@@ -74,10 +74,8 @@ def reached_objects(tracer: ObjectTracer, problems: list[str], without: frozense
     for traced in TRACED:
         if traced.name not in without:
             run(traced)
-    graph = ObjectGraph(len(tracer.table), tracer.edges)
-    found = graph.reached(tracer.rooted)
-    kept = tracer.kept & ~found
-    return graph.reached(found | kept) if kept.any() else found
+    # what the kept objects reach is reached too: one search from both
+    return ObjectGraph(len(tracer.table), tracer.edges).reached(tracer.rooted | tracer.kept)
 
 
 @dataclass
@@ -146,23 +144,28 @@ def reachability(report: OrphanReport, progress: Progress | None = None,
     table = tracer.table
     reached = reached_objects(tracer, problems, without)
     problems += tracer.problems
-    lost = ~reached
+    lost = np.flatnonzero(~reached)
     caches = []
-    if lost.any():
-        sizes = table.size.astype(np.int64)
-        per = np.bincount(table.cache[lost], minlength=len(table.names))
-        nbytes = np.bincount(table.cache[lost], weights=sizes[lost], minlength=len(table.names))
-        for i in np.argsort(-nbytes)[:CACHES_LISTED].tolist():
-            if per[i]:
-                where = np.flatnonzero(lost & (table.cache == i))[:SAMPLES]
-                caches.append(UnreachableCache(table.names[i], int(per[i]), int(nbytes[i]),
-                                               table.start[where].tolist()))
+    if lost.size:
+        kinds = table.kinds(lost)
+        by_name: dict[str, list[int]] = {}
+        for kind, name in enumerate(table.names):
+            by_name.setdefault(name, []).append(kind)
+        per = np.bincount(kinds, minlength=len(table.names))
+        nbytes = per * table.sizes.astype(np.int64)
+        rows = [(name, int(per[ks].sum()), int(nbytes[ks].sum()), ks) for name, ks in by_name.items()]
+        for name, objects, size, ks in sorted(rows, key=lambda row: -row[2])[:CACHES_LISTED]:
+            if objects:
+                where = lost[np.isin(kinds, ks)][:SAMPLES]
+                caches.append(UnreachableCache(name, objects, size, [table.start_of(i) for i in where.tolist()]))
     holders = run_stage("reachability: hidden pages", lambda: hidden_holders(tracer, report, reached), [], problems)
-    counts = np.bincount(table.cache, minlength=len(table.names))
-    return ReachabilityReport(len(table), int(reached.sum()), caches, holders, tracer.root_bytes,
+    counts: Counter[str] = Counter()
+    for name, k in zip(table.names, table.kind_counts().tolist()):
+        counts[name] += k
+    return ReachabilityReport(len(table), len(table) - int(lost.size), caches, holders, tracer.root_bytes,
                               tracer.traced_bytes, time.monotonic() - t0, table.unread_slabs,
                               unreadable_summary(problems),
-                              {n: int(k) for n, k in zip(table.names, counts.tolist()) if k})
+                              {n: k for n, k in counts.items() if k})
 
 
 def unreadable_summary(problems: list[str]) -> list[str]:
@@ -214,9 +217,9 @@ def hidden_holders(tracer: ObjectTracer, report: OrphanReport, reached: np.ndarr
             by_holder.setdefault(min(objs), []).append(head)
     out = []
     for obj, heads in sorted(by_holder.items(), key=lambda kv: -len(kv[1])):
-        start, end = int(table.start[obj]), table.end_of(obj)
+        start, end = table.start_of(obj), table.end_of(obj)
         pages = int(sum(1 << int(o) for o in a.order_of(np.array(heads, np.int64))))
-        h = HiddenHolder(start, table.names[table.cache[obj]], end - start, heads, pages,
+        h = HiddenHolder(start, table.names[int(table.kinds(np.array([obj]))[0])], end - start, heads, pages,
                          object_layout(tracer, start, end))
         orders = sorted({int(o) for o in a.order_of(np.array(heads, np.int64))})
         h.text = (f"{len(heads)} order-{'/'.join(map(str, orders))} page(s) held only by an unreachable "

@@ -24,6 +24,7 @@ from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases
 from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.core.arrays import unique
 
 
 @dataclass
@@ -217,10 +218,14 @@ class SlabObjects:
             yield from (None for _ in range(heads.size))
             return
         a = self.a
-        word = lambda off: a.struct_pages(heads, off, off + 8).view("<u8").reshape(-1)  # noqa: E731
+        # both words in one read of the memmap
+        lo = min(self.slab_cache_offset, self.freelist_offset)
+        raw = a.struct_pages(heads, lo, max(self.slab_cache_offset, self.freelist_offset) + 8)
+        word = lambda off: np.ascontiguousarray(raw[:, off - lo:off - lo + 8]).view("<u8").reshape(-1)  # noqa: E731
         cache_of, own_free = word(self.slab_cache_offset), word(self.freelist_offset)
+        del raw
         full = own_free == 0
-        for addr in np.unique(cache_of[full]).tolist():
+        for addr in unique(cache_of[full]).tolist():
             pick = heads[full & (cache_of == addr)]
             try:
                 if addr not in self.caches:
@@ -233,13 +238,17 @@ class SlabObjects:
                 continue
             taken = np.fromiter(cache.cpu_free, np.uint64, len(cache.cpu_free))
             orders = a.order_of(pick)
-            for order in np.unique(orders).tolist():
+            for order in unique(orders).tolist():
                 slabs = pick[orders == order]
                 per_slab = max(0, ((a.page_size << order) - cache.red_left_pad) // cache.size)
                 first = a.virts_of_pfns(slabs) + np.uint64(cache.red_left_pad)
                 starts = (first[:, None] + np.arange(per_slab, dtype=np.uint64) * np.uint64(cache.size)).reshape(-1)
-                if taken.size:
-                    starts = starts[~np.isin(starts, taken)]
+                if taken.size:      # starts are sorted (slabs in order, apart): drop the few taken by place
+                    at = np.minimum(np.searchsorted(starts, taken), starts.size - 1)
+                    drop = unique(at[starts[at] == taken])
+                    if drop.size:       # the few slices between them, joined: one copy
+                        bounds = np.concatenate([[-1], drop, [starts.size]])
+                        starts = np.concatenate([starts[b + 1:e] for b, e in zip(bounds[:-1], bounds[1:])])
                 yield cache.name, cache.size, starts
         for head in heads[~full].tolist():
             try:

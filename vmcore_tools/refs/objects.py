@@ -23,57 +23,106 @@ from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import has_symbol, has_type
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans
+from vmcore_tools.core.arrays import unique
 
 #: a test of which objects, starting at word ``at`` of ``words``, the kernel keeps for good
 KeptRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+#: bits of an object's word that name its kind (``ObjectTable``)
+KIND_BITS = 16
+KIND_MASK = np.uint64((1 << KIND_BITS) - 1)
+
+
 @dataclass
 class ObjectTable:
-    """Every allocated object of the traced memory, sorted by address: 14
-    bytes an object (a start, a slot size, a cache index)."""
+    """Every allocated object of the traced memory, sorted by address, in
+    one word each: its start's offset from ``base`` (the direct map) above
+    ``KIND_BITS`` bits that name its kind -- a cache name and a slot size
+    (``names``, ``sizes``).  8 bytes an object, and sorting the words sorts
+    the objects by address (no index array as long as the table).  Offsets
+    fit below 2^48: 256 TiB of direct map."""
 
-    start: np.ndarray        # uint64: first byte (direct map)
-    size: np.ndarray         # uint32: bytes of its slot (a large kmalloc buffer's 4 MiB fit)
-    cache: np.ndarray        # uint16 (int32 past 65,535 caches): index into ``names``
-    names: list[str]
+    keys: np.ndarray         # uint64, sorted
+    base: int
+    names: list[str]         # per kind: the cache (several kinds may share a name)
+    sizes: np.ndarray        # uint64 per kind: bytes of a slot
     #: slabs whose freelists could not be read: their objects are not traced
     unread_slabs: int = 0
 
     def __len__(self) -> int:
-        return self.start.size
+        return self.keys.size
+
+    def starts(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The start addresses of objects ``[lo, hi)``."""
+        return (self.keys[lo:hi] >> np.uint64(KIND_BITS)) + np.uint64(self.base)
+
+    def kinds(self, idx: np.ndarray) -> np.ndarray:
+        """The kind of each object of ``idx``."""
+        return (self.keys[idx] & KIND_MASK).astype(np.int64)
+
+    def start_of(self, i: int) -> int:
+        return int(self.keys[i] >> np.uint64(KIND_BITS)) + self.base
 
     def end_of(self, i: int) -> int:
         """One past the last byte of object ``i``'s slot."""
-        return int(self.start[i]) + int(self.size[i])
+        return self.start_of(i) + int(self.sizes[int(self.keys[i] & KIND_MASK)])
 
-    def find(self, addrs: np.ndarray) -> np.ndarray:
-        """The object each address lies in (any byte of its slot), -1 where none."""
-        i = np.searchsorted(self.start, addrs, side="right") - 1
-        inside = i >= 0
-        j = i[inside]
-        inside[inside] = addrs[inside] - self.start[j] < self.size[j]
+    def index_range(self, lo: int, hi: int) -> tuple[int, int]:
+        """The objects that start in ``[lo, hi)``: a slice of the table."""
+        first, last = np.searchsorted(self.keys, [self._key(lo), self._key(hi)])
+        return int(first), int(last)
+
+    def _key(self, addr: int) -> np.uint64:
+        return np.uint64(max(0, min(addr - self.base, (1 << 48) - 1)) << KIND_BITS)
+
+    def kind_counts(self, step: int = 1 << 22) -> np.ndarray:
+        """Objects per kind, counted a slice at a time."""
+        out = np.zeros(len(self.names), np.int64)
+        for lo in range(0, self.keys.size, step):
+            out += np.bincount((self.keys[lo:lo + step] & KIND_MASK).astype(np.int64), minlength=len(self.names))
+        return out
+
+    def find(self, addrs: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The object each address lies in (any byte of its slot), -1 where
+        none; only objects ``[lo, hi)`` of the table are looked at (the
+        objects of the memory the addresses were read from: a short search)."""
+        off = np.asarray(addrs, np.uint64) - np.uint64(self.base)       # below the base: wraps, found in none
+        probe = off << np.uint64(KIND_BITS)
+        probe |= KIND_MASK
+        if off.size and off.max() >= np.uint64(1 << 48):                 # past any offset: after every key
+            probe[off >= np.uint64(1 << 48)] = ~np.uint64(0)
+        i = np.searchsorted(self.keys[lo:hi], probe, side="right")
+        i += lo - 1
+        inside = i >= lo
+        key = self.keys[i[inside]]
+        inside[inside] = off[inside] - (key >> np.uint64(KIND_BITS)) < self.sizes[(key & KIND_MASK).astype(np.int64)]
         return np.where(inside, i, -1)
 
 
 def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
     """The allocated slab objects (``slab.SlabObjects.allocated_slabs``) and
     the large kmalloc buffers (a compound page without a slab, ``PAGE_SIZE
-    << order`` bytes) of the census."""
+    << order`` bytes, a kind per order) of the census."""
     c, a = census, census.memmap
-    starts, sizes, caches, names, index = [], [], [], [], {}
+    base = a.direct_map
+    pieces, names, sizes, kinds = [], [], [], {}
     unread = 0
 
-    def add(name: str, first: np.ndarray, size: np.ndarray | int) -> None:
-        if name not in index:
-            index[name] = len(names)
+    def add(name: str, first: np.ndarray, size: int) -> None:
+        if (name, size) not in kinds:
+            if len(names) > int(KIND_MASK):
+                raise ValueError(f"more than {int(KIND_MASK) + 1} kinds of object: not traced")
+            kinds[name, size] = len(names)
             names.append(name)
-        starts.append(first)
-        sizes.append(np.broadcast_to(np.asarray(size, np.uint32), first.shape))
-        caches.append(np.full(first.size, index[name], np.uint16 if index[name] < 1 << 16 else np.int32))
+            sizes.append(size)
+        key = first - np.uint64(base)              # a new array: shifted and tagged in place
+        key <<= np.uint64(KIND_BITS)
+        key |= np.uint64(kinds[name, size])
+        pieces.append(key)
 
     slab = c.pfns_of(PageClass.SLAB)
-    for got in slab_objects.allocated_slabs(np.unique(a.heads_of(slab))):
+    for got in slab_objects.allocated_slabs(unique(a.heads_of(slab))):
         if got is None:
             unread += 1
             continue
@@ -81,18 +130,13 @@ def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
         add(name, first, size)
     large = c.pfns_of(PageClass.LARGE_KMALLOC)
     heads = large[a.heads_of(large) == large]
-    if heads.size:
-        add("large kmalloc", a.virts_of_pfns(heads), np.uint32(a.page_size) << a.order_of(heads).astype(np.uint32))
-    if not starts:
-        return ObjectTable(np.zeros(0, np.uint64), np.zeros(0, np.uint32), np.zeros(0, np.uint16), names, unread)
-    start = np.concatenate(starts)
-    starts.clear()
-    order = np.argsort(start)                 # starts are distinct: no stable sort needed
-    start = start[order]
-    size = np.concatenate(sizes)[order]
-    sizes.clear()
-    cache = np.concatenate(caches)[order]
-    return ObjectTable(start, size, cache, names, unread)
+    orders = a.order_of(heads)
+    for order in unique(orders).tolist():
+        add("large kmalloc", a.virts_of_pfns(heads[orders == order]), a.page_size << order)
+    keys = np.concatenate(pieces) if pieces else np.zeros(0, np.uint64)
+    pieces.clear()
+    keys.sort(kind="stable")        # timsort: the pieces are sorted runs, merged in O(n log runs)
+    return ObjectTable(keys, base, names, np.array(sizes, np.uint64), unread)
 
 
 class ObjectTracer:
@@ -135,13 +179,13 @@ class ObjectTracer:
             self.rooted[dst] = True
             return
         self.traced_bytes += len(data)
-        first, last = np.searchsorted(self.table.start, [base, base + len(data)])
+        first, last = self.table.index_range(base, base + len(data))
         if last > first and self.kept_rules:
-            at = ((self.table.start[first:last] - np.uint64(base)) >> np.uint64(3)).astype(np.int64)
+            at = ((self.table.starts(first, last) - np.uint64(base)) >> np.uint64(3)).astype(np.int64)
             for rule in self.kept_rules:
                 self.kept[first:last] |= rule(words, at)
         where = np.uint64(base) + (idx.astype(np.uint64) << np.uint64(3))
-        src = self.table.find(where)
+        src = self.table.find(where, max(0, first - 1), last)     # the object straddling base starts before it
         keep = (src >= 0) & (src != dst)          # words outside any allocated object are stale
         if self.stale_lo.size:
             keep &= ~in_spans(where, self.stale_lo, self.stale_hi)
@@ -215,38 +259,64 @@ def kept_sysctl_headers(t: ObjectTracer) -> KeptRule | None:
 
 
 class ObjectGraph:
-    """The edges between objects, in compressed sparse rows (``indptr``,
-    ``indices``: 4 bytes per edge and per object), built once and searched
+    """The edges between objects in compressed sparse rows: ``indices``
+    (4 bytes an edge) with room for one more row after the last, the roots
+    of a search (4 bytes an object), and ``indptr``; built once, searched
     from any set of roots (``reached``)."""
 
     def __init__(self, n: int, edges: list[tuple[np.ndarray, np.ndarray]]):
-        """The graph of ``n`` objects over ``edges`` (source, target index
-        arrays), which it empties as it goes: each side is joined, then its
-        pieces let go, so the pieces and the rows are never all held at once."""
-        from scipy.sparse import coo_array
+        """The graph of ``n`` objects over ``edges`` (pieces of source and
+        target index arrays), which it empties as it goes.
+
+        The tracer reads memory a range at a time, in address order within a
+        range, and objects are numbered by address: each piece's sources
+        are sorted, and two pieces share at most the object that straddles
+        them.  So the pieces, put in order of their first and last source,
+        are the rows already: the targets are copied into place and the
+        sources counted, no sort.  Pieces in any other order are sorted."""
         self.n = n
-        src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int32)
-        dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int32)
-        edges.clear()
-        # scipy sorts the pairs into rows in C (O(V + E), no argsort)
-        rows = coo_array((np.ones(src.size, np.int8), (src, dst)), shape=(n, n)).tocsr()
-        del src, dst
-        self.indptr, self.indices = rows.indptr.astype(np.int32, copy=False), rows.indices.astype(np.int32, copy=False)
+        edges.sort(key=lambda e: (int(e[0][0]), int(e[0][-1])) if e[0].size else (-1, -1))
+        in_rows = all(bool(np.all(src[1:] >= src[:-1])) for src, _ in edges) and all(
+            int(b[0][0]) >= int(a[0][-1]) for a, b in zip(edges, edges[1:]) if a[0].size and b[0].size)
+        if not in_rows:
+            src = np.concatenate([e[0] for e in edges])
+            order = np.argsort(src, kind="stable")
+            edges[:] = [(src[order], np.concatenate([e[1] for e in edges])[order])]
+            del src, order
+        self.edges = size = sum(e[0].size for e in edges)
+        self.indices = np.empty(size + n, np.int32)
+        # one entry more than the rows need, for the roots' row: its end is set by each search
+        counts = np.zeros(n + 2, np.int32 if size + n < 1 << 31 else np.int64)
+        at = 0
+        edges.reverse()
+        while edges:
+            src, dst = edges.pop()
+            if src.size:
+                self.indices[at:at + dst.size] = dst
+                counts[int(src[0]) + 1:int(src[-1]) + 2] += np.bincount(src - src[0]).astype(counts.dtype)
+                at += dst.size
+        np.cumsum(counts[:n + 1], out=counts[:n + 1])
+        self.indptr = counts
 
     def reached(self, rooted: np.ndarray) -> np.ndarray:
         """The objects reachable from ``rooted`` (a mask): one breadth-first
         search in C (``scipy.sparse.csgraph``) from a node added for the
-        purpose, whose row names every rooted object.  O(V + E) at any
-        depth: a chain of 16.7 M objects, every kernel list at its worst,
-        is one call, not one Python round per link.  (scipy is imported
-        here, not with the module: only reachability pays its 25 MB.)"""
+        purpose, whose row (after the last) names every rooted object.
+        O(V + E) at any depth: a chain of 16.7 M objects, every kernel list
+        at its worst, is one call, not one Python round per link.  The
+        search reads no edge weights; they are one 1.0 seen at every edge
+        (a zero stride), so scipy makes no float copy of the graph.
+        (scipy is imported here, not with the module: only reachability
+        pays its 25 MB.)"""
         from scipy.sparse import csr_array
         from scipy.sparse.csgraph import breadth_first_order
         n = self.n
         roots = np.flatnonzero(rooted).astype(np.int32)
-        indices = np.concatenate([self.indices, roots])
-        indptr = np.append(self.indptr, np.int32(indices.size))
-        graph = csr_array((np.ones(indices.size, np.int8), indices, indptr), shape=(n + 1, n + 1))
+        self.indices[self.edges:self.edges + roots.size] = roots
+        indices = self.indices[:self.edges + roots.size]
+        self.indptr[-1] = indices.size
+        data = np.broadcast_to(np.float64(1), indices.shape)
+        graph = csr_array((data, indices, self.indptr), shape=(n + 1, n + 1), copy=False)
         order = breadth_first_order(graph, n, directed=True, return_predecessors=False)
         reached = np.zeros(n + 1, bool)
         reached[order] = True
