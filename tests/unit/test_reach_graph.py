@@ -97,3 +97,17 @@ def test_a_deep_chain_costs_no_python_round_per_link():
 def test_closure_with_no_edges_and_no_roots():
     assert closure(np.zeros(3, bool), []).tolist() == [False, False, False]
     assert closure(np.array([False, True]), []).tolist() == [False, True]
+
+
+def test_holders_of_one_shape_are_one_group_in_the_text():
+    """A hundred lost records of one cache and layout read as one line with
+    their pages; a holder alone keeps its own sentence."""
+    from vmcore_tools.leaks.reachability import HiddenHolder, ReachabilityReport, reachability_text
+    same = [HiddenHolder(0x1000 + 0x80 * i, "vmct_obj", 128, [500 + i], 1, "1 struct page pointer(s)")
+            for i in range(100)]
+    alone = HiddenHolder(0x9000, "kmalloc-192", 192, [7, 8], 2, "2 struct page pointer(s)", text="2 pages ...")
+    text = reachability_text(ReachabilityReport(10_000, 9_899, [], [*same, alone], 1 << 20, 1 << 20, 1.0))
+    assert "100 page(s) held only by 100 unreachable vmct_obj objects, each (1 struct page pointer(s)), " \
+           "at 0x1000 0x1080 0x1100 0x1180 ..." in text
+    assert "pfns: 500 501 502" in text and "HELD ONLY BY UNREACHABLE MEMORY: 2 pages ..." in text
+    assert text.count("HELD ONLY BY UNREACHABLE MEMORY") == 2

@@ -258,9 +258,18 @@ def reachability_text(r: ReachabilityReport) -> str:
              f"({r.root_bytes >> 20} MiB of roots, {r.traced_bytes >> 20} MiB traced, {r.seconds:.1f} s)"]
     if r.unread_slabs:
         lines.append(f"  {r.unread_slabs} slab(s) with unreadable freelists were not traced")
-    for h in r.holders:
-        lines.append(f"  HELD ONLY BY UNREACHABLE MEMORY: {h.text}")
-        lines.append("    pfns: " + " ".join(str(p) for p in h.pfns[:16]) + (" ..." if len(h.pfns) > 16 else ""))
+    groups: dict[tuple[str, str], list[HiddenHolder]] = {}
+    for h in r.holders:                     # most pages first: the largest groups lead
+        groups.setdefault((h.cache, h.layout), []).append(h)
+    for (cache, layout), hs in groups.items():
+        pfns = [p for h in hs for p in h.pfns]
+        if len(hs) == 1:
+            lines.append(f"  HELD ONLY BY UNREACHABLE MEMORY: {hs[0].text}")
+        else:
+            lines.append(f"  HELD ONLY BY UNREACHABLE MEMORY: {sum(h.pages for h in hs)} page(s) held only by "
+                         f"{len(hs)} unreachable {cache} objects, each ({layout}), at "
+                         + " ".join(f"{h.holder:#x}" for h in hs[:SAMPLES]) + (" ..." if len(hs) > SAMPLES else ""))
+        lines.append("    pfns: " + " ".join(str(p) for p in pfns[:16]) + (" ..." if len(pfns) > 16 else ""))
     if r.caches:
         lines.append("  unreachable objects by cache (cache: objects, bytes, samples):")
         for c in r.caches:
