@@ -88,6 +88,8 @@ STAGES: dict[str, str] = {
     "evidence: history": "orphans are not told apart by what their flags say they were (released page cache, pins)",
     "evidence: page_pool": "orphaned page_pool pages do not name the device their pool serves",
     "suspects": "orphans are not grouped into suspects",
+    "reachability: object table": "no allocated object is known: nothing is traced, and no object is called "
+                                  "unreachable",
     "reachability: boot memory": "objects named from the image and memblock memory may be called unreachable",
     "reachability: task stacks": "objects named from task stacks may be called unreachable",
     "reachability: vmalloc": "objects named from vmalloc areas and modules may be called unreachable",

@@ -223,7 +223,6 @@ class SlabObjects:
         raw = a.struct_pages(heads, lo, max(self.slab_cache_offset, self.freelist_offset) + 8)
         word = lambda off: np.ascontiguousarray(raw[:, off - lo:off - lo + 8]).view("<u8").reshape(-1)  # noqa: E731
         cache_of, own_free = word(self.slab_cache_offset), word(self.freelist_offset)
-        del raw
         full = own_free == 0
         for addr in unique(cache_of[full]).tolist():
             pick = heads[full & (cache_of == addr)]
@@ -236,20 +235,9 @@ class SlabObjects:
             if cache is None or cache.cpu_free is None or cache.size <= 0:
                 yield from (None for _ in range(pick.size))
                 continue
-            taken = np.fromiter(cache.cpu_free, np.uint64, len(cache.cpu_free))
             orders = a.order_of(pick)
             for order in unique(orders).tolist():
-                slabs = pick[orders == order]
-                per_slab = max(0, ((a.page_size << order) - cache.red_left_pad) // cache.size)
-                first = a.virts_of_pfns(slabs) + np.uint64(cache.red_left_pad)
-                starts = (first[:, None] + np.arange(per_slab, dtype=np.uint64) * np.uint64(cache.size)).reshape(-1)
-                if taken.size:      # starts are sorted (slabs in order, apart): drop the few taken by place
-                    at = np.minimum(np.searchsorted(starts, taken), starts.size - 1)
-                    drop = unique(at[starts[at] == taken])
-                    if drop.size:       # the few slices between them, joined: one copy
-                        bounds = np.concatenate([[-1], drop, [starts.size]])
-                        starts = np.concatenate([starts[b + 1:e] for b, e in zip(bounds[:-1], bounds[1:])])
-                yield cache.name, cache.size, starts
+                yield cache.name, cache.size, laid_out(a, pick[orders == order], order, cache)
         for head in heads[~full].tolist():
             try:
                 yield self.allocated(head)
@@ -414,6 +402,24 @@ class SlabObjects:
             return None
         name = info.slab_cache.name.string_().decode(errors="replace") if info.slab_cache else "?"
         return SlabObject(name, info.address, info.allocated)
+
+
+def laid_out(a: Memmap, slabs: np.ndarray, order: int, cache: "_Cache") -> np.ndarray:
+    """The objects of full slabs of ``cache`` (head PFNs ``slabs``, sorted,
+    of ``order``), the free ones of the CPU slabs (``cpu_free``) taken out:
+    ``cache->size`` apart from ``red_left_pad`` on, sorted."""
+    per_slab = max(0, ((a.page_size << order) - cache.red_left_pad) // cache.size)
+    first = a.virts_of_pfns(slabs) + np.uint64(cache.red_left_pad)
+    starts = (first[:, None] + np.arange(per_slab, dtype=np.uint64) * np.uint64(cache.size)).reshape(-1)
+    if not cache.cpu_free:
+        return starts
+    taken = np.fromiter(cache.cpu_free, np.uint64, len(cache.cpu_free))
+    at = np.minimum(np.searchsorted(starts, taken), max(0, starts.size - 1))
+    drop = unique(at[starts[at] == taken]) if starts.size else at[:0]
+    if not drop.size:
+        return starts
+    bounds = np.concatenate([[-1], drop, [starts.size]])       # the few slices between them, joined: one copy
+    return np.concatenate([starts[b + 1:e] for b, e in zip(bounds[:-1].tolist(), bounds[1:].tolist())])
 
 
 @dataclass

@@ -21,6 +21,7 @@ import numpy as np
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import has_symbol, has_type
+from vmcore_tools.core.stages import run_stage
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans
 from vmcore_tools.core.arrays import unique
@@ -155,7 +156,9 @@ class ObjectTracer:
         self.slab_objects = SlabObjects(self.prog, a)
         #: the candidates the reference scan found held (a root: ``scan_held_pages``)
         self.held_heads = held_heads
-        self.table = object_table(census, self.slab_objects)
+        self.table = run_stage("reachability: object table", lambda: object_table(census, self.slab_objects),
+                               ObjectTable(np.zeros(0, np.uint64), a.direct_map, [], np.zeros(0, np.uint64)),
+                               self.problems)
         self.rooted = np.zeros(len(self.table), bool)
         #: objects the kernel keeps for good without a pointer (registry.KEPT)
         self.kept = np.zeros(len(self.table), bool)
