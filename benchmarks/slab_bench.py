@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import BIN, measure  # noqa: E402
+from scaling import HOSTS, fit  # noqa: E402
 
 from sample_cores.__main__ import target_args  # noqa: E402
 from sample_cores.scenarios import build  # noqa: E402
@@ -101,15 +102,31 @@ def print_core(r: dict) -> None:
                 print(f"    {name:40} {n / 2**20:9.1f} MiB")
 
 
+def print_fit(runs: list[dict], title: str) -> None:
+    """Each command's time and peak RSS as a line through the points, in
+    pages, extrapolated to a 128 GB and a 1 TB host with as much of its
+    memory in slab objects (a prediction, not a measurement)."""
+    pages = [r["pages"] for r in runs]
+    print(f"\nFit, {title}, over {', '.join(map(str, pages))} pages, extrapolated (slab at the same share):")
+    for name in COMMANDS:
+        t0, tp = fit(pages, [r["runs"][name]["seconds"] for r in runs])
+        m0, mp = fit(pages, [r["runs"][name]["rss_mb"] * 2**20 for r in runs])
+        cells = "  ".join(f"{h}: {t0 + tp * n:7.1f} s {(m0 + mp * n) / 2**30:6.2f} GB" for h, n in HOSTS.items())
+        print(f"  {name:22} {t0:6.2f} s + {tp * 1e6:.3f} us/page, {m0 / 2**20:5.0f} MB + {mp:5.1f} B/page   {cells}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernel", default="6.1")
     ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--no-kdump", action="store_true", help="ELF cores only")
     args = ap.parse_args()
-    for gb in args.sizes:
-        for suffix in [""] + ([] if args.no_kdump else ["-kdump"]):
-            print_core(run_core(f"slab-{gb}g{suffix}", args.kernel))
+    for suffix in [""] + ([] if args.no_kdump else ["-kdump"]):
+        runs = [run_core(f"slab-{gb}g{suffix}", args.kernel) for gb in args.sizes]
+        for r in runs:
+            print_core(r)
+        if len(runs) > 1:
+            print_fit(runs, "kdump" if suffix else "ELF")
     return 0
 
 
