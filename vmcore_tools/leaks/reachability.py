@@ -259,7 +259,7 @@ def reachability_text(r: ReachabilityReport) -> str:
     if r.unread_slabs:
         lines.append(f"  {r.unread_slabs} slab(s) with unreadable freelists were not traced")
     groups: dict[tuple[str, str], list[HiddenHolder]] = {}
-    for h in r.holders:                     # most pages first: the largest groups lead
+    for h in r.holders:                     # in the holders' order: the holder of most pages leads
         groups.setdefault((h.cache, h.layout), []).append(h)
     for (cache, layout), hs in groups.items():
         pfns = [p for h in hs for p in h.pfns]
