@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from vmcore_tools.refs.objects import KIND_BITS, ObjectTable, closure
+from vmcore_tools.refs.objects import KIND_BITS, ObjectGraph, ObjectTable
 
 
 BASE = 0x800
@@ -41,6 +41,10 @@ def test_words_outside_every_object_name_none():
     # before, one past the end, gaps, below the base, far above
     words = np.array([0xFFF, 0x1140, 0x2080, 0x1F00, 0, 0x7FF, 1 << 60], np.uint64)
     assert t.find(words).tolist() == [-1] * 7
+
+
+def closure(rooted: np.ndarray, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    return ObjectGraph(rooted.size, edges).reached(rooted)
 
 
 def test_closure_follows_chains_and_leaves_unreached_cycles():

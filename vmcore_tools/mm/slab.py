@@ -196,10 +196,7 @@ class SlabObjects:
         lo, hi = self._span(head)
         first = lo + cache.red_left_pad
         starts = np.arange(first, hi - cache.size + 1, cache.size, dtype=np.uint64)
-        taken = free | cache.cpu_free
-        if taken:
-            starts = starts[~np.isin(starts, np.fromiter(taken, np.uint64, len(taken)))]
-        return cache.name, cache.size, starts
+        return cache.name, cache.size, without(starts, free | cache.cpu_free)
 
     def allocated_slabs(self, heads: np.ndarray) -> Iterator[tuple[str, int, np.ndarray] | None]:
         """``allocated()`` of every slab whose head page is in ``heads``, as
@@ -411,14 +408,21 @@ def laid_out(a: Memmap, slabs: np.ndarray, order: int, cache: "_Cache") -> np.nd
     per_slab = max(0, ((a.page_size << order) - cache.red_left_pad) // cache.size)
     first = a.virts_of_pfns(slabs) + np.uint64(cache.red_left_pad)
     starts = (first[:, None] + np.arange(per_slab, dtype=np.uint64) * np.uint64(cache.size)).reshape(-1)
-    if not cache.cpu_free:
+    return without(starts, cache.cpu_free)
+
+
+def without(starts: np.ndarray, free: set[int]) -> np.ndarray:
+    """The sorted object starts ``starts`` less the few in ``free``: found by
+    place, the slices between them joined in one copy (no mask as long as
+    ``starts``, no set operation over it)."""
+    if not free or not starts.size:
         return starts
-    taken = np.fromiter(cache.cpu_free, np.uint64, len(cache.cpu_free))
-    at = np.minimum(np.searchsorted(starts, taken), max(0, starts.size - 1))
-    drop = unique(at[starts[at] == taken]) if starts.size else at[:0]
+    taken = np.fromiter(free, np.uint64, len(free))
+    at = np.minimum(np.searchsorted(starts, taken), starts.size - 1)
+    drop = unique(at[starts[at] == taken])
     if not drop.size:
         return starts
-    bounds = np.concatenate([[-1], drop, [starts.size]])       # the few slices between them, joined: one copy
+    bounds = np.concatenate([[-1], drop, [starts.size]])
     return np.concatenate([starts[b + 1:e] for b, e in zip(bounds[:-1].tolist(), bounds[1:].tolist())])
 
 

@@ -324,9 +324,3 @@ class ObjectGraph:
         reached = np.zeros(n + 1, bool)
         reached[order] = True
         return reached[:n]
-
-
-def closure(rooted: np.ndarray, edges: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The nodes reachable from ``rooted`` along ``edges`` (``ObjectGraph``;
-    ``edges`` is emptied)."""
-    return ObjectGraph(rooted.size, edges).reached(rooted)
