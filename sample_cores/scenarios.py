@@ -172,6 +172,11 @@ SCENARIOS = {
                  "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias), and the "
                  "anonymous pages of a process that exited while GUP references on them stayed: "
                  "vmct_released; no workload", workload=False, modules=("vmct_released",)),
+        Scenario("kfence", "KFENCE on (kfence.sample_interval=100, as distributions that enable it boot): "
+                 "three pages held by objects KFENCE served, three whose only pointer sits in a KFENCE "
+                 "object since freed (vmct_kfence); on the lines whose Debian kernels have CONFIG_KFENCE; "
+                 "no workload", workload=False, cmdline="kfence.sample_interval=100", modules=("vmct_kfence",),
+                 kernels=("6.12", "7.3")),
         Scenario("iommu", "the i40e-leak guest on a q35 machine with an emulated Intel IOMMU doing DMA "
                  "translation (intel_iommu=on, lazy invalidation): e1000e and igb map their rx and tx "
                  "buffers through it, so its root, context and page-table pages are live",

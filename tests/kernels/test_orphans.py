@@ -466,3 +466,26 @@ def test_page_explains_a_leak_a_ring_page_and_a_decoy(leak_report):
     assert page.given == "direct-map address" and page.references
     image = explain_page(prog, prog["jiffies"].address_, c, references=False)
     assert image.given == "kernel virtual address" and image.klass == "reserved"
+
+
+def test_coverage_names_the_boot_memory_the_scan_did_not_read(leak_report):
+    """Reserved pages the scan read nothing of are counted, by the boot
+    allocation they belong to: the image's text (its data and bss are read),
+    the memmap, the first per-cpu chunk's dead interrupt stacks, and the rest,
+    which has no allocation map; the coverage says the last in bytes."""
+    core, r = leak_report
+    from vmcore_tools.mm.boot_memory import boot_extents
+    from vmcore_tools.refs.unread import OTHER
+    c, ps = r.census, r.census.memmap.page_size
+    not_read = r.scan.boot_memory_not_read
+    extents = boot_extents(c.prog, c.memmap)
+    reserved = c.pfns_of(PageClass.RESERVED)
+    assert 0 < sum(not_read.values()) < reserved.size * ps
+    for name in ("kernel image", "per-cpu first chunk"):
+        mine = np.isin(extents[name], reserved).sum() * ps
+        assert 0 < not_read[name] < mine, (name, not_read[name], mine)      # read in part
+    assert not_read["memmap"] == np.isin(extents["memmap"], reserved).sum() * ps
+    doc = cli_json("orphans", *core.args)
+    assert doc["coverage"]["boot_memory_not_read"] == not_read
+    text = run_cli("report", *core.args).stdout
+    assert f"NOT read: {not_read[OTHER] / 2**20:.1f} MB of boot memory with no allocation map" in text

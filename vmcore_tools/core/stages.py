@@ -67,6 +67,7 @@ STAGES: dict[str, str] = {
     "scan: LRU list heads": "the LRU's list heads are read as holders: a page released while still on "
                             "the LRU may look referenced",
     "scan: slab": "references from slab objects are not seen",
+    "scan: KFENCE objects": "references from objects KFENCE served are not seen",
     "scan: vmalloc": "references from vmalloc areas and modules are not seen",
     "scan: kernel pages": "references from large kmalloc and page_frag pages are not seen",
     "scan: rx buffers": "references from rx buffers (skb frags) are not seen",
@@ -80,6 +81,7 @@ STAGES: dict[str, str] = {
     "scan: memmap links": "pages listed through the struct page of a referenced page are not seen",
     "scan: CMA allocations": "the pages of CMA allocations after their first may be reported as orphaned",
     "scan: allocation runs": "alloc_pages_exact() tails may be reported as orphaned",
+    "scan: boot memory not read": "the coverage does not say how much boot memory the scan left unread",
     "scan: live re-check": "references that changed while read are kept",
     "scan: panic vmcoreinfo": "the vmcoreinfo page a kdump panic dropped may be reported as orphaned",
     "evidence: frames": "orphans are not matched to a device by their contents",
@@ -96,6 +98,8 @@ STAGES: dict[str, str] = {
     "reachability: page frags": "objects named from skb heads in page frags may be called unreachable",
     "reachability: held pages": "objects named from held pages may be called unreachable",
     "reachability: slab objects": "slab objects are not traced: what they reach may be called unreachable",
+    "reachability: KFENCE objects": "objects KFENCE served are not traced: what they reach may be called "
+                                    "unreachable",
     "reachability: large kmalloc": "large kmalloc buffers are not traced",
     "reachability: hidden pages": "pages held only by unreachable objects are not named",
     "pictures": "no memory map or class bar is drawn",

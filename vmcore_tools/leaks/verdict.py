@@ -14,6 +14,7 @@ from vmcore_tools.census.classes import KERNEL_CLASSES
 from vmcore_tools.core.features import has_object, kernel_release
 from vmcore_tools.core.stages import abandoned_stages, failed_stages
 from vmcore_tools.leaks.orphans import REFERENCED_LISTED, OrphanReport
+from vmcore_tools.refs.unread import BY_DESIGN, OTHER
 from vmcore_tools.core.arrays import unique
 
 
@@ -35,6 +36,7 @@ def coverage(r: OrphanReport) -> dict:
         "held_through": held_through(r),
         "device_pages": c.totals()["device"],
         "slab_zeroed_on_alloc": slab_zeroed_on_alloc(c.prog),
+        "boot_memory_not_read": r.scan.boot_memory_not_read,
     }
 
 
@@ -100,6 +102,7 @@ def coverage_parts(cov: dict, page_size: int) -> list[str]:
     if cov.get("device_pages"):
         parts.append(f"{_size(cov['device_pages'] * page_size)} of device memory (ZONE_DEVICE: pmem, device "
                      "pages) left out: no page allocator owns it")
+    parts += boot_memory_parts(cov.get("boot_memory_not_read", {}))
     owners = [f"{n} by {OWNER_REGIONS[region]}" for region, n in cov.get("held_through", {}).items()
               if region in OWNER_REGIONS]
     if owners:
@@ -108,6 +111,21 @@ def coverage_parts(cov: dict, page_size: int) -> list[str]:
         parts.append(f"NOT walked: {', '.join(cov['rings_not_walked'])} (their pages may look orphaned)")
     if cov["failed_stages"]:
         parts.append(f"PARTIAL: failed stages {', '.join(cov['failed_stages'])}")
+    return parts
+
+
+def boot_memory_parts(not_read: dict[str, int]) -> list[str]:
+    """What of boot memory the scan did not read (``unread``): the part with
+    no allocation map first -- a page named only there looks orphaned --,
+    then what is left unread by design."""
+    parts = []
+    if not_read.get(OTHER):
+        parts.append(f"NOT read: {_size(not_read[OTHER])} of boot memory with no allocation map ({OTHER}: a "
+                     "page named only there looks orphaned)")
+    known = [f"{name} {_size(n)} ({BY_DESIGN[name]})" for name, n in not_read.items()
+             if name != OTHER]
+    if known:
+        parts.append(f"boot memory left unread: {', '.join(known)}")
     return parts
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import drgn
 import numpy as np
@@ -23,6 +24,7 @@ from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases
 
 from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object, has_type
+from vmcore_tools.mm.kfence import KfencePool, kfence_pool
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.core.arrays import unique
 
@@ -162,10 +164,19 @@ class SlabObjects:
         self.caches: dict[int, _Cache] = {}
         self.slabs: dict[int, tuple[_Cache, set[int] | None]] = {}
 
+    @cached_property
+    def kfence(self) -> KfencePool | None:
+        """The KFENCE pool (``kfence.kfence_pool``): its pages are typed slab whether
+        or not their one object is in use, so they are read by its metadata, never as slabs."""
+        return kfence_pool(self.prog, self.a)
+
     def __call__(self, addr: int) -> SlabObject | None:
         """The object ``addr`` (a direct-map address) is in, or None outside slab."""
         if not self.slub:
             return self._from_drgn(addr)
+        if self.kfence is not None and self.kfence.contains(addr):
+            obj = self.kfence.object_at(addr)
+            return None if obj is None else SlabObject(obj.cache, obj.address, obj.allocated)
         a = self.a
         pfn = a.pfn_of_virt(addr)
         if pfn < 0:
@@ -190,6 +201,8 @@ class SlabObjects:
         its freelists cannot be read (or the kernel has SLAB)."""
         if not self.slub:
             return None
+        if self.kfence is not None and self.kfence.contains(self.a.virt_of_pfn(head)):
+            return self.kfence.allocated_in(self.a.virt_of_pfn(head))
         cache, free = self._slab(head)
         if free is None or cache.cpu_free is None:
             return None
@@ -221,6 +234,9 @@ class SlabObjects:
         word = lambda off: np.ascontiguousarray(raw[:, off - lo:off - lo + 8]).view("<u8").reshape(-1)  # noqa: E731
         cache_of, own_free = word(self.slab_cache_offset), word(self.freelist_offset)
         full = own_free == 0
+        if self.kfence is not None:        # a KFENCE page has no freelist, in use or not
+            pool = self.kfence.pfns(a)
+            full &= (heads < pool[0]) | (heads > pool[-1])
         for addr in unique(cache_of[full]).tolist():
             pick = heads[full & (cache_of == addr)]
             try:

@@ -102,8 +102,8 @@ class ObjectTable:
 
 
 def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
-    """The allocated slab objects (``slab.SlabObjects.allocated_slabs``) and
-    the large kmalloc buffers (a compound page without a slab, ``PAGE_SIZE
+    """The allocated slab objects (``slab.SlabObjects.allocated_slabs``), those
+    KFENCE served (``SlabObjects.kfence``) and the large kmalloc buffers (a compound page without a slab, ``PAGE_SIZE
     << order`` bytes, a kind per order) of the census."""
     c, a = census, census.memmap
     base = a.direct_map
@@ -129,6 +129,13 @@ def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
             continue
         name, size, first = got
         add(name, first, size)
+    kfence = slab_objects.kfence
+    if kfence is not None:
+        on_slab = c.classes[kfence.pfns(a)] == PageClass.SLAB       # laid out with the slabs above
+        for lo, hi in kfence.allocated_spans():
+            i = kfence.index_of(lo)
+            if not on_slab[(lo - kfence.start) // kfence.page_size]:
+                add(kfence.caches[i], np.array([lo], np.uint64), hi - lo)
     large = c.pfns_of(PageClass.LARGE_KMALLOC)
     heads = large[a.heads_of(large) == large]
     orders = a.order_of(heads)
@@ -212,7 +219,12 @@ def stale_spans(table: ObjectTable, slab_objects: SlabObjects) -> tuple[np.ndarr
 # -- the roots of reachability (registry.REACH_ROOTS) --------------------------
 
 def scan_boot_memory(t: ObjectTracer) -> None:
-    t.read.pfns(t.census.pfns_of(PageClass.RESERVED), "boot memory")
+    """Reserved pages, less the KFENCE pool: its objects are traced
+    (``roots.scan_kfence_objects``), and its freed ones are stale."""
+    pfns = t.census.pfns_of(PageClass.RESERVED)
+    if t.slab_objects.kfence is not None:
+        pfns = np.setdiff1d(pfns, t.slab_objects.kfence.pfns(t.memmap), assume_unique=True)
+    t.read.pfns(pfns, "boot memory")
 
 
 def scan_page_frags(t: ObjectTracer) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.core.arrays import unique
 
 #: Bytes read and handed to the sink at a time.
@@ -37,6 +38,8 @@ class MemoryReader:
         self.sink = sink
         self.problems = problems
         self.progress = progress
+        #: what was read, as [lo, hi) spans joined where one read follows another
+        self.spans: list[list[int]] = []
 
     def virt(self, start: int, end: int, region: str) -> None:
         """Read ``[start, end)`` (kernel virtual addresses), 8-byte aligned."""
@@ -53,6 +56,10 @@ class MemoryReader:
                 else:
                     self.problems.append(f"{region}: unreadable at {lo:#x}")
                 continue
+            if self.spans and self.spans[-1][1] == lo:
+                self.spans[-1][1] = lo + len(data)
+            else:
+                self.spans.append([lo, lo + len(data)])
             self.sink(data, lo, region)
 
     def pfns(self, pfns: np.ndarray, region: str) -> None:
@@ -77,6 +84,8 @@ class MemoryContext(Protocol):
     memmap: Memmap
     census: Census
     read: MemoryReader
+    slab_objects: SlabObjects
+    problems: list[str]
 
 
 def subtract_spans(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -49,6 +49,8 @@ class ScanResult:
     #: layout, and how many could not be (``iommu.iommu_tables``)
     iommu_domains_read: int = 0
     iommu_domains_not_read: int = 0
+    #: bytes of reserved pages the scan read nothing of, by boot extent (``unread``)
+    boot_memory_not_read: dict[str, int] = field(default_factory=dict)
 
     @property
     def gb_per_s(self) -> float:

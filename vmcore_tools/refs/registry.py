@@ -148,6 +148,16 @@ ROOTS: tuple[Root, ...] = (
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
          "page counts only inside an allocated object (slab.SlabObjects).",
          "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single"),
+    Root("KFENCE objects", roots.scan_kfence_objects, POINTERS,
+         "KFENCE serves one slab allocation per sample interval from its own pool, each object alone in a "
+         "page: memblock memory, PG_reserved. The page keeps its slab type, cache and empty freelist when the "
+         "object is freed, and the object its bytes; only kfence_metadata[i] says whether the object is in use "
+         "(state), where it starts in its page and how long it is (addr, size). Those objects are read, "
+         "exactly (mm.kfence).",
+         "5.12+ with KFENCE on (CONFIG_KFENCE and kfence.sample_interval; Debian's 6.12 and 7.3 have it, "
+         "off by default)",
+         "tests/kernels/test_kfence.py::test_a_page_held_by_a_kfence_object_is_held_and_one_a_freed_"
+         "object_names_is_orphaned"),
     Root("vmalloc", roots.scan_vmalloc, POINTERS,
          "vmalloc areas (module data and bss among them) are live while their vmap area is busy; the "
          "per-CPU cached_stacks of exited tasks are not.",
@@ -258,6 +268,10 @@ TRACED: tuple[Root, ...] = (
          "SLUB: objects start at the slab's address plus red_left_pad, kmem_cache.size apart; only an "
          "allocated object's words count (REACH_RULES says which words do not).",
          "all", "tests/kernels/test_reachability.py::test_a_leaked_holder_hides_its_pages"),
+    Root("KFENCE objects", roots.scan_kfence_objects, _IN_OBJECT,
+         "The objects KFENCE has in use, at kfence_metadata's addr and size (the page scan's entry of the "
+         "same name); the rest of its pool is not a root: its freed objects keep stale words.",
+         "5.12+ with KFENCE on", "tests/kernels/test_kfence.py::test_an_object_kfence_served_is_traced"),
     Root("large kmalloc", objects.trace_large_kmalloc, _IN_OBJECT,
          "kmalloc() above the largest slab size takes a compound page without a slab; the caller keeps "
          "its address, so it is an object of PAGE_SIZE << order bytes.",

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.cpumask import for_each_possible_cpu
 
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.core.features import has_object, has_symbol
+from vmcore_tools.core.features import has_symbol
 from vmcore_tools.kernel.bio_cache import cached_bios
 from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.kernel.iommu import iommu_tables
@@ -24,6 +23,7 @@ from vmcore_tools.kernel.lru import lru_list_heads
 from vmcore_tools.kernel.percpu_batches import percpu_batches
 from vmcore_tools.kernel.stacks import cached_stack_pfns, dead_irq_stack_spans, live_stack_spans
 from vmcore_tools.kernel.virtqueues import virtqueues
+from vmcore_tools.mm.boot_memory import percpu_units
 from vmcore_tools.mm.pageflags import page_flag_bits
 from vmcore_tools.net.page_pool import dma_index_nodes
 from vmcore_tools.refs.engine import ScanEngine
@@ -60,33 +60,11 @@ def scan_image(ctx: ScanEngine) -> None:
 
 def scan_percpu_first_chunk(ctx: ScanEngine) -> None:
     """Each CPU's unit of the first per-cpu chunk (memblock memory, so
-    "reserved" in the census): ``__per_cpu_offset[cpu]`` plus the
-    section start, up to the end of the first chunk's dynamic area.
-
-    Facts: ``per_cpu_ptr()`` adds the offset modulo 2**64.  Up to 6.14
-    the x86-64 section is linked at 0 and the offset is the unit's
-    address; from 6.15 the section has its link address and the offset
-    is the unit's address minus it, which wraps.  A unit is
-    ``pcpu_unit_size`` bytes, but ``pcpu_embed_first_chunk()`` gives the
-    tail of each one beyond the static, reserved and dynamic areas back
-    to the page allocator at boot: those pages belong to whoever got
-    them since (a slab page, say), so only the part the first chunk
-    maps is read -- up to ``pcpu_first_chunk->base_addr + nr_pages``
-    pages, as an offset from unit 0 (``pcpu_base_addr``) -- less what
-    an earlier root excluded (dead interrupt stack frames, dead batch slots;
+    "reserved" in the census: ``boot_memory.percpu_units``), less what an
+    earlier root excluded (dead interrupt stack frames, dead batch slots;
     what another root reads of those is dropped by the engine)."""
-    prog = ctx.prog
-    start = prog.symbol("__per_cpu_start").address if has_symbol(prog, "__per_cpu_start") else 0
-    size = prog["pcpu_unit_size"].value_()
-    if has_object(prog, "pcpu_first_chunk") and has_object(prog, "pcpu_base_addr"):
-        first = prog["pcpu_first_chunk"]
-        used = (first.base_addr.value_() + (first.nr_pages.value_() << ctx.memmap.page_shift)
-                - prog["pcpu_base_addr"].value_())
-        if 0 < used < size:
-            size = used
-    for cpu in for_each_possible_cpu(prog):
-        base = (prog["__per_cpu_offset"][cpu].value_() + start) & 0xFFFF_FFFF_FFFF_FFFF
-        for lo, hi in subtract_spans(base, base + size, ctx.excluded):
+    for cpu, (base, end) in percpu_units(ctx.prog, ctx.memmap.page_shift).items():
+        for lo, hi in subtract_spans(base, end, ctx.excluded):
             ctx.read.virt(lo, hi, f"per-cpu cpu{cpu}")
 
 
@@ -98,6 +76,24 @@ def scan_stacks(ctx: MemoryContext) -> None:
 
 def scan_slab(ctx: ScanEngine) -> None:
     ctx.read.pfns(ctx.census.pfns_of(PageClass.SLAB), "slab")
+
+
+def scan_kfence_objects(ctx: MemoryContext) -> None:
+    """The objects KFENCE has in use, exactly (``kfence.KfencePool``): the
+    pool is memblock memory ("reserved" in the census), which no other root
+    reads, and its freed objects keep their last user's words.  Read as
+    slab: a word counts only inside the object in use (``SlabObjects``);
+    reachability traces them as objects (``objects.object_table``)."""
+    pool = ctx.slab_objects.kfence
+    if pool is None:
+        return
+    if pool.damaged:
+        ctx.problems.append(f"KFENCE metadata: {len(pool.damaged)} entries whose object lies outside its "
+                            f"page (first: object {pool.damaged[0]}): their objects are not read")
+    on_slab = ctx.census.classes[pool.pfns(ctx.memmap)] == PageClass.SLAB     # read by scan_slab already
+    for lo, hi in pool.allocated_spans():
+        if not on_slab[(lo - pool.start) // pool.page_size]:
+            ctx.read.virt(lo, hi, "slab")
 
 
 def scan_vmalloc(ctx: MemoryContext) -> None:

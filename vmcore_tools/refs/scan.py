@@ -23,6 +23,7 @@ from vmcore_tools.refs.live import drop_unstable
 from vmcore_tools.refs.reader import Progress
 from vmcore_tools.refs.references import ScanResult
 from vmcore_tools.refs.registry import OWNERS, ROOTS, Owner, Root
+from vmcore_tools.refs.unread import boot_memory_not_read
 
 
 def run_scan(ctx: ScanEngine, without: frozenset[str] = frozenset()) -> ScanResult:
@@ -69,6 +70,8 @@ def run_scan(ctx: ScanEngine, without: frozenset[str] = frozenset()) -> ScanResu
             break
     if ctx.prog.flags & drgn.ProgramFlags.IS_LIVE:
         run_stage("scan: live re-check", lambda: drop_unstable(ctx), None, ctx.problems)
+    ctx.result.boot_memory_not_read = run_stage(
+        "scan: boot memory not read", lambda: boot_memory_not_read(ctx.census, ctx.read.spans), {}, ctx.problems)
     ctx.result.seconds = time.monotonic() - t0
     return ctx.result
 
