@@ -38,13 +38,31 @@ def released(request):
 def test_released_pages_are_orphaned_with_their_references(released):
     core, r = released
     truth = {x["pfn"]: x for x in core.manifest["planted_leaks"]}
-    assert {x["ring"] for x in truth.values()} == {"released", "pinned", "anon-released", "anon-pinned"}
+    assert {x["ring"] for x in truth.values()} == {"released", "pinned", "anon-released", "anon-pinned",
+                                                   "released-after-buffer"}
     found = {o.pfn: o for o in r.orphans}
     for pfn, leak in truth.items():
         assert pfn in found, leak
         assert (found[pfn].order, found[pfn].refcount) == (0, leak["refcount"]), (found[pfn], leak)
     pinned = [x for x in truth.values() if x["ring"] in ("pinned", "anon-pinned")]
     assert all(x["refcount"] >= GUP_PIN_COUNTING_BIAS for x in pinned)
+
+
+def test_page_cache_released_right_after_a_held_buffer_ends_its_run(released):
+    """Three released shmem pages lie right after a held one-page buffer, in
+    its four-page buddy block: what an alloc_pages_exact() run would look
+    like.  Their flags say they were page cache, which no split page ever
+    is (``pageflags.were_user_or_cache``): they end the run, and are
+    orphaned -- not taken for the buffer's tail, not even in the inferred
+    tier."""
+    core, r = released
+    buffer = [o["pfn"] for o in core.manifest["owned"] if o["kind"] == "exact-buffer"]
+    after = sorted(x["pfn"] for x in core.manifest["planted_leaks"] if x["ring"] == "released-after-buffer")
+    assert len(buffer) == 1 and after == [buffer[0] + 1, buffer[0] + 2, buffer[0] + 3]
+    assert buffer[0] in r.references and buffer[0] not in set(r.inferred_heads.tolist())
+    orphaned = {o.pfn for o in r.orphans}
+    assert set(after) <= orphaned, {p: r.references.get(p) for p in after}
+    assert not set(after) & set(r.inferred_heads.tolist())
 
 
 def test_anon_pages_a_driver_still_holds_are_referenced_not_user_memory(released):

@@ -63,3 +63,28 @@ def page_flag_bits(prog: drgn.Program) -> dict[str, int]:
         if value is not None:
             out[name] = value
     return out
+
+
+#: flags only the page cache, anonymous memory and the LRU set (``folio_add_lru()``,
+#: ``__folio_set_swapbacked()`` in shmem and anon faults, ``folio_mark_uptodate()``)
+USER_OR_CACHE_FLAGS = ("lru", "active", "swapbacked", "uptodate")
+
+
+def were_user_or_cache(prog: drgn.Program, flags: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Whether each page (its ``flags`` and ``mapping`` words) was page cache
+    or anonymous memory at some time since it was allocated.
+
+    Fact: the page allocator hands a page out with no flag set
+    (``PAGE_FLAGS_CHECK_AT_PREP`` is every flag but hwpoison, checked in
+    ``prep_new_page()``), and the flags of ``USER_OR_CACHE_FLAGS`` are set
+    only by the page cache, anonymous memory and the LRU -- never by a
+    driver on a buffer (``PG_dirty`` and ``PG_referenced`` are: a buffer
+    mapped to user space and written, or touched by GUP, gets them).  They
+    stay until the page is freed (``free_pages_prepare()``), as does an
+    anonymous page's ``anon_vma`` in ``mapping`` (low bit set)."""
+    bits = page_flag_bits(prog)
+    out = (mapping & np.uint64(3)) == np.uint64(1)
+    for name in USER_OR_CACHE_FLAGS:
+        if name in bits:
+            out |= (flags >> np.uint64(bits[name]) & np.uint64(1)).astype(bool)
+    return out

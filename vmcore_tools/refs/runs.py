@@ -13,6 +13,7 @@ import numpy as np
 
 from vmcore_tools.mm.cma import cma_ranges
 from vmcore_tools.mm.page_owner import PageOwners
+from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.references import ALLOCATION_RUN, CMA_RUN, STRUCT_PAGE, TABLE_ENTRY, Reference
 
@@ -87,6 +88,13 @@ def extend_runs(ctx: ScanEngine) -> None:
       into every process) and so have more references than one: a run
       held from the image starts at any order-0 page.
 
+    * A run's pages come out of ``split_page()`` with no flag set and are
+      nothing but the buffer: a page whose flags or ``mapping`` say it was
+      page cache or anonymous memory since (``pageflags.were_user_or_cache``)
+      is no part of the run, and ends it -- the page a leaked
+      ``get_page()`` kept after its owner truncated the file, say, that the
+      page allocator had handed out right after a buffer's block.
+
     What ``struct page`` cannot tell: a one-page allocation followed by
     a leaked, never-used page looks exactly like a two-page run whose
     second page nobody points to.  With page_owner records
@@ -121,6 +129,8 @@ def extend_runs(ctx: ScanEngine) -> None:
     # are), which raises its refcount
     by_image = np.array(sorted(image_held | split), np.int64)
     heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
+    other_use = pages_of_other_use(ctx, np.array(sorted(heads), np.int64), largest)
+    heads -= other_use
     split &= heads
     # the slab objects that hold each page's first byte
     holders = {h: {r.holder for r in starts} if all(r.holder for r in starts) else set()
@@ -139,7 +149,7 @@ def extend_runs(ctx: ScanEngine) -> None:
             outer_end, outer_split = end, in_split
         mine = holders.get(head, set())
         span = next((n for n in range(head + 1, end)
-                     if not single(n) or n in image_held or n in own
+                     if not single(n) or n in image_held or n in own or n in other_use
                      or not held_by_image and holders.get(n) and not holders[n] & mine),
                     end)
         if held_by_image:
@@ -156,6 +166,22 @@ def extend_runs(ctx: ScanEngine) -> None:
         for nxt in tail:
             ctx.hold(Reference(nxt, "allocation run", a.virt_of_pfn(head), "run",
                                f"in {kind} starting at pfn {head}{how}", rule=rule))
+
+
+def pages_of_other_use(ctx: ScanEngine, heads: np.ndarray, largest: int) -> set[int]:
+    """The single candidates a run from ``heads`` could take in (within
+    ``largest`` pages after one) whose flags say they were page cache or
+    anonymous memory (``pageflags.were_user_or_cache``): read in one pass
+    over their struct pages."""
+    singles = ctx.single_pfns()
+    if not heads.size or not singles.size:
+        return set()
+    before = np.searchsorted(heads, singles, side="right") - 1
+    near = singles[(before >= 0) & (singles - heads[np.maximum(before, 0)] < largest)]
+    if not near.size:
+        return set()
+    w = ctx.memmap.read(near)
+    return set(w.pfn[were_user_or_cache(ctx.prog, w.flags, w.mapping)].tolist())
 
 
 def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: bool = False) -> list[int] | None:

@@ -13,6 +13,18 @@
  * 1024 on the pinned ones, pin_user_pages() style), with the flags page
  * cache left on it, and nobody points to it.  Each page is recorded as
  * lost (vmct_truth.h, ring "released" or "pinned").
+ *
+ * Then the same right after a buffer: a four-page alloc_pages_exact()
+ * buffer is taken and its last three pages given back at once, so they wait
+ * on this CPU's per-CPU free list (last in, first out) for the next order-0
+ * allocation of their migratetype -- the page-cache pages of a second shmem
+ * file, which is truncated in turn.  The buffer's first page stays held
+ * (exact_buffer, kind "exact-buffer"), and the three released pages lie
+ * right after it: what an alloc_pages_exact() run of four pages would look
+ * like, if their flags did not say they were page cache (ring
+ * "released-after-buffer").  The buffer is taken movable, so its freed
+ * pages go to the list the page cache allocates from; a try whose pages
+ * landed elsewhere is undone and made again.
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -97,6 +109,79 @@ static long plant(void *unused)
 	return 0;
 }
 
+#define NR_AFTER 3
+#define AFTER_TRIES 8
+static void *exact_buffer __used;      /* the held first page of the buffer */
+
+/* NR_AFTER page-cache pages of a new shmem file, truncated: each kept with one reference */
+static int released_pages(struct page **pages, const char *name)
+{
+	struct file *file;
+	int i;
+
+#ifdef HAVE_VMA_FLAGS_T
+	file = shmem_file_setup(name, NR_AFTER * PAGE_SIZE, EMPTY_VMA_FLAGS);
+#else
+	file = shmem_file_setup(name, NR_AFTER * PAGE_SIZE, 0);
+#endif
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	for (i = 0; i < NR_AFTER; i++) {
+		pages[i] = shmem_read_mapping_page(file->f_mapping, i);
+		if (IS_ERR(pages[i])) {
+			while (i--)
+				put_page(pages[i]);
+			fput(file);
+			return -ENOMEM;
+		}
+		memset(page_address(pages[i]), 'A' + i, PAGE_SIZE);
+		set_page_dirty(pages[i]);
+	}
+	shmem_truncate_range(file_inode(file), 0, (loff_t)-1);
+	fput(file);
+	return 0;
+}
+
+/* runs in a kworker bound to one CPU: the per-CPU list freed to is the one allocated from */
+static long plant_after_buffer(void *unused)
+{
+	struct page *pages[NR_AFTER];
+	int try, i, err;
+
+	for (try = 0; try < AFTER_TRIES; try++) {
+		unsigned long buf = (unsigned long)alloc_pages_exact((NR_AFTER + 1) * PAGE_SIZE,
+								     GFP_KERNEL | __GFP_MOVABLE);
+		unsigned long first;
+		bool after = true;
+
+		if (!buf)
+			return -ENOMEM;
+		first = PFN_DOWN(__pa(buf));
+		free_pages_exact((void *)(buf + PAGE_SIZE), NR_AFTER * PAGE_SIZE);
+		err = released_pages(pages, "vmct-after-buffer");
+		if (err) {
+			free_page(buf);
+			return err;
+		}
+		for (i = 0; i < NR_AFTER; i++)
+			after &= page_to_pfn(pages[i]) > first && page_to_pfn(pages[i]) <= first + NR_AFTER;
+		if (after) {
+			exact_buffer = (void *)buf;
+			drain_this_cpu();
+			pr_info("vmct_released: owned pfn=%lu kind=exact-buffer\n", first);
+			for (i = 0; i < NR_AFTER; i++)
+				vmct_truth_leak(page_to_pfn(pages[i]), 0, page_ref_count(pages[i]),
+						"released-after-buffer", ~0u);
+			return 0;
+		}
+		for (i = 0; i < NR_AFTER; i++)
+			put_page(pages[i]);
+		free_page(buf);
+	}
+	pr_err("vmct_released: the released pages never landed right after the buffer\n");
+	return -EAGAIN;
+}
+
 static struct page *anon_taken[NR_ANON];        /* until the helper is gone and they are recorded */
 static int anon_count;
 static struct page *anon_held[NR_ANON_HELD] __used;
@@ -165,6 +250,7 @@ static int __init vmct_released_init(void)
 
 	vmct_truth_init();
 	err = work_on_cpu(0, plant, NULL);
+	err = err ?: work_on_cpu(0, plant_after_buffer, NULL);
 	return err ?: plant_anon();
 }
 
