@@ -23,7 +23,7 @@ from vmcore_tools.refs.reader import merged_spans
 #: extents the scan leaves unread on purpose, and why
 BY_DESIGN = {
     "kernel image": "its text and read-only data: built before any page was allocated",
-    "memmap": "struct pages, read for the referenced pages (memmap links)",
+    "memmap": "struct pages: read only for referenced pages, by memmap links",
     "swiotlb": "bounce buffers: device data",
     "KFENCE pool": "guard pages and free objects",
     "per-cpu first chunk": "dead interrupt stack frames and batch slots",
