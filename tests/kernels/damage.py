@@ -71,6 +71,40 @@ def virtio_queues(prog: drgn.Program):
     raise SystemExit("no virtio device with 3 queues")
 
 
+def free_list(prog: drgn.Program):
+    """A cycle in the longest buddy free list of the largest zone, through
+    its pages' ``lru`` links: the list_del() of a corrupted free path."""
+    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+    best: list[drgn.Object] = []
+    for pgdat in for_each_online_pgdat(prog):
+        for zone in pgdat.node_zones:
+            if not zone.present_pages:
+                continue
+            for area in zone.free_area:
+                for head in area.free_list:
+                    pages = list(list_for_each_entry("struct page", head.address_of_(), "lru"))
+                    if len(pages) > len(best):
+                        best = pages
+    return cycle(prog, best, "lru", "free list")
+
+
+def mem_section(prog: drgn.Program):
+    """A memory section far past ``max_pfn`` marked present, with a memmap
+    (section 0's ``section_mem_map`` word copied there), and
+    ``__highest_present_section_nr`` raised to it: what one stray write
+    over ``mem_section`` and one over the counter leave."""
+    sections = prog["mem_section"]
+    per_root = prog["SECTIONS_PER_ROOT"].value_()
+    nr = min(per_root - 1, 4 * (prog["__highest_present_section_nr"].value_() + 1))
+    root = sections[0]
+    at = root[nr].section_mem_map.address_
+    word = root[0].section_mem_map.value_()
+    counter = prog["__highest_present_section_nr"].address_
+    return (f"mem_section: section {nr} marked present with section 0's memmap word, "
+            f"__highest_present_section_nr -> {nr}",
+            [(physical(prog, at), word.to_bytes(8, "little")), (physical(prog, counter), nr.to_bytes(8, "little"))])
+
+
 #: struct pages of noise, a third of the way up memory (noise over the memmap)
 NOISE_PAGES = 1024
 
@@ -152,6 +186,8 @@ def compound_order(prog: drgn.Program):
 #: words its problem line must say
 CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, str]] = {
     "vmap areas": (vmap_areas, "report", "the vmap areas (vmap_area_list) is damaged"),
+    "free list": (free_list, "census", "is damaged: list does not come back to its head within"),
+    "mem_section": (mem_section, "census", "present past max_pfn"),
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
     "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),

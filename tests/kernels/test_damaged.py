@@ -71,7 +71,10 @@ def test_a_cycle_in_a_list_is_stated_not_followed(clean, case):
     assert named, problems(doc)
     assert proc.returncode == 3         # a walk stopped at damage: a partial result
     if command == "census":
-        assert doc["classes"]["damaged"] > 0 and doc["damaged_ranges"]
+        if "no kernel writes" in says:      # damaged struct pages, counted as such
+            assert doc["classes"]["damaged"] > 0 and doc["damaged_ranges"]
+        else:                               # a cycle in a free list: every block still found
+            assert doc["classes"] == before["classes"]
         assert doc["total_pages"] == before["total_pages"]
     elif command == "report":
         assert doc["census"]["total_pages"] == before["census"]["total_pages"]
@@ -109,6 +112,7 @@ def test_noise_over_struct_pages_is_counted_as_damaged_not_classed(clean):
     assert hit.sum() >= 0.9 * pfns.size, hit.sum()
     assert after.census.totals()["damaged"] == hit.sum()
     assert all(pfns[0] <= p and p + n <= pfns[-1] + 1 for p, n in after.census.damaged)
-    assert failed_stages(after.census.problems) == ["struct pages"]
+    # the damaged struct pages, and the free list one of them was on (cut there, read back from its head)
+    assert failed_stages(after.census.problems) in (["struct pages"], ["free lists", "struct pages"])
     assert not set(after.found.pfn.tolist()) & set(pfns[hit].tolist())
     assert set(after.found.pfn.tolist()) <= set(before.found.pfn.tolist())

@@ -16,6 +16,7 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.percpu import per_cpu, per_cpu_ptr
 from drgn.helpers.linux.xarray import xa_for_each
 
+from vmcore_tools.core.stages import record_damage
 from vmcore_tools.core.walk import bounded, damaged, max_entries, max_pages, tasks, xa_index
 from vmcore_tools.kernel.stacks import all_tasks
 from vmcore_tools.census.classify import claim, claim_range
@@ -61,31 +62,45 @@ def _migratetype_names(prog: drgn.Program) -> list[str]:
     return names
 
 
-def page_list_pfns(m: Memmap, head: int, member: str, where: str, problems: list[str]) -> np.ndarray:
+def page_list_pfns(m: Memmap, head: int, member: str, where: str, problems: list[str],
+                   limit: int | None = None) -> np.ndarray:
     """PFNs of the pages on the ``struct page`` list at address ``head``,
     linked through ``member``, read one ``next`` word at a time (no drgn
     object per entry: a fragmented host has millions of free pages).
 
     A list that faults (a live kernel changed it under us: LIST_POISON, a
     torn pointer), leaves the memmap, or does not come back to its head
-    within as many steps as there are pages is reported in ``problems``; a
-    corrupted list is a finding, not a crash.  The list is doubly linked
-    (``list_head``), so the part after the break is then read backwards from
-    the head through ``prev``, up to the break or the part already read: one
-    damaged ``struct page`` loses itself, not the rest of its list."""
+    within ``limit`` entries -- the kernel's own count of what the list
+    holds (``nr_free``, a per-CPU list's ``count``) where it keeps one in a
+    dump, else as many as there are pages -- is reported in ``problems``; a
+    corrupted list is a finding, not a crash, and in a dump it is damage:
+    the running stage's result is partial (``stages.record_damage``).  A
+    cycle away from the head stops at the bound, so the walk costs what
+    the kernel's count says, never a trip round the cycle per page of the
+    machine.  The list is doubly linked (``list_head``), so the part after
+    the break is then read backwards from the head through ``prev``, up to
+    the break or the part already read: one damaged ``struct page`` loses
+    itself, not the rest of its list."""
     offset = drgn.offsetof(m.prog.type("struct page"), member)
-    out, broken = _follow(m, head, offset, 0)
+    live = bool(m.prog.flags & drgn.ProgramFlags.IS_LIVE)
+    bound = m.nr if limit is None or live else min(limit, m.nr)
+    out, broken = _follow(m, head, offset, 0, bound)
     if broken:
         problems.append(f"{where}: {broken}")
-        back, _ = _follow(m, head, offset, 8, stop=set(out))
+        if not live:
+            record_damage(f"the page list {where} is damaged: {broken}")
+        out = list(dict.fromkeys(out))      # a cycle met its entries more than once
+        back, _ = _follow(m, head, offset, 8, bound, stop=set(out))
         out += back
     return np.array(out, np.int64)
 
 
-def _follow(m: Memmap, head: int, offset: int, link: int, stop: set[int] = frozenset()) -> tuple[list[int], str]:
+def _follow(m: Memmap, head: int, offset: int, link: int, limit: int,
+            stop: set[int] = frozenset()) -> tuple[list[int], str]:
     """The PFNs a ``list_head`` walk from ``head`` meets through the word at
     ``link`` (0: ``next``, 8: ``prev``), up to the head, a PFN in ``stop``,
-    or the first entry that is no page (what went wrong: the second item)."""
+    ``limit`` entries, or the first entry that is no page (what went
+    wrong: the second item)."""
     read = m.prog.read_u64
     out: list[int] = []
     try:
@@ -94,8 +109,10 @@ def _follow(m: Memmap, head: int, offset: int, link: int, stop: set[int] = froze
             pfn = m.pfn_of_page_ptr(node - offset)
             if pfn in stop:
                 break
-            if len(out) >= m.nr or pfn < 0:
+            if pfn < 0:
                 return out, f"list leaves the memmap at entry {len(out) + 1} (pfn {pfn})"
+            if len(out) >= limit:
+                return out, f"list does not come back to its head within {limit} entries (the kernel's count)"
             out.append(pfn)
             node = read(node + link)
     except drgn.FaultError as e:
@@ -137,7 +154,7 @@ def walk_free_lists(prog: drgn.Program, m: Memmap, classes: np.ndarray | None = 
             for order in range(nr_orders):
                 for mt, head in enumerate(zone.free_area[order].free_list):
                     where = f"{name} order {order} {mt_names[mt]}"
-                    pfns = page_list_pfns(m, head.address_of_().value_(), "lru", where, zprob)
+                    pfns = page_list_pfns(m, head.address_of_().value_(), "lru", where, zprob, counted[order])
                     if classes is not None:
                         _claim_blocks(classes, pfns, order, PageClass.FREE)
                     walked[order] += pfns.size
@@ -182,12 +199,13 @@ def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
                     pcp = pcp.pcp.address_of_()
                 nr_lists = len(pcp.lists)
                 lists = pcp.lists.address_of_().value_()
+                count = pcp.count.value_()          # pages on all its lists: no list has more entries
                 for i in range(nr_lists):
                     order = 0
                     if nr_lists > pcptypes:
                         order = i // pcptypes if i < pcptypes * (costly + 1) else thp_order
                     where = f"{zf.zone} cpu {cpu} pcp list {i}"
-                    pfns = page_list_pfns(m, lists + i * list_head, member, where, zf.problems)
+                    pfns = page_list_pfns(m, lists + i * list_head, member, where, zf.problems, count)
                     if classes is not None:
                         _claim_blocks(classes, pfns, order, PageClass.FREE_PCP)
                     zf.pcp_pages += pfns.size << order

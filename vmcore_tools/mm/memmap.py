@@ -23,7 +23,7 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
 
-from vmcore_tools.core.features import has_member
+from vmcore_tools.core.features import has_member, has_object, vmcoreinfo_numbers
 from vmcore_tools.core.arrays import unique
 
 #: Pages decoded per read: 32768 pages * 64 bytes = 2 MiB of memmap.
@@ -124,14 +124,32 @@ class Memmap:
     #: page (allocated without ``__GFP_COMP``: ``census.blocks``)
     blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
+    #: valid PFN ranges past the kernel's ``max_pfn`` (``from_program``): left out
+    beyond: list[tuple[int, int]] = field(default_factory=list)
+
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "Memmap":
+        """The memmap of ``prog``'s kernel: its valid PFN ranges, from
+        ``mem_section``, up to ``max_pfn``.
+
+        Fact: ``max_pfn`` is the end of the highest memory the kernel has,
+        hot-added memory and ZONE_DEVICE ranges included (x86-64's
+        ``arch_add_memory()`` raises it), and a present section starts below
+        it.  A section present past it (rounded up to a whole section) is a
+        damaged ``mem_section`` entry: it is left out (``beyond``), so one
+        stray bit cannot size every per-PFN array by the top of the
+        physical address space."""
         ranges = [(start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)]
         if not ranges:
             raise ValueError("no valid page ranges found in mem_section")
+        limit = _sections_end(prog)
+        beyond = [(s, e) for s, e, _ in ranges if s >= limit]
+        ranges = [(s, min(e, limit), mm) for s, e, mm in ranges if s < limit]
+        if not ranges:
+            raise ValueError(f"no valid page range below max_pfn in mem_section (first at pfn {beyond[0][0]})")
         return cls(prog, PageLayout.from_program(prog), [(s, e) for s, e, _ in ranges],
                    max(end for _, end, _ in ranges), ranges[0][2], prog.type("struct page").size,
-                   pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_())
+                   pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_(), beyond=beyond)
 
     @property
     def page_size(self) -> int:
@@ -384,6 +402,19 @@ class Memmap:
             private=field_(L.private, "<u8"),
             pp_magic=field_(L.pp_magic, "<u8") if L.pp_magic is not None else None,
             order=order, dtor=dtor, head_pfn=head_pfn, is_head=is_head)
+
+
+def _sections_end(prog: drgn.Program) -> int:
+    """``max_pfn`` rounded up to a whole memory section (``SECTION_SIZE_BITS``
+    from VMCOREINFO); no bound where the kernel has no ``max_pfn``."""
+    if not has_object(prog, "max_pfn"):
+        return 1 << 62
+    end = prog["max_pfn"].value_()
+    bits = vmcoreinfo_numbers(prog).get("SECTION_SIZE_BITS")
+    if bits is None:
+        return end
+    per = 1 << (bits - prog["PAGE_SHIFT"].value_())
+    return -(-end // per) * per
 
 
 def max_block_pages(prog: drgn.Program) -> int:
