@@ -17,14 +17,18 @@ DIRECT = 0xFFFF888000000000
 HEAD = 64           # 64-aligned: a block of up to 64 pages may start here
 
 
-def run_rule(held: dict[int, list[Reference]], singles: list[int]) -> dict[int, list[Reference]]:
+def run_rule(held: dict[int, list[Reference]], singles: list[int],
+             once_cache: frozenset[int] = frozenset()) -> dict[int, list[Reference]]:
     """References after the rule, for candidates ``singles`` (order 0,
-    refcount 1) of which ``held`` are referenced."""
+    refcount 1) of which ``held`` are referenced, and ``once_cache`` have
+    flags that say they were page cache or anonymous memory."""
     a = Memmap(prog=None, layout=None, ranges=[(0, NR)], nr=NR, memmap=0xFFFFEA0000000000, struct_size=64,
                direct_map=DIRECT, page_shift=12, heads=np.zeros(0, np.int64), orders=np.zeros(0, np.uint8))
     references = dict(held)
     # the part of the scan's API the rule uses (engine.ScanEngine), over the made-up memmap
     scan = SimpleNamespace(memmap=a, references=references, is_single=set(singles).__contains__,
+                           single_pfns=lambda: np.array(sorted(singles), np.int64),
+                           were_user_or_cache=lambda pfns: np.isin(pfns, sorted(once_cache)),
                            max_block=1 << 10, page_owners=None,
                            hold=lambda ref: references.setdefault(ref.target, []).append(ref))
     extend_runs(scan)
@@ -78,3 +82,15 @@ def test_inner_pages_each_held_at_their_start_by_other_objects_end_the_run():
     # the same row held from a stack (no object known) still reads as one buffer
     held = {p: by(DIRECT_MAP, p, "stack") for p in row}
     assert {HEAD + 32, HEAD + 33} <= set(run_rule(held, [*row, HEAD + 32, HEAD + 33]))
+
+
+def test_a_page_that_was_page_cache_ends_the_run_and_starts_none():
+    """split_page() leaves no flag, and no driver sets the page cache's:
+    pages after a held start whose flags say they were page cache (a
+    released shmem page a leaked reference kept) are no part of its run,
+    and such a page starts no run either."""
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD)}, [HEAD, HEAD + 1, HEAD + 2, HEAD + 3],
+                    frozenset({HEAD + 1}))
+    assert not {HEAD + 1, HEAD + 2, HEAD + 3} & set(refs)
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD)}, [HEAD, HEAD + 1, HEAD + 2], frozenset({HEAD}))
+    assert not {HEAD + 1, HEAD + 2} & set(refs)

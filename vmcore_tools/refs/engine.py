@@ -38,6 +38,7 @@ from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.mm.memmap import max_block_pages
 from vmcore_tools.mm.page_owner import PageOwners
+from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.refs.matcher import Matcher, frag_entries, pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
@@ -171,6 +172,13 @@ class ScanEngine:
         by = self.result.bytes_by_root
         self.result.bytes_scanned += nbytes
         by[self.entry] = by.get(self.entry, 0) + nbytes
+
+    def were_user_or_cache(self, pfns: np.ndarray) -> np.ndarray:
+        """Whether each of the sorted ``pfns`` was page cache or anonymous
+        memory since it was allocated (``pageflags.were_user_or_cache``):
+        read in one pass over their struct pages."""
+        w = self.memmap.read(pfns)
+        return np.isin(pfns, w.pfn[were_user_or_cache(self.prog, w.flags, w.mapping)])
 
     def single_pfns(self) -> np.ndarray:
         return np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.memmap.nr])

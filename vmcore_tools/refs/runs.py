@@ -13,7 +13,6 @@ import numpy as np
 
 from vmcore_tools.mm.cma import cma_ranges
 from vmcore_tools.mm.page_owner import PageOwners
-from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.references import ALLOCATION_RUN, CMA_RUN, STRUCT_PAGE, TABLE_ENTRY, Reference
 
@@ -171,17 +170,13 @@ def extend_runs(ctx: ScanEngine) -> None:
 def pages_of_other_use(ctx: ScanEngine, heads: np.ndarray, largest: int) -> set[int]:
     """The single candidates a run from ``heads`` could take in (within
     ``largest`` pages after one) whose flags say they were page cache or
-    anonymous memory (``pageflags.were_user_or_cache``): read in one pass
-    over their struct pages."""
+    anonymous memory (``ScanEngine.were_user_or_cache``)."""
     singles = ctx.single_pfns()
     if not heads.size or not singles.size:
         return set()
     before = np.searchsorted(heads, singles, side="right") - 1
     near = singles[(before >= 0) & (singles - heads[np.maximum(before, 0)] < largest)]
-    if not near.size:
-        return set()
-    w = ctx.memmap.read(near)
-    return set(w.pfn[were_user_or_cache(ctx.prog, w.flags, w.mapping)].tolist())
+    return set(near[ctx.were_user_or_cache(near)].tolist()) if near.size else set()
 
 
 def run_by_page_owner(owners: PageOwners, head: int, span: int, split_block: bool = False) -> list[int] | None:
