@@ -17,6 +17,7 @@ from typing import Any
 import click
 import drgn
 
+from vmcore_tools.core.parallel import default_jobs, set_jobs
 from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, failed_stages
 from vmcore_tools.core.target import TargetError, open_program
 
@@ -36,7 +37,21 @@ def target_options(f: Callable | None = None, *, json_option: bool = True, live_
     if json_option:
         f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
     f = click.option("--quiet", is_flag=True, help="no progress on stderr")(f)
+    f = click.option("-j", "--jobs", type=click.IntRange(1, 64), expose_value=False, callback=_remember_jobs,
+                     help="processes that read large parts of the dump (forked: each reads a part and sends "
+                          "back what it found); default the CPUs this process may use, at most 8 "
+                          f"({default_jobs()} here; 1 inside drgn)")(f)
     return f
+
+
+#: ``--jobs`` as given (None: ``default_jobs()``), applied to the program ``open_target`` opens
+_jobs: int | None = None
+
+
+def _remember_jobs(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    global _jobs
+    _jobs = value
+    return value
 
 
 #: the program a drgn session already opened (``session``); None from the shell
@@ -61,9 +76,13 @@ def open_target(core, vmlinux, debug_dirs) -> drgn.Program:
             click.echo("vmcore-tools: error: inside drgn the session's program is used; "
                        "-c/-s/-d are not taken", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        if _jobs:       # the session's program reads in one process unless told
+            set_jobs(_session_program, _jobs)
         return _session_program
     try:
-        return open_program(core, vmlinux, debug_dirs)
+        prog = open_program(core, vmlinux, debug_dirs)
+        set_jobs(prog, _jobs or default_jobs())
+        return prog
     except TargetError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)
         sys.exit(EXIT_BAD_INPUT)

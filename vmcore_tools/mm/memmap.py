@@ -129,24 +129,8 @@ class Memmap:
 
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "Memmap":
-        """The memmap of ``prog``'s kernel: its valid PFN ranges, from
-        ``mem_section``, up to ``max_pfn``.
-
-        Fact: ``max_pfn`` is the end of the highest memory the kernel has,
-        hot-added memory and ZONE_DEVICE ranges included (x86-64's
-        ``arch_add_memory()`` raises it), and a present section starts below
-        it.  A section present past it (rounded up to a whole section) is a
-        damaged ``mem_section`` entry: it is left out (``beyond``), so one
-        stray bit cannot size every per-PFN array by the top of the
-        physical address space."""
-        ranges = [(start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)]
-        if not ranges:
-            raise ValueError("no valid page ranges found in mem_section")
-        limit = _sections_end(prog)
-        beyond = [(s, e) for s, e, _ in ranges if s >= limit]
-        ranges = [(s, min(e, limit), mm) for s, e, mm in ranges if s < limit]
-        if not ranges:
-            raise ValueError(f"no valid page range below max_pfn in mem_section (first at pfn {beyond[0][0]})")
+        """The memmap of ``prog``'s kernel, over its valid PFN ranges (``valid_ranges``)."""
+        ranges, beyond = valid_ranges(prog)
         return cls(prog, PageLayout.from_program(prog), [(s, e) for s, e, _ in ranges],
                    max(end for _, end, _ in ranges), ranges[0][2], prog.type("struct page").size,
                    pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_(), beyond=beyond)
@@ -402,6 +386,27 @@ class Memmap:
             private=field_(L.private, "<u8"),
             pp_magic=field_(L.pp_magic, "<u8") if L.pp_magic is not None else None,
             order=order, dtor=dtor, head_pfn=head_pfn, is_head=is_head)
+
+
+def valid_ranges(prog: drgn.Program) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """The valid PFN ranges of ``mem_section`` (start, end, memmap address),
+    up to ``max_pfn``, and the ranges past it.
+
+    Fact: ``max_pfn`` is the end of the highest memory the kernel has,
+    hot-added memory and ZONE_DEVICE ranges included (x86-64's
+    ``arch_add_memory()`` raises it), and a present section starts below
+    it.  A section present past it (rounded up to a whole section) is a
+    damaged ``mem_section`` entry: it is left out, so one stray bit cannot
+    size every per-PFN array by the top of the physical address space."""
+    ranges = [(start, end, mem_map.value_()) for start, end, mem_map in for_each_valid_page_range(prog)]
+    if not ranges:
+        raise ValueError("no valid page ranges found in mem_section")
+    limit = _sections_end(prog)
+    beyond = [(s, e) for s, e, _ in ranges if s >= limit]
+    ranges = [(s, min(e, limit), mm) for s, e, mm in ranges if s < limit]
+    if not ranges:
+        raise ValueError(f"no valid page range below max_pfn in mem_section (first at pfn {beyond[0][0]})")
+    return ranges, beyond
 
 
 def _sections_end(prog: drgn.Program) -> int:

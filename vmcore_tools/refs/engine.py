@@ -80,6 +80,7 @@ class ScanEngine:
                                       & (census.classes[heads] == PageClass.UNATTRIBUTED)], a.nr)
         self.result = ScanResult({})
         self.read = MemoryReader(self.prog, a, self._match, self.result.problems, progress)
+        self.read.fork = self
         self.slab_objects = SlabObjects(self.prog, a)
         #: pages in a largest buddy block
         self.max_block = max_block_pages(self.prog)
@@ -191,6 +192,31 @@ class ScanEngine:
             yield
         finally:
             self.counts = kept
+
+    # -- a read split over forked processes (reader.Fork) ---------------------------
+
+    def begin(self) -> None:
+        """In a forked process: find references apart from those found before."""
+        self.result.references = {}
+        self.result.bytes_scanned, self.result.bytes_by_root = 0, {}
+
+    def collect(self) -> tuple[dict[int, list[Reference]], int, dict[str, int]]:
+        """In a forked process: what it found and read."""
+        return self.result.references, self.result.bytes_scanned, self.result.bytes_by_root
+
+    def merge(self, found: tuple[dict[int, list[Reference]], int, dict[str, int]]) -> None:
+        """What a forked process found, kept as ``_match`` keeps a reference."""
+        refs, scanned, by_root = found
+        for head, new in refs.items():
+            kept = self.result.references.setdefault(head, [])
+            for r in new:
+                if _kept(kept, r.source, r.rule):
+                    kept.append(r)
+            if not kept:
+                del self.result.references[head]
+        self.result.bytes_scanned += scanned
+        for entry, n in by_root.items():
+            self.result.bytes_by_root[entry] = self.result.bytes_by_root.get(entry, 0) + n
 
     # -- matching ----------------------------------------------------------------
 

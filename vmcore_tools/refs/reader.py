@@ -8,19 +8,24 @@ anything with a ``read`` (``MemoryReader``) and the census
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import drgn
 import numpy as np
 
 from vmcore_tools.census.census import Census
+from vmcore_tools.core.parallel import can_fork, forked_map, jobs_of
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.core.arrays import unique
 
 #: Bytes read and handed to the sink at a time.
 CHUNK_BYTES = 1 << 20
+#: pages below which a read is not split over processes (a fork costs more than it saves)
+FORK_MIN_PAGES = 1 << 16
+#: parts per job: a part that reads slowly (compressed, dense) does not hold the others up
+PARTS_PER_JOB = 4
 
 Sink = Callable[[bytes, int, str], None]
 Progress = Callable[[str, int, int], None]
@@ -40,41 +45,90 @@ class MemoryReader:
         self.progress = progress
         #: what was read, as [lo, hi) spans joined where one read follows another
         self.spans: list[list[int]] = []
+        #: set by an owner that can merge what forked processes found (``pfns``)
+        self.fork: Fork | None = None
 
     def virt(self, start: int, end: int, region: str) -> None:
         """Read ``[start, end)`` (kernel virtual addresses), 8-byte aligned."""
-        start = (start + 7) & ~7
-        for lo in range(start, end, CHUNK_BYTES):
-            hi = min(end, lo + CHUNK_BYTES)
-            try:
-                data = self.prog.read(lo, (hi - lo) & ~7)
-            except drgn.FaultError:
-                if hi - lo > 4096:     # isolate the unreadable page(s)
-                    page = 1 << self.memmap.page_shift
-                    for sub in range(lo, hi, page):
-                        self.virt(sub, min(hi, sub + page), region)
-                else:
-                    self.problems.append(f"{region}: unreadable at {lo:#x}")
-                continue
-            if self.spans and self.spans[-1][1] == lo:
-                self.spans[-1][1] = lo + len(data)
-            else:
-                self.spans.append([lo, lo + len(data)])
-            self.sink(data, lo, region)
+        self.spans_of([(start, end)], region)
 
     def pfns(self, pfns: np.ndarray, region: str) -> None:
-        """Read pages by PFN through the direct map, contiguous runs at once."""
+        """Read pages by PFN through the direct map, contiguous runs at once;
+        with ``--jobs`` and an owner that can merge (``fork``), a large set
+        in forked processes, a part each (``parallel.forked_map``)."""
         if not pfns.size:
             return
         pfns = unique(pfns)
-        breaks = np.nonzero(np.diff(pfns) != 1)[0] + 1
+        jobs = jobs_of(self.prog)
+        parts = [p for p in np.array_split(pfns, jobs * PARTS_PER_JOB) if p.size] if jobs > 1 else []
+        if self.fork is None or len(parts) <= 1 or pfns.size < FORK_MIN_PAGES or not can_fork():
+            self._pfns(pfns, region, (f"scanning {region}", pfns.size))
+            return
         done = 0
-        a = self.memmap
-        for run in np.split(pfns, breaks):
-            self.virt(a.virt_of_pfn(int(run[0])), a.virt_of_pfn(int(run[-1]) + 1), region)
-            done += run.size
+        for part, (found, spans, problems) in zip(parts, forked_map(lambda p: self._forked(p, region), parts, jobs)):
+            self.fork.merge(found)
+            self.spans += spans
+            said = set(self.problems)
+            self.problems += [p for p in problems if p not in said]
+            done += part.size
             if self.progress:
                 self.progress(f"scanning {region}", done, pfns.size)
+
+    def _forked(self, pfns: np.ndarray, region: str) -> tuple[object, list[list[int]], list[str]]:
+        """In a forked process: read ``pfns`` and give back what the owner
+        found (``fork.collect``), what was read and the problems met."""
+        self.progress = None
+        self.spans = []
+        said = len(self.problems)
+        self.fork.begin()
+        self._pfns(pfns, region)
+        return self.fork.collect(), self.spans, self.problems[said:]
+
+    def _pfns(self, pfns: np.ndarray, region: str, progress: tuple[str, int] | None = None) -> None:
+        cut = np.flatnonzero(np.diff(pfns) != 1) + 1
+        a = self.memmap
+        starts = a.virts_of_pfns(pfns[np.r_[0, cut]]).tolist()
+        ends = a.virts_of_pfns(pfns[np.r_[cut - 1, pfns.size - 1]] + 1).tolist()
+        self.spans_of(zip(starts, ends), region, progress)
+
+    def spans_of(self, spans: Iterable[tuple[int, int]], region: str,
+                 progress: tuple[str, int] | None = None) -> None:
+        """Read every ``[start, end)`` of ``spans``, ``CHUNK_BYTES`` at a
+        time, each chunk handed to the sink in order; a chunk that faults
+        is read again a page at a time, to say which page is missing."""
+        page = 1 << self.memmap.page_shift
+        done = 0
+        for start, end in spans:
+            for lo in range((start + 7) & ~7, end, CHUNK_BYTES):
+                size = (min(end, lo + CHUNK_BYTES) - lo) & ~7
+                try:
+                    data = self.prog.read(lo, size)
+                except drgn.FaultError:
+                    if size > page:     # isolate the unreadable page(s)
+                        self.spans_of([(sub, min(lo + size, sub + page)) for sub in range(lo, lo + size, page)],
+                                      region)
+                    else:
+                        self.problems.append(f"{region}: unreadable at {lo:#x}")
+                    continue
+                if self.spans and self.spans[-1][1] == lo:
+                    self.spans[-1][1] = lo + len(data)
+                else:
+                    self.spans.append([lo, lo + len(data)])
+                self.sink(data, lo, region)
+            if progress and self.progress:
+                done += (end - start) // page
+                self.progress(progress[0], min(done, progress[1]), progress[1])
+
+
+class Fork(Protocol):
+    """How a reader's owner splits its work over forked processes: ``begin``
+    in the child, before its part (keep what is found apart), ``collect``
+    in the child after it (what was found, to send back), ``merge`` in the
+    parent, for each part in order (as if read here)."""
+
+    def begin(self) -> None: ...
+    def collect(self) -> object: ...
+    def merge(self, found: object) -> None: ...
 
 
 class MemoryContext(Protocol):

@@ -1,0 +1,55 @@
+"""``--jobs``: a large read split over forked processes gives the result
+one process gives (``parallel.forked_map``, ``reader.MemoryReader.pfns``).
+
+The sample cores are small, so the size from which a read is split is
+lowered to one page here: every page read by the reference scan is read in
+parts, by two processes, and merged in order."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from vmcore_tools.cli.main import run_on
+from vmcore_tools.refs import reader
+
+from ..conftest import sample_core
+from ..schemas import validate
+
+pytestmark = pytest.mark.vm
+
+
+def document(prog, args: list[str]) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run_on(prog, [*args, "--json", "--quiet"]) == 0
+    doc = json.loads(out.getvalue())
+    validate(doc)
+    return doc
+
+
+def timeless(d):
+    """``d`` without what depends on the clock."""
+    if isinstance(d, dict):
+        return {k: timeless(v) for k, v in d.items() if k not in ("seconds", "gb_per_s")}
+    if isinstance(d, list):
+        return [timeless(x) for x in d]
+    return d
+
+
+@pytest.mark.parametrize("scenario", ["i40e-leak", "kfence"])
+def test_a_scan_in_two_processes_finds_what_one_finds(scenario, monkeypatch):
+    line = "6.1" if scenario == "i40e-leak" else "6.12"
+    core = sample_core(scenario, line)
+    one = document(core.program(), ["orphans", "-j", "1"])
+    monkeypatch.setattr(reader, "FORK_MIN_PAGES", 1)
+    forks = []
+    real = reader.forked_map
+    monkeypatch.setattr(reader, "forked_map", lambda task, parts, jobs: forks.append(len(parts)) or real(task, parts, jobs))
+    two = document(core.program(), ["orphans", "-j", "2"])
+    assert forks and max(forks) == 2 * reader.PARTS_PER_JOB     # the slab pages, say, in eight parts
+    assert timeless(two) == timeless(one)
+    assert one["orphaned_pages"] > 0 and one["scan"]["bytes_by_root"]
