@@ -53,3 +53,19 @@ def test_a_scan_in_two_processes_finds_what_one_finds(scenario, monkeypatch):
     assert forks and max(forks) == 2 * reader.PARTS_PER_JOB     # the slab pages, say, in eight parts
     assert timeless(two) == timeless(one)
     assert one["orphaned_pages"] > 0 and one["scan"]["bytes_by_root"]
+
+
+def test_a_census_in_parts_counts_what_one_pass_counts(monkeypatch):
+    """The pass over the memmap in parts of 2^16 PFNs (a multiple of the
+    largest compound page this guest has), read by two processes: the same
+    classes, heads and damaged pages as one pass."""
+    from vmcore_tools.census import classify
+    core = sample_core("i40e-leak", "6.1")
+    one = document(core.program(), ["census", "-j", "1"])
+    monkeypatch.setattr(classify, "PART_PAGES", 1 << 16)
+    forks = []
+    real = classify.forked_map
+    monkeypatch.setattr(classify, "forked_map", lambda task, parts, jobs: forks.append(len(parts)) or real(task, parts, jobs))
+    two = document(core.program(), ["census", "-j", "2"])
+    assert forks == [4]         # 1 GiB: four parts of 256 MiB
+    assert timeless(two) == timeless(one)

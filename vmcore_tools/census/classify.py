@@ -24,6 +24,7 @@ import numpy as np
 
 from vmcore_tools.census.classes import UNCLAIMED, PageClass
 from vmcore_tools.census.damage import Damage
+from vmcore_tools.core.parallel import can_fork, forked_map, jobs_of
 from vmcore_tools.mm.memmap import CHUNK_PAGES, Memmap, PageWords
 from vmcore_tools.mm.pageflags import PageTypes, page_flag_bits
 from vmcore_tools.core.arrays import unique
@@ -346,20 +347,66 @@ def claim_range(classes: np.ndarray, lo: int, hi: int, klass: PageClass) -> None
         span[RANK[span] > RANK[klass]] = klass
 
 
+#: PFNs a part of the pass over the memmap covers when it is split over
+#: processes: a multiple of the largest compound page (a PUD-mapped folio, 1
+#: GiB of 4 KiB pages, aligned to its size), so no tail is in another part
+#: than its head
+PART_PAGES = 1 << 18
+
+
 def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
              progress: Callable[[int, int], None] | None = None, chunk_pages: int = CHUNK_PAGES) -> np.ndarray:
     """One ``PageClass`` (uint8) per PFN, made in place from ``ev.classes``
     one memmap chunk at a time.  Records the compound heads and their orders
     in ``m.heads``/``m.orders`` on the way, and the damaged pages
     (``damage.Damage``) in ``ev.damaged``: those, and the tails of a damaged
-    head, are ``DAMAGED``, and a damaged head is no head."""
+    head, are ``DAMAGED``, and a damaged head is no head.
+
+    With ``--jobs``, the memmap is read in parts of ``PART_PAGES`` by forked
+    processes (``parallel.forked_map``), each sending back its classes,
+    heads and damaged pages, merged in order."""
     ctx = Context(prog, PageTypes(prog), page_flag_bits(prog))
     damage = Damage.of(prog, m)
+    classes = ev.classes
+    jobs = jobs_of(prog)
+    cuts = sorted({lo for s, e in m.ranges for lo in range(s - s % PART_PAGES, e, PART_PAGES)})
+    parts = [(max(lo, 0), min(lo + PART_PAGES, m.nr)) for lo in cuts] if jobs > 1 and can_fork() else []
+    if len(parts) <= 1:
+        parts = [(0, m.nr)]
+    heads, orders, damaged = [], [], []
+    done = 0
+
+    def part(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _classify_span(m, ev, ctx, damage, span, chunk_pages, progress if len(parts) == 1 else None)
+
+    for (lo, hi), (cls, h, o, d) in zip(parts, forked_map(part, parts, jobs)):
+        classes[lo:hi] = cls
+        heads.append(h)
+        orders.append(o)
+        damaged.append(d)
+        done += hi - lo
+        if progress and len(parts) > 1:
+            progress(min(done, m.valid_pages), m.valid_pages)
+    prev = 0
+    for start, end in m.ranges + [(m.nr, m.nr)]:
+        classes[prev:start] = PageClass.NO_PAGE
+        prev = max(prev, end)
+    m.heads = np.concatenate(heads) if heads else np.zeros(0, np.int64)
+    m.orders = np.concatenate(orders) if orders else np.zeros(0, np.uint8)
+    ev.damaged = np.concatenate(damaged) if damaged else np.zeros(0, np.int64)
+    return classes
+
+
+def _classify_span(m: Memmap, ev: Evidence, ctx: "Context", damage: Damage, span: tuple[int, int],
+                   chunk_pages: int, progress: Callable[[int, int], None] | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``classify`` of the PFNs ``span``: their classes (written in
+    ``ev.classes`` too), compound heads and orders, and damaged pages."""
     classes = ev.classes
     carry: dict[int, tuple[int, int]] = {}   # head PFN -> (end PFN, head verdict)
     heads, orders, damaged = [], [], []
     damaged_heads = np.zeros(0, np.int64)
-    for w in m.chunks(progress, chunk_pages):
+    for w in m.chunks(progress, chunk_pages, span):
         lo, hi = int(w.pfn[0]), int(w.pfn[-1]) + 1
         carry = {h: v for h, v in carry.items() if v[0] > lo}
         cls, verdict = classify_pages(w, ChunkEvidence.of(ev, w), ctx, carry)
@@ -378,14 +425,8 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
         ends = w.pfn[h] + (1 << w.order[h].astype(np.int64))
         for i in np.flatnonzero(ends > hi).tolist():
             carry[int(w.pfn[h[i]])] = (int(ends[i]), int(verdict[h[i]]))
-    prev = 0
-    for start, end in m.ranges + [(m.nr, m.nr)]:
-        classes[prev:start] = PageClass.NO_PAGE
-        prev = max(prev, end)
-    m.heads = np.concatenate(heads) if heads else np.zeros(0, np.int64)
-    m.orders = np.concatenate(orders) if orders else np.zeros(0, np.uint8)
-    ev.damaged = np.concatenate(damaged) if damaged else np.zeros(0, np.int64)
-    return classes
+    join = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)  # noqa: E731
+    return (classes[span[0]:span[1]], join(heads, np.int64), join(orders, np.uint8), join(damaged, np.int64))
 
 
 def classify_pages(w: PageWords, ev: ChunkEvidence, ctx: Context,

@@ -239,10 +239,11 @@ class Memmap:
     # -- reading -------------------------------------------------------------
 
     def chunks(self, progress: Callable[[int, int], None] | None = None,
-               chunk_pages: int = CHUNK_PAGES) -> Iterator[PageWords]:
-        """Every valid ``struct page``, decoded ``chunk_pages`` at a time."""
+               chunk_pages: int = CHUNK_PAGES, span: tuple[int, int] | None = None) -> Iterator[PageWords]:
+        """Every valid ``struct page`` (of the PFNs ``span``), decoded ``chunk_pages`` at a time."""
         total, done = self.valid_pages, 0
-        for start, end in self.ranges:
+        first, last = span or (0, self.nr)
+        for start, end in ((max(s, first), min(e, last)) for s, e in self.ranges):
             for lo in range(start, end, chunk_pages):
                 hi = min(end, lo + chunk_pages)
                 # one page more, for the order of a head at hi - 1 (kept in page[1])
