@@ -25,18 +25,10 @@ from slab_bench import timed_json  # noqa: E402
 
 from sample_cores.__main__ import target_args  # noqa: E402
 from sample_cores.scenarios import build  # noqa: E402
+from tests.schemas import without_timings  # noqa: E402
 
 COMMANDS = ("census", "report")
 PREDICT_FOR = 16
-
-
-def timeless(d):
-    """``d`` without what depends on the clock."""
-    if isinstance(d, dict):
-        return {k: timeless(v) for k, v in d.items() if k not in ("seconds", "gb_per_s")}
-    if isinstance(d, list):
-        return [timeless(x) for x in d]
-    return d
 
 
 def serial_part(t1: float, t2: float) -> float:
@@ -59,8 +51,8 @@ def main() -> None:
         for command in COMMANDS:
             runs = {j: timed_json([str(BIN / "vmcore-tools"), command, *args, "-j", str(j), "--json", "--quiet"])
                     for j in opts.jobs}
-            first = timeless(runs[opts.jobs[0]][1])
-            same = all(timeless(doc) == first for _, doc in runs.values())
+            first = without_timings(runs[opts.jobs[0]][1])
+            same = all(without_timings(doc) == first for _, doc in runs.values())
             t = {j: r["seconds"] for j, (r, _) in runs.items()}
             cells = " ".join(f"{t[j]:>7.2f} s {runs[j][0]['rss_mb']:>5.0f} MB" for j in opts.jobs)
             line = f"{command:<10} {cells}"

@@ -25,3 +25,13 @@ def validate(doc: dict) -> None:
     kind, version = doc["schema"].removeprefix("vmcore-tools/").split("/")
     schema = schemas()[f"urn:vmcore-tools:{kind}:{version}"]
     Draft202012Validator(schema, registry=_REGISTRY).validate(doc)
+
+
+def without_timings(doc):
+    """``doc`` without what depends on the clock (``seconds``, ``gb_per_s``):
+    what two runs on one core must agree on."""
+    if isinstance(doc, dict):
+        return {k: without_timings(v) for k, v in doc.items() if k not in ("seconds", "gb_per_s")}
+    if isinstance(doc, list):
+        return [without_timings(x) for x in doc]
+    return doc

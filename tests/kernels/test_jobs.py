@@ -17,7 +17,7 @@ from vmcore_tools.cli.main import run_on
 from vmcore_tools.refs import reader
 
 from ..conftest import sample_core
-from ..schemas import validate
+from ..schemas import validate, without_timings
 
 pytestmark = pytest.mark.vm
 
@@ -31,15 +31,6 @@ def document(prog, args: list[str]) -> dict:
     return doc
 
 
-def timeless(d):
-    """``d`` without what depends on the clock."""
-    if isinstance(d, dict):
-        return {k: timeless(v) for k, v in d.items() if k not in ("seconds", "gb_per_s")}
-    if isinstance(d, list):
-        return [timeless(x) for x in d]
-    return d
-
-
 @pytest.mark.parametrize("scenario", ["i40e-leak", "kfence"])
 def test_a_scan_in_two_processes_finds_what_one_finds(scenario, monkeypatch):
     line = "6.1" if scenario == "i40e-leak" else "6.12"
@@ -51,7 +42,7 @@ def test_a_scan_in_two_processes_finds_what_one_finds(scenario, monkeypatch):
     monkeypatch.setattr(reader, "forked_map", lambda task, parts, jobs: forks.append(len(parts)) or real(task, parts, jobs))
     two = document(core.program(), ["orphans", "-j", "2"])
     assert forks and max(forks) == 2 * reader.PARTS_PER_JOB     # the slab pages, say, in eight parts
-    assert timeless(two) == timeless(one)
+    assert without_timings(two) == without_timings(one)
     assert one["orphaned_pages"] > 0 and one["scan"]["bytes_by_root"]
 
 
@@ -68,4 +59,4 @@ def test_a_census_in_parts_counts_what_one_pass_counts(monkeypatch):
     monkeypatch.setattr(classify, "forked_map", lambda task, parts, jobs: forks.append(len(parts)) or real(task, parts, jobs))
     two = document(core.program(), ["census", "-j", "2"])
     assert forks == [4]         # 1 GiB: four parts of 256 MiB
-    assert timeless(two) == timeless(one)
+    assert without_timings(two) == without_timings(one)
