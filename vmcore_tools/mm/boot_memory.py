@@ -43,18 +43,21 @@ def boot_extents(prog: drgn.Program, memmap: Memmap) -> dict[str, np.ndarray]:
 
 
 def _mapped_pfns(prog: drgn.Program, start: int, end: int, step: int) -> np.ndarray:
-    """The PFNs behind kernel virtual ``[start, end)``, found ``step`` bytes at
-    a time through ``init_mm``'s page tables (a step maps contiguous memory)."""
+    """The PFNs behind kernel virtual ``[start, end)``, found a ``step``-aligned
+    block at a time through ``init_mm``'s page tables (a block of ``step``
+    bytes maps contiguous memory)."""
     mm = prog["init_mm"].address_of_()
     shift = prog["PAGE_SHIFT"].value_()
     out = []
-    for lo in range(start, end, step):
-        n = (min(end, lo + step) - lo + (1 << shift) - 1) >> shift
+    lo = start
+    while lo < end:
+        hi = min(end, (lo // step + 1) * step)      # a step's mapping is contiguous: never cross one
         try:
             first = follow_phys(mm, lo).value_() >> shift
+            out.append(np.arange(first, first + ((hi - 1) >> shift) - (lo >> shift) + 1, dtype=np.int64))
         except drgn.FaultError:
-            continue
-        out.append(np.arange(first, first + n, dtype=np.int64))
+            pass
+        lo = hi
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
@@ -65,7 +68,11 @@ def _image(prog: drgn.Program, memmap: Memmap) -> np.ndarray:
 
 
 def _memmap(prog: drgn.Program, memmap: Memmap) -> np.ndarray:
-    return _mapped_pfns(prog, memmap.memmap, memmap.memmap + memmap.nr * memmap.struct_size, MEMMAP_STEP)
+    """The pages behind the struct pages of the valid PFN ranges (the holes between them have none)."""
+    size = memmap.struct_size
+    parts = [_mapped_pfns(prog, memmap.memmap + lo * size, memmap.memmap + hi * size, MEMMAP_STEP)
+             for lo, hi in memmap.ranges]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
 def _swiotlb(prog: drgn.Program, memmap: Memmap) -> np.ndarray:

@@ -50,7 +50,7 @@ class MemoryReader:
 
     def virt(self, start: int, end: int, region: str) -> None:
         """Read ``[start, end)`` (kernel virtual addresses), 8-byte aligned."""
-        self.spans_of([(start, end)], region)
+        self.read_spans([(start, end)], region)
 
     def pfns(self, pfns: np.ndarray, region: str) -> None:
         """Read pages by PFN through the direct map, contiguous runs at once;
@@ -89,9 +89,9 @@ class MemoryReader:
         a = self.memmap
         starts = a.virts_of_pfns(pfns[np.r_[0, cut]]).tolist()
         ends = a.virts_of_pfns(pfns[np.r_[cut - 1, pfns.size - 1]] + 1).tolist()
-        self.spans_of(zip(starts, ends), region, progress)
+        self.read_spans(zip(starts, ends), region, progress)
 
-    def spans_of(self, spans: Iterable[tuple[int, int]], region: str,
+    def read_spans(self, spans: Iterable[tuple[int, int]], region: str,
                  progress: tuple[str, int] | None = None) -> None:
         """Read every ``[start, end)`` of ``spans``, ``CHUNK_BYTES`` at a
         time, each chunk handed to the sink in order; a chunk that faults
@@ -101,11 +101,13 @@ class MemoryReader:
         for start, end in spans:
             for lo in range((start + 7) & ~7, end, CHUNK_BYTES):
                 size = (min(end, lo + CHUNK_BYTES) - lo) & ~7
+                if not size:
+                    continue
                 try:
                     data = self.prog.read(lo, size)
                 except drgn.FaultError:
                     if size > page:     # isolate the unreadable page(s)
-                        self.spans_of([(sub, min(lo + size, sub + page)) for sub in range(lo, lo + size, page)],
+                        self.read_spans([(sub, min(lo + size, sub + page)) for sub in range(lo, lo + size, page)],
                                       region)
                     else:
                         self.problems.append(f"{region}: unreadable at {lo:#x}")
