@@ -105,6 +105,23 @@ def mem_section(prog: drgn.Program):
             [(physical(prog, at), word.to_bytes(8, "little")), (physical(prog, counter), nr.to_bytes(8, "little"))])
 
 
+def virtqueue_size(prog: drgn.Program):
+    """A split virtqueue's ``vring.num`` set to 2^30: its descriptor table
+    would be read for 16 GiB."""
+    from drgn.helpers.linux.device import bus_for_each_dev
+
+    from vmcore_tools.core.debuginfo import load_module_debug_info
+    load_module_debug_info(prog, ("virtio", "virtio_ring"))
+    for dev in bus_for_each_dev(prog["virtio_bus"].address_of_()):
+        vdev = drgn.container_of(dev, "struct virtio_device", "dev")
+        for vq in list_for_each_entry("struct virtqueue", vdev.vqs.address_of_(), "list"):
+            vvq = drgn.container_of(vq, "struct vring_virtqueue", "vq")
+            at = vvq.split.vring.num.address_
+            return (f"virtqueue: {vvq.value_():#x}'s vring.num -> 0x40000000",
+                    [(physical(prog, at), (0x40000000).to_bytes(4, "little"))])
+    raise SystemExit("no virtqueue")
+
+
 #: struct pages of noise, a third of the way up memory (noise over the memmap)
 NOISE_PAGES = 1024
 
@@ -188,6 +205,7 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "vmap areas": (vmap_areas, "report", "the vmap areas (vmap_area_list) is damaged"),
     "free list": (free_list, "census", "is damaged: list does not come back to its head within"),
     "mem_section": (mem_section, "census", "present past max_pfn"),
+    "virtqueue size": (virtqueue_size, "report", "ring size (vring_virtqueue"),
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
     "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),

@@ -26,7 +26,7 @@ from drgn.helpers.linux.device import bus_for_each_dev, dev_name
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import virt_to_pfn
 
-from vmcore_tools.core.walk import bounded, max_entries
+from vmcore_tools.core.walk import bounded, damaged, max_entries
 from vmcore_tools.core.debuginfo import load_module_debug_info
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.core.structs import struct_array
@@ -35,6 +35,8 @@ VRING_DESC_F_NEXT = 1
 VRING_DESC_F_INDIRECT = 4
 #: descriptors read from one indirect table, at most
 MAX_INDIRECT = 4096
+#: the largest virtqueue (the virtio spec's Queue Size; a split ring's is a power of 2)
+MAX_QUEUE_SIZE = 32768
 
 
 @dataclass
@@ -61,10 +63,26 @@ def virtqueues(prog: drgn.Program) -> Iterator[Virtqueue]:
             out = Virtqueue(name, vvq.value_())
             if is_packed(vvq):
                 ring = vvq.packed.vring
-                out.pages = _pfns(prog, ring.desc.value_(), ring.num.value_() * _size(ring.desc))
+                out.pages = _pfns(prog, ring.desc.value_(), ring_size(vvq, True) * _size(ring.desc))
             else:
                 _split(prog, vvq.split, out)
             yield out
+
+
+def ring_size(vvq: drgn.Object, packed: bool) -> int:
+    """The entries of a virtqueue's ring (``vring.num``), 0 where it is no
+    size a ring can have: said as damage, so nothing is read by it.
+
+    Fact: the virtio spec's Queue Size is at most 32768, and Linux makes a
+    split ring of a power of 2 entries only (``vring_create_virtqueue_split()``
+    refuses any other length)."""
+    ring = (vvq.packed if packed else vvq.split).vring
+    num = ring.num.value_()
+    if 0 < num <= MAX_QUEUE_SIZE and (packed or not num & (num - 1)):
+        return num
+    damaged(f"a virtqueue's ring size (vring_virtqueue {vvq.value_():#x})",
+            f"{num} entries, no size a {'packed' if packed else 'split'} ring can have: its ring is not read")
+    return 0
 
 
 def is_packed(vvq: drgn.Object) -> bool:
@@ -103,7 +121,9 @@ def posted_chains(prog: drgn.Program, split: drgn.Object) -> tuple[dict[str, np.
     each) and, per head with ``desc_state[head].data`` set, the
     descriptors of its chain (``next`` while ``VRING_DESC_F_NEXT``)."""
     ring = split.vring
-    num = ring.num.value_()
+    num = ring_size(drgn.container_of(split.address_of_(), "struct vring_virtqueue", "split"), False)
+    if not num:
+        return {}, {}, []
     desc = struct_array(prog, ring.desc.value_(), ring.desc.type_.type, num,
                         {"addr": "addr", "len": "len", "flags": "flags", "next": "next"})
     state = struct_array(prog, split.desc_state.value_(), "struct vring_desc_state_split", num,
@@ -124,7 +144,9 @@ def _split(prog: drgn.Program, split: drgn.Object, out: Virtqueue) -> None:
     """A split ring's pages, and the buffers of the chains posted to it
     (a free descriptor keeps the address of a buffer long gone)."""
     ring = split.vring
-    num = ring.num.value_()
+    num = ring_size(drgn.container_of(split.address_of_(), "struct vring_virtqueue", "split"), False)
+    if not num:
+        return
     out.pages = (_pfns(prog, ring.desc.value_(), num * _size(ring.desc))
                  | _pfns(prog, ring.avail.value_(), _ring_bytes(ring.avail, num))
                  | _pfns(prog, ring.used.value_(), _ring_bytes(ring.used, num)))

@@ -20,7 +20,8 @@ from drgn.helpers.linux.net import netdev_priv
 
 from vmcore_tools.core.features import has_member, has_type
 from vmcore_tools.mm.memmap import Memmap
-from vmcore_tools.kernel.virtqueues import VRING_DESC_F_INDIRECT, is_packed, posted_chains
+from vmcore_tools.core.walk import bounded, max_pages
+from vmcore_tools.kernel.virtqueues import VRING_DESC_F_INDIRECT, is_packed, posted_chains, ring_size
 from vmcore_tools.net.ring import Ring
 from vmcore_tools.net.devices import netdev_label, netdevs_of
 
@@ -54,16 +55,14 @@ class VirtioNet:
         # walker's): no alloc_frag there
         if has_member(prog, "struct receive_queue", "alloc_frag") and rq.alloc_frag.page:
             extra.append(a.pfn_of_page_ptr(rq.alloc_frag.page.value_()))
-        page, steps = rq.pages, 0
-        while page and steps < a.nr:        # big mode: spare pages chained by page->private
-            extra.append(a.pfn_of_page_ptr(page.value_()))
-            page = drgn.Object(prog, "struct page *", page.private.value_())
-            steps += 1
+        for page in bounded(_private_chain(prog, rq.pages), "a virtio_net rx queue's spare pages (rq->pages)",
+                            max_pages(prog)):     # big mode: spare pages chained by page->private
+            extra.append(a.pfn_of_page_ptr(page))
         ring.extra_pfns = [p for p in extra if p >= 0]
         return ring
 
     def _split_slots(self, prog: drgn.Program, a: Memmap, split: drgn.Object, ring: Ring) -> None:
-        ring.count = split.vring.num.value_()
+        ring.count = ring_size(drgn.container_of(split.address_of_(), "struct vring_virtqueue", "split"), False)
         desc, _, chains = posted_chains(prog, split)
         slots, pfns, offsets = [], [], []
         mask = (1 << a.page_shift) - 1
@@ -83,3 +82,12 @@ class VirtioNet:
         ring.offset = np.asarray(offsets, np.int64)
         ring.bias = np.full(ring.slot.size, -1, np.int64)
         ring.indices["populated_heads"] = len(chains)
+
+
+def _private_chain(prog: drgn.Program, first: drgn.Object) -> Iterator[int]:
+    """The ``struct page`` addresses of a chain through ``page->private``
+    from ``first`` (virtio_net's big-mode spare pages)."""
+    page = first.value_()
+    while page:
+        yield page
+        page = drgn.Object(prog, "struct page *", page).private.value_()
