@@ -40,9 +40,11 @@ UNIT_TESTED = {"rx buffers"}
 #: vmct_shapes read a disk block into and lost (an idle blk-mq request names
 #: it on every line), of every i40e-leak core, where an interrupt handler's
 #: dead frame names the page vmct_shapes lost after it, and a dead slot of
-#: an LRU batch the page it lost after that (test_owned_shapes), of the
-#: 6.12 released core (test_released, test-all), where an LRU list head
-#: names a pinned page, and of the 5.10 hosts core (test_hosts, test-all),
+#: an LRU batch the page it lost after that (test_owned_shapes), of a
+#: released core whose dump caught a released page at an end of its LRU
+#: list, named by the list head (test_released; the 6.12 core of session 28
+#: did, none of session 31's does: the test skips where no head names a
+#: candidate), and of the 5.10 hosts core (test_hosts, test-all),
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
