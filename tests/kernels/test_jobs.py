@@ -31,19 +31,25 @@ def document(prog, args: list[str]) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("scenario", ["i40e-leak", "kfence"])
-def test_a_scan_in_two_processes_finds_what_one_finds(scenario, monkeypatch):
+@pytest.mark.parametrize("scenario,command", [("i40e-leak", "orphans"), ("kfence", "orphans"),
+                                              ("i40e-leak", "unreachable")])
+def test_a_scan_in_two_processes_finds_what_one_finds(scenario, command, monkeypatch):
+    """The reference scan, and reachability's tracer (its marks, kept
+    objects and edge pieces merged in address order)."""
     line = "6.1" if scenario == "i40e-leak" else "6.12"
     core = sample_core(scenario, line)
-    one = document(core.program(), ["orphans", "-j", "1"])
+    one = document(core.program(), [command, "-j", "1"])
     monkeypatch.setattr(reader, "FORK_MIN_PAGES", 1)
     forks = []
     real = reader.forked_map
     monkeypatch.setattr(reader, "forked_map", lambda task, parts, jobs: forks.append(len(parts)) or real(task, parts, jobs))
-    two = document(core.program(), ["orphans", "-j", "2"])
+    two = document(core.program(), [command, "-j", "2"])
     assert forks and max(forks) == 2 * reader.PARTS_PER_JOB     # the slab pages, say, in eight parts
     assert without_timings(two) == without_timings(one)
-    assert one["orphaned_pages"] > 0 and one["scan"]["bytes_by_root"]
+    if command == "orphans":
+        assert one["orphaned_pages"] > 0 and one["scan"]["bytes_by_root"]
+    else:
+        assert one["unreachable"] > 0 and one["hidden_pages"] > 0
 
 
 def test_a_census_in_parts_counts_what_one_pass_counts(monkeypatch):

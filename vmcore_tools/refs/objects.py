@@ -160,6 +160,7 @@ class ObjectTracer:
         #: unreadable pages met while reading, as problem lines
         self.problems: list[str] = []
         self.read = MemoryReader(self.prog, a, self._take, self.problems, progress)
+        self.read.fork = self
         self.slab_objects = SlabObjects(self.prog, a)
         #: the candidates the reference scan found held (a root: ``scan_held_pages``)
         self.held_heads = held_heads
@@ -177,6 +178,29 @@ class ObjectTracer:
         self.stale_lo, self.stale_hi = stale_spans(self.table, self.slab_objects)
         self.lo = np.uint64(a.direct_map)
         self.hi = np.uint64(a.direct_map + (a.nr << a.page_shift))
+
+    # -- a read split over forked processes (reader.Fork) ---------------------------
+
+    def begin(self) -> None:
+        """In a forked process: marks and edges apart from those found before."""
+        self.rooted = np.zeros(len(self.table), bool)
+        self.kept = np.zeros(len(self.table), bool)
+        self.edges, self.root_bytes, self.traced_bytes = [], 0, 0
+
+    def collect(self) -> tuple:
+        """In a forked process: the objects it rooted or found kept, its edge
+        pieces (in address order), and the bytes it read."""
+        return (np.flatnonzero(self.rooted), np.flatnonzero(self.kept), self.edges, self.root_bytes,
+                self.traced_bytes)
+
+    def merge(self, found: tuple) -> None:
+        """What a forked process found, as if read here."""
+        rooted, kept, edges, root_bytes, traced_bytes = found
+        self.rooted[rooted] = True
+        self.kept[kept] = True
+        self.edges += edges
+        self.root_bytes += root_bytes
+        self.traced_bytes += traced_bytes
 
     def _take(self, data: bytes, base: int, region: str) -> None:
         words = np.frombuffer(data, "<u8", len(data) // 8)
