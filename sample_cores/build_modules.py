@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import lock
 from .kernels import Kernel, debian_line
 from .toolchain import toolchain_for
 
@@ -128,6 +129,17 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
     result = {name: out / f"{name}.ko" for name in names}
     if all(p.exists() for p in result.values()):
         return result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lock.exclusive(out.with_name(out.name + ".lock"),
+                        lambda: log(f"[{k.line}] waiting for another build of {directory}")):
+        if not all(p.exists() for p in result.values()):
+            _make(k, directory, names, out, log)
+    return result
+
+
+def _make(k: Kernel, directory: str, names: tuple[str, ...], out: Path, log) -> None:
+    """Build ``directory``'s modules ``names`` for ``k`` into ``out`` (the caller holds its lock)."""
+    result = {name: out / f"{name}.ko" for name in names}
     flags = " ".join(features(k) + (intel_features(k) if directory == "fake_intel" else []))
     toolchain = toolchain_for(k, debian_line(k.line).toolchain, log)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,8 +161,9 @@ def _build_dir(k: Kernel, directory: str, log) -> dict[str, Path]:
         if proc.returncode != 0:
             raise RuntimeError(f"building {directory} for {k.abi} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         for name, path in result.items():
-            shutil.copy(work / f"{name}.ko", path)
-    return result
+            tmp_ko = path.with_name(path.name + ".tmp")
+            shutil.copy(work / f"{name}.ko", tmp_ko)
+            tmp_ko.rename(path)          # whole, or not there: the check above reads it unlocked
 
 
 def debug_info(k: Kernel, dirs: tuple[str, ...] = DEFAULT_MODULES, log=print) -> list[str]:

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import lock
 from .kernels import Kernel
 
 BUSYBOX = Path("/bin/busybox")
@@ -95,6 +96,14 @@ def build_initramfs(k: Kernel) -> Path:
     out = k.root / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
+    with lock.exclusive(out.with_name(out.name + ".lock"), lambda: None):
+        if not out.exists():
+            _make(k, init, out)
+    return out
+
+
+def _make(k: Kernel, init: str, out: Path) -> None:
+    """Write the initramfs of ``k`` to ``out`` (the caller holds its lock)."""
     if not BUSYBOX.exists():
         raise RuntimeError("busybox is missing: install busybox-static")
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,4 +125,3 @@ def build_initramfs(k: Kernel) -> Path:
         with open(tmp_out, "wb") as f:
             subprocess.run(["gzip", "-1"], input=cpio, stdout=f, check=True)
         tmp_out.rename(out)
-    return out

@@ -25,6 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from . import lock
 from .cache import cache_dir
 from .kernels import SOURCE_DIRS, BuiltLine, Kernel, extract_deb
 
@@ -53,6 +54,17 @@ def build_kernel(line: BuiltLine, base: Kernel, log=print) -> Kernel:
     stamp = root / ".complete"
     if stamp.exists():
         return Kernel(line.name, stamp.read_text().strip(), version, root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with lock.exclusive(root.with_name(root.name + ".lock"),
+                        lambda: log(f"[{line.name}] waiting for another build of {version}")):
+        if stamp.exists():
+            return Kernel(line.name, stamp.read_text().strip(), version, root)
+        return _build(line, base, fragment, version, root, log)
+
+
+def _build(line: BuiltLine, base: Kernel, fragment: bytes, version: str, root: Path, log) -> Kernel:
+    """Unpack ``base``'s source and build ``line``'s kernel in ``root`` (the caller holds its lock)."""
+    stamp = root / ".complete"
     debs = cache_dir() / "debs" / base.version
     source_deb = next(debs.glob(f"linux-source-{base.line}_*.deb"), None)
     if source_deb is None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .apt import PrivateApt
+from . import lock
 from .cache import cache_dir
 
 #: Debug ``.ko`` files we keep (paths under ``lib/modules/<abi>/kernel``).
@@ -286,6 +287,19 @@ def fetch(line_name: str, log=print) -> Kernel:
     if (k.root / ".complete").exists():
         _complete_sources(k)
         return k
+    k.root.parent.mkdir(parents=True, exist_ok=True)
+    # one fetch of a kernel at a time: another process would remove the tree this one unpacks
+    with lock.exclusive(k.root.with_name(k.root.name + ".lock"),
+                        lambda: log(f"[{line_name}] waiting for another fetch of {abi}")):
+        if (k.root / ".complete").exists():
+            _complete_sources(k)
+            return k
+        return _download(line_name, line, k, pinned, log)
+
+
+def _download(line_name: str, line: KernelLine, k: Kernel, pinned: Path, log) -> Kernel:
+    """Download and unpack ``k`` (the caller holds its lock)."""
+    abi, version = k.abi, k.version
     apt = line.apt()
     apt.update()
     debs = cache_dir() / "debs" / version

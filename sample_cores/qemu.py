@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .apt import PrivateApt
+from . import lock
 from .cache import cache_dir
 from .kernels import extract_deb
 
@@ -106,16 +107,11 @@ def _backport(log) -> Qemu:
             raise QemuError("bookworm-backports has no qemu-system-x86")
     root = base / version.replace(":", "_")
     if not (root / ".complete").exists():
-        log(f"[qemu] the system QEMU has no {REQUIRED_DEVICE}: unpacking QEMU {version} "
-            "from bookworm-backports")
-        apt.update()
-        shutil.rmtree(root, ignore_errors=True)
-        for package in BACKPORT_PACKAGES:
-            v = version if package.startswith("qemu-") else apt.candidate(package)
-            if v is None:
-                raise QemuError(f"bookworm-backports has no {package}")
-            extract_deb(apt.download(package, v, cache_dir() / "debs" / "qemu"), root / "root")
-        (root / ".complete").touch()
+        base.mkdir(parents=True, exist_ok=True)
+        with lock.exclusive(root.with_name(root.name + ".lock"),
+                            lambda: log(f"[qemu] waiting for another unpacking of QEMU {version}")):
+            if not (root / ".complete").exists():
+                _unpack(apt, version, root, log)
         pinned.write_text(version + "\n")
     usr = root / "root" / "usr"
     binary = usr / "bin" / "qemu-system-x86_64"
@@ -125,6 +121,20 @@ def _backport(log) -> Qemu:
                         f"lacks ({', '.join(missing)}); install qemu-system-x86 first")
     return Qemu(binary, (usr / "share" / "seabios", usr / "share" / "qemu"),
                 {"QEMU_MODULE_DIR": str(usr / "lib" / "x86_64-linux-gnu" / "qemu")})
+
+
+def _unpack(apt: PrivateApt, version: str, root: Path, log) -> None:
+    """Unpack QEMU ``version`` from bookworm-backports into ``root`` (the caller holds its lock)."""
+    log(f"[qemu] the system QEMU has no {REQUIRED_DEVICE}: unpacking QEMU {version} "
+        "from bookworm-backports")
+    apt.update()
+    shutil.rmtree(root, ignore_errors=True)
+    for package in BACKPORT_PACKAGES:
+        v = version if package.startswith("qemu-") else apt.candidate(package)
+        if v is None:
+            raise QemuError(f"bookworm-backports has no {package}")
+        extract_deb(apt.download(package, v, cache_dir() / "debs" / "qemu"), root / "root")
+    (root / ".complete").touch()
 
 
 _chosen: Qemu | None = None

@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 from .apt import PrivateApt
+from . import lock
 from .cache import cache_dir
 from .kernels import Kernel, extract_deb
 
@@ -77,6 +78,15 @@ class SuiteRoot:
     def ensure(self, log=print):
         if (self.root / ".complete").exists():
             return self
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with lock.exclusive(self.root.with_name(self.root.name + ".lock"),
+                            lambda: log(f"[{self.suite}] waiting for another unpacking of {self.root}")):
+            if not (self.root / ".complete").exists():
+                self._unpack(log)
+        return self
+
+    def _unpack(self, log) -> None:
+        """Unpack the root (the caller holds its lock)."""
         log(f"[{self.suite}] unpacking {' '.join(self.packages[:1])} and what it needs into {self.root}")
         apt = PrivateApt(self.suite, [("debian", self.suite)])
         apt.update()
@@ -91,7 +101,6 @@ class SuiteRoot:
         self.finish()
         self.check()
         (self.root / ".complete").touch()
-        return self
 
     def finish(self) -> None:
         """What maintainer scripts would have made."""

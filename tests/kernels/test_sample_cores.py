@@ -214,3 +214,32 @@ def test_a_boot_that_hung_once_is_recorded_beside_the_core(own_cache):
     assert (core / retry["log"]).read_text().count("VMCT-BOOTED") == 0
     assert "VMCT-READY" in (core / "console.log").read_text()
     assert m["boot_bound_seconds"] == 60 and m["boot_seconds"] < 60
+
+
+@pytest.mark.full
+def test_two_builds_that_need_one_kernel_unpack_it_once(tmp_path):
+    """Two processes build two different cores of one kernel line at once
+    from a cache that has its packages but not the kernel unpacked: one
+    unpacks the kernel, the other waits for it (an unlocked second unpack
+    removed the first one's tree under it), and both cores are built."""
+    _prepare(SCENARIOS["released"], "6.1", print)        # the packages, in the shared cache
+    own = tmp_path / "cache"
+    own.mkdir()
+    for entry in cache_dir().iterdir():
+        if entry.name not in ("cores", "live", "kernels"):
+            (own / entry.name).symlink_to(entry)
+    procs = [subprocess.Popen([sys.executable, "-m", "sample_cores", "build", name, "--kernel", "6.1"], cwd=REPO,
+                              text=True, env={**os.environ, "VMCORE_TOOLS_CACHE": str(own)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name in ("released", "intel-family")]
+    try:
+        outs = [p.communicate(timeout=1200) for p in procs]
+        errs = [err for _, err in outs]
+        assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(errs)
+        assert sum("unpacking image and modules" in e for e in errs) == 1, errs
+        assert sum("waiting for another fetch of" in e for e in errs) == 1, errs
+        for out, _ in outs:
+            m = json.loads((Path(out.strip()) / "manifest.json").read_text())
+            assert m["planted_leaks"]
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
