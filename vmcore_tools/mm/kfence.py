@@ -83,8 +83,16 @@ class KfencePool:
 
     def allocated_spans(self) -> list[tuple[int, int]]:
         """``[start, end)`` of every object in use."""
-        pick = np.flatnonzero(self.allocated)
-        return [(int(self.addr[i]), int(self.addr[i] + self.size[i])) for i in pick.tolist()]
+        return [(lo, hi) for _, lo, hi in self.in_use()]
+
+    def in_use(self, read_elsewhere: np.ndarray | None = None) -> list[tuple[str, int, int]]:
+        """The cache, start and end of every object in use, less those whose
+        page ``read_elsewhere`` marks (a bool per page of the pool: pages a
+        census took for slab, whose objects are read with the slabs)."""
+        pick = np.flatnonzero(self.allocated).tolist()
+        if read_elsewhere is not None:
+            pick = [i for i in pick if not read_elsewhere[2 * (i + 1)]]
+        return [(self.caches[i], int(self.addr[i]), int(self.addr[i] + self.size[i])) for i in pick]
 
     def pfns(self, memmap: Memmap) -> np.ndarray:
         """The pool's pages."""

@@ -132,10 +132,8 @@ def object_table(census: Census, slab_objects: SlabObjects) -> ObjectTable:
     kfence = slab_objects.kfence
     if kfence is not None:
         on_slab = c.classes[kfence.pfns(a)] == PageClass.SLAB       # laid out with the slabs above
-        for lo, hi in kfence.allocated_spans():
-            i = kfence.index_of(lo)
-            if not on_slab[(lo - kfence.start) // kfence.page_size]:
-                add(kfence.caches[i], np.array([lo], np.uint64), hi - lo)
+        for cache, lo, hi in kfence.in_use(on_slab):
+            add(cache, np.array([lo], np.uint64), hi - lo)
     large = c.pfns_of(PageClass.LARGE_KMALLOC)
     heads = large[a.heads_of(large) == large]
     orders = a.order_of(heads)

@@ -91,9 +91,8 @@ def scan_kfence_objects(ctx: MemoryContext) -> None:
         ctx.problems.append(f"KFENCE metadata: {len(pool.damaged)} entries whose object lies outside its "
                             f"page (first: object {pool.damaged[0]}): their objects are not read")
     on_slab = ctx.census.classes[pool.pfns(ctx.memmap)] == PageClass.SLAB     # read by scan_slab already
-    for lo, hi in pool.allocated_spans():
-        if not on_slab[(lo - pool.start) // pool.page_size]:
-            ctx.read.virt(lo, hi, "slab")
+    for _, lo, hi in pool.in_use(on_slab):
+        ctx.read.virt(lo, hi, "slab")
 
 
 def scan_vmalloc(ctx: MemoryContext) -> None:
