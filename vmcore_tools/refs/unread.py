@@ -18,7 +18,7 @@ from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import has_symbol
 from vmcore_tools.mm.boot_memory import boot_extents
-from vmcore_tools.refs.reader import merged_spans
+from vmcore_tools.refs.reader import in_spans, merged_spans
 
 #: extents the scan leaves unread on purpose, and why
 BY_DESIGN = {
@@ -59,8 +59,7 @@ def boot_memory_not_read(census: Census, spans: list[list[int]]) -> dict[str, in
             pfn_hi.append(np.uint64(first) + ((hi[in_image] - np.uint64(text) + np.uint64(a.page_size - 1))
                                               >> np.uint64(a.page_shift)))
     plo, phi = merged_spans(list(zip(np.concatenate(pfn_lo).tolist(), np.concatenate(pfn_hi).tolist())))
-    i = np.searchsorted(plo, reserved.astype(np.uint64), side="right") - 1
-    read = (i >= 0) & (reserved.astype(np.uint64) < phi[np.maximum(i, 0)])
+    read = in_spans(reserved.astype(np.uint64), plo, phi)
     left = reserved[~read]
     out: dict[str, int] = {}
     for name, pfns in boot_extents(prog, a).items():
