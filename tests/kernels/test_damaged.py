@@ -92,9 +92,10 @@ def test_noise_over_struct_pages_is_counted_as_damaged_not_classed(clean):
     or is damaged, every page outside the noise keeps its clean class, and
     no damaged page is an orphan.  A random struct page escapes the tests
     (``census.damage``) only where its words happen to form a state a page
-    can have: measured 78 of 1,024 here, all of which keep their clean
-    class, since the free list's walk, cut by a damaged link, is read back
-    from its head."""
+    can have: 78 of 1,024 did before the node and zone fields of the flags
+    were tested, which then took the class their random flags said; a
+    random node field names this one-node guest's node once in 1,024
+    pages, and none of the 1,024 escapes now."""
     core, _ = clean
     prog = core.program()
     before = orphans(prog)
@@ -109,7 +110,7 @@ def test_noise_over_struct_pages_is_counted_as_damaged_not_classed(clean):
     assert (was[outside] == now[outside]).all(), np.flatnonzero(outside & (was != now))[:10]
     hit = now[pfns] == PageClass.DAMAGED
     assert ((now[pfns] == was[pfns]) | hit).all()
-    assert hit.sum() >= 0.9 * pfns.size, hit.sum()
+    assert hit.sum() >= pfns.size - 2, hit.sum()
     assert after.census.totals()["damaged"] == hit.sum()
     assert all(pfns[0] <= p and p + n <= pfns[-1] + 1 for p, n in after.census.damaged)
     # the damaged struct pages, and the free list one of them was on (cut there, read back from its head)
