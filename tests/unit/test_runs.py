@@ -15,6 +15,7 @@ from vmcore_tools.refs.runs import extend_runs
 NR = 1 << 10
 DIRECT = 0xFFFF888000000000
 HEAD = 64           # 64-aligned: a block of up to 64 pages may start here
+SKB = 0xFFFF888100008000   # an skb: its word at +0xc8 is taken for its head pointer
 
 
 def run_rule(held: dict[int, list[Reference]], singles: list[int],
@@ -30,6 +31,7 @@ def run_rule(held: dict[int, list[Reference]], singles: list[int],
                            single_pfns=lambda: np.array(sorted(singles), np.int64),
                            were_user_or_cache=lambda pfns: np.isin(pfns, sorted(once_cache)),
                            max_block=1 << 10, page_owners=None,
+                           is_skb_head=lambda ref: ref.holder == SKB,
                            hold=lambda ref: references.setdefault(ref.target, []).append(ref))
     extend_runs(scan)
     return references
@@ -94,3 +96,13 @@ def test_a_page_that_was_page_cache_ends_the_run_and_starts_none():
     assert not {HEAD + 1, HEAD + 2, HEAD + 3} & set(refs)
     refs = run_rule({HEAD: by(DIRECT_MAP, HEAD)}, [HEAD, HEAD + 1, HEAD + 2], frozenset({HEAD}))
     assert not {HEAD + 1, HEAD + 2} & set(refs)
+
+
+def test_a_page_an_skb_heads_is_an_allocation_of_its_own():
+    """An skb gives its head back alone: the page it heads starts no run,
+    and ends one it lies in."""
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD, holder=SKB)}, [HEAD, HEAD + 1, HEAD + 2])
+    assert HEAD + 1 not in refs and HEAD + 2 not in refs
+    refs = run_rule({HEAD: by(DIRECT_MAP, HEAD), HEAD + 3: by(DIRECT_MAP, HEAD + 3, holder=SKB)},
+                    [HEAD, HEAD + 1, HEAD + 2, HEAD + 3, HEAD + 4, HEAD + 5])
+    assert {HEAD + 1, HEAD + 2} <= set(refs) and HEAD + 4 not in refs and HEAD + 5 not in refs

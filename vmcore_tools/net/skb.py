@@ -34,3 +34,51 @@ def skb_pfns(prog: drgn.Program, a: Memmap, skb: drgn.Object) -> list[int]:
         if pfn >= 0:
             out.append(pfn)
     return out
+
+
+
+def _skb_caches(prog: drgn.Program) -> list[tuple[drgn.Object, tuple[str, ...]]]:
+    """The kmem_caches of skbs, each with the members of its object that
+    are skbs: ``skbuff_head_cache`` (a ``struct sk_buff``) and
+    ``skbuff_fclone_cache`` (``struct sk_buff_fclones``: ``skb1``,
+    ``skb2``), globals up to 6.8, in ``net_hotdata`` from 6.9."""
+    fclones = ("skb1", "skb2")
+    try:
+        hot = prog["net_hotdata"]
+        return [(hot.skbuff_cache, ("",)), (hot.skbuff_fclone_cache, fclones)]
+    except KeyError:
+        pass
+    out = []
+    for name, members in (("skbuff_head_cache", ("",)), ("skbuff_cache", ("",)),
+                          ("skbuff_fclone_cache", fclones)):
+        try:
+            out.append((prog[name], members))
+        except KeyError:
+            pass
+    return out
+
+
+def skb_head_words(prog: drgn.Program) -> dict[str, frozenset[int]]:
+    """The skb caches by name, each with the offsets in one of its objects
+    of the ``head`` pointer of the skbs it holds (one, or the two of a fast
+    clone pair).
+
+    Fact: an skb gives its head back by itself -- ``skb_free_head()``
+    calls ``page_frag_free()`` (a put on the head's own page or compound
+    page) or ``kfree()`` -- so a page an skb's ``head`` points to the start
+    of is an allocation of its own, never the front of a longer run.  A
+    cache SLUB merged with another (``refcount`` > 1: the alias count)
+    holds other objects of the same size too, whose words at that offset
+    mean something else: it is left out."""
+    out: dict[str, frozenset[int]] = {}
+    head = drgn.offsetof(prog.type("struct sk_buff"), "head")
+    for cache, members in _skb_caches(prog):
+        try:
+            if not cache or cache.refcount.value_() != 1:
+                continue
+            name = cache.name.string_().decode(errors="replace")
+        except drgn.FaultError:
+            continue
+        out[name] = frozenset(
+            head + (drgn.offsetof(prog.type("struct sk_buff_fclones"), m) if m else 0) for m in members)
+    return out

@@ -40,6 +40,7 @@ from vmcore_tools.mm.memmap import max_block_pages
 from vmcore_tools.mm.page_owner import PageOwners
 from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.mm.slab import SlabObjects
+from vmcore_tools.net.skb import skb_head_words
 from vmcore_tools.refs.matcher import Matcher, frag_entries, pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
 from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference, ScanResult
@@ -96,6 +97,7 @@ class ScanEngine:
         #: what a root keeps from one closure round to the next (its own key)
         self.scratch: dict[str, Any] = {}
         self._by_layout: set[int] = set()
+        self._skb_head_words: dict[str, frozenset[int]] | None = None
         self._naming_only: set[int] = set()
         self._excluded: list[tuple[int, int]] = []
         self._excluded_spans: tuple[int, np.ndarray, np.ndarray] = (0, np.zeros(0, np.uint64),
@@ -180,6 +182,16 @@ class ScanEngine:
         read in one pass over their struct pages."""
         w = self.memmap.read(pfns)
         return np.isin(pfns, w.pfn[were_user_or_cache(self.prog, w.flags, w.mapping)])
+
+    def is_skb_head(self, ref: Reference) -> bool:
+        """Whether ``ref`` is an allocated skb's ``head`` pointer
+        (``skb.skb_head_words``): a page given back alone."""
+        if ref.region != "slab" or not ref.holder:
+            return False
+        if self._skb_head_words is None:
+            self._skb_head_words = skb_head_words(self.prog)
+        obj = self.slab_objects(ref.holder)
+        return obj is not None and ref.address - ref.holder in self._skb_head_words.get(obj.cache, ())
 
     def single_pfns(self) -> np.ndarray:
         return np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.memmap.nr])

@@ -63,7 +63,11 @@ def extend_runs(ctx: ScanEngine) -> None:
       pointers to parts of its buffer keeps them in its own object (a
       ``struct vring``'s ``avail`` and ``used``).  Two leaked pages after
       a row of such pages, each an skb's head, were taken for one
-      buffer's tail.
+      buffer's tail.  A page an allocated skb's ``head`` points to the
+      start of is an allocation of its own (``skb_free_head()`` gives it
+      back alone: ``ScanEngine.is_skb_head``): it starts no run either, so
+      the leaked pages the allocator handed out right after an skb's head
+      page are not taken for its tail.
       A page whose start the kernel image's data holds does: boot-time
       tables lie back to back (``tcp_hashinfo.ehash`` right after the
       block of ``ip_idents``), and the alignment bound alone would let
@@ -120,6 +124,9 @@ def extend_runs(ctx: ScanEngine) -> None:
     # a page someone holds by its struct page, or names in a table entry, is an allocation of its own
     page_held = {h for h, found in refs.items() if any(r.kind == STRUCT_PAGE for r in found)}
     own = page_held | {h for h, found in refs.items() if any(r.kind == TABLE_ENTRY for r in found)}
+    # a page an skb heads is given back alone (ScanEngine.is_skb_head)
+    skb_held = {h for h, starts in starts_of.items() if any(ctx.is_skb_head(r) for r in starts)}
+    own |= skb_held
     # split_page() blocks whose first struct page the image holds
     split = {h for h in page_held if any(r.kind == STRUCT_PAGE and r.region == "data" for r in refs[h])}
     # A run starts at a single page (alloc_pages_exact() gives refcount
@@ -129,7 +136,7 @@ def extend_runs(ctx: ScanEngine) -> None:
     by_image = np.array(sorted(image_held | split), np.int64)
     heads = {h for h in starts_of if single(h)} | set(by_image[a.order_of(by_image) == 0].tolist())
     other_use = pages_of_other_use(ctx, np.array(sorted(heads), np.int64), largest)
-    heads -= other_use
+    heads -= other_use | skb_held
     split &= heads
     # the slab objects that hold each page's first byte
     holders = {h: {r.holder for r in starts} if all(r.holder for r in starts) else set()
