@@ -53,6 +53,17 @@ def slab_caches(prog: drgn.Program):
                  "list", "slab caches")
 
 
+def slab_cache_node(prog: drgn.Program):
+    """A slab cache's first ``kmem_cache_node`` pointer (the middle cache
+    of the list) overwritten with list poison: its slabs cannot be
+    counted."""
+    caches = list(list_for_each_entry("struct kmem_cache", prog["slab_caches"].address_of_(), "list"))
+    cache = caches[len(caches) // 2]
+    at = cache.node[0].address_
+    return (f"slab caches: {cache.name.string_().decode()}'s node[0] -> 0xdead000000000100",
+            [(physical(prog, at), (0xdead000000000100).to_bytes(8, "little"))])
+
+
 def net_devices(prog: drgn.Program):
     head = prog["init_net"].dev_base_head.address_of_()
     return cycle(prog, list(list_for_each_entry("struct net_device", head, "dev_list")), "dev_list", "net devices")
@@ -103,6 +114,15 @@ def mem_section(prog: drgn.Program):
     return (f"mem_section: section {nr} marked present with section 0's memmap word, "
             f"__highest_present_section_nr -> {nr}",
             [(physical(prog, at), word.to_bytes(8, "little")), (physical(prog, counter), nr.to_bytes(8, "little"))])
+
+
+def mem_section_root(prog: drgn.Program):
+    """The first root of ``mem_section`` (SPARSEMEM_EXTREME: an array of
+    pointers to pages of sections) overwritten with list poison: no
+    section's memmap can be found through it."""
+    at = prog["mem_section"].value_()
+    return (f"mem_section: root 0 at {at:#x} -> 0xdead000000000100",
+            [(physical(prog, at), (0xdead000000000100).to_bytes(8, "little"))])
 
 
 def virtqueue_size(prog: drgn.Program):
@@ -205,8 +225,10 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "vmap areas": (vmap_areas, "report", "the vmap areas (vmap_area_list) is damaged"),
     "free list": (free_list, "census", "is damaged: list does not come back to its head within"),
     "mem_section": (mem_section, "census", "present past max_pfn"),
+    "mem_section root": (mem_section_root, "report", "the memory sections (mem_section) are damaged"),
     "virtqueue size": (virtqueue_size, "report", "ring size (vring_virtqueue"),
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
+    "slab cache node": (slab_cache_node, "slab", "is damaged (slab cache"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
     "virtio queues": (virtio_queues, "report", "a virtio device's queues (vqs) is damaged"),
     "struct page noise": (struct_page_noise, "census", "hold a state no kernel writes, counted as damaged"),

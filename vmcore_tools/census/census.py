@@ -221,6 +221,10 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     m = Memmap.from_program(prog)
     classes = np.full(m.nr, UNCLAIMED, np.uint8)
     problems: list[str] = []
+    if m.sections_damaged:
+        problems.append(damage_line("struct pages", f"the memory sections (mem_section) are damaged "
+                                    f"({m.sections_damaged}): the memmap is read through vmemmap up to max_pfn, "
+                                    "a hole's struct pages as unreadable"))
     if m.beyond:
         problems.append(damage_line("struct pages", f"{len(m.beyond)} memory section range(s) present past max_pfn "
                                     f"(first: pfn {m.beyond[0][0]}..{m.beyond[0][1]}): a damaged mem_section "

@@ -134,6 +134,12 @@ class StageDamaged(StageFailure):
     following it: the result is partial."""
 
 
+#: drgn's fault for a virtual address the kernel's page tables do not
+#: translate: a kernel pointer that leads nowhere, where memory the dump
+#: lacks faults as a missing segment or page (makedumpfile's filtering keeps
+#: the page tables)
+NOT_MAPPED = "address is not mapped"
+
 #: the stage running now and its problems list (``run_stage``), for ``record_damage``
 _running: ContextVar[tuple[str, str, list[str]] | None] = ContextVar("running_stage", default=None)
 
@@ -185,7 +191,12 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
             raise RuntimeError("failure injected by VMCORE_TOOLS_FAIL_STAGE")
         return fn()
     except drgn.FaultError as e:
-        line = StageAbandoned(name, f"{label}: abandoned, memory unreadable ({e})", label)
+        if NOT_MAPPED in str(e):
+            line = StageDamaged(name, f"{label}: a pointer leads where the kernel's own page tables map "
+                                f"nothing ({e}): damaged, or changed under a live read; partial result, "
+                                f"{STAGES[name]}", label)
+        else:
+            line = StageAbandoned(name, f"{label}: abandoned, memory unreadable ({e})", label)
     except Exception as e:      # noqa: BLE001 -- the point of the guard
         if os.environ.get("VMCORE_TOOLS_DEBUG"):
             traceback.print_exc(file=sys.stderr)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import drgn
 import numpy as np
-from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_virt
+from drgn.helpers.linux.mm import for_each_valid_page_range, pfn_to_page, pfn_to_virt
 
 from vmcore_tools.core.features import has_member, has_object, vmcoreinfo_numbers
 from vmcore_tools.core.arrays import unique
@@ -126,14 +126,23 @@ class Memmap:
 
     #: valid PFN ranges past the kernel's ``max_pfn`` (``from_program``): left out
     beyond: list[tuple[int, int]] = field(default_factory=list)
+    #: why ``mem_section`` could not be walked, where it could not (``whole_vmemmap``)
+    sections_damaged: str = ""
 
     @classmethod
     def from_program(cls, prog: drgn.Program) -> "Memmap":
-        """The memmap of ``prog``'s kernel, over its valid PFN ranges (``valid_ranges``)."""
-        ranges, beyond = valid_ranges(prog)
+        """The memmap of ``prog``'s kernel, over its valid PFN ranges
+        (``valid_ranges``), or the whole virtual memmap up to ``max_pfn``
+        where ``mem_section`` is damaged (``whole_vmemmap``)."""
+        damaged = ""
+        try:
+            ranges, beyond = valid_ranges(prog)
+        except drgn.FaultError as e:
+            ranges, beyond, damaged = whole_vmemmap(prog, e), [], str(e)
         return cls(prog, PageLayout.from_program(prog), [(s, e) for s, e, _ in ranges],
                    max(end for _, end, _ in ranges), ranges[0][2], prog.type("struct page").size,
-                   pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_(), beyond=beyond)
+                   pfn_to_virt(prog, 0).value_(), prog["PAGE_SHIFT"].value_(), beyond=beyond,
+                   sections_damaged=damaged)
 
     @property
     def page_size(self) -> int:
@@ -408,6 +417,33 @@ def valid_ranges(prog: drgn.Program) -> tuple[list[tuple[int, int, int]], list[t
     if not ranges:
         raise ValueError(f"no valid page range below max_pfn in mem_section (first at pfn {beyond[0][0]})")
     return ranges, beyond
+
+
+def whole_vmemmap(prog: drgn.Program, fault: drgn.FaultError) -> list[tuple[int, int, int]]:
+    """One range from PFN 0 up to ``max_pfn`` (rounded up to a section),
+    its memmap at ``vmemmap``: what is left to read where a pointer of
+    ``mem_section`` leads nowhere.
+
+    Fact: with ``CONFIG_SPARSEMEM_VMEMMAP`` (every x86-64 and arm64
+    distribution kernel) ``pfn_to_page()`` is ``vmemmap + pfn`` and needs no
+    ``mem_section``: the struct pages of every present section are mapped
+    there, and a hole's are not mapped at all, so they read as unreadable,
+    never as pages.  drgn finds ``vmemmap`` through ``mem_section`` where
+    the kernel does not export it; x86-64 keeps it in ``vmemmap_base``
+    (``CONFIG_RANDOMIZE_MEMORY``).  Without either, ``fault`` is raised
+    again."""
+    base = None
+    for find in (lambda: prog["vmemmap_base"].value_(), lambda: pfn_to_page(prog, 0).value_()):
+        try:
+            base = find()
+            prog.read(base, 1)
+            break
+        except (KeyError, LookupError, drgn.FaultError):
+            base = None
+    if base is None:
+        raise fault
+    bits = vmcoreinfo_numbers(prog).get("MAX_PHYSMEM_BITS", 52)   # the architecture's physical address width
+    return [(0, min(_sections_end(prog), 1 << (bits - prog["PAGE_SHIFT"].value_())), base)]
 
 
 def _sections_end(prog: drgn.Program) -> int:

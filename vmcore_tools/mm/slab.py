@@ -22,6 +22,7 @@ from drgn.helpers.linux.percpu import per_cpu_ptr
 from drgn.helpers.linux.slab import (for_each_slab_cache, get_slab_cache_aliases,
                                      slab_cache_pages_per_slab, slab_cache_usage, slab_object_info)
 
+from vmcore_tools.core.stages import record_damage
 from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.mm.kfence import KfencePool, kfence_pool
@@ -73,14 +74,24 @@ def slab_caches(prog: drgn.Program, sort: str = "size") -> list[SlabCache]:
         aliases = get_slab_cache_aliases(prog)
     except (LookupError, ValueError):   # no sysfs aliases to read (SLAB, no sysfs)
         aliases = {}
+    except drgn.FaultError as e:        # a cache's name or kobject leads nowhere
+        if not record_damage(f"the merged names of slab caches (sysfs aliases) cannot be read ({e})"):
+            raise
+        aliases = {}
     merged: dict[str, list[str]] = {}
     for alias, target in aliases.items():
         merged.setdefault(target, []).append(alias)
     page_size = prog["PAGE_SIZE"].value_()
     out = []
     for cache in all_slab_caches(prog):
-        name = cache.name.string_().decode(errors="replace")
-        usage = _usage(prog, cache, name)
+        try:
+            name = cache.name.string_().decode(errors="replace")
+            usage = _usage(prog, cache, name)
+        except (drgn.FaultError, ValueError) as e:
+            # one damaged cache is left out and said; the others are listed
+            if not record_damage(f"the slab cache at {cache.value_():#x} is damaged ({e}), left out"):
+                raise
+            continue
         out.append(SlabCache(name, usage.num_objs, usage.num_objs - usage.free_objs,
                              cache.size.value_(), usage.num_slabs,
                              slab_cache_pages_per_slab(cache), page_size, sorted(merged.get(name, []))))

@@ -16,6 +16,7 @@ import numpy as np
 
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import has_symbol
+from vmcore_tools.core.stages import record_damage
 from vmcore_tools.kernel.bio_cache import cached_bios
 from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.kernel.iommu import iommu_tables
@@ -88,8 +89,10 @@ def scan_kfence_objects(ctx: MemoryContext) -> None:
     if pool is None:
         return
     if pool.damaged:
-        ctx.problems.append(f"KFENCE metadata: {len(pool.damaged)} entries whose object lies outside its "
-                            f"page (first: object {pool.damaged[0]}): their objects are not read")
+        text = (f"KFENCE metadata (kfence_metadata) is damaged: {len(pool.damaged)} entries whose object "
+                f"lies outside its page (first: object {pool.damaged[0]}), their objects not read")
+        if not record_damage(text):
+            ctx.problems.append(text)
     on_slab = ctx.census.classes[pool.pfns(ctx.memmap)] == PageClass.SLAB     # read by scan_slab already
     for _, lo, hi in pool.in_use(on_slab):
         ctx.read.virt(lo, hi, "slab")
