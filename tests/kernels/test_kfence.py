@@ -94,3 +94,28 @@ def test_an_object_kfence_served_is_traced(kfence):
     kept = {a for a, _ in objects(core)["kept"]}
     assert not kept & {a for c in rr.caches for a in c.samples}
     assert rr.unreachable < reachability(r, without=frozenset({"KFENCE objects"})).unreachable
+
+
+def test_a_damaged_metadata_entry_is_said_and_the_rest_read(kfence):
+    """One ``kfence_metadata`` entry's ``addr`` overwritten (a stray write):
+    the entry is counted damaged, the entries after it are still read (a
+    good entry follows it: it is inside the array), and the scan says the
+    damage as a partial result."""
+    from vmcore_tools.core.stages import StageDamaged
+    from vmcore_tools.mm.kfence import kfence_pool
+    from vmcore_tools.mm.memmap import Memmap
+
+    from .damage import damage, physical
+    core, _ = kfence
+    prog = core.program()
+    m = Memmap.from_program(prog)
+    clean = kfence_pool(prog, m)
+    assert clean is not None and not clean.damaged
+    i = len(clean.addr) // 2
+    entry = prog["kfence_metadata"][i]       # an array up to 6.5, a pointer from 6.6
+    damage(prog, [(physical(prog, entry.addr.address_), (0xdead000000000100).to_bytes(8, "little"))])
+    hurt = kfence_pool(prog, Memmap.from_program(prog))
+    assert hurt.damaged == (i,) and len(hurt.addr) == len(clean.addr)
+    r = orphans(prog)
+    said = [p for p in r.problems if isinstance(p, StageDamaged) and "kfence_metadata" in p]
+    assert said and said[0].startswith("scan: KFENCE objects: KFENCE metadata"), r.problems

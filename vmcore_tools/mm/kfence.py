@@ -108,7 +108,10 @@ def kfence_pool(prog: drgn.Program, memmap: Memmap) -> KfencePool | None:
     ``kfence_metadata`` is one; where it is a pointer, entries are taken
     while each one's ``addr`` lies in the page its index gives (true of
     every entry from initialisation on), up to the Kconfig maximum: the
-    first entry past the array fails that test."""
+    first entry past the array fails that test.  An entry that fails it
+    with a good one after it, within a page's worth of entries, is inside
+    the array and damaged (a stray write); a page's worth in a row that
+    fail is the array's end."""
     if not has_object(prog, "__kfence_pool") or not has_object(prog, "kfence_metadata"):
         return None
     pool = prog["__kfence_pool"]
@@ -128,16 +131,25 @@ def kfence_pool(prog: drgn.Program, memmap: Memmap) -> KfencePool | None:
     allocated_state = constant(prog, "KFENCE_OBJECT_ALLOCATED")
     addr, size, allocated, caches, damaged = [], [], [], [], []
     names: dict[int, str] = {}
+    def read(i: int) -> bytes:
+        try:
+            return prog.read(base + i * entry.size, entry.size)
+        except drgn.FaultError:
+            return b""
+
+    def good(i: int, raw: bytes) -> bool:
+        page = start + 2 * (i + 1) * ps
+        return bool(raw) and page <= int.from_bytes(raw[off["addr"]:off["addr"] + 8], "little") < page + ps
+
+    lookahead = max(1, ps // entry.size)
     for i in range(n):
         page = start + 2 * (i + 1) * ps
-        try:
-            raw = prog.read(base + i * entry.size, entry.size)
-        except drgn.FaultError:
-            raw = b""
+        raw = read(i)
         word = lambda m: int.from_bytes(raw[off[m]:off[m] + 8], "little")  # noqa: E731
         a = word("addr") if raw else 0
-        if not page <= a < page + ps:
-            if meta.type_.kind != drgn.TypeKind.ARRAY:
+        if not good(i, raw):
+            if meta.type_.kind != drgn.TypeKind.ARRAY and \
+                    not any(good(j, read(j)) for j in range(i + 1, min(n, i + 1 + lookahead))):
                 break                   # past the allocated array
             damaged.append(i)
             a, raw = page, b""
