@@ -72,9 +72,11 @@ class PrivateApt:
     or ``("security", "bullseye-security")``.
     """
 
-    def __init__(self, name: str, suites: list[tuple[str, str]]):
-        self.root = cache_dir() / "apt" / name
+    def __init__(self, name: str, suites: list[tuple[str, str]], arch: str | None = None):
+        self.root = cache_dir() / "apt" / (f"{name}-{arch}" if arch else name)
         self.suites = suites
+        #: the Debian architecture whose packages it lists (``arm64``); this machine's where None
+        self.arch = arch
         mirrors = machine_mirrors()
         lines = [
             f"deb [signed-by={KEYRING}] {getattr(mirrors, which)} {suite} main"
@@ -100,7 +102,8 @@ class PrivateApt:
             "-o", "APT::Get::List-Cleanup=0",
             "-o", "Debug::NoLocking=1",
             "-o", "Acquire::Languages=none",
-        ]
+        ] + (["-o", f"APT::Architecture={self.arch}", "-o", f"APT::Architectures={self.arch}"]
+             if self.arch else [])
 
     def run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         cmd = [tool, *self._opts(), *args]

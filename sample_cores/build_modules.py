@@ -156,6 +156,13 @@ def _make(k: Kernel, directory: str, names: tuple[str, ...], out: Path, log) -> 
                 "FAKE_INTEL=" + " ".join(f"{n}.o" for n in names), "modules"]
         if toolchain is None:
             proc = subprocess.run([*make, "CC=gcc"], capture_output=True, text=True)
+        elif not k.arch.native:
+            # cross-built, in the suite's root: Debian's headers take the
+            # compiler's prefix from the host GNU type once the build and host
+            # architectures differ (their .kernelvariables)
+            proc = toolchain.run([*make, "DEB_BUILD_ARCH=amd64", f"DEB_HOST_ARCH={k.arch.name}",
+                                  f"DEB_HOST_GNU_TYPE={k.arch.cross_compile.rstrip('-')}"],
+                                 binds=(k.root, Path(tmp)))
         else:       # the headers' own CC (x86_64-linux-gnu-gcc-N), in the suite's root
             proc = toolchain.run([*make, "DEB_BUILD_ARCH=amd64"], binds=(k.root, Path(tmp)))
         if proc.returncode != 0:

@@ -18,12 +18,18 @@ import tempfile
 from pathlib import Path
 
 from . import lock
+from .guest_root import guest_root_of
 from .kernels import Kernel
 
 BUSYBOX = Path("/bin/busybox")
 ROOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
 HOST_ROOT_TAG = "hostroot"
 OUT_TAG = "vmctout"
+#: the host's own root, where the guest's root is another (guest_root.py)
+HOST_TAG = "hostfs"
+#: how /.host is made: the root mounted is the host's own, or the host's is shared beside it
+HOST_BIND = "$B mount --bind /hostroot /newroot/.host"
+HOST_MOUNT = f"$B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 {HOST_TAG} /newroot/.host"
 
 INIT = r"""#!/bin/busybox sh
 B=/bin/busybox
@@ -50,7 +56,7 @@ done
 # its own tmpfs on (a clone in /tmp).  The run's own share is /vmct, with
 # the init script the host put there.
 $B mkdir /newroot/.host /newroot/vmct
-$B mount --bind /hostroot /newroot/.host
+{host_mount}
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {out_tag} /newroot/vmct
 $B umount /proc
 exec $B switch_root /newroot /bin/bash /vmct/init.sh
@@ -90,26 +96,29 @@ def module_load_order(k: Kernel, names: tuple[str, ...]) -> list[str]:
 
 
 def build_initramfs(k: Kernel) -> Path:
-    """Build (once) and return the initramfs for kernel ``k``."""
-    init = INIT.replace("{root_tag}", HOST_ROOT_TAG).replace("{out_tag}", OUT_TAG)
+    """Build (once) and return the initramfs for kernel ``k``: its
+    architecture's busybox (this machine's, or its guest root's)."""
+    root = guest_root_of(k)
+    init = (INIT.replace("{root_tag}", HOST_ROOT_TAG).replace("{out_tag}", OUT_TAG)
+            .replace("{host_mount}", HOST_BIND if root is None else HOST_MOUNT))
     key = hashlib.sha256((init + k.abi).encode()).hexdigest()[:12]
     out = k.root / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
     with lock.exclusive(out.with_name(out.name + ".lock"), lambda: None):
         if not out.exists():
-            _make(k, init, out)
+            _make(k, init, out, BUSYBOX if root is None else root.busybox)
     return out
 
 
-def _make(k: Kernel, init: str, out: Path) -> None:
+def _make(k: Kernel, init: str, out: Path, busybox: Path) -> None:
     """Write the initramfs of ``k`` to ``out`` (the caller holds its lock)."""
-    if not BUSYBOX.exists():
-        raise RuntimeError("busybox is missing: install busybox-static")
+    if not busybox.exists():
+        raise RuntimeError(f"busybox is missing ({busybox}): install busybox-static")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         (t / "bin").mkdir()
-        shutil.copy(BUSYBOX, t / "bin" / "busybox")
+        shutil.copy(busybox, t / "bin" / "busybox")
         (t / "modules").mkdir()
         names = []
         for rel in module_load_order(k, ROOT_MODULES):

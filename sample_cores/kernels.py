@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .apt import PrivateApt
 from . import lock
+from .arch import ARCHES, GuestArch
 from .cache import cache_dir
 
 #: Debug ``.ko`` files we keep (paths under ``lib/modules/<abi>/kernel``).
@@ -53,8 +54,22 @@ class KernelLine:
     #: the suite whose makedumpfile knows this line's memory layout, where
     #: the machine's does not (toolchain.CaptureTools); None: the machine's
     capture: str | None = None
+    #: the Debian architecture (arch.ARCHES) and the kernel flavour of its
+    #: ``linux-image-<flavour>`` metapackage ("arm64-16k": 16 KiB pages)
+    arch: str = "amd64"
+    flavour: str = ""
+
+    @property
+    def image_flavour(self) -> str:
+        return self.flavour or self.arch
 
     def apt(self) -> PrivateApt:
+        """The line's packages, of its architecture."""
+        return PrivateApt(self.apt_name, list(self.suites), None if self.arch == "amd64" else self.arch)
+
+    def host_apt(self) -> PrivateApt:
+        """The line's packages built for this machine: ``linux-kbuild``, whose
+        tools Kbuild runs here whatever the module's architecture."""
         return PrivateApt(self.apt_name, list(self.suites))
 
 
@@ -69,6 +84,13 @@ KERNEL_LINES: dict[str, KernelLine] = {
     # has no newer one than 1.7.6, the machine's 1.7.2 misreads 7.x pages)
     "7.3": KernelLine("7.3", "trixie-backports", (("debian", "trixie-backports"),), toolchain="trixie",
                       capture="sid"),
+    # arm64 (arch.py): the same suites' arm64 builds; 6.12's 16 KiB-page flavour
+    "6.1-arm64": KernelLine("6.1-arm64", "bookworm",
+                            (("debian", "bookworm"), ("security", "bookworm-security")), arch="arm64"),
+    "6.12-arm64": KernelLine("6.12-arm64", "bookworm-backports", (("debian", "bookworm-backports"),),
+                             arch="arm64"),
+    "6.12-arm64-16k": KernelLine("6.12-arm64-16k", "bookworm-backports", (("debian", "bookworm-backports"),),
+                                 arch="arm64", flavour="arm64-16k"),
 }
 
 
@@ -103,6 +125,11 @@ class Kernel:
     abi: str          # uname -r, e.g. "6.1.0-56-amd64"
     version: str      # Debian package version, e.g. "6.1.192-2"
     root: Path
+
+    @property
+    def arch(self) -> GuestArch:
+        """The architecture it runs on (a built line's is its Debian line's)."""
+        return ARCHES[debian_line(self.line).arch]
 
     @property
     def vmlinuz(self) -> Path:
@@ -175,19 +202,22 @@ def extract_deb(deb: Path, dest: Path, members: tuple[str, ...] = ()) -> None:
 
 
 def _resolve(line: KernelLine) -> tuple[str, str]:
-    """The ABI and package version of ``line``: what ``linux-image-amd64``
-    of its suite depends on, or, once that moved on to a newer upstream
-    release (backports do), the newest ``linux-image-<line>.N...-amd64``."""
+    """The ABI and package version of ``line``: what ``linux-image-<flavour>``
+    (``-amd64``, ``-arm64``, ``-arm64-16k``) of its suite depends on, or,
+    once that moved on to a newer upstream release (backports do), the
+    newest ``linux-image-<release>.N...-<flavour>``."""
     apt = line.apt()
     apt.update()
-    deps = [d for d in apt.depends("linux-image-amd64") if d.startswith("linux-image-")]
+    flavour = line.image_flavour
+    release = line.name.split("-")[0]
+    deps = [d for d in apt.depends(f"linux-image-{flavour}") if d.startswith("linux-image-")]
     if not deps:
-        raise RuntimeError(f"linux-image-amd64 in {line.apt_name} depends on no kernel image")
+        raise RuntimeError(f"linux-image-{flavour} in {line.apt_name} depends on no kernel image")
     image = deps[0]
-    if not image.startswith(f"linux-image-{line.name}."):
-        named = apt.search_names(rf"^linux-image-{re.escape(line.name)}\.[0-9.+a-z~-]*-amd64$")
+    if not image.startswith(f"linux-image-{release}."):
+        named = apt.search_names(rf"^linux-image-{re.escape(release)}\.[0-9.+a-z~-]*-{re.escape(flavour)}$")
         if not named:
-            raise RuntimeError(f"{line.apt_name} has no linux-image-{line.name}.*-amd64")
+            raise RuntimeError(f"{line.apt_name} has no linux-image-{release}.*-{flavour}")
         image = max(named, key=lambda n: _Version(apt.candidate(n) or "0"))
     abi = image.removeprefix("linux-image-")
     version = apt.candidate(image)
@@ -245,9 +275,10 @@ def _complete_sources(k: Kernel) -> None:
     grew) out of its cached ``linux-source`` package."""
     if all((k.source_dir / Path(d).name).is_dir() for d in SOURCE_DIRS):
         return
-    deb = next((cache_dir() / "debs" / k.version).glob(f"linux-source-{k.line}_*.deb"), None)
+    release = k.line.split("-")[0]
+    deb = next((cache_dir() / "debs" / k.version).glob(f"linux-source-{release}_*.deb"), None)
     if deb is None:
-        raise RuntimeError(f"linux-source-{k.line} is missing from the cache; remove {k.root} to fetch it again")
+        raise RuntimeError(f"linux-source-{release} is missing from the cache; remove {k.root} to fetch it again")
     scratch = k.root / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(k.source_dir, ignore_errors=True)
@@ -318,8 +349,10 @@ def _download(line_name: str, line: KernelLine, k: Kernel, pinned: Path, log) ->
     common_name = next(d for d in apt.depends(f"linux-headers-{abi}") if d.endswith("-common"))
     common = apt.download(common_name, version, debs)
     kbuild_name = next(d for d in apt.depends(f"linux-headers-{abi}") if d.startswith("linux-kbuild-"))
-    kbuild = apt.download(kbuild_name, apt.candidate(kbuild_name) or version, debs)
-    source_name = "linux-source-" + line_name
+    host = line.host_apt()          # kbuild's tools run here: this machine's build of them
+    host.update()
+    kbuild = host.download(kbuild_name, host.candidate(kbuild_name) or version, debs)
+    source_name = "linux-source-" + line_name.split("-")[0]
     source = apt.download(source_name, apt.candidate(source_name) or version, debs)
 
     log(f"[{line_name}] unpacking image and modules")

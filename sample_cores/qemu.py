@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .apt import PrivateApt
 from . import lock
+from .arch import ARCHES, GuestArch
 from .cache import cache_dir
 from .kernels import extract_deb
 
@@ -83,8 +84,8 @@ class Qemu:
         return proc.returncode == 0 and "not found" not in proc.stderr
 
 
-def _system() -> Qemu | None:
-    path = shutil.which("qemu-system-x86_64")
+def _system(arch: GuestArch = ARCHES["amd64"]) -> Qemu | None:
+    path = shutil.which(arch.qemu_binary)
     return Qemu(Path(path)) if path else None
 
 
@@ -93,28 +94,30 @@ def _missing_libraries(binary: Path) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if "not found" in line]
 
 
-def _backport(log) -> Qemu:
-    """QEMU from bookworm-backports, unpacked once under the cache."""
+def _backport(log, arch: GuestArch = ARCHES["amd64"]) -> Qemu:
+    """QEMU from bookworm-backports, unpacked once under the cache (an
+    arm64 guest's ``qemu-system-arm`` beside it, under a name of its own)."""
     base = cache_dir() / "qemu"
     apt = PrivateApt("bookworm-backports", [("debian", "bookworm-backports")])
-    pinned = base / "resolved"
+    suffix = "" if arch.native else f"-{arch.name}"
+    pinned = base / f"resolved{suffix}"
     if pinned.exists():
         version = pinned.read_text().strip()
     else:
         apt.update()
-        version = apt.candidate("qemu-system-x86") or ""
+        version = apt.candidate(arch.qemu_package) or ""
         if not version:
-            raise QemuError("bookworm-backports has no qemu-system-x86")
-    root = base / version.replace(":", "_")
+            raise QemuError(f"bookworm-backports has no {arch.qemu_package}")
+    root = base / (version.replace(":", "_") + suffix)
     if not (root / ".complete").exists():
         base.mkdir(parents=True, exist_ok=True)
         with lock.exclusive(root.with_name(root.name + ".lock"),
                             lambda: log(f"[qemu] waiting for another unpacking of QEMU {version}")):
             if not (root / ".complete").exists():
-                _unpack(apt, version, root, log)
+                _unpack(apt, version, root, log, arch)
         pinned.write_text(version + "\n")
     usr = root / "root" / "usr"
-    binary = usr / "bin" / "qemu-system-x86_64"
+    binary = usr / "bin" / arch.qemu_binary
     missing = _missing_libraries(binary)
     if missing:
         raise QemuError(f"QEMU {version} from bookworm-backports needs libraries this machine "
@@ -123,13 +126,14 @@ def _backport(log) -> Qemu:
                 {"QEMU_MODULE_DIR": str(usr / "lib" / "x86_64-linux-gnu" / "qemu")})
 
 
-def _unpack(apt: PrivateApt, version: str, root: Path, log) -> None:
+def _unpack(apt: PrivateApt, version: str, root: Path, log, arch: GuestArch = ARCHES["amd64"]) -> None:
     """Unpack QEMU ``version`` from bookworm-backports into ``root`` (the caller holds its lock)."""
     log(f"[qemu] the system QEMU has no {REQUIRED_DEVICE}: unpacking QEMU {version} "
         "from bookworm-backports")
     apt.update()
     shutil.rmtree(root, ignore_errors=True)
-    for package in BACKPORT_PACKAGES:
+    packages = BACKPORT_PACKAGES if arch.native else (arch.qemu_package, *BACKPORT_PACKAGES[1:])
+    for package in packages:
         v = version if package.startswith("qemu-") else apt.candidate(package)
         if v is None:
             raise QemuError(f"bookworm-backports has no {package}")
@@ -137,18 +141,19 @@ def _unpack(apt: PrivateApt, version: str, root: Path, log) -> None:
     (root / ".complete").touch()
 
 
-_chosen: Qemu | None = None
+_chosen: dict[str, Qemu] = {}
 
 
-def qemu(log=print) -> Qemu:
-    """The QEMU for sample-core guests: ``$VMCT_QEMU``, else the system's if it
-    emulates igb, else bookworm-backports' (unpacked into the cache)."""
-    global _chosen
-    if _chosen is None:
-        if override := os.environ.get("VMCT_QEMU"):
-            _chosen = Qemu(Path(override))
-        elif (system := _system()) is not None and system.has_device(REQUIRED_DEVICE):
-            _chosen = system
+def qemu(log=print, arch: str = "amd64") -> Qemu:
+    """The QEMU for sample-core guests of ``arch``: ``$VMCT_QEMU`` (amd64),
+    else the system's if it emulates igb, else bookworm-backports' (unpacked
+    into the cache)."""
+    if arch not in _chosen:
+        a = ARCHES[arch]
+        if a.native and (override := os.environ.get("VMCT_QEMU")):
+            _chosen[arch] = Qemu(Path(override))
+        elif (system := _system(a)) is not None and system.has_device(REQUIRED_DEVICE):
+            _chosen[arch] = system
         else:
-            _chosen = _backport(log)
-    return _chosen
+            _chosen[arch] = _backport(log, a)
+    return _chosen[arch]

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import lock, manifest
 from .build_modules import DEFAULT_MODULES, build_modules
 from .cache import cache_dir
+from .guest_root import guest_root_of
 from .initramfs import build_initramfs
 from .kernels import BUILT_LINES, KERNEL_LINES, Kernel, debian_line, fetch
 from .qemu import qemu
@@ -90,6 +91,9 @@ class Scenario:
     #: drivers whose net devices the guest enslaves to an active-backup bond
     #: (bond0, which carries its first slave's address); in the key only where set
     bond: tuple[str, ...] = field(default=(), repr=False)
+    #: the architectures whose Debian lines it runs on where ``kernels`` is
+    #: empty; not in the key (a line is of one architecture)
+    arches: tuple[str, ...] = field(default=("amd64",), repr=False)
 
     def key_extras(self) -> tuple:
         """What of the scenario enters a core's key beyond its repr."""
@@ -98,7 +102,7 @@ class Scenario:
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
-        return self.kernels or tuple(sorted(KERNEL_LINES))
+        return self.kernels or tuple(sorted(n for n, line in KERNEL_LINES.items() if line.arch in self.arches))
 
     @property
     def disk_mb(self) -> int:
@@ -152,10 +156,10 @@ SCENARIOS = {
                  "heap-held one (vmct_workload), pages owned without a plain pointer with a page lost in "
                  "each shape (vmct_shapes), blocks without __GFP_COMP and pages lost right after held "
                  "buffers (vmct_blocks), full workload",
-                 {"vmct_workload": "split_leak=1"}),
+                 {"vmct_workload": "split_leak=1"}, arches=("amd64", "arm64")),
         Scenario("no-leak", "the same guest with no page leaked",
                  {"fake_i40e": "order0_status=0 order1_status=0 fresh_status=0", "vmct_shapes": "leak=0",
-                  "vmct_blocks": "leak=0"}),
+                  "vmct_blocks": "leak=0"}, arches=("amd64", "arm64")),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
                  memory_mb=1280),
@@ -244,9 +248,9 @@ def boot_bound(sc: Scenario, line: str) -> float:
     return max(BOOT_FLOOR, BOOT_MULTIPLIER * (fixed + per_gb * gb))
 
 
-def _nics() -> tuple[str, ...]:
+def _nics(arch: str = "amd64") -> tuple[str, ...]:
     nics = ["virtio-net-pci", "e1000e"]
-    if qemu().has_device("igb"):
+    if qemu(arch=arch).has_device("igb"):
         nics.append("igb")
     return tuple(nics)
 
@@ -264,12 +268,18 @@ def _digest(*parts: object) -> str:
 HIDDEN_TOPS = ("tmp", "run", "mnt", "media")
 
 
-def _cmdline(*extra: str) -> str:
-    return " ".join(["console=ttyS0", "panic=-1", *filter(None, extra)])
+def _cmdline(*extra: str, console: str = "ttyS0") -> str:
+    return " ".join([f"console={console}", "panic=-1", *filter(None, extra)])
 
 
 def _hidden(p: Path) -> bool:
     return len(p.parts) > 1 and p.parts[1] in HIDDEN_TOPS
+
+
+def outermost(*paths: Path) -> list[str]:
+    """``paths`` (symlinks resolved) less those inside another one of them."""
+    real = sorted({str(p.resolve()) for p in paths})
+    return [p for p in real if not any(p.startswith(q + "/") for q in real)]
 
 
 def host_paths(*paths: Path) -> list[str]:
@@ -310,11 +320,12 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     job = {
         "MODE": mode,
         "KROOT": str(k.modules_root),
-        "PYTHON": sys.executable,
+        # an arm64 guest runs its root's Python, this machine's is amd64's
+        "PYTHON": sys.executable if k.arch.native else "/usr/bin/python3",
         "GUEST_DIR": str(GUEST_DIR),
         "VMLINUZ": str(k.vmlinuz),
         "INITRD": str(initrd),
-        "CAPTURE_CMDLINE": _cmdline("irqpoll nr_cpus=1 reset_devices"),
+        "CAPTURE_CMDLINE": _cmdline("irqpoll nr_cpus=1 reset_devices", console=k.arch.console),
         "LIVE_CMD": live_cmd,
         "LIVE_CWD": str(live_cwd),
     }
@@ -326,10 +337,13 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
     used = guest_paths(live_cwd)
-    lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in host_paths(*used)) + ")")
+    # a guest of its own root binds every host path it uses, not only the hidden ones
+    bound = host_paths(*used) if k.arch.native else outermost(*used)
+    lines.append("HOST_PATHS=(" + " ".join(shlex.quote(p) for p in bound) + ")")
     lines.append("HOST_LINKS=(" + " ".join(shlex.quote(x) for pair in host_links(*used) for x in pair) + ")")
     capture = debian_line(k.line).capture
-    makedumpfile = CaptureTools(capture).ensure().command() if capture and mode == "kdump" else ["makedumpfile"]
+    makedumpfile = (CaptureTools(capture).ensure().command() if capture and mode == "kdump" and k.arch.native
+                    else ["makedumpfile"])
     lines.append("MAKEDUMPFILE=(" + " ".join(map(shlex.quote, makedumpfile)) + ")")
     wargs = [f"--{k_.replace('_', '-')}-mb={v}" for k_, v in sorted(sc.workload_mb.items())]
     if sc.machine.devdax_mb:
@@ -354,8 +368,8 @@ def core_dir(name: str, line: str) -> Path:
 
 def _key(sc: Scenario, k: Kernel, modules: dict[str, Path]) -> str:
     """What a built core depends on: scenario, kernel, test modules, guest files, QEMU."""
-    return _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(),
-                   qemu().version, *sc.key_extras())
+    return _digest(sc, k.version, sorted(p.parent.name for p in modules.values()), _nics(k.arch.name),
+                   qemu(arch=k.arch.name).version, *sc.key_extras())
 
 
 def _in_progress(d: Path) -> bool:
@@ -491,7 +505,7 @@ def _make(sc: Scenario, line: str, k: Kernel, modules: dict[str, Path], initrd: 
             "test_modules": {n: str(p) for n, p in modules.items()},
         },
         "guest": {"memory_mb": sc.memory_mb, "cpus": spec.cpus, "nics": list(spec.nics),
-                  "qemu": ".".join(map(str, qemu().version)),
+                  "qemu": ".".join(map(str, qemu(arch=k.arch.name).version)), "arch": k.arch.name,
                   "module_params": sc.module_params},
         **truth,
     }
@@ -509,9 +523,11 @@ def _make(sc: Scenario, line: str, k: Kernel, modules: dict[str, Path], initrd: 
 
 def _spec(sc: Scenario, k: Kernel, initrd: Path, run_dir: Path, cmdline: str) -> GuestSpec:
     """The guest of ``sc`` on ``k``, ``cmdline`` added to the scenario's."""
+    root = guest_root_of(k)
     return GuestSpec(vmlinuz=k.vmlinuz, initrd=initrd, run_dir=run_dir, memory_mb=sc.memory_mb,
-                     nics=_nics(), disk_mb=sc.disk_mb, machine=sc.machine,
-                     cmdline=_cmdline(sc.cmdline, sc.machine.cmdline(sc.memory_mb), cmdline))
+                     nics=_nics(k.arch.name), disk_mb=sc.disk_mb, machine=sc.machine,
+                     cmdline=_cmdline(sc.cmdline, sc.machine.cmdline(sc.memory_mb), cmdline, console=k.arch.console),
+                     arch=k.arch.name, root=root.root if root is not None else Path("/"))
 
 
 class BootFailed(VMError):

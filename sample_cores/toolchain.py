@@ -25,6 +25,7 @@ from pathlib import Path
 from .apt import PrivateApt
 from . import lock
 from .cache import cache_dir
+from .arch import GuestArch
 from .kernels import Kernel, extract_deb
 
 #: what Kbuild runs for an external module (``make M=``), on top of which
@@ -49,6 +50,15 @@ def host_gcc_major() -> int:
                .stdout.split(".")[0])
 
 
+def machine_suite() -> str:
+    """This machine's Debian suite (``VERSION_CODENAME``: bookworm)."""
+    text = Path("/etc/os-release").read_text()
+    m = re.search(r"^VERSION_CODENAME=(\S+)$", text, re.M)
+    if not m:
+        raise RuntimeError("/etc/os-release names no VERSION_CODENAME")
+    return m.group(1)
+
+
 def toolchain_for(k: Kernel, suite: str | None, log=print) -> "Toolchain | None":
     """The toolchain a module for ``k`` is built with: None (this machine's
     gcc) unless ``k`` was configured by a newer gcc than this machine's,
@@ -56,6 +66,8 @@ def toolchain_for(k: Kernel, suite: str | None, log=print) -> "Toolchain | None"
     (An older kernel's flags are all known to a newer gcc: 5.10, configured
     by gcc 10, builds with gcc 12.)"""
     major = gcc_major(k)
+    if not k.arch.native:       # a cross compiler: the suite's own, or this machine's suite's
+        return CrossToolchain(suite if major > host_gcc_major() else machine_suite(), k.arch).ensure(log)
     if major <= host_gcc_major():
         return None
     if suite is None:
@@ -88,9 +100,9 @@ class SuiteRoot:
     def _unpack(self, log) -> None:
         """Unpack the root (the caller holds its lock)."""
         log(f"[{self.suite}] unpacking {' '.join(self.packages[:1])} and what it needs into {self.root}")
-        apt = PrivateApt(self.suite, [("debian", self.suite)])
+        apt = self.apt()
         apt.update()
-        debs = apt.download_closure(list(self.packages), cache_dir() / "debs" / f"root-{self.suite}")
+        debs = apt.download_closure(list(self.packages), cache_dir() / "debs" / f"root-{self.root.name}")
         subprocess.run(["rm", "-rf", str(self.root)], check=True)
         # merged /usr (Debian 12+): /bin, /lib... are links into /usr
         for top in ("bin", "sbin", "lib", "lib64"):
@@ -101,6 +113,10 @@ class SuiteRoot:
         self.finish()
         self.check()
         (self.root / ".complete").touch()
+
+    def apt(self) -> PrivateApt:
+        """Where the packages come from: the suite, for this machine."""
+        return PrivateApt(self.suite, [("debian", self.suite)])
 
     def finish(self) -> None:
         """What maintainer scripts would have made."""
@@ -140,6 +156,20 @@ class Toolchain(SuiteRoot):
                       + shlex.quote(chdir + " ".join(map(shlex.quote, argv))))
         return subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", " && ".join(script)],
                               capture_output=True, text=True)
+
+
+class CrossToolchain(Toolchain):
+    """``suite``'s cross compiler for ``arch`` (``arch.GuestArch``:
+    ``gcc-aarch64-linux-gnu``) and build tools, run chrooted like a
+    ``Toolchain``: a module for an arm64 kernel is built here with
+    ``ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-``, by the suite's gcc
+    the kernel was built with, against the arm64 headers and this
+    machine's build of their ``linux-kbuild`` tools."""
+
+    def __init__(self, suite: str, arch: GuestArch):
+        SuiteRoot.__init__(self, suite, arch.cross_package)
+        self.compiler = f"{arch.cross_compile}gcc"
+        self.packages = (arch.cross_package, *(p for p in PACKAGES if p != "libelf1t64"), "libelf1")
 
 
 class CaptureTools(SuiteRoot):

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .initramfs import HOST_ROOT_TAG, OUT_TAG
+from .arch import ARCHES
+from .initramfs import HOST_ROOT_TAG, HOST_TAG, OUT_TAG
 from .qemu import qemu
 
 
@@ -155,6 +156,11 @@ class GuestSpec:
     disk_mb: int = 256
     extra_args: list[str] = field(default_factory=list)
     machine: Machine = Machine()
+    #: the guest's architecture (arch.ARCHES) and the root it mounts: this
+    #: machine's own, or one of its packages (guest_root.py), the host's
+    #: then shared beside it
+    arch: str = "amd64"
+    root: Path = Path("/")
 
     @property
     def out_dir(self) -> Path:
@@ -223,20 +229,24 @@ class Guest:
     def command(self) -> list[str]:
         s = self.spec
         accel = os.environ.get("VMCT_ACCEL", "tcg")
-        q = qemu()
+        q = qemu(arch=s.arch)
+        a = ARCHES[s.arch]
         cmd = [
-            *q.argv(), "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
+            *q.argv(), *a.machine_args, "-accel", accel, "-cpu", a.cpu if accel == "tcg" else "host",
             "-smp", str(s.cpus), *q.guest_options(), *s.machine.args(s.memory_mb, s.cpus),
             "-no-reboot", "-monitor", "none", "-serial", f"file:{s.console}",
             "-kernel", str(s.vmlinuz), "-initrd", str(s.initrd), "-append", s.cmdline,
             "-device", "vmcoreinfo",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on",
+            "-fsdev", f"local,id=hostroot,path={s.root},security_model=none,readonly=on",
             "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={HOST_ROOT_TAG}",
             "-fsdev", f"local,id=out,path={s.out_dir},security_model=none",
             "-device", f"virtio-9p-pci,fsdev=out,mount_tag={OUT_TAG}",
             "-drive", f"file={s.run_dir / 'disk.img'},if=virtio,format=raw",
         ]
+        if s.root != Path("/"):        # the host's own root, at /.host
+            cmd += ["-fsdev", "local,id=hostfs,path=/,security_model=none,readonly=on",
+                    "-device", f"virtio-9p-pci,fsdev=hostfs,mount_tag={HOST_TAG}"]
         for dev in s.extra_devices:
             cmd += ["-device", dev]
         for i, nic in enumerate(s.nics):
@@ -251,7 +261,7 @@ class Guest:
         with open(s.run_dir / "disk.img", "wb") as f:
             f.truncate(s.disk_mb * 1024 * 1024)
         self.qmp_path.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu().environ(),
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, env=qemu(arch=s.arch).environ(),
                                      stdout=open(s.qemu_log, "w"),
                                      stderr=subprocess.STDOUT)
         if s.machine.balloon_mb:

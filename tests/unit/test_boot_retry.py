@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from sample_cores.arch import ARCHES
 from sample_cores import scenarios
 from sample_cores.scenarios import (BOOT_FLOOR, HANG_CMDLINE, SCENARIOS, BootFailed, boot_bound, _boot,
                                     _spec)
@@ -70,10 +71,10 @@ def _run_boot(tmp_path, monkeypatch, hangs: int):
     """``_boot`` of the cma guest with the first ``hangs`` boots made to hang;
     its result and what it logged."""
     monkeypatch.setattr(scenarios, "Guest", FakeGuest)
-    monkeypatch.setattr(scenarios, "_nics", lambda: ("virtio-net-pci",))
+    monkeypatch.setattr(scenarios, "_nics", lambda arch="amd64": ("virtio-net-pci",))
     monkeypatch.setenv("VMCT_HANG_BOOTS", str(hangs))
     FakeGuest.boots = 0
-    k = type("K", (), {"vmlinuz": tmp_path / "vmlinuz"})
+    k = type("K", (), {"vmlinuz": tmp_path / "vmlinuz", "arch": ARCHES["amd64"]})
     spec = _spec(SCENARIOS["cma"], k, tmp_path / "initrd", tmp_path / "run", "")
     spec.out_dir.mkdir(parents=True)
     said = []
