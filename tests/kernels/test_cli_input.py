@@ -131,6 +131,7 @@ def foreign_arch_core(core: Path, out: Path, e_machine: int) -> Path:
 
 
 def test_foreign_architecture_is_refused(leak_core, tmp_path):
-    """An aarch64 kernel core: refused in one line, not walked as x86-64."""
-    core = foreign_arch_core(leak_core.core, tmp_path / "arm64.core", 183)     # EM_AARCH64
-    assert_clean_error(run_cli("census", "-c", str(core), "-s", leak_core.vmlinux), "aarch64", "x86-64 only")
+    """A ppc64 kernel core: refused in one line, not walked as x86-64."""
+    core = foreign_arch_core(leak_core.core, tmp_path / "ppc64.core", 21)     # EM_PPC64
+    assert_clean_error(run_cli("census", "-c", str(core), "-s", leak_core.vmlinux), "ppc64",
+                       "x86-64 and aarch64 only")

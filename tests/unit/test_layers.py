@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vmcore_tools"
 #: the layers, lowest first: a module imports from its own layer and those before it
-LAYERS = ("core", "mm", "kernel", "net", "census", "refs", "leaks", "report", "cli")
+LAYERS = ("core", "arch", "mm", "kernel", "net", "census", "refs", "leaks", "report", "cli")
 MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 300
 

@@ -19,7 +19,7 @@ import drgn
 
 from vmcore_tools.core.parallel import default_jobs, set_jobs
 from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, failed_stages
-from vmcore_tools.core.target import TargetError, open_program
+from vmcore_tools.core.target import TargetError, check_arch, open_program
 
 
 def target_options(f: Callable | None = None, *, json_option: bool = True, live_only: bool = False) -> Callable:
@@ -75,6 +75,11 @@ def open_target(core, vmlinux, debug_dirs) -> drgn.Program:
         if core or vmlinux or debug_dirs:
             click.echo("vmcore-tools: error: inside drgn the session's program is used; "
                        "-c/-s/-d are not taken", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        try:
+            check_arch(_session_program, "the drgn session's program")
+        except TargetError as e:
+            click.echo(f"vmcore-tools: error: {e}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         if _jobs:       # the session's program reads in one process unless told
             set_jobs(_session_program, _jobs)

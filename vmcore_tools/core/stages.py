@@ -74,6 +74,7 @@ STAGES: dict[str, str] = {
     "scan: virtqueues": "virtqueue buffers are not seen, and their rings are read as plain pages",
     "scan: blk-mq requests": "blk-mq's request pages are read as plain pages: a request's packed fields "
                              "may read as a physical address that holds a leaked page",
+    "scan: GICv3 ITS tables": "the level-2 tables of an indirect GICv3 ITS table look unreferenced",
     "scan: iommu page tables": "IOMMU page tables are read as plain pages: pages leaked while DMA-mapped "
                                "may look referenced",
     "scan: kernel mappings": "pages mapped outside the direct map are not seen",

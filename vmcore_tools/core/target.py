@@ -18,11 +18,20 @@ from vmcore_tools.core.debuginfo import module_files, quiet_drgn, use_module_fil
 
 LIVE = "/proc/kcore"
 #: architectures whose memory layout the analysis knows
-SUPPORTED_ARCHES = (drgn.Architecture.X86_64,)
+SUPPORTED_ARCHES = (drgn.Architecture.X86_64, drgn.Architecture.AARCH64)
 
 
 class TargetError(Exception):
     """Input we cannot analyze; ``str()`` is a one-line explanation."""
+
+
+def check_arch(prog: drgn.Program, target: str) -> None:
+    """Refuse a kernel of an architecture whose page tables and stacks the
+    analysis does not know (``vmcore_tools.arch``)."""
+    arch = prog.platform.arch if prog.platform is not None else None
+    if arch not in SUPPORTED_ARCHES:
+        raise TargetError(f"{target}: a {arch.name.lower() if arch else 'unknown'} kernel; vmcore-tools "
+                          "supports x86-64 and aarch64 only (their page tables and stacks)")
 
 
 def open_program(core: str | os.PathLike | None = None,
@@ -54,10 +63,7 @@ def open_program(core: str | os.PathLike | None = None,
         raise TargetError(f"{target}: cannot open as a kernel core: {e}") from None
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
         raise TargetError(f"{target}: not a Linux kernel core (no VMCOREINFO)")
-    arch = prog.platform.arch if prog.platform is not None else None
-    if arch not in SUPPORTED_ARCHES:
-        raise TargetError(f"{target}: a {arch.name.lower() if arch else 'unknown'} kernel; vmcore-tools "
-                          "supports x86-64 only (its page tables, direct map and rx offsets are x86-64's)")
+    check_arch(prog, target)
 
     extra_debug = list(extra_debug)
     for p in [vmlinux, *extra_debug]:

@@ -51,6 +51,8 @@ def dead_irq_stack_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
     top of a vmap'd alias, 5.10+), so its pointer is taken as an offset
     from there; the dump saved it in the CPU's register notes (ELF
     ``NT_PRSTATUS``, what drgn unwinds the CPU's current task from)."""
+    if has_object(prog, "irq_stack_ptr"):
+        return _dead_irq_stack_ptr_spans(prog)
     if not has_object(prog, "irq_stack_backing_store"):
         return {}
     if has_object(prog, "hardirq_stack_inuse"):
@@ -75,6 +77,43 @@ def dead_irq_stack_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
     return out
 
 
+def _dead_irq_stack_ptr_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
+    """``dead_irq_stack_spans`` where each CPU's interrupt stack is at its
+    per-CPU ``irq_stack_ptr`` (arm64: ``IRQ_STACK_SIZE`` is ``THREAD_SIZE``,
+    the stack vmalloc'd with ``VMAP_STACK``).  The kernel keeps no flag of
+    whether a CPU is on it: a CPU whose saved stack pointer lies on it is,
+    and its live frames are those above the pointer; one whose pointer lies
+    elsewhere is not, and all of its interrupt stack is dead.  A CPU the
+    dump saved no registers for is left out."""
+    size = thread_size(prog, prog["PAGE_SHIFT"].value_())
+    out = {}
+    for cpu in for_each_possible_cpu(prog):
+        base = per_cpu(prog["irq_stack_ptr"], cpu).value_()
+        if not base:
+            continue
+        sp = _saved_sp(prog, cpu)
+        if sp is None:
+            continue
+        out[cpu] = (base, sp) if base <= sp < base + size else (base, base + size)
+    return out
+
+
+def _saved_sp(prog: drgn.Program, cpu: int) -> int | None:
+    """The stack pointer the dump saved for ``cpu`` (ELF ``NT_PRSTATUS``,
+    what drgn unwinds the CPU's current task from): ``rsp`` or ``sp``; None
+    where it saved none (a live kernel)."""
+    try:
+        frame = prog.stack_trace(cpu_curr(prog, cpu))[0]
+    except (ValueError, LookupError, drgn.FaultError):
+        return None
+    for name in ("rsp", "sp"):
+        try:
+            return frame.register(name)
+        except (ValueError, LookupError):
+            continue
+    return None
+
+
 def _irq_stack_depth(prog: drgn.Program, cpu: int, size: int) -> int | None:
     """How far below the top of its interrupt stack a CPU on it stands:
     its saved stack pointer's offset in the stack's vmap'd alias, or None
@@ -86,9 +125,8 @@ def _irq_stack_depth(prog: drgn.Program, cpu: int, size: int) -> int | None:
         top = per_cpu(prog["pcpu_hot"], cpu).hardirq_stack_ptr.value_()
     else:
         return None
-    try:
-        sp = prog.stack_trace(cpu_curr(prog, cpu))[0].register("rsp")
-    except (ValueError, LookupError, drgn.FaultError):   # no saved registers (a live kernel)
+    sp = _saved_sp(prog, cpu)
+    if sp is None:                          # no saved registers (a live kernel)
         return None
     base = top + 8 - size                   # hardirq_stack_ptr is the top word's address
     return sp - base if base <= sp < base + size else None
@@ -105,7 +143,16 @@ def live_stack_spans(prog: drgn.Program, page_shift: int) -> Iterator[tuple[int,
     frames, full of stale pointers.  A task that was running has no saved
     SP we trust: all of its stack."""
     size = thread_size(prog, page_shift)
-    has_sp = has_member(prog, "struct thread_struct", "sp")
+    # where the switch saved a sleeping task's stack pointer: thread.sp
+    # (x86-64's __switch_to_asm), thread.cpu_context.sp (arm64's cpu_switch_to)
+    if has_member(prog, "struct thread_struct", "sp"):
+        def saved(task: drgn.Object) -> int:
+            return task.thread.sp.value_()
+    elif has_member(prog, "struct thread_struct", "cpu_context"):
+        def saved(task: drgn.Object) -> int:
+            return task.thread.cpu_context.sp.value_()
+    else:
+        saved = None
     has_on_cpu = has_member(prog, "struct task_struct", "on_cpu")
     for task in all_tasks(prog):
         base = task.stack.value_()
@@ -113,8 +160,8 @@ def live_stack_spans(prog: drgn.Program, page_shift: int) -> Iterator[tuple[int,
             continue
         lo = base
         running = task.on_cpu.value_() if has_on_cpu else 1
-        if has_sp and not running:
-            sp = task.thread.sp.value_()
+        if saved is not None and not running:
+            sp = saved(task)
             if base <= sp < base + size:
                 lo = sp
         yield lo, base + size

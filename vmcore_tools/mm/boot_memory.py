@@ -19,7 +19,7 @@ import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.mm import follow_phys
 
-from vmcore_tools.core.features import has_member, has_object, has_symbol
+from vmcore_tools.core.features import has_member, has_object, has_symbol, image_symbol
 from vmcore_tools.mm.kfence import kfence_pool
 from vmcore_tools.mm.memmap import Memmap
 
@@ -64,7 +64,7 @@ def _mapped_pfns(prog: drgn.Program, start: int, end: int, step: int) -> np.ndar
 def _image(prog: drgn.Program, memmap: Memmap) -> np.ndarray:
     if not (has_symbol(prog, "_text") and has_symbol(prog, "_end")):
         return np.zeros(0, np.int64)
-    return _mapped_pfns(prog, prog.symbol("_text").address, prog.symbol("_end").address, memmap.page_size)
+    return _mapped_pfns(prog, image_symbol(prog, "_text"), image_symbol(prog, "_end"), memmap.page_size)
 
 
 def _memmap(prog: drgn.Program, memmap: Memmap) -> np.ndarray:

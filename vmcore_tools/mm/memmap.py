@@ -165,6 +165,11 @@ class Memmap:
         pfn = (addr - self.direct_map) >> self.page_shift
         return pfn if 0 <= pfn < self.nr and addr >= self.direct_map else -1
 
+    def phys_of_virt(self, addr: int) -> int:
+        """Physical address of a direct-map address (-1 outside the direct map)."""
+        pfn = self.pfn_of_virt(addr)
+        return -1 if pfn < 0 else (pfn << self.page_shift) | (addr & ((1 << self.page_shift) - 1))
+
     def pfns_of_page_ptrs(self, ptrs: np.ndarray) -> np.ndarray:
         """Vectorized ``pfn_of_page_ptr`` over uint64 pointers (-1 where invalid)."""
         return self._pfns((ptrs.astype(np.uint64) - np.uint64(self.memmap)) // np.uint64(self.struct_size),

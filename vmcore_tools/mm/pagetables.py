@@ -9,10 +9,8 @@ Likewise a page the kernel maps outside the direct map without a
 ``vm_struct`` (espfix stacks, ``vm_map_ram``, fixmaps) is referenced only
 by a leaf entry, so the leaves of ``init_mm`` count as references.
 
-x86-64 layout: 4 or 5 levels (VMCOREINFO ``pgtable_l5_enabled``), 512
-entries of 8 bytes; bit 0 present; bit 7 at the PUD and PMD levels maps a
-huge page instead of pointing to a table; the address is bits 12-51
-(masked with ``physical_mask``).
+The entries' format and the levels are the architecture's
+(``arch.x86_64``, ``arch.arm64``).
 
 With page-table isolation (PTI, ``X86_FEATURE_PTI``) a PGD is an order-1
 block (``PGD_ALLOCATION_ORDER``): its second page is the user PGD
@@ -31,12 +29,11 @@ import drgn
 import numpy as np
 from drgn.helpers.linux.mm import follow_phys
 
+from vmcore_tools.arch import table_format
 from vmcore_tools.core.walk import tasks
-from vmcore_tools.core.features import has_object, has_symbol, vmcoreinfo_numbers
+from vmcore_tools.core.features import has_object, has_symbol, image_symbol
 from vmcore_tools.mm.memmap import Memmap
 
-_PRESENT = np.uint64(1)
-_HUGE = np.uint64(0x80)
 #: arch/x86/include/asm/cpufeatures.h: ``X86_FEATURE_PTI`` is bit 11 of word 7
 #: of ``x86_capability`` (4.15+; "pti" in /proc/cpuinfo).  A macro: not in DWARF.
 X86_FEATURE_PTI = (7, 11)
@@ -66,95 +63,97 @@ class PageTableWalk:
 
 
 def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
-    """Walk the kernel's and every process's page tables from the PGD."""
+    """Walk the kernel's and every process's page tables from the root, in
+    the format of the dump's architecture (``arch.table_format``)."""
     tables: set[int] = set()
     empty = PageTableWalk(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
-    if prog.platform is None or prog.platform.arch != drgn.Architecture.X86_64:
+    fmt = table_format(prog, a.page_shift)
+    if fmt is None:
         return empty
-    levels = 5 if vmcoreinfo_numbers(prog).get("pgtable_l5_enabled") else 4
-    addr_mask = np.uint64(0x000FFFFFFFFFF000)
-    if has_object(prog, "physical_mask"):
-        addr_mask &= np.uint64(prog["physical_mask"].value_())
-    shift = a.page_shift
+    levels, shift = fmt.levels, a.page_shift
+    # a root smaller than a page is an object of a slab cache (arm64's
+    # pgd_cache, 16 KiB pages and 48 bits): read, never claimed as a table
+    small_root = fmt.root_entries * 8 < (1 << shift)
 
-    def entries(pfn: int) -> np.ndarray | None:
+    def entries(phys: int, n: int) -> np.ndarray | None:
         try:
-            return np.frombuffer(prog.read(pfn << shift, 1 << shift, True), "<u8")
+            return np.frombuffer(prog.read(phys, 8 * n, True), "<u8")
         except drgn.FaultError:
             return None
 
     # Kernel address spaces: init_mm, and the private mms the kernel builds
     # for itself (text_poke's poking_mm, efi_mm).  Keep virtual addresses so
-    # leaves outside the direct map are known.  init_mm's PGD is in the
+    # leaves outside the direct map are known.  init_mm's root is in the
     # kernel image mapping, not the direct map: translate it.
     init_mm = prog["init_mm"].address_of_()
-    level = [(follow_phys(init_mm, init_mm.pgd.value_()).value_() >> shift, 0)]
+    roots = [follow_phys(init_mm, init_mm.pgd.value_()).value_()]
     for name in ("poking_mm", "efi_mm"):
         if has_object(prog, name):
             mm = prog[name]
             mm = mm if mm.type_.kind == drgn.TypeKind.POINTER else mm.address_of_()
             if mm and mm.pgd:
-                level.append((follow_phys(init_mm, mm.pgd.value_()).value_() >> shift, 0))
+                roots.append(follow_phys(init_mm, mm.pgd.value_()).value_())
+    for name in fmt.image_roots:
+        if has_symbol(prog, name):
+            roots.append(follow_phys(init_mm, image_symbol(prog, name)).value_())
     pti = pti_enabled(prog)
     if pti:     # the user PGDs, beside the kernel ones
-        level += [(pfn + 1, base) for pfn, base in level]
+        roots += [phys + (1 << shift) for phys in roots]
     direct_lo, direct_hi = a.direct_map, a.direct_map + (a.nr << shift)
     leaf_pfns: list[np.ndarray] = []
     leaf_vas: list[np.ndarray] = []
     huge_pfns: list[np.ndarray] = []
     huge_pages: list[np.ndarray] = []
     huge_vas: list[np.ndarray] = []
+    # (physical address of a table, virtual address its entry 0 maps)
+    level: list[tuple[int, int]] = [(phys, -1) for phys in roots]
     for depth in range(levels, 0, -1):
-        span = 1 << (shift + 9 * (depth - 1))     # bytes one entry maps
+        span = fmt.span(depth)
         nxt = []
-        for pfn, base in level:
+        for phys, base in level:
+            pfn = phys >> shift
             if not 0 <= pfn < a.nr or pfn in tables:     # kernel halves are shared
                 continue
-            tables.add(pfn)
-            e = entries(pfn)
+            root = base < 0
+            if not (root and small_root):
+                tables.add(pfn)
+            e = entries(phys, fmt.root_entries if root else fmt.entries)
             if e is None:
                 continue
-            vas = (np.uint64(base) + np.arange(512, dtype=np.uint64) * np.uint64(span))
-            if depth == levels:     # sign-extend the upper half of the address space
-                vas = np.where(np.arange(512) >= 256, vas | np.uint64(0xFFFF000000000000 if levels == 4
-                                                                    else 0xFE00000000000000), vas)
-            present = (e & _PRESENT).astype(bool)
+            vas = fmt.root_vas() if root else np.uint64(base) + np.arange(e.size, dtype=np.uint64) * np.uint64(span)
             inside = (vas >= np.uint64(direct_lo)) & (vas + np.uint64(span) <= np.uint64(direct_hi))
-            targets = ((e & addr_mask) >> np.uint64(shift)).astype(np.int64)
+            targets = fmt.pfn(e)
             if depth == 1:
-                sel = present & ~inside
+                sel = fmt.page(e) & ~inside
                 leaf_pfns.append(targets[sel])
                 leaf_vas.append(vas[sel])
                 continue
-            huge = (e & _HUGE).astype(bool) if depth in (2, 3) else np.zeros(512, bool)
-            mapped = present & huge & ~inside
+            mapped = fmt.block(e, depth) & ~inside
             if mapped.any():
                 huge_pfns.append(targets[mapped])
                 huge_pages.append(np.full(int(mapped.sum()), span >> shift, np.int64))
                 huge_vas.append(vas[mapped])
-            sel = present & ~huge
-            nxt.extend(zip(targets[sel].tolist(), vas[sel].tolist()))
+            sel = fmt.table(e, depth)
+            nxt.extend(zip((targets[sel] << shift).tolist(), vas[sel].tolist()))
         level = nxt
 
     # processes: only the table pages matter (their leaves are anon or file pages)
-    pgds = {a.pfn_of_virt(t.mm.pgd.value_()) for t in tasks(prog) if t.mm}
+    pgds = {a.phys_of_virt(t.mm.pgd.value_()) for t in tasks(prog) if t.mm}
     if pti:
-        pgds |= {p + 1 for p in pgds if p >= 0}
-    frontier = [p for p in pgds if p >= 0 and p not in tables]
+        pgds |= {p + (1 << shift) for p in pgds if p >= 0}
+    frontier = [(p, True) for p in pgds if p >= 0 and (p >> shift) not in tables]
     for depth in range(levels, 0, -1):
         nxt_pfns: set[int] = set()
-        for pfn in frontier:
-            tables.add(pfn)
+        for phys, root in frontier:
+            if not (root and small_root):
+                tables.add(phys >> shift)
             if depth == 1:
                 continue
-            e = entries(pfn)
+            e = entries(phys, fmt.root_entries if root else fmt.entries)
             if e is None:
                 continue
-            present = (e & _PRESENT).astype(bool)
-            if depth in (2, 3):
-                present &= ~(e & _HUGE).astype(bool)
-            nxt_pfns.update(((e[present] & addr_mask) >> np.uint64(shift)).astype(np.int64).tolist())
-        frontier = [p for p in nxt_pfns if 0 <= p < a.nr and p not in tables]
+            nxt_pfns.update(fmt.pfn(e[fmt.table(e, depth)]).tolist())
+        frontier = [(p << shift, False) for p in nxt_pfns if 0 <= p < a.nr and p not in tables]
     pfns = np.concatenate(leaf_pfns) if leaf_pfns else np.zeros(0, np.int64)
     vas = np.concatenate(leaf_vas) if leaf_vas else np.zeros(0, np.uint64)
     ok = (pfns >= 0) & (pfns < a.nr)

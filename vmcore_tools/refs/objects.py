@@ -20,7 +20,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.core.features import has_symbol, has_type
+from vmcore_tools.core.features import has_symbol, has_type, image_symbol
 from vmcore_tools.core.stages import run_stage
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans
@@ -283,7 +283,7 @@ def kept_sysctl_headers(t: ObjectTracer) -> KeptRule | None:
         return None
     ty = prog.type("struct ctl_table_header")
     arg, root = drgn.offsetof(ty, "ctl_table_arg") // 8, drgn.offsetof(ty, "root") // 8
-    lo, hi = np.uint64(prog.symbol("_stext").address), np.uint64(prog.symbol("_end").address)
+    lo, hi = np.uint64(image_symbol(prog, "_stext")), np.uint64(image_symbol(prog, "_end"))
     table_root = np.uint64(prog.symbol("sysctl_table_root").address)
 
     def test(words: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import drgn
 import numpy as np
 
-from vmcore_tools.core.features import has_object, has_symbol
+from vmcore_tools.core.features import has_object, has_symbol, image_symbol
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.references import Reference
 
@@ -43,8 +43,8 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     image = np.zeros(vas.size, bool)
     if has_symbol(prog, "_text"):
         pmd = 1 << (a.page_shift + 9)          # 512 entries per table
-        end = -(-prog.symbol("_end").address // pmd) * pmd
-        image = (vas >= np.uint64(prog.symbol("_text").address)) & (vas < np.uint64(end))
+        end = -(-image_symbol(prog, "_end") // pmd) * pmd
+        image = (vas >= np.uint64(image_symbol(prog, "_text"))) & (vas < np.uint64(end))
     cand = ctx.candidate_of(pfns)
     hit = np.flatnonzero((cand >= 0) & ~image)
     heads = cand[hit]

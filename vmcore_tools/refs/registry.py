@@ -193,6 +193,12 @@ ROOTS: tuple[Root, ...] = (
          "keep the generic rule.",
          "Intel VT-d with dmar_domain.pgd (5.x to 6.x); other IOMMUs are named as not read",
          "tests/kernels/test_iommu.py::test_pages_leaked_while_dma_mapped_are_orphaned"),
+    Root("GICv3 ITS tables", roots.scan_its_tables, frozenset({TABLE_ENTRY}),
+         "A GICv3 ITS keeps its device and vPE tables in memory; an indirect one's level-1 table names each "
+         "level-2 table by its physical address with GITS_BASER.Valid (bit 63) set, allocated when the first "
+         "device of its ID range appears and kept nowhere else (gic_its.py: its_nodes, its_node.tables[]).",
+         "arm64 with a GICv3 ITS (QEMU virt, gic-version=3)",
+         "tests/kernels/test_arm64.py::test_exactly_the_planted_leaks_are_orphaned"),
     Root("referenced pages", roots.scan_referenced_pages,
          frozenset({STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY}),
          "An unattributed page that is referenced is live memory: a large buffer, a descriptor ring "

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import drgn
 import numpy as np
+from drgn.helpers.linux.mm import follow_phys
 
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.core.features import has_symbol
+from vmcore_tools.core.features import has_symbol, image_symbol
 from vmcore_tools.core.stages import record_damage
 from vmcore_tools.kernel.bio_cache import cached_bios
+from vmcore_tools.kernel.gic_its import its_level2_tables
 from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.kernel.iommu import iommu_tables
 from vmcore_tools.kernel.lru import lru_list_heads
@@ -25,6 +27,7 @@ from vmcore_tools.kernel.percpu_batches import percpu_batches
 from vmcore_tools.kernel.stacks import cached_stack_pfns, dead_irq_stack_spans, live_stack_spans
 from vmcore_tools.kernel.virtqueues import virtqueues
 from vmcore_tools.mm.boot_memory import percpu_units
+from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.mm.pageflags import page_flag_bits
 from vmcore_tools.net.page_pool import dma_index_nodes
 from vmcore_tools.refs.engine import ScanEngine
@@ -50,12 +53,12 @@ def scan_image(ctx: ScanEngine) -> None:
     boot-time hash tables are found only there) -- minus the parts of
     the image the kernel frees at boot (``FREED_IMAGE_SPANS``)."""
     prog = ctx.prog
-    freed = [(prog.symbol(lo).address, prog.symbol(hi).address)
+    freed = [(image_symbol(prog, lo), image_symbol(prog, hi))
              for lo, hi in FREED_IMAGE_SPANS if has_symbol(prog, lo) and has_symbol(prog, hi)]
     for lo, hi in (("_sdata", "_edata"), ("__bss_start", "__bss_stop"),
                    ("__start_ro_after_init", "__end_ro_after_init")):
         if has_symbol(prog, lo):
-            for start, end in subtract_spans(prog.symbol(lo).address, prog.symbol(hi).address, freed):
+            for start, end in subtract_spans(image_symbol(prog, lo), image_symbol(prog, hi), freed):
                 ctx.read.virt(start, end, "data")
 
 
@@ -119,8 +122,31 @@ def scan_rx_buffers(ctx: ScanEngine) -> None:
 def skip_dead_irq_stack_frames(ctx: ScanEngine) -> None:
     """The dead part of each CPU's interrupt stack -- all of it where the CPU
     is not in an interrupt, the part below its stack pointer where it is --
-    is not read by ``scan_percpu_first_chunk`` (``stacks.dead_irq_stack_spans``)."""
-    ctx.exclude(dead_irq_stack_spans(ctx.prog).values())
+    is not read (``stacks.dead_irq_stack_spans``): by ``scan_percpu_first_chunk``
+    where the stack is per-CPU data (x86-64), by ``scan_vmalloc`` where it is
+    vmalloc'd (arm64), which reads its pages through the direct map."""
+    for lo, hi in dead_irq_stack_spans(ctx.prog).values():
+        ctx.exclude(direct_map_spans(ctx.prog, ctx.memmap, lo, hi))
+
+
+def direct_map_spans(prog: drgn.Program, a: Memmap, lo: int, hi: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` as the direct map sees it: itself where it lies there,
+    else each page's part at the direct-map address of the page the
+    kernel's page tables map it to (a vmalloc'd stack's pages are
+    scattered); what is not mapped is left out."""
+    if a.pfn_of_virt(lo) >= 0:
+        return [(lo, hi)]
+    init_mm, size, out = prog["init_mm"].address_of_(), a.page_size, []
+    at = lo
+    while at < hi:
+        end = min(hi, (at // size + 1) * size)
+        try:
+            phys = follow_phys(init_mm, at).value_()
+            out.append((a.direct_map + phys, a.direct_map + phys + (end - at)))
+        except drgn.FaultError:
+            pass
+        at = end
+    return out
 
 
 def skip_percpu_batches(ctx: ScanEngine) -> None:
@@ -204,6 +230,17 @@ def scan_iommu_tables(ctx: ScanEngine) -> None:
         head = int(ctx.candidate_of(np.array([pfn], np.int64))[0]) if at else -1
         if head >= 0:
             ctx.add_reference(Reference(head, TABLE_ENTRY, at, "iommu", what))
+
+
+def scan_its_tables(ctx: ScanEngine) -> None:
+    """The level-2 tables of the GICv3 ITS's indirect tables (arm64,
+    ``gic_its.its_level2_tables``): each held by the level-1 entry that
+    names it by its physical address with the valid bit, which no other
+    root counts (bit 63 is set)."""
+    for pfn, (at, what) in its_level2_tables(ctx.prog, ctx.memmap).items():
+        head = int(ctx.candidate_of(np.array([pfn], np.int64))[0])
+        if head >= 0:
+            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "its", what))
 
 
 # -- the closure: what referenced pages hold -----------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
-from vmcore_tools.core.features import has_symbol
+from vmcore_tools.core.features import has_symbol, image_symbol
 from vmcore_tools.mm.boot_memory import boot_extents
 from vmcore_tools.refs.reader import in_spans, merged_spans
 
@@ -48,7 +48,7 @@ def boot_memory_not_read(census: Census, spans: list[list[int]]) -> dict[str, in
     pfn_lo.append((lo[in_direct] - np.uint64(a.direct_map)) >> np.uint64(a.page_shift))
     pfn_hi.append((hi[in_direct] - np.uint64(a.direct_map) + np.uint64(a.page_size - 1)) >> np.uint64(a.page_shift))
     if has_symbol(prog, "_text") and has_symbol(prog, "_end"):
-        text, end = prog.symbol("_text").address, prog.symbol("_end").address
+        text, end = image_symbol(prog, "_text"), image_symbol(prog, "_end")
         try:
             first = follow_phys(prog["init_mm"].address_of_(), text).value_() >> a.page_shift
         except drgn.FaultError:

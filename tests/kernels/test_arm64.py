@@ -1,0 +1,94 @@
+"""Debian's arm64 kernels (sample_cores/arch.py): the same guests as on
+amd64 -- the i40e leak and the shapes of vmct_shapes, the blocks of
+vmct_blocks, the decoys of vmct_workload -- on QEMU's virt machine, their
+modules cross-built, their userspace an arm64 root of Debian packages.
+
+What differs and is tested here: the page tables (arm64's descriptors,
+``arch.arm64``), the image's absolute symbols (``features.image_symbol``),
+the stacks (``thread.cpu_context.sp``, vmalloc'd interrupt stacks at
+``irq_stack_ptr``) and the GICv3 ITS's level-2 tables (``gic_its``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmcore_tools import orphans
+from vmcore_tools.kernel.gic_its import its_level2_tables
+from vmcore_tools.kernel.stacks import dead_irq_stack_spans
+from vmcore_tools.leaks.verdict import verdict
+
+from ..conftest import cli_json, lines, sample_core
+
+pytestmark = pytest.mark.vm
+#: Debian's arm64 lines; 6.1's runs in make test
+ARM64 = ("6.1-arm64", "6.12-arm64", "6.12-arm64-16k")
+
+
+@pytest.fixture(scope="module", params=lines(ARM64, ci=("6.1-arm64",)))
+def arm64(request):
+    core = sample_core("i40e-leak", request.param)
+    return core, orphans(core.program())
+
+
+def within(a: int, b: int, rel: float) -> bool:
+    return abs(a - b) <= rel * max(a, b)
+
+
+def test_the_core_is_arm64_and_says_so(arm64):
+    core, r = arm64
+    doc = cli_json("info", *core.args)
+    assert doc["machine"] == "aarch64"
+    assert doc["page_size"] == 1 << r.census.prog["PAGE_SHIFT"].value_()
+
+
+def test_the_census_matches_the_kernels_counters(arm64):
+    core, r = arm64
+    c = r.census
+    t = c.totals()
+    assert sum(t.values()) == c.total_pages and t["unreadable"] == 0 and t["damaged"] == 0
+    assert t["free"] == c.counters["free"]
+    for ours, counter in ((("anon",), "anon"), (("file", "shmem"), "file"),
+                          (("page_table",), "page_tables"), (("vmalloc", "kernel_stack"), "vmalloc")):
+        assert within(sum(t[o] for o in ours), c.counters[counter], 0.01), (ours, t, c.counters)
+
+
+def test_exactly_the_planted_leaks_are_orphaned(arm64):
+    """Every page the modules lost is orphaned and nothing else: the
+    kernel's own tables (swapper_pg_dir's and the KPTI trampoline's lower
+    levels), the image's .bss up to its absolute ``__bss_stop``, the live
+    parts of the stacks and the ITS's level-2 tables are all read."""
+    core, r = arm64
+    assert {o.pfn for o in r.orphans} == set(core.expected_orphans())
+    assert not r.problems
+    kinds = {leak["ring"] for leak in core.manifest["planted_leaks"]}
+    assert {"eth2/0", "irq-stack", "idle-request", "lru-list", "table", "page-pool"} <= kinds
+
+
+def test_the_its_level2_table_is_held_by_its_level1_entry(arm64):
+    """QEMU's GICv3 ITS on virt has an indirect device table: the level-2
+    table of the devices in use is named only by its level-1 entry."""
+    core, r = arm64
+    tables = its_level2_tables(r.census.prog, r.census.memmap)
+    assert tables, "no indirect ITS table: nothing for the root to decide"
+    for pfn, (at, what) in tables.items():
+        assert any(ref.address == at for ref in r.references.get(pfn, [])), (pfn, r.references.get(pfn))
+
+
+def test_an_interrupt_stack_is_dead_below_the_cpus_stack_pointer(arm64):
+    """Each CPU's interrupt stack (vmalloc'd) is known, and the page an
+    interrupt handler left its address on (vmct_shapes' irq-stack) is
+    orphaned."""
+    core, r = arm64
+    prog = r.census.prog
+    spans = dead_irq_stack_spans(prog)
+    assert set(spans) == set(range(prog["nr_cpu_ids"].value_()))
+    assert all(lo < hi for lo, hi in spans.values())
+    lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "irq-stack"]
+    assert lost and set(lost) <= {o.pfn for o in r.orphans}
+
+
+def test_a_clean_arm64_core_has_no_leak():
+    core = sample_core("no-leak", "6.1-arm64")
+    r = orphans(core.program())
+    assert r.orphans == [], [(o.pfn, o.order, o.refcount) for o in r.orphans]
+    assert verdict(r).startswith("No orphaned page")
