@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .apt import PrivateApt
 from .arch import GuestArch
-from .toolchain import SuiteRoot
+from .toolchain import SuiteRoot, machine_suite
 
 if TYPE_CHECKING:
     from .kernels import Kernel
@@ -73,9 +73,11 @@ class GuestRoot(SuiteRoot):
 
 def guest_root_of(k: "Kernel", log=print) -> GuestRoot | None:
     """The unpacked root a guest of kernel ``k`` runs, None where it runs
-    this machine's own (``arch.GuestArch.native``)."""
-    from .kernels import debian_line
+    this machine's own (``arch.GuestArch.native``): this machine's suite
+    built for the guest's architecture, whatever suite the kernel comes
+    from (a backports suite has no userspace of its own), as an amd64
+    guest runs this machine's userspace."""
     if k.arch.native:
         return None
-    line = debian_line(k.line)
-    return GuestRoot(line.apt_name, line.suites, k.arch).ensure(log)
+    suite = machine_suite()
+    return GuestRoot(suite, (("debian", suite), ("security", f"{suite}-security")), k.arch).ensure(log)

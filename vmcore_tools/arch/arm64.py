@@ -13,6 +13,8 @@ Facts (the Arm ARM's VMSAv8-64 descriptors, ``arch/arm64/include/asm/pgtable-hwd
   so it may hold fewer entries (2 with 16 KiB pages and 48 bits).
 * the kernel's root (``swapper_pg_dir``, TTBR1) maps the top ``2^VA_BITS``
   bytes of the address space; a process's (TTBR0) the bottom ones.
+* ``vmemmap_populate()`` maps the memmap with PMD blocks with 4 KiB pages
+  only, with base pages otherwise (``vmemmap_populate_basepages()``).
 * with KPTI the CPU runs user mode on ``tramp_pg_dir`` (in the image),
   which maps the exception entry trampoline through lower tables of its
   own, allocated at boot (``map_entry_trampoline()``): only its entries
@@ -66,4 +68,6 @@ def table_format(prog: drgn.Program, page_shift: int) -> TableFormat:
         table=table, block=block, page=lambda e: valid(e) & (e & TABLE_BIT).astype(bool),
         pfn=lambda e: ((e & mask) >> shift).astype(np.int64),
         image_roots=("tramp_pg_dir",),
+        vmemmap_block=(1 << (2 * page_shift - 3)) if page_shift == 12 else 1 << page_shift,
+        image_end_align=1 << page_shift,                # map_kernel(): its segments, to PAGE_ALIGN(_end)
     )

@@ -34,6 +34,11 @@ class TableFormat:
     #: roots of kernel address spaces the image holds besides ``init_mm``'s
     #: (linker symbols), whose lower tables come from the page allocator
     image_roots: tuple[str, ...] = ()
+    #: bytes of the memmap (``vmemmap``) one mapping maps with contiguous
+    #: memory: a PMD block where the architecture maps it so, else a page
+    vmemmap_block: int = 0
+    #: the kernel image's mapping ends at ``_end`` rounded up to this many bytes
+    image_end_align: int = 0
 
     @property
     def entries(self) -> int:

@@ -37,4 +37,6 @@ def table_format(prog: drgn.Program, page_shift: int) -> TableFormat:
         table=lambda e, depth: (e & PRESENT).astype(bool) & ~huge(e, depth),
         block=lambda e, depth: (e & PRESENT).astype(bool) & huge(e, depth),
         pfn=lambda e: ((e & mask) >> shift).astype(np.int64),
+        vmemmap_block=1 << (2 * page_shift - 3),       # vmemmap_populate_hugepages(): PMD blocks
+        image_end_align=1 << (2 * page_shift - 3),     # cleanup_highmap() keeps the image's 2 MiB pages
     )

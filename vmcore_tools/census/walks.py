@@ -22,7 +22,7 @@ from vmcore_tools.kernel.stacks import all_tasks
 from vmcore_tools.census.classify import claim, claim_range
 from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.features import constant, has_member, has_object, has_symbol, vmcoreinfo_numbers
-from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.mm.memmap import Memmap, max_buddy_order
 from vmcore_tools.net.rings import RingScan
 from vmcore_tools.core.arrays import unique
 
@@ -182,7 +182,10 @@ def walk_pcp_lists(prog: drgn.Program, m: Memmap, zones: list[ZoneFree],
     member = "pcp_list" if has_member(prog, "struct page", "pcp_list") else "lru"
     pcptypes = constant(prog, "MIGRATE_PCPTYPES") or 3
     costly = 3  # PAGE_ALLOC_COSTLY_ORDER
-    thp_order = prog["pageblock_order"].value_() if has_object(prog, "pageblock_order") else 9
+    # pageblock_order where it is a variable, else a PMD's order (HPAGE_PMD_ORDER: a
+    # table of PAGE_SIZE / 8 entries), at most the buddy allocator's largest
+    thp_order = (prog["pageblock_order"].value_() if has_object(prog, "pageblock_order")
+                 else min(m.page_shift - 3, max_buddy_order(prog)))
     pageset = "per_cpu_pageset" if has_member(prog, "struct zone", "per_cpu_pageset") else "pageset"
     list_head = prog.type("struct list_head").size
     cpus = list(for_each_possible_cpu(prog))

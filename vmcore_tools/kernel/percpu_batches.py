@@ -21,7 +21,8 @@ empties by a count alone, never clearing a slot it is done with:
   slots are free too: allocated in SLUB's eyes, but their words are those of
   their last use (``skb->head`` naming a page since freed, used again and
   lost), until ``napi_skb_cache_get()`` hands one out and clears it.
-* ``struct page_frag_1k`` (``napi_alloc_cache.page_small``, 6.1 to 6.x):
+* ``struct page_frag_1k`` (``napi_alloc_cache.page_small``, 6.1 to 6.x,
+  with 4 KiB pages; an empty struct with larger ones):
   ``page_frag_alloc_1k()`` takes a page with one reference for each of its
   four 1 KiB frags and hands them out from the top down (``offset``),
   keeping none: once ``offset`` is 0 every reference went with a frag, and
@@ -85,7 +86,11 @@ def batch_paths(prog: drgn.Program) -> dict[str, list[tuple[str, BatchType]]]:
         name = f"{t.kind.name.lower()} {t.tag}" if t.tag else None
         if name in found:
             return found[name]
-        paths = [("", wanted[name])] if name in wanted else []     # a batch may hold another
+        # a batch may hold another; a type without its members is no batch
+        # (page_frag_1k is an empty struct where pages are not 4 KiB)
+        members = {m.name for m in t.members}
+        paths = [("", wanted[name])] if name in wanted and {wanted[name].count, wanted[name].slots} <= members \
+            else []
         paths += [(f".{m.name}{path}" if m.name else path, b)    # an anonymous member's are the struct's
                   for m in t.members for path, b in inside(m.type)]
         if name:

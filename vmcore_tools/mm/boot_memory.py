@@ -19,12 +19,10 @@ import numpy as np
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.mm import follow_phys
 
+from vmcore_tools.arch import table_format
 from vmcore_tools.core.features import has_member, has_object, has_symbol, image_symbol
 from vmcore_tools.mm.kfence import kfence_pool
 from vmcore_tools.mm.memmap import Memmap
-
-#: the memmap is mapped in blocks of this many bytes or less (a PMD on x86-64 and arm64 with 4 KiB pages)
-MEMMAP_STEP = 2 << 20
 
 
 def boot_extents(prog: drgn.Program, memmap: Memmap) -> dict[str, np.ndarray]:
@@ -70,7 +68,9 @@ def _image(prog: drgn.Program, memmap: Memmap) -> np.ndarray:
 def _memmap(prog: drgn.Program, memmap: Memmap) -> np.ndarray:
     """The pages behind the struct pages of the valid PFN ranges (the holes between them have none)."""
     size = memmap.struct_size
-    parts = [_mapped_pfns(prog, memmap.memmap + lo * size, memmap.memmap + hi * size, MEMMAP_STEP)
+    fmt = table_format(prog, memmap.page_shift)
+    step = fmt.vmemmap_block if fmt is not None else memmap.page_size    # blocks as the architecture maps it
+    parts = [_mapped_pfns(prog, memmap.memmap + lo * size, memmap.memmap + hi * size, step)
              for lo, hi in memmap.ranges]
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 

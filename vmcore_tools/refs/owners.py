@@ -7,6 +7,7 @@ from __future__ import annotations
 import drgn
 import numpy as np
 
+from vmcore_tools.arch import table_format
 from vmcore_tools.core.features import has_object, has_symbol, image_symbol
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.references import Reference
@@ -17,12 +18,13 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     -- a 4K leaf, or any page of a huge one (the vmemmap of hot-added
     memory) -- and outside the kernel image's own mapping: the image's freed gaps
     (init memory, section padding) may still be mapped there on older
-    kernels, as aliases of pages reused since.  That mapping is made of
-    whole PMDs (x86's ``cleanup_highmap()`` keeps ``_text`` up to
-    ``_brk_end`` rounded up to a PMD), so it also covers the free memory
-    after ``_end`` in its last PMD: pages the buddy allocator hands to
-    anyone (a leaked rx page too), still mapped there as 4K leaves once
-    ``set_memory_*()`` split that PMD.
+    kernels, as aliases of pages reused since.  Where that mapping is made
+    of whole PMDs (x86's ``cleanup_highmap()`` keeps ``_text`` up to
+    ``_brk_end`` rounded up to a PMD: ``TableFormat.image_end_align``), it
+    also covers the free memory after ``_end`` in its last PMD: pages the
+    buddy allocator hands to anyone (a leaked rx page too), still mapped
+    there as 4K leaves once ``set_memory_*()`` split that PMD; arm64 maps
+    the image to ``_end`` rounded up to a page.
 
     The pages mapped inside the vmemmap are ``struct page`` arrays (the
     memmap of hot-added memory, ``vmemmap_alloc_block()``: 2 MiB blocks
@@ -42,8 +44,9 @@ def kernel_mappings(ctx: ScanEngine) -> None:
                           + (within << a.page_shift).astype(np.uint64)])
     image = np.zeros(vas.size, bool)
     if has_symbol(prog, "_text"):
-        pmd = 1 << (a.page_shift + 9)          # 512 entries per table
-        end = -(-image_symbol(prog, "_end") // pmd) * pmd
+        fmt = table_format(prog, a.page_shift)
+        align = fmt.image_end_align if fmt is not None else a.page_size
+        end = -(-image_symbol(prog, "_end") // align) * align
         image = (vas >= np.uint64(image_symbol(prog, "_text"))) & (vas < np.uint64(end))
     cand = ctx.candidate_of(pfns)
     hit = np.flatnonzero((cand >= 0) & ~image)
