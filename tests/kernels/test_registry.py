@@ -54,9 +54,11 @@ PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq r
 #: the 6.1 cores each entry is tried on: those of the i40e leak; for CMA,
 #: which no Debian kernel has, the cma core of the kernel built with it; for
 #: KFENCE, which Debian's 6.1 lacks and its later kernels leave off, the
-#: kfence core of 6.12 (booted with kfence.sample_interval)
+#: kfence core of 6.12 (booted with kfence.sample_interval); for the GICv3
+#: ITS, which only arm64's virt machine has, the 6.1 arm64 core
 CORES = (("i40e-leak", "6.1"), ("i40e-leak-kdump", "6.1"))
-ON_CORES = {"CMA allocations": (("cma", "6.1-page-owner"),), "KFENCE objects": (("kfence", "6.12"),)}
+ON_CORES = {"CMA allocations": (("cma", "6.1-page-owner"),), "KFENCE objects": (("kfence", "6.12"),),
+            "GICv3 ITS tables": (("i40e-leak", "6.1-arm64"),)}
 #: entries tried with another one left out on both sides: on 6.1,
 #: alloc_contig_range() leaves an allocation's pages linked to each other
 #: through page->lru (split_map_pages()' local list, dead once it returns),
