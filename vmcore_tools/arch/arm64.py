@@ -5,8 +5,10 @@ Facts (the Arm ARM's VMSAv8-64 descriptors, ``arch/arm64/include/asm/pgtable-hwd
 * bits[1:0] of an entry: ``x0`` invalid; ``11`` a table at every level but
   the last, a page at the last; ``01`` a block (a huge page) where the
   granule allows one: PMD and PUD with 4 KiB pages, PMD alone with 16 KiB.
-* the output address is bits [47:PAGE_SHIFT] (48-bit physical addresses:
-  Debian's 4 KiB and 16 KiB kernels; 52-bit ones keep more bits elsewhere).
+* the output address is bits [47:PAGE_SHIFT]: physical addresses below
+  256 TiB.  With 52-bit addresses (LPA2, which Debian's 6.12 kernels use
+  for virtual addresses on a CPU that has it) bits [49:48] and [9:8] would
+  carry more, which no memory here reaches.
 * a table holds ``PAGE_SIZE / 8`` entries, each level resolving
   ``PAGE_SHIFT - 3`` bits of the address; the root resolves what is left of
   the ``VA_BITS`` the kernel runs with (``64 - TCR_EL1_T1SZ``, VMCOREINFO),
