@@ -20,8 +20,9 @@ class TableFormat:
     #: entries of the kernel's root table (fewer than a page holds where the
     #: top level resolves fewer bits), and of every other table
     root_entries: int
-    #: the virtual address of the kernel root's entry 0, and whether the
-    #: upper half of a full root is sign-extended (x86-64's canonical form)
+    #: the virtual address of the kernel root's entry 0 (a private mm's
+    #: root, such as ``efi_mm``'s, maps from 0), and whether the upper half
+    #: of a full root is sign-extended (x86-64's canonical form)
     root_base: int
     sign_extend_upper_half: bool
     #: entry -> bool: pointing to a next-level table (``depth`` > 1);
@@ -49,10 +50,12 @@ class TableFormat:
         """Bytes one entry at ``depth`` maps."""
         return 1 << (self.page_shift + (self.page_shift - 3) * (depth - 1))
 
-    def root_vas(self) -> np.ndarray:
-        """The virtual address each entry of the kernel's root table maps from."""
+    def root_vas(self, kernel: bool = True) -> np.ndarray:
+        """The virtual address each entry of a root table maps from: the
+        kernel's, or a private mm's (``kernel=False``)."""
         n = self.root_entries
-        vas = np.uint64(self.root_base) + np.arange(n, dtype=np.uint64) * np.uint64(self.span(self.levels))
+        base = self.root_base if kernel else 0
+        vas = np.uint64(base) + np.arange(n, dtype=np.uint64) * np.uint64(self.span(self.levels))
         if self.sign_extend_upper_half:
             top = 64 - (self.page_shift + (self.page_shift - 3) * self.levels)
             high = np.uint64(((1 << top) - 1) << (64 - top))

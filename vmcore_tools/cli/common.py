@@ -18,7 +18,7 @@ import click
 import drgn
 
 from vmcore_tools.core.parallel import default_jobs, set_jobs
-from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, failed_stages
+from vmcore_tools.core.stages import EXIT_BAD_INPUT, EXIT_LEAK, EXIT_PARTIAL, failed_stages, set_live
 from vmcore_tools.core.target import TargetError, check_arch, open_program
 
 
@@ -83,10 +83,12 @@ def open_target(core, vmlinux, debug_dirs) -> drgn.Program:
             sys.exit(EXIT_BAD_INPUT)
         if _jobs:       # the session's program reads in one process unless told
             set_jobs(_session_program, _jobs)
+        set_live(_session_program)
         return _session_program
     try:
         prog = open_program(core, vmlinux, debug_dirs)
         set_jobs(prog, _jobs or default_jobs())
+        set_live(prog)
         return prog
     except TargetError as e:
         click.echo(f"vmcore-tools: error: {e}", err=True)

@@ -141,6 +141,17 @@ class StageDamaged(StageFailure):
 #: the page tables)
 NOT_MAPPED = "address is not mapped"
 
+#: whether the program analysed is the running kernel: there a pointer that
+#: leads nowhere is a race with the kernel (an area freed between two
+#: reads), not damage (``set_live``)
+_live: ContextVar[bool] = ContextVar("live_program", default=False)
+
+
+def set_live(prog: drgn.Program) -> None:
+    """Say whether the program the stages read is the running kernel."""
+    _live.set(bool(prog.flags & drgn.ProgramFlags.IS_LIVE))
+
+
 #: the stage running now and its problems list (``run_stage``), for ``record_damage``
 _running: ContextVar[tuple[str, str, list[str]] | None] = ContextVar("running_stage", default=None)
 
@@ -192,7 +203,7 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
             raise RuntimeError("failure injected by VMCORE_TOOLS_FAIL_STAGE")
         return fn()
     except drgn.FaultError as e:
-        if NOT_MAPPED in str(e):
+        if NOT_MAPPED in str(e) and not _live.get():
             line = StageDamaged(name, f"{label}: a pointer leads where the kernel's own page tables map "
                                 f"nothing ({e}): damaged, or changed under a live read; partial result, "
                                 f"{STAGES[name]}", label)

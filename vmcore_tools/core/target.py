@@ -19,6 +19,8 @@ from vmcore_tools.core.debuginfo import module_files, quiet_drgn, use_module_fil
 LIVE = "/proc/kcore"
 #: architectures whose memory layout the analysis knows
 SUPPORTED_ARCHES = (drgn.Architecture.X86_64, drgn.Architecture.AARCH64)
+#: page sizes tested: x86-64's, arm64's 4 KiB and 16 KiB flavours
+SUPPORTED_PAGE_SIZES = (4096, 16384)
 
 
 class TargetError(Exception):
@@ -32,6 +34,14 @@ def check_arch(prog: drgn.Program, target: str) -> None:
     if arch not in SUPPORTED_ARCHES:
         raise TargetError(f"{target}: a {arch.name.lower() if arch else 'unknown'} kernel; vmcore-tools "
                           "supports x86-64 and aarch64 only (their page tables and stacks)")
+    try:
+        page_size = prog["PAGE_SIZE"].value_()
+    except (KeyError, LookupError, drgn.FaultError):
+        return
+    if page_size not in SUPPORTED_PAGE_SIZES:
+        raise TargetError(f"{target}: {page_size // 1024} KiB pages; vmcore-tools supports 4 and 16 KiB "
+                          "pages only (arm64's 64 KiB kernels are untested, and with 52-bit addresses run "
+                          "on 48 bits their kernel root starts past swapper_pg_dir)")
 
 
 def open_program(core: str | os.PathLike | None = None,

@@ -16,6 +16,7 @@ from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.percpu import per_cpu
 from drgn.helpers.linux.sched import cpu_curr
 
+from vmcore_tools.arch import irq_stack_ptr_is_base
 from vmcore_tools.core.walk import tasks
 from vmcore_tools.core.features import has_member, has_object
 from vmcore_tools.mm.memmap import Memmap
@@ -51,7 +52,7 @@ def dead_irq_stack_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
     top of a vmap'd alias, 5.10+), so its pointer is taken as an offset
     from there; the dump saved it in the CPU's register notes (ELF
     ``NT_PRSTATUS``, what drgn unwinds the CPU's current task from)."""
-    if has_object(prog, "irq_stack_ptr"):
+    if has_object(prog, "irq_stack_ptr") and irq_stack_ptr_is_base(prog):
         return _dead_irq_stack_ptr_spans(prog)
     if not has_object(prog, "irq_stack_backing_store"):
         return {}

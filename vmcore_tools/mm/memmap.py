@@ -437,11 +437,15 @@ def whole_vmemmap(prog: drgn.Program, fault: drgn.FaultError) -> list[tuple[int,
     the kernel does not export it; x86-64 keeps it in ``vmemmap_base``
     (``CONFIG_RANDOMIZE_MEMORY``).  Without either, ``fault`` is raised
     again."""
+    # probe the struct page of the lowest PFN with memory (RAM starts at 1
+    # GiB on arm64's virt machine: PFN 0 has no struct page there)
+    first = prog["min_low_pfn"].value_() if has_object(prog, "min_low_pfn") else 0
+    size = prog.type("struct page").size
     base = None
     for find in (lambda: prog["vmemmap_base"].value_(), lambda: pfn_to_page(prog, 0).value_()):
         try:
             base = find()
-            prog.read(base, 1)
+            prog.read(base + first * size, 1)
             break
         except (KeyError, LookupError, drgn.FaultError):
             base = None

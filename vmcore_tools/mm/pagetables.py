@@ -85,28 +85,31 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
     # for itself (text_poke's poking_mm, efi_mm).  Keep virtual addresses so
     # leaves outside the direct map are known.  init_mm's root is in the
     # kernel image mapping, not the direct map: translate it.
+    # (physical address, whether it maps the kernel's half: the private mms'
+    # map from 0, arm64's through TTBR0)
     init_mm = prog["init_mm"].address_of_()
-    roots = [follow_phys(init_mm, init_mm.pgd.value_()).value_()]
+    roots = [(follow_phys(init_mm, init_mm.pgd.value_()).value_(), True)]
     for name in ("poking_mm", "efi_mm"):
         if has_object(prog, name):
             mm = prog[name]
             mm = mm if mm.type_.kind == drgn.TypeKind.POINTER else mm.address_of_()
             if mm and mm.pgd:
-                roots.append(follow_phys(init_mm, mm.pgd.value_()).value_())
+                roots.append((follow_phys(init_mm, mm.pgd.value_()).value_(), False))
     for name in fmt.image_roots:
         if has_symbol(prog, name):
-            roots.append(follow_phys(init_mm, image_symbol(prog, name)).value_())
+            roots.append((follow_phys(init_mm, image_symbol(prog, name)).value_(), True))
     pti = pti_enabled(prog)
     if pti:     # the user PGDs, beside the kernel ones
-        roots += [phys + (1 << shift) for phys in roots]
+        roots += [(phys + (1 << shift), kernel) for phys, kernel in roots]
     direct_lo, direct_hi = a.direct_map, a.direct_map + (a.nr << shift)
     leaf_pfns: list[np.ndarray] = []
     leaf_vas: list[np.ndarray] = []
     huge_pfns: list[np.ndarray] = []
     huge_pages: list[np.ndarray] = []
     huge_vas: list[np.ndarray] = []
-    # (physical address of a table, virtual address its entry 0 maps)
-    level: list[tuple[int, int]] = [(phys, -1) for phys in roots]
+    # (physical address of a table, virtual address its entry 0 maps; a
+    # root: -1 for the kernel's half, -2 for a private mm's)
+    level: list[tuple[int, int]] = [(phys, -1 if kernel else -2) for phys, kernel in roots]
     for depth in range(levels, 0, -1):
         span = fmt.span(depth)
         nxt = []
@@ -120,7 +123,8 @@ def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
             e = entries(phys, fmt.root_entries if root else fmt.entries)
             if e is None:
                 continue
-            vas = fmt.root_vas() if root else np.uint64(base) + np.arange(e.size, dtype=np.uint64) * np.uint64(span)
+            vas = (fmt.root_vas(base == -1) if root
+                   else np.uint64(base) + np.arange(e.size, dtype=np.uint64) * np.uint64(span))
             inside = (vas >= np.uint64(direct_lo)) & (vas + np.uint64(span) <= np.uint64(direct_hi))
             targets = fmt.pfn(e)
             if depth == 1:

@@ -39,10 +39,11 @@ def skb_pfns(prog: drgn.Program, a: Memmap, skb: drgn.Object) -> list[int]:
 
 def _skb_caches(prog: drgn.Program) -> list[tuple[drgn.Object, tuple[str, ...]]]:
     """The kmem_caches of skbs, each with the members of its object that
-    are skbs: ``skbuff_head_cache`` (a ``struct sk_buff``) and
-    ``skbuff_fclone_cache`` (``struct sk_buff_fclones``: ``skb1``,
-    ``skb2``), globals up to 6.8, in ``net_hotdata`` from 6.9."""
-    fclones = ("skb1", "skb2")
+    are skbs in use: ``skbuff_head_cache`` (a ``struct sk_buff``) and
+    ``skbuff_fclone_cache`` (``struct sk_buff_fclones``: ``skb1``;
+    ``skb2`` is in use only once cloned, and keeps a stale head until
+    then), globals up to 6.8, in ``net_hotdata`` from 6.9."""
+    fclones = ("skb1",)
     try:
         hot = prog["net_hotdata"]
         return [(hot.skbuff_cache, ("",)), (hot.skbuff_fclone_cache, fclones)]
@@ -60,8 +61,7 @@ def _skb_caches(prog: drgn.Program) -> list[tuple[drgn.Object, tuple[str, ...]]]
 
 def skb_head_words(prog: drgn.Program) -> dict[str, frozenset[int]]:
     """The skb caches by name, each with the offsets in one of its objects
-    of the ``head`` pointer of the skbs it holds (one, or the two of a fast
-    clone pair).
+    of the ``head`` pointer of the skb in use there.
 
     Fact: an skb gives its head back by itself -- ``skb_free_head()``
     calls ``page_frag_free()`` (a put on the head's own page or compound

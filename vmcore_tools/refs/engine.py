@@ -190,7 +190,10 @@ class ScanEngine:
             return False
         if self._skb_head_words is None:
             self._skb_head_words = skb_head_words(self.prog)
-        obj = self.slab_objects(ref.holder)
+        try:
+            obj = self.slab_objects(ref.holder)
+        except (drgn.FaultError, ValueError):      # a slab that cannot be read names no skb
+            return False
         return obj is not None and ref.address - ref.holder in self._skb_head_words.get(obj.cache, ())
 
     def single_pfns(self) -> np.ndarray:
