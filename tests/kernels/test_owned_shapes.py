@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from drgn import sizeof
+from drgn import Architecture, sizeof
 from drgn.helpers.linux.cpumask import for_each_online_cpu
 from drgn.helpers.linux.llist import llist_for_each_entry
 from drgn.helpers.linux.mm import pfn_to_page, pfn_to_virt
@@ -40,7 +40,9 @@ HELD_BY = {
     "table-leaf": ("itself referenced",),         # an entry of a level
     "vm-map-ram": ("mapped at",),                 # a leaf of init_mm
     "kthread-local": ("stack",),
-    "large-kmalloc-held": ("itself referenced", "kernel pages"),
+    # a 32 KiB kmalloc: large (its own compound page) with 4 KiB pages, a
+    # kmalloc-32k object with 16 KiB ones (SLUB serves up to 2 * PAGE_SIZE)
+    "large-kmalloc-held": ("itself referenced", "kernel pages", "slab kmalloc-32k"),
     "rx-buffer-array": ("slab",),                 # a kcalloc'd record array (lost itself with leak=1)
     "page-pool-ring": ("slab",),                  # a driver's kcalloc'd ring of pages taken from a pool
     "page-pool-ptr-ring": ("slab",),              # the pool's ptr_ring (kvmalloc'd queue)
@@ -59,7 +61,11 @@ INFERRED_BY = {"table-level": TABLE_SHAPE, "table-leaf": TABLE_SHAPE}
 LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack", "lru-batch")
 
 
-@pytest.fixture(scope="module", params=KERNELS)
+#: arm64 lines the shapes are also planted on (test_arm64.py); 6.1's in make test
+ARM64 = ("6.1-arm64", "6.12-arm64", "6.12-arm64-16k")
+
+
+@pytest.fixture(scope="module", params=[*KERNELS, *lines(ARM64, ci=("6.1-arm64",))])
 def shapes(request):
     core = sample_core("i40e-leak", request.param)
     return core, orphans(core.program())
@@ -188,6 +194,16 @@ def test_a_page_the_disk_read_into_then_lost_is_orphaned(shapes):
     assert lost[0] in {o.pfn for o in r.orphans}, naming
 
 
+def irq_stack(prog, cpu: int) -> tuple[int, int]:
+    """Where ``cpu``'s interrupt stack is and its size: x86-64's static
+    per-CPU ``irq_stack_backing_store``, arm64's vmalloc'd stack at
+    ``irq_stack_ptr`` (``IRQ_STACK_SIZE`` is ``THREAD_SIZE``)."""
+    if prog.platform.arch == Architecture.AARCH64:
+        return per_cpu(prog["irq_stack_ptr"], cpu).value_(), prog["THREAD_SIZE"].value_()
+    stack = per_cpu(prog["irq_stack_backing_store"], cpu)
+    return stack.address_, sizeof(stack)
+
+
 def test_a_page_left_in_a_dead_interrupt_stack_frame_is_orphaned(shapes):
     """Right before the dump, vmct_shapes has another CPU fill a page in an
     interrupt handler (an IPI's function, run on that CPU's interrupt
@@ -205,12 +221,12 @@ def test_a_page_left_in_a_dead_interrupt_stack_frame_is_orphaned(shapes):
     assert len(lost) == 1, core.manifest["planted_leaks"]
     cpu = int(re.search(rf"vmct_shapes: irq-stack pfn={lost[0]} cpu=(\d+)",
                         (core.path / "dmesg.txt").read_text()).group(1))
-    stack = per_cpu(prog["irq_stack_backing_store"], cpu)
-    words = np.frombuffer(prog.read(stack.address_, sizeof(stack)), "<u8")
+    start, size = irq_stack(prog, cpu)
+    words = np.frombuffer(prog.read(start, size), "<u8")
     assert (words == pfn_to_virt(prog, lost[0]).value_()).any(), \
         "the handler's frame was overwritten: the plant left nothing for the rule to decide"
     orphaned = lost[0] in {o.pfn for o in r.orphans}
-    at = np.uint64(stack.address_) + np.uint64(8) * np.flatnonzero(words == pfn_to_virt(prog, lost[0]).value_())
+    at = np.uint64(start) + np.uint64(8) * np.flatnonzero(words == pfn_to_virt(prog, lost[0]).value_())
     lo, hi = (np.uint64(x) for x in dead_irq_stack_spans(prog).get(cpu, (0, 0)))
     dead = bool(((at >= lo) & (at < hi)).all())
     assert orphaned == dead, (cpu, (lo, hi), at, orphaned)
@@ -301,7 +317,7 @@ def test_the_page_lost_in_each_shape_is_orphaned(shapes):
             assert leak["pfn"] in orphaned, leak
 
 
-@pytest.mark.parametrize("kernel", lines(KERNELS, ci=("6.1", "7.3")))
+@pytest.mark.parametrize("kernel", lines(KERNELS + ARM64, ci=("6.1", "7.3", "6.1-arm64")))
 def test_no_leak_core_has_no_orphans(kernel):
     core = sample_core("no-leak", kernel)
     assert not core.manifest["planted_leaks"] and core.manifest["owned"]
