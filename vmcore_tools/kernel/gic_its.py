@@ -20,8 +20,9 @@ import numpy as np
 from drgn.helpers.linux.list import list_for_each_entry
 
 from vmcore_tools.core.features import has_object
+from vmcore_tools.core.stages import record_damage
 from vmcore_tools.core.walk import bounded
-from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.mm.memmap import Memmap, max_buddy_order
 
 VALID = np.uint64(1 << 63)
 INDIRECT = 1 << 62
@@ -43,8 +44,12 @@ def its_level2_tables(prog: drgn.Program, a: Memmap) -> dict[int, tuple[int, str
             base, val = table.base.value_(), table.val.value_()
             if not base or not val & INDIRECT:
                 continue
-            size = a.page_size << table.order.value_()
-            words = np.frombuffer(prog.read(base, size), "<u8")
+            order = table.order.value_()
+            if order > max_buddy_order(prog):       # a table is one buddy block
+                record_damage(f"GICv3 ITS {its.phys_base.value_():#x} table {n} has order {order}, "
+                              "past the buddy allocator's largest: not read")
+                continue
+            words = np.frombuffer(prog.read(base, a.page_size << order), "<u8")
             for i in np.flatnonzero(words & VALID).tolist():
                 pfn = int(words[i] & ADDRESS) >> a.page_shift
                 if 0 <= pfn < a.nr:
