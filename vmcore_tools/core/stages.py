@@ -205,8 +205,8 @@ def run_stage(name: str, fn: Callable[[], T], default: T, problems: list[str], d
     except drgn.FaultError as e:
         if NOT_MAPPED in str(e) and not _live.get():
             line = StageDamaged(name, f"{label}: a pointer leads where the kernel's own page tables map "
-                                f"nothing ({e}): damaged, or changed under a live read; partial result, "
-                                f"{STAGES[name]}", label)
+                                f"nothing ({e}): the dump is damaged there; partial result, {STAGES[name]}",
+                                label)
         else:
             line = StageAbandoned(name, f"{label}: abandoned, memory unreadable ({e})", label)
     except Exception as e:      # noqa: BLE001 -- the point of the guard

@@ -137,7 +137,8 @@ def kfence_pool(prog: drgn.Program, memmap: Memmap) -> KfencePool | None:
         except drgn.FaultError:
             return b""
 
-    def good(i: int, raw: bytes) -> bool:
+    def in_its_page(i: int, raw: bytes) -> bool:
+        """Whether entry ``i`` (its bytes) has its object in the page its index gives."""
         page = start + 2 * (i + 1) * ps
         return bool(raw) and page <= int.from_bytes(raw[off["addr"]:off["addr"] + 8], "little") < page + ps
 
@@ -147,9 +148,9 @@ def kfence_pool(prog: drgn.Program, memmap: Memmap) -> KfencePool | None:
         raw = read(i)
         word = lambda m: int.from_bytes(raw[off[m]:off[m] + 8], "little")  # noqa: E731
         a = word("addr") if raw else 0
-        if not good(i, raw):
+        if not in_its_page(i, raw):
             if meta.type_.kind != drgn.TypeKind.ARRAY and \
-                    not any(good(j, read(j)) for j in range(i + 1, min(n, i + 1 + lookahead))):
+                    not any(in_its_page(j, read(j)) for j in range(i + 1, min(n, i + 1 + lookahead))):
                 break                   # past the allocated array
             damaged.append(i)
             a, raw = page, b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.net import skb_shinfo
 
+from vmcore_tools.core.features import has_object
 from vmcore_tools.mm.memmap import Memmap
 
 
@@ -37,30 +38,24 @@ def skb_pfns(prog: drgn.Program, a: Memmap, skb: drgn.Object) -> list[int]:
 
 
 
-def _skb_caches(prog: drgn.Program) -> list[tuple[drgn.Object, tuple[str, ...]]]:
-    """The kmem_caches of skbs, each with the members of its object that
-    are skbs in use: ``skbuff_head_cache`` (a ``struct sk_buff``) and
-    ``skbuff_fclone_cache`` (``struct sk_buff_fclones``: ``skb1``;
-    ``skb2`` is in use only once cloned, and keeps a stale head until
-    then), globals up to 6.8, in ``net_hotdata`` from 6.9."""
-    fclones = ("skb1",)
+def _skb_caches(prog: drgn.Program) -> list[tuple[drgn.Object, int]]:
+    """The kmem_caches of skbs, each with the offset in its object of the
+    skb in use there: ``skbuff_head_cache`` (a ``struct sk_buff``) and
+    ``skbuff_fclone_cache`` (``struct sk_buff_fclones``: ``skb1``; ``skb2``
+    is in use only once cloned, and keeps a stale head until then), globals
+    up to 6.8, in ``net_hotdata`` from 6.9."""
+    fclone = drgn.offsetof(prog.type("struct sk_buff_fclones"), "skb1")
     try:
         hot = prog["net_hotdata"]
-        return [(hot.skbuff_cache, ("",)), (hot.skbuff_fclone_cache, fclones)]
+        return [(hot.skbuff_cache, 0), (hot.skbuff_fclone_cache, fclone)]
     except KeyError:
         pass
-    out = []
-    for name, members in (("skbuff_head_cache", ("",)), ("skbuff_cache", ("",)),
-                          ("skbuff_fclone_cache", fclones)):
-        try:
-            out.append((prog[name], members))
-        except KeyError:
-            pass
-    return out
+    return [(prog[name], at) for name, at in (("skbuff_head_cache", 0), ("skbuff_cache", 0),
+                                             ("skbuff_fclone_cache", fclone)) if has_object(prog, name)]
 
 
-def skb_head_words(prog: drgn.Program) -> dict[str, frozenset[int]]:
-    """The skb caches by name, each with the offsets in one of its objects
+def skb_head_words(prog: drgn.Program) -> dict[str, int]:
+    """The skb caches by name, each with the offset in one of its objects
     of the ``head`` pointer of the skb in use there.
 
     Fact: an skb gives its head back by itself -- ``skb_free_head()``
@@ -70,15 +65,13 @@ def skb_head_words(prog: drgn.Program) -> dict[str, frozenset[int]]:
     cache SLUB merged with another (``refcount`` > 1: the alias count)
     holds other objects of the same size too, whose words at that offset
     mean something else: it is left out."""
-    out: dict[str, frozenset[int]] = {}
+    out: dict[str, int] = {}
     head = drgn.offsetof(prog.type("struct sk_buff"), "head")
-    for cache, members in _skb_caches(prog):
+    for cache, at in _skb_caches(prog):
         try:
             if not cache or cache.refcount.value_() != 1:
                 continue
-            name = cache.name.string_().decode(errors="replace")
+            out[cache.name.string_().decode(errors="replace")] = at + head
         except drgn.FaultError:
             continue
-        out[name] = frozenset(
-            head + (drgn.offsetof(prog.type("struct sk_buff_fclones"), m) if m else 0) for m in members)
     return out

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import drgn
@@ -97,7 +98,6 @@ class ScanEngine:
         #: what a root keeps from one closure round to the next (its own key)
         self.scratch: dict[str, Any] = {}
         self._by_layout: set[int] = set()
-        self._skb_head_words: dict[str, frozenset[int]] | None = None
         self._naming_only: set[int] = set()
         self._excluded: list[tuple[int, int]] = []
         self._excluded_spans: tuple[int, np.ndarray, np.ndarray] = (0, np.zeros(0, np.uint64),
@@ -188,13 +188,16 @@ class ScanEngine:
         (``skb.skb_head_words``): a page given back alone."""
         if ref.region != "slab" or not ref.holder:
             return False
-        if self._skb_head_words is None:
-            self._skb_head_words = skb_head_words(self.prog)
         try:
             obj = self.slab_objects(ref.holder)
         except (drgn.FaultError, ValueError):      # a slab that cannot be read names no skb
             return False
-        return obj is not None and ref.address - ref.holder in self._skb_head_words.get(obj.cache, ())
+        return obj is not None and ref.address - ref.holder == self.skb_head_words.get(obj.cache)
+
+    @cached_property
+    def skb_head_words(self) -> dict[str, int]:
+        """The skb caches and where each object's ``head`` is (``skb.skb_head_words``)."""
+        return skb_head_words(self.prog)
 
     def single_pfns(self) -> np.ndarray:
         return np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.memmap.nr])
