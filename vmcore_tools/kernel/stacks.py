@@ -84,8 +84,10 @@ def _dead_irq_stack_ptr_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
     the stack vmalloc'd with ``VMAP_STACK``).  The kernel keeps no flag of
     whether a CPU is on it: a CPU whose saved stack pointer lies on it is,
     and its live frames are those above the pointer; one whose pointer lies
-    elsewhere is not, and all of its interrupt stack is dead.  A CPU the
-    dump saved no registers for is left out."""
+    elsewhere is not, and all of its interrupt stack is dead.  Where the
+    dump saved no registers (a live kernel), a CPU whose current task is
+    in no interrupt (``_may_be_in_interrupt``) is not on it either; any
+    other CPU is left out."""
     size = thread_size(prog, prog["PAGE_SHIFT"].value_())
     out = {}
     for cpu in for_each_possible_cpu(prog):
@@ -93,10 +95,38 @@ def _dead_irq_stack_ptr_spans(prog: drgn.Program) -> dict[int, tuple[int, int]]:
         if not base:
             continue
         sp = _saved_sp(prog, cpu)
-        if sp is None:
-            continue
-        out[cpu] = (base, sp) if base <= sp < base + size else (base, base + size)
+        if sp is not None:
+            out[cpu] = (base, sp) if base <= sp < base + size else (base, base + size)
+        elif not _may_be_in_interrupt(prog, cpu):
+            out[cpu] = (base, base + size)
     return out
+
+
+#: the bits of ``preempt_count`` a CPU on its interrupt stack has set
+#: (include/linux/preempt.h: 8 preemption bits, then 8 softirq bits whose
+#: lowest, SOFTIRQ_OFFSET, is "serving a softirq" -- the others count
+#: local_bh_disable() -- then 4 hardirq bits and 4 NMI bits)
+IN_INTERRUPT_BITS = (1 << 8) | (0xF << 16) | (0xF << 20)
+
+
+def _may_be_in_interrupt(prog: drgn.Program, cpu: int) -> bool:
+    """Whether ``cpu``'s current task may be in an interrupt, by its
+    ``thread_info.preempt_count`` (arm64 keeps it there, not per CPU);
+    True where the kernel does not say.
+
+    Fact: arm64 switches to the interrupt stack only inside an interrupt:
+    ``el1_interrupt``/``el0_interrupt`` call ``irq_enter_rcu()`` (a
+    HARDIRQ_OFFSET; ``arm64_enter_nmi`` adds NMI_OFFSET) before
+    ``do_interrupt_handler`` moves to it, and ``do_softirq_own_stack``
+    moves to it only to run ``__do_softirq``, which holds SOFTIRQ_OFFSET.
+    A task with none of those bits is on its own stack."""
+    if not has_member(prog, "struct thread_info", "preempt_count"):
+        return True
+    try:
+        count = cpu_curr(prog, cpu).thread_info.preempt_count.value_()
+    except (drgn.FaultError, LookupError, ValueError):
+        return True
+    return bool(count & IN_INTERRUPT_BITS)
 
 
 def _saved_sp(prog: drgn.Program, cpu: int) -> int | None:
