@@ -17,16 +17,23 @@ from vmcore_tools.kernel.gic_its import its_level2_tables
 from vmcore_tools.kernel.stacks import dead_irq_stack_spans
 from vmcore_tools.leaks.verdict import verdict
 
-from ..conftest import cli_json, lines, sample_core
+from ..conftest import cli_json, sample_core
 
 pytestmark = pytest.mark.vm
 #: Debian's arm64 lines; 6.1's runs in make test
 ARM64 = ("6.1-arm64", "6.12-arm64", "6.12-arm64-16k")
 
 
-@pytest.fixture(scope="module", params=lines(ARM64, ci=("6.1-arm64",)))
+#: the cores: a QMP dump on each line, and a real kdump kernel's capture
+#: (makedumpfile -c -d 31) on 6.1's; only 6.1's dump in make test
+CORES = [pytest.param((scenario, line), id=f"{scenario}-{line}",
+                      marks=() if (scenario, line) == ("i40e-leak", "6.1-arm64") else (pytest.mark.full,))
+         for scenario, line in (*(("i40e-leak", line) for line in ARM64), ("i40e-leak-kdump", "6.1-arm64"))]
+
+
+@pytest.fixture(scope="module", params=CORES)
 def arm64(request):
-    core = sample_core("i40e-leak", request.param)
+    core = sample_core(*request.param)
     return core, orphans(core.program())
 
 
@@ -70,7 +77,7 @@ def test_the_its_level2_table_is_held_by_its_level1_entry(arm64):
     core, r = arm64
     tables = its_level2_tables(r.census.prog, r.census.memmap)
     assert tables, "no indirect ITS table: nothing for the root to decide"
-    for pfn, (at, what) in tables.items():
+    for pfn, (at, _, what) in tables.items():
         assert any(ref.address == at for ref in r.references.get(pfn, [])), (pfn, r.references.get(pfn))
 
 

@@ -32,12 +32,13 @@ ADDRESS = np.uint64(0x000FFFFFFFFFF000)
 MAX_ITS = 64
 
 
-def its_level2_tables(prog: drgn.Program, a: Memmap) -> dict[int, tuple[int, str]]:
+def its_level2_tables(prog: drgn.Program, a: Memmap) -> dict[int, tuple[int, int, str]]:
     """First PFN of each level-2 table of every indirect ITS table -> (the
-    address of the level-1 entry naming it, what it is); {} without an ITS."""
+    address of the level-1 entry naming it, the entry, what it is); {}
+    without an ITS."""
     if not has_object(prog, "its_nodes"):
         return {}
-    out: dict[int, tuple[int, str]] = {}
+    out: dict[int, tuple[int, int, str]] = {}
     nodes = list_for_each_entry("struct its_node", prog["its_nodes"].address_of_(), "entry")
     for its in bounded(nodes, "the GICv3 ITS list (its_nodes)", MAX_ITS):
         for n, table in enumerate(its.tables):
@@ -53,5 +54,6 @@ def its_level2_tables(prog: drgn.Program, a: Memmap) -> dict[int, tuple[int, str
             for i in np.flatnonzero(words & VALID).tolist():
                 pfn = int(words[i] & ADDRESS) >> a.page_shift
                 if 0 <= pfn < a.nr:
-                    out[pfn] = (base + 8 * i, f"GICv3 ITS {its.phys_base.value_():#x} table {n}, level-1 entry {i}")
+                    out[pfn] = (base + 8 * i, int(words[i]),
+                                f"GICv3 ITS {its.phys_base.value_():#x} table {n}, level-1 entry {i}")
     return out

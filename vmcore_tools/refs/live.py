@@ -30,7 +30,7 @@ def drop_unstable(ctx: ScanEngine) -> None:
                 word = np.array([ctx.prog.read_u64(ref.address)], np.uint64)
             except drgn.FaultError:
                 continue
-            if ctx.matcher.still_points(word, ref.kind, head):
+            if ctx.matcher.still_points(word, ref.kind, head, ref.value):
                 keep.append(ref)
         if keep:
             refs[head] = keep

@@ -129,11 +129,16 @@ class Matcher:
             if hit.any():
                 yield idx[hit], head[hit], kind
 
-    def still_points(self, word: np.ndarray, kind: str, head: int) -> bool:
-        """Whether one re-read word still references candidate ``head`` as ``kind``."""
+    def still_points(self, word: np.ndarray, kind: str, head: int, first: int) -> bool:
+        """Whether one re-read word still references candidate ``head`` as
+        ``kind``; ``first`` is the word as the scan read it.  A table entry
+        still does while it names the candidate with every flag bit it had
+        set: the valid bit is its table format's own (bit 0, present, in x86
+        and IOMMU tables; bit 63 in a GICv3 ITS level-1 table)."""
         if kind == "table entry":
             pfn = (word & ENTRY_ADDRESS) >> np.uint64(self.a.page_shift)
-            return bool(word[0] & np.uint64(1)) and int(self.candidate(pfn.astype(np.int64))[0]) == head
+            flags = np.uint64(first) & ~ENTRY_ADDRESS
+            return bool((word[0] & flags) == flags) and int(self.candidate(pfn.astype(np.int64))[0]) == head
         return any(int(h[0]) == head for _, h, k in self.match(word, kind == "physical") if k == kind)
 
     def candidate(self, pfns: np.ndarray) -> np.ndarray:

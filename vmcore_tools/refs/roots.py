@@ -229,7 +229,7 @@ def scan_iommu_tables(ctx: ScanEngine) -> None:
     for pfn, (at, what) in found.tables.items():
         head = int(ctx.candidate_of(np.array([pfn], np.int64))[0]) if at else -1
         if head >= 0:
-            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "iommu", what))
+            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "iommu", what, value=ctx.prog.read_u64(at)))
 
 
 def scan_its_tables(ctx: ScanEngine) -> None:
@@ -237,10 +237,10 @@ def scan_its_tables(ctx: ScanEngine) -> None:
     ``gic_its.its_level2_tables``): each held by the level-1 entry that
     names it by its physical address with the valid bit, which no other
     root counts (bit 63 is set)."""
-    for pfn, (at, what) in its_level2_tables(ctx.prog, ctx.memmap).items():
+    for pfn, (at, entry, what) in its_level2_tables(ctx.prog, ctx.memmap).items():
         head = int(ctx.candidate_of(np.array([pfn], np.int64))[0])
         if head >= 0:
-            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "its", what))
+            ctx.add_reference(Reference(head, TABLE_ENTRY, at, "its", what, value=entry))
 
 
 # -- the closure: what referenced pages hold -----------------------------------
