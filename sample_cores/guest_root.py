@@ -6,8 +6,18 @@ its root instead of the host's (``initramfs.py``, ``vm.py``).
 What the guest runs is what ``guest/init.sh`` and the workload call: bash
 and the shell tools, kmod, iproute2, e2fsprogs, Python (the workload and
 the capture), kexec-tools and makedumpfile (kdump), busybox for the
-initramfs.  The host's root is still shared beside it, at ``/.host``: the
-guest binds the repo, the cache and the kernel it runs from there.
+initramfs -- and, for a live run, the tool itself: drgn and the Python
+libraries ``pyproject.toml`` names, as Debian builds them for the
+architecture (PyPI has no aarch64 drgn wheel).  The host's root is still
+shared beside it, at ``/.host``: the guest binds the repo, the cache and
+the kernel it runs from there.
+
+The suite is ``GUEST_SUITE``, not this machine's: of the suites the
+factory reaches, only sid has an arm64 drgn the tool runs on (0.3.0;
+trixie's is 0.0.31), and bookworm's kexec-tools 2.0.25 writes the capture
+kernel an ELF header whose kernel-image segment is garbage on arm64 6.1
+(physical start 0x4725bb000000, virtual start ~0), so no makedumpfile can
+read the image's symbols (``system_utsname``) from ``/proc/vmcore``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from .apt import PrivateApt
 from .arch import GuestArch
-from .toolchain import SuiteRoot, machine_suite
+from .toolchain import SuiteRoot
 
 if TYPE_CHECKING:
     from .kernels import Kernel
@@ -27,7 +37,12 @@ if TYPE_CHECKING:
 #: (coreutils, util-linux, ...) are named, since nothing depends on them
 PACKAGES = ("bash", "dash", "coreutils", "util-linux", "mount", "sed", "grep", "gawk", "findutils",
             "procps", "hostname", "kmod", "iproute2", "e2fsprogs", "python3", "kexec-tools",
-            "makedumpfile", "busybox-static")
+            "makedumpfile", "busybox-static",
+            # the tool, for live runs (pyproject.toml's dependencies)
+            "python3-drgn", "python3-numpy", "python3-scipy", "python3-click", "python3-tabulate", "python3-pil")
+
+#: the suite of a guest root (see above); it has no security suite
+GUEST_SUITE = "sid"
 
 
 class GuestRoot(SuiteRoot):
@@ -53,6 +68,13 @@ class GuestRoot(SuiteRoot):
         (self.root / "usr" / "bin" / "sh").symlink_to("dash")
         (self.root / "usr" / "bin" / "awk").unlink(missing_ok=True)
         (self.root / "usr" / "bin" / "awk").symlink_to("gawk")
+        # the alternatives libblas3/liblapack3 (or OpenBLAS) register, which
+        # numpy and scipy are linked against
+        for lib in ("libblas.so.3", "liblapack.so.3"):
+            for libdir in (self.root / "usr" / "lib").glob("*-linux-gnu"):
+                provider = next(iter(sorted(libdir.glob(f"*/{lib}"))), None)
+                if provider is not None and not (libdir / lib).exists():
+                    (libdir / lib).symlink_to(provider.relative_to(libdir))
         python = self.root / "usr" / "bin" / "python3"
         if not python.exists():
             versions = sorted((self.root / "usr" / "bin").glob("python3.*"))
@@ -73,11 +95,9 @@ class GuestRoot(SuiteRoot):
 
 def guest_root_of(k: "Kernel", log=print) -> GuestRoot | None:
     """The unpacked root a guest of kernel ``k`` runs, None where it runs
-    this machine's own (``arch.GuestArch.native``): this machine's suite
-    built for the guest's architecture, whatever suite the kernel comes
-    from (a backports suite has no userspace of its own), as an amd64
-    guest runs this machine's userspace."""
+    this machine's own (``arch.GuestArch.native``): ``GUEST_SUITE`` built
+    for the guest's architecture, whatever suite the kernel comes from (a
+    backports suite has no userspace of its own)."""
     if k.arch.native:
         return None
-    suite = machine_suite()
-    return GuestRoot(suite, (("debian", suite), ("security", f"{suite}-security")), k.arch).ensure(log)
+    return GuestRoot(GUEST_SUITE, (("debian", GUEST_SUITE),), k.arch).ensure(log)

@@ -162,7 +162,7 @@ SCENARIOS = {
                   "vmct_blocks": "leak=0"}, arches=("amd64", "arm64")),
         Scenario("i40e-leak-kdump", "the i40e leak, captured by a real kdump kernel "
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
-                 memory_mb=1280),
+                 memory_mb=1280, arches=("amd64", "arm64")),
         Scenario("page-owner", "the i40e leak on a kernel built with CONFIG_PAGE_OWNER, booted "
                  "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
@@ -175,7 +175,8 @@ SCENARIOS = {
         Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
                  "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias), and the "
                  "anonymous pages of a process that exited while GUP references on them stayed: "
-                 "vmct_released; no workload", workload=False, modules=("vmct_released",)),
+                 "vmct_released; no workload", workload=False, modules=("vmct_released",),
+                 arches=("amd64", "arm64")),
         Scenario("kfence", "KFENCE on (kfence.sample_interval=100, as distributions that enable it boot): "
                  "three pages held by objects KFENCE served, three whose only pointer sits in a KFENCE "
                  "object since freed (vmct_kfence); on the lines whose Debian kernels have CONFIG_KFENCE; "
@@ -595,6 +596,15 @@ def _boot(spec: GuestSpec, mark: str, bound: float, run, line: str, log) -> tupl
             raise BootFailed(f"[{line}] the guest failed to boot {n} times, the last with {what}; its "
                              f"logs are kept in {kept}" + (", the earlier boots' beside it" if n > 1 else ""))
         log(f"[{line}] boot {n} failed ({what}); its logs are kept in {kept}; booting again")
+
+
+def guest_python(k: Kernel) -> str:
+    """The command a live guest of ``k`` runs the repo's Python code with:
+    this machine's Python (the environment the tool is installed in) where
+    the guest runs this machine's userspace, else the guest root's, with
+    the repo on its path (drgn, numpy and the rest are the root's Debian
+    packages: ``guest_root.py``)."""
+    return sys.executable if k.arch.native else f"env PYTHONPATH={shlex.quote(str(REPO))} /usr/bin/python3"
 
 
 def live(name: str, line: str, command: str, log=print, timeout: float = BOOT_TIMEOUT,

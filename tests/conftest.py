@@ -173,4 +173,7 @@ def run_probe_in_guest(kernel: str, probe: Path, scenario: str = "i40e-leak") ->
     """Boot the ``scenario`` guest of ``kernel`` and run the Python script
     ``probe`` in it with the kernel's vmlinux and module debug info as
     arguments; return the JSON document it prints."""
-    return json.loads(run_in_guest(scenario, kernel, f"{sys.executable} {probe} {{debug}}"))
+    from sample_cores.kernels import fetch
+    from sample_cores.scenarios import guest_python
+
+    return json.loads(run_in_guest(scenario, kernel, f"{guest_python(fetch(kernel))} {probe} {{debug}}"))

@@ -124,6 +124,17 @@ dump)
     while :; do sleep 3600; done
     ;;
 kdump)
+    # kexec-tools writes the capture kernel's ELF header itself and takes the
+    # kernel image's virtual start from /proc/kallsyms' _text.  A kernel
+    # without CONFIG_KALLSYMS_ALL lists only [_stext, _etext] there (Debian's
+    # arm64 6.1, which has no kexec_file_load either), and kexec-tools then
+    # describes the image with garbage: no makedumpfile reads its symbols
+    # from /proc/vmcore.  /proc/iomem's "Kernel code" starts at _stext, so
+    # _stext stands in for _text where it is missing.
+    if ! grep -q ' _text$' /proc/kallsyms; then
+        { sed -n 's/ _stext$/ _text/p' /proc/kallsyms; cat /proc/kallsyms; } > /run/kallsyms
+        mount --bind /run/kallsyms /proc/kallsyms || die "kallsyms"
+    fi
     kexec -p "$VMLINUZ" --initrd="$INITRD" --append="$CAPTURE_CMDLINE" || die "kexec -p"
     defer_skb_last
     say "CRASHING"

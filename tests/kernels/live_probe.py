@@ -29,6 +29,7 @@ from drgn.helpers.linux.percpu import per_cpu
 
 from vmcore_tools import open_program
 from vmcore_tools.cli.main import run_on
+from vmcore_tools.kernel.stacks import thread_size
 from vmcore_tools.leaks.orphans import orphans
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -79,9 +80,16 @@ c = r.census
 churn_rounds = churned() - before
 referenced = {x.pfn: x.references for x in r.referenced}
 #: each CPU's interrupt stack: a word the scan read there was on a stack the CPU was on when read
-irq_stacks = [(s.address_, s.address_ + drgn.sizeof(s)) for s in
-              (per_cpu(prog["irq_stack_backing_store"], cpu) for cpu in for_each_possible_cpu(prog))] \
-    if "irq_stack_backing_store" in prog else []
+#: (x86-64: the static per-CPU irq_stack_backing_store; arm64: THREAD_SIZE vmalloc'd at irq_stack_ptr)
+cpus = list(for_each_possible_cpu(prog))
+if "irq_stack_backing_store" in prog:
+    irq_stacks = [(s.address_, s.address_ + drgn.sizeof(s))
+                  for s in (per_cpu(prog["irq_stack_backing_store"], cpu) for cpu in cpus)]
+elif "irq_stack_ptr" in prog:
+    size = thread_size(prog, prog["PAGE_SHIFT"].value_())
+    irq_stacks = [(base, base + size) for base in (per_cpu(prog["irq_stack_ptr"], cpu).value_() for cpu in cpus)]
+else:
+    irq_stacks = []
 for leak in leaks:
     leak["class"] = c.class_of(leak["pfn"]).label
     if leak["pfn"] in r.inferred_rules:  # listed in the inferred tier, by its rule

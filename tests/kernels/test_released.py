@@ -29,7 +29,7 @@ from ..conftest import KERNELS, cli_json, lines, sample_core
 pytestmark = pytest.mark.vm
 
 
-@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1", "7.3")))
+@pytest.fixture(scope="module", params=lines(KERNELS, ci=("6.1", "7.3")) + lines(("6.1-arm64",), ci=()))
 def released(request):
     core = sample_core("released", request.param)
     return core, orphans(core.program())
