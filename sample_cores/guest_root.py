@@ -14,10 +14,7 @@ the kernel it runs from there.
 
 The suite is ``GUEST_SUITE``, not this machine's: of the suites the
 factory reaches, only sid has an arm64 drgn the tool runs on (0.3.0;
-trixie's is 0.0.31), and bookworm's kexec-tools 2.0.25 writes the capture
-kernel an ELF header whose kernel-image segment is garbage on arm64 6.1
-(physical start 0x4725bb000000, virtual start ~0), so no makedumpfile can
-read the image's symbols (``system_utsname``) from ``/proc/vmcore``.
+trixie's is 0.0.31).
 """
 
 from __future__ import annotations
