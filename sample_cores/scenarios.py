@@ -201,6 +201,9 @@ SCENARIOS = {
                                  i40e_ports=2),
                  kexec_load=True,
                  bond=("i40e",)),
+        Scenario("high-memory", "the i40e-leak guest with a 256 MB DIMM at 512 GiB: the highest PFN is "
+                 "past a hole of half a terabyte, where a host's memory far up the physical map puts it",
+                 {"vmct_workload": "split_leak=1"}, machine=Machine(dimm_mb=256, dimm_at_gb=512)),
         Scenario("intel-family", "fake ixgbe, ixgbevf, igc, ice and iavf (before 6.10) rx rings of the "
                  "drivers' own types, five pages lost from each driver's rings; no workload",
                  workload=False, modules=("fake_intel",)),

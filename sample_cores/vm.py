@@ -77,6 +77,7 @@ class Machine:
     early_args: tuple[str, ...] = ()
     numa_nodes: int = 1
     dimm_mb: int = 0
+    dimm_at_gb: int = 0
     balloon_mb: int = 0
     pmem_mb: int = 0
     devdax_mb: int = 0
@@ -121,7 +122,7 @@ class Machine:
         """QEMU's ``-m`` and the options that shape the machine."""
         m = f"{memory_mb}"
         if self.dimm_mb:
-            m += f",slots=1,maxmem={memory_mb + self.dimm_mb}M"
+            m += f",slots=1,maxmem={max(memory_mb, self.dimm_at_gb << 10) + self.dimm_mb}M"
         out = ["-m", m, *self.early_args]
         if self.numa_nodes > 1:
             per_node = memory_mb // self.numa_nodes
@@ -131,7 +132,8 @@ class Machine:
                         "-numa", f"node,nodeid={n},memdev=node{n}" + (f",cpus={n}" if n < cpus else "")]
         if self.dimm_mb:
             out += ["-object", f"memory-backend-ram,id=dimm0,size={self.dimm_mb}M",
-                    "-device", f"pc-dimm,id=dimm0,memdev=dimm0,node={self.numa_nodes - 1}"]
+                    "-device", f"pc-dimm,id=dimm0,memdev=dimm0,node={self.numa_nodes - 1}"
+                    + (f",addr={self.dimm_at_gb << 30:#x}" if self.dimm_at_gb else "")]
         if self.balloon_mb:
             out += ["-device", "virtio-balloon-pci,id=balloon0"]
         for _ in range(self.i40e_ports - 1):     # GuestSpec.extra_devices has the first

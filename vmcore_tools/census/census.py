@@ -209,6 +209,22 @@ def free_memory(prog: drgn.Program, progress: Callable[[str, int, int], None] | 
             "zones": [z.to_json() for z in zones], "problems": problems}
 
 
+def no_pages(m: Memmap) -> np.ndarray:
+    """The class array of ``m`` before any walk: UNCLAIMED where a struct
+    page exists (``m.ranges``), NO_PAGE (0) elsewhere.
+
+    Fact: ``np.zeros`` takes fresh anonymous memory, which the kernel backs
+    with its shared zero page until a byte of it is written, and a read
+    does not commit it either.  The holes between the memory sections are
+    NO_PAGE and nothing writes there (``classify.classify``), so the array
+    costs RAM for the pages that exist, however high the highest PFN.
+    """
+    classes = np.zeros(m.nr, np.uint8)
+    for start, end in m.ranges:
+        classes[start:end] = UNCLAIMED
+    return classes
+
+
 def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None,
            chunk_pages: int = CHUNK_PAGES) -> Census:
     """Classify every physical page of ``prog``'s kernel, reading
@@ -219,7 +235,7 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
     class (``classify``).  No decoded memmap is kept.
     """
     m = Memmap.from_program(prog)
-    classes = np.full(m.nr, UNCLAIMED, np.uint8)
+    classes = no_pages(m)
     problems: list[str] = []
     if m.sections_damaged:
         problems.append(damage_line("struct pages", f"the memory sections (mem_section) are damaged "
@@ -257,7 +273,9 @@ def census(prog: drgn.Program, progress: Callable[[str, int, int], None] | None 
         prog, m, ev, (lambda d, t: progress("reading struct pages", d, t)) if progress else None,
         chunk_pages) is not None, False)
     if not classified:      # what no walk claimed was not read: not a candidate for a leak
-        classes[classes == UNCLAIMED] = PageClass.UNREADABLE
+        for start, end in m.ranges:
+            span = classes[start:end]
+            span[span == UNCLAIMED] = PageClass.UNREADABLE
     damaged = pfn_runs(ev.damaged if ev.damaged is not None else np.zeros(0, np.int64))
     if damaged:
         listed = ", ".join(f"{p}+{n}" for p, n in damaged[:DAMAGED_LISTED])

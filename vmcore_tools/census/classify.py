@@ -380,7 +380,9 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
         return _classify_span(m, ev, ctx, damage, span, chunk_pages, progress if len(parts) == 1 else None)
 
     for (lo, hi), (cls, h, o, d) in zip(parts, forked_map(part, parts, jobs)):
-        classes[lo:hi] = cls
+        if not np.shares_memory(cls, classes):     # a forked part's copy: its valid ranges only
+            for start, end in ((max(s, lo), min(e, hi)) for s, e in m.ranges if s < hi and e > lo):
+                classes[start:end] = cls[start - lo:end - lo]
         heads.append(h)
         orders.append(o)
         damaged.append(d)
@@ -389,7 +391,9 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
             progress(min(done, m.valid_pages), m.valid_pages)
     prev = 0
     for start, end in m.ranges + [(m.nr, m.nr)]:
-        classes[prev:start] = PageClass.NO_PAGE
+        hole = classes[prev:start]
+        if hole.any():                  # written only where a walk claimed a PFN without a struct page
+            hole[:] = PageClass.NO_PAGE
         prev = max(prev, end)
     m.heads = np.concatenate(heads) if heads else np.zeros(0, np.int64)
     m.orders = np.concatenate(orders) if orders else np.zeros(0, np.uint8)

@@ -42,7 +42,7 @@ from vmcore_tools.mm.page_owner import PageOwners
 from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.net.skb import skb_head_words
-from vmcore_tools.refs.matcher import Matcher, frag_entries, pfn_bits
+from vmcore_tools.refs.matcher import Matcher, bit_pfns, frag_entries, pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
 from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference, ScanResult
 
@@ -200,7 +200,7 @@ class ScanEngine:
         return skb_head_words(self.prog)
 
     def single_pfns(self) -> np.ndarray:
-        return np.flatnonzero(np.unpackbits(self.singles, bitorder="little")[:self.memmap.nr])
+        return bit_pfns(self.singles, self.memmap.nr)
 
     @contextmanager
     def counting(self, counts: frozenset[str]) -> Iterator[None]:

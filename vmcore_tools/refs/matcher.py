@@ -151,10 +151,26 @@ class Matcher:
 
 
 def pfn_bits(pfns: np.ndarray, nr: int) -> np.ndarray:
-    """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian bits)."""
-    mark = np.zeros(-(-nr // 8) * 8, bool)
-    mark[pfns] = True
-    return np.packbits(mark, bitorder="little")
+    """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian
+    bits).  Only the bytes of set bits are written: the rest stays the
+    untouched zero memory ``np.zeros`` maps, which costs no RAM, so a hole
+    in the physical address space costs none (``census.census``)."""
+    bits = np.zeros(-(-nr // 8), np.uint8)
+    pfns = unique(np.asarray(pfns, np.int64))
+    if pfns.size:
+        byte = pfns >> 3
+        first = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        bits[byte[first]] = np.bitwise_or.reduceat(np.left_shift(1, pfns & 7).astype(np.uint8), first)
+    return bits
+
+
+def bit_pfns(bits: np.ndarray, nr: int) -> np.ndarray:
+    """The PFNs set in ``bits`` (``pfn_bits``), read through its nonzero
+    bytes only."""
+    nonzero = np.flatnonzero(bits)
+    set_ = np.unpackbits(bits[nonzero], bitorder="little").reshape(-1, 8).astype(bool)
+    pfns = (nonzero[:, None] * 8 + np.arange(8))[set_]
+    return pfns[pfns < nr]
 
 
 def _extent_bits(heads: np.ndarray, orders: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
