@@ -142,6 +142,15 @@ def virtqueue_size(prog: drgn.Program):
     raise SystemExit("no virtqueue")
 
 
+def ring_count(prog: drgn.Program):
+    """fake_i40e's first rx ring's ``count`` set to 65535: more slots than
+    any driver of the family gives a ring."""
+    from vmcore_tools.net.rings import walk_rings
+    ring = next(r for r in walk_rings(prog).rings if r.driver == "i40e" and r.kind == "rx")
+    at = ring.address + drgn.offsetof(prog.type("struct i40e_ring"), "count")
+    return f"i40e ring {ring.address:#x}'s count -> 65535", [(physical(prog, at), (65535).to_bytes(2, "little"))]
+
+
 #: struct pages of noise, a third of the way up memory (noise over the memmap)
 NOISE_PAGES = 1024
 
@@ -227,6 +236,7 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "mem_section": (mem_section, "census", "present past max_pfn"),
     "mem_section root": (mem_section_root, "report", "the memory sections (mem_section) are damaged"),
     "virtqueue size": (virtqueue_size, "report", "ring size (vring_virtqueue"),
+    "ring count": (ring_count, "report", "i40e rx rings (count) is damaged"),
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
     "slab cache node": (slab_cache_node, "slab", "is damaged (slab cache"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),

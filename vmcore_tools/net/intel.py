@@ -28,6 +28,7 @@ import numpy as np
 from drgn.helpers.linux.net import netdev_priv
 
 from vmcore_tools.core.features import has_object, has_type
+from vmcore_tools.core.walk import damaged
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.net.ring import Ring
 from vmcore_tools.net.devices import netdev_label, netdevs_of, pci_devs_of, pci_label
@@ -160,6 +161,10 @@ class Family:
         count = ring.count.value_()
         out = Ring(self.name, label, member_or(ring, "queue_index", member_or(ring, "q_index", 0)),
                    kind, ring.value_(), count)
+        if count > MAX_DESCRIPTORS:
+            damaged(f"{self.name} rx rings (count)", f"{count} slots in the ring at {ring.value_():#x}, more than "
+                    f"any driver of the family gives a ring ({MAX_DESCRIPTORS}): not read")
+            return out
         for idx in ("next_to_use", "next_to_clean", "next_to_alloc", "next_to_process", "rx_buf_len"):
             if ring.type_.type.has_member(idx):
                 out.indices[idx] = getattr(ring, idx).value_()
@@ -273,6 +278,13 @@ def _read_xdp_tx_slots(prog: drgn.Program, a: Memmap, ring: drgn.Object, count: 
     out.slot, out.pfn = idx[ok], pfns[ok]
     out.offset = np.zeros(out.slot.size, np.int64)
     out.bias = np.full(out.slot.size, -1, np.int64)
+
+
+#: the most descriptors any driver of the family gives a ring: ice's
+#: ``ICE_MAX_NUM_DESC`` and i40e's ``I40E_MAX_NUM_DESCRIPTORS_XL710``, 8160
+#: (ethtool -G refuses more); ixgbe, igb, igc, iavf and ixgbevf allow 4096.
+#: A ring counting more is damaged, and its slot array is not read.
+MAX_DESCRIPTORS = 8160
 
 
 #: the XDP tx ring's slot array, by driver: i40e ``tx_bi``, ice ``tx_buf``
