@@ -18,6 +18,7 @@ from vmcore_tools.kernel.stacks import dead_irq_stack_spans
 from vmcore_tools.leaks.verdict import verdict
 
 from ..conftest import cli_json, sample_core
+from .test_drgn_plugin import drgn_session
 
 pytestmark = pytest.mark.vm
 #: Debian's arm64 lines; 6.1's runs in make test
@@ -92,6 +93,17 @@ def test_an_interrupt_stack_is_dead_below_the_cpus_stack_pointer(arm64):
     assert all(lo < hi for lo, hi in spans.values())
     lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "irq-stack"]
     assert lost and set(lost) <= {o.pfn for o in r.orphans}
+
+
+def test_the_drgn_plugin_reports_on_an_arm64_core(arm64):
+    """``vmcore-tools report`` in a drgn session on the arm64 core, as on amd64."""
+    core, _ = arm64
+    run = drgn_session(core, """
+from drgn.commands import run_command
+print("report rc", run_command(prog, "vmcore-tools report --quiet --fail-on-leak"))
+""")
+    assert run.returncode == 0, run.stderr
+    assert "report rc 1" in run.stdout and "i40e rx buffers of eth2" in run.stdout, run.stdout[-2000:]
 
 
 def test_a_clean_arm64_core_has_no_leak():

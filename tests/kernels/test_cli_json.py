@@ -17,7 +17,10 @@ from ..conftest import KERNELS, cli_json, run_cli, sample_core
 
 pytestmark = pytest.mark.vm
 
-CORES = [("i40e-leak", k) for k in KERNELS] + [("i40e-leak-kdump", "6.1"), ("no-leak", "6.1")]
+CORES = [pytest.param(s, k, id=f"{s}-{k}") for s, k in
+         [("i40e-leak", k) for k in KERNELS] + [("i40e-leak-kdump", "6.1"), ("no-leak", "6.1")]] + \
+    [pytest.param(s, "6.1-arm64", id=f"{s}-6.1-arm64", marks=pytest.mark.full)   # arm64's, in make test-all
+     for s in ("i40e-leak", "i40e-leak-kdump")]
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -31,7 +34,7 @@ def fingerprint(path) -> tuple[int, int, str]:
     return st.st_size, st.st_mtime_ns, digest.hexdigest()
 
 
-@pytest.mark.parametrize("scenario,kernel", CORES, ids=[f"{s}-{k}" for s, k in CORES])
+@pytest.mark.parametrize("scenario,kernel", CORES)
 def test_every_subcommand_json_validates(scenario, kernel, tmp_path):
     core = sample_core(scenario, kernel)
     before = fingerprint(core.core)

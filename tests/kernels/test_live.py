@@ -5,6 +5,7 @@ read -- and that a churn process keeps changing (torn reads, forced)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -92,7 +93,8 @@ def assert_orphans_are_the_planted_leaks(result: dict) -> None:
     busy = [leak for leak in missed if leak.get("held_on_a_busy_irq_stack") and not leak.get("inferred")]
     explained = {leak["pfn"] for leak in inferred + busy}
     # each missed leak with what referenced it, if anything did
-    assert len(busy) <= 1 and {leak["pfn"] for leak in missed} == explained, missed
+    # (as text: pytest cuts the repr of a list of dicts short, and what held a missed page is the point)
+    assert len(busy) <= 1 and {leak["pfn"] for leak in missed} == explained, json.dumps(missed, default=str)
     extra = [o for o in result["orphans"] if o["pfn"] not in {leak["pfn"] for leak in result["leaks"]}]
     assert found == {leak["pfn"] for leak in result["leaks"]} - explained, \
         (extra, [result["suspects"][o["suspect"]]["label"] for o in extra if o["suspect"] >= 0])
