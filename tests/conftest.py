@@ -27,6 +27,14 @@ def lines(all_lines: tuple[str, ...] = KERNELS, ci: tuple[str, ...] = ("6.1",)) 
     return [k if k in ci else pytest.param(k, marks=pytest.mark.full) for k in all_lines]
 
 
+def assert_census_whole(c) -> None:
+    """Every page of census ``c`` in one class, none unreadable or damaged,
+    and its free pages the kernel's own count."""
+    t = c.totals()
+    assert sum(t.values()) == c.total_pages and t["unreadable"] == 0 and t["damaged"] == 0, t
+    assert t["free"] == c.counters["free"], (t["free"], c.counters["free"])
+
+
 def planted_class(leak: dict, pool_pages_marked: bool) -> str:
     """The census class of a planted leak's pages: the page lost from
     vmct_shapes' page_pool keeps the pool's mark where the kernel marks pool
