@@ -10,9 +10,11 @@ the stacks (``thread.cpu_context.sp``, vmalloc'd interrupt stacks at
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from vmcore_tools import orphans
+from vmcore_tools.kernel.fdt import fdt_neighbours
 from vmcore_tools.kernel.gic_its import its_level2_tables
 from vmcore_tools.kernel.stacks import dead_irq_stack_spans
 from vmcore_tools.leaks.verdict import verdict
@@ -92,6 +94,28 @@ def test_an_interrupt_stack_is_dead_below_the_cpus_stack_pointer(arm64):
     assert all(lo < hi for lo, hi in spans.values())
     lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "irq-stack"]
     assert lost and set(lost) <= {o.pfn for o in r.orphans}
+
+
+def test_the_pages_beside_the_fdt_in_its_block_mapping_are_not_held_by_it(arm64):
+    """arm64 6.1 maps the FDT at the fixmap in whole 2 MiB blocks
+    (``fixmap_remap_fdt()``): the buddy allocator's pages beside it there
+    are mapped, and held by nothing for that.  (A planted page-pool page
+    landed there on one 6.1-arm64 build and was taken as held.)  The 6.12
+    lines map the FDT page by page: nothing is beside it."""
+    core, r = arm64
+    c = r.census
+    vas, pfns = c.page_tables.kernel_pages(c.memmap.page_shift)
+    beside = fdt_neighbours(c.prog, vas, pfns, c.memmap.page_shift)
+    fdt = c.prog["initial_boot_params"].value_()
+    huge = c.page_tables.kernel_huge_vas
+    by_block = bool(((huge <= fdt) & (fdt < huge + (c.page_tables.kernel_huge_pages << c.memmap.page_shift)
+                                        .astype(np.uint64))).any())
+    assert (beside.sum() > 0) == by_block, "a block-mapped FDT maps pages beside it, one mapped page by page none"
+    spans = set(vas[beside].tolist())
+    assert not any(ref.kind == "kernel mapping" and ref.address in spans
+                   for refs in r.references.values() for ref in refs)
+    allocated = [p for p in pfns[beside].tolist() if c.class_of(p).label not in ("free", "free_pcp", "reserved")]
+    print(f"{int(beside.sum())} pages beside the FDT, {len(allocated)} of them allocated")
 
 
 def test_the_drgn_plugin_reports_on_an_arm64_core(arm64):

@@ -61,6 +61,18 @@ class PageTableWalk:
     kernel_huge_pages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     kernel_huge_vas: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
+    def kernel_pages(self, page_shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """(virtual address, PFN) of every page ``init_mm`` maps outside the
+        direct map: the 4K leaves, and each page of the huge ones (a huge
+        leaf maps its pages one page apart)."""
+        pages = self.kernel_huge_pages
+        starts = np.repeat(np.cumsum(pages) - pages, pages)
+        within = np.arange(int(pages.sum()), dtype=np.int64) - starts
+        pfns = np.concatenate([self.kernel_leaf_pfns, np.repeat(self.kernel_huge_pfns, pages) + within])
+        vas = np.concatenate([self.kernel_leaf_vas, np.repeat(self.kernel_huge_vas, pages)
+                              + (within << page_shift).astype(np.uint64)])
+        return vas, pfns
+
 
 def walk_page_tables(prog: drgn.Program, a: Memmap) -> PageTableWalk:
     """Walk the kernel's and every process's page tables from the root, in

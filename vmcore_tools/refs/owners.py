@@ -9,6 +9,7 @@ import numpy as np
 
 from vmcore_tools.arch import table_format
 from vmcore_tools.core.features import has_object, has_symbol, image_symbol
+from vmcore_tools.kernel.fdt import fdt_neighbours
 from vmcore_tools.refs.engine import ScanEngine
 from vmcore_tools.refs.references import Reference
 
@@ -24,7 +25,9 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     also covers the free memory after ``_end`` in its last PMD: pages the
     buddy allocator hands to anyone (a leaked rx page too), still mapped
     there as 4K leaves once ``set_memory_*()`` split that PMD; arm64 maps
-    the image to ``_end`` rounded up to a page.
+    the image to ``_end`` rounded up to a page.  arm64 6.1 maps the FDT in
+    whole blocks too, and the pages beside it there are no more held
+    (``fdt.fdt_neighbours``).
 
     The pages mapped inside the vmemmap are ``struct page`` arrays (the
     memmap of hot-added memory, ``vmemmap_alloc_block()``: 2 MiB blocks
@@ -34,22 +37,15 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     owner keeps.  They are read by their layout (the memmap links root
     reads the struct pages of the held pages), not as plain pages."""
     prog, a = ctx.prog, ctx.memmap
-    walk = ctx.census.page_tables
-    # a huge leaf maps every page of its block, one address apart
-    pages = walk.kernel_huge_pages
-    starts = np.repeat(np.cumsum(pages) - pages, pages)
-    within = np.arange(int(pages.sum()), dtype=np.int64) - starts
-    pfns = np.concatenate([walk.kernel_leaf_pfns, np.repeat(walk.kernel_huge_pfns, pages) + within])
-    vas = np.concatenate([walk.kernel_leaf_vas, np.repeat(walk.kernel_huge_vas, pages)
-                          + (within << a.page_shift).astype(np.uint64)])
-    image = np.zeros(vas.size, bool)
+    vas, pfns = ctx.census.page_tables.kernel_pages(a.page_shift)
+    incidental = fdt_neighbours(prog, vas, pfns, a.page_shift)
     if has_symbol(prog, "_text"):
         fmt = table_format(prog, a.page_shift)
         align = fmt.image_end_align if fmt is not None else a.page_size
         end = -(-image_symbol(prog, "_end") // align) * align
-        image = (vas >= np.uint64(image_symbol(prog, "_text"))) & (vas < np.uint64(end))
+        incidental |= (vas >= np.uint64(image_symbol(prog, "_text"))) & (vas < np.uint64(end))
     cand = ctx.candidate_of(pfns)
-    hit = np.flatnonzero((cand >= 0) & ~image)
+    hit = np.flatnonzero((cand >= 0) & ~incidental)
     heads = cand[hit]
     heads, first = np.unique(heads, return_index=True)     # one mapping per page is enough
     va = vas[hit[first]]

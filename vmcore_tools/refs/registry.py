@@ -221,7 +221,9 @@ OWNERS: tuple[Owner, ...] = (
           "A page the kernel maps outside the direct map without a vm_struct (espfix stacks, "
           "vm_map_ram, fixmaps) is named only by a leaf of init_mm's page tables; so is the memmap of "
           "memory hot-added after boot, 2 MiB blocks from the page allocator under huge vmemmap leaves; "
-          "those are struct pages, read by their layout (memmap links), not as plain pages.",
+          "those are struct pages, read by their layout (memmap links), not as plain pages. A mapping "
+          "made in whole blocks around something smaller holds nothing beside it: the image's last PMD "
+          "past _end (x86), the FDT's 2 MiB blocks at the fixmap (arm64 6.1, kernel/fdt.py; tested in test_arm64).",
           "all", "tests/kernels/test_registry.py::test_each_entry_holds_pages"),
     Owner("CMA allocations", runs.extend_cma_runs,
           "cma_alloc() hands out an allocation of any length as order-0 pages of refcount 1, recorded "
