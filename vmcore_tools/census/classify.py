@@ -380,7 +380,7 @@ def classify(prog: drgn.Program, m: Memmap, ev: Evidence,
         return _classify_span(m, ev, ctx, damage, span, chunk_pages, progress if len(parts) == 1 else None)
 
     for (lo, hi), (cls, h, o, d) in zip(parts, forked_map(part, parts, jobs)):
-        if not np.shares_memory(cls, classes):     # a forked part's copy: its valid ranges only
+        if not np.may_share_memory(cls, classes):  # a forked part's copy: its valid ranges only
             for start, end in ((max(s, lo), min(e, hi)) for s, e in m.ranges if s < hi and e > lo):
                 classes[start:end] = cls[start - lo:end - lo]
         heads.append(h)
