@@ -154,7 +154,7 @@ def pfn_bits(pfns: np.ndarray, nr: int) -> np.ndarray:
     """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian
     bits).  Only the bytes of set bits are written: the rest stays the
     untouched zero memory ``np.zeros`` maps, which costs no RAM, so a hole
-    in the physical address space costs none (``census.census``)."""
+    in the physical address space costs none (``census.no_pages``)."""
     bits = np.zeros(-(-nr // 8), np.uint8)
     pfns = unique(np.asarray(pfns, np.int64))
     if pfns.size:

@@ -51,8 +51,8 @@ def kernel_mappings(ctx: ScanEngine) -> None:
     va = vas[hit[first]]
     memmap_end = a.memmap + a.nr * a.struct_size
     ctx.read_by_layout(heads[(va >= np.uint64(a.memmap)) & (va < np.uint64(memmap_end))].tolist())
-    for head, va in zip(heads.tolist(), vas[hit[first]].tolist()):
-        ctx.hold(Reference(head, "kernel mapping", va, "page tables", f"mapped at {va:#x}"))
+    for head, at in zip(heads.tolist(), va.tolist()):
+        ctx.hold(Reference(head, "kernel mapping", at, "page tables", f"mapped at {at:#x}"))
 
 
 def vmcoreinfo_dropped_at_panic(ctx: ScanEngine) -> None:
