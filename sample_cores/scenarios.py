@@ -164,9 +164,11 @@ SCENARIOS = {
                  "(makedumpfile -c -d 31)", {"vmct_workload": "split_leak=1"}, mode="kdump",
                  memory_mb=1280, arches=("amd64", "arm64")),
         Scenario("page-owner", "the i40e leak on a kernel built with CONFIG_PAGE_OWNER, booted "
-                 "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy",
+                 "with page_owner=on; no workload, a two-page alloc_pages_exact() decoy, three pages whose "
+                 "only pointer is a stale word in a kmalloc object's unused tail (vmct_slack: this kernel "
+                 "does not zero objects it hands out)",
                  {"vmct_workload": "split_leak=1 exact_pair=1"},
-                 workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload"),
+                 workload=False, cmdline="page_owner=on", modules=("fake_i40e", "vmct_workload", "vmct_slack"),
                  kernels=BUILT),
         Scenario("cma", "DMA buffers from a 32 MB CMA area (cma=32M) kept and lost by a driver "
                  "(vmct_cma, on the device fake_i40e binds), on the built kernels (Debian's amd64 "

@@ -80,39 +80,27 @@ class Core:
 
     def expected_orphans(self) -> dict[int, dict]:
         """The planted leaks the report must find orphaned, by PFN: all of
-        them, except
-
-        * those in the inferred tier (``OrphanReport.inferred_heads``): a
-          refcount-1 page that lands right after a heap-held
-          ``alloc_pages_exact()`` run in its buddy block, which the run rule
-          takes for the run's tail (``runs.extend_runs``), and the pages its
-          contents name.  Nothing in the dump tells it apart, so the report
-          lists it in that tier -- never as held -- and ``inferred_leaks``
-          says which those are;
-        * on a kernel that does not zero slab objects when it hands them
-          out (``verdict.slab_zeroed_on_alloc``: our built page_owner and
-          CMA kernels; Debian's zero them), a page whose only references
-          are words in allocated slab objects: a stale copy of its pointer
-          in an object's unused tail, at most one per core.
+        them, except those in the inferred tier (``OrphanReport.inferred_heads``):
+        a refcount-1 page that lands right after a heap-held
+        ``alloc_pages_exact()`` run in its buddy block, which the run rule
+        takes for the run's tail (``runs.extend_runs``), and the pages its
+        contents name; on a kernel that does not zero slab objects when it
+        hands them out (our built page_owner and CMA kernels), a page whose
+        only pointer lies in a kmalloc object's slack (``mm.kmalloc``).
+        Nothing in the dump tells either from a hold, so the report lists
+        them in that tier -- never as held -- and ``inferred_leaks`` says
+        which those are.
 
         Every other planted page held counts as a false hold: it fails here."""
         if self._expected is None:
             from vmcore_tools import orphans
-            from vmcore_tools.leaks.verdict import slab_zeroed_on_alloc
             r = orphans(self.program())
             planted = {x["pfn"]: x for x in self.manifest["planted_leaks"]}
             inferred = set(r.inferred_heads.tolist()) & planted.keys()
-            stale = set()
-            if not slab_zeroed_on_alloc(r.census.prog):
-                stale = {p for p in planted if p not in inferred and r.references.get(p)
-                         and all(ref.region == "slab" for ref in r.references[p])}
-                assert len(stale) <= 1, {p: r.references[p] for p in stale}
-                for p in stale:
-                    print(f"planted pfn {p} held by a stale slab word: {r.references[p]}")
-            held = {p for p in planted if p in r.references} - inferred - stale
+            held = {p for p in planted if p in r.references} - inferred
             assert not held, {p: r.references[p] for p in held}
             self._inferred = {p: r.inferred_rules[p] for p in inferred}
-            self._expected = {p: x for p, x in planted.items() if p not in inferred | stale}
+            self._expected = {p: x for p, x in planted.items() if p not in inferred}
         return self._expected
 
     def inferred_leaks(self) -> dict[int, str]:

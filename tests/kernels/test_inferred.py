@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vmcore_tools import orphans
-from vmcore_tools.refs.references import PHYSICAL, PHYSICAL_MATCH, TABLE_ENTRY, TABLE_SHAPE
+from vmcore_tools.mm.kmalloc import slab_zeroed_on_alloc
+from vmcore_tools.refs.references import KMALLOC_SLACK, PHYSICAL, PHYSICAL_MATCH, TABLE_ENTRY, TABLE_SHAPE
 from vmcore_tools.refs.registry import EXTENTS, INFERENCES
 
 from ..conftest import KERNELS, lines, sample_core
@@ -30,14 +31,17 @@ def leak_report(request):
 def test_each_inferred_hold_names_its_rule(leak_report):
     """Every word a rule only guesses at is marked with that rule: a
     physical address or a table entry in a plain referenced page, a run's
-    tail without page_owner.  A page in the tier has no proved reference
-    from memory outside the candidates; every page whose references all
-    rest on rules is in it."""
+    tail without page_owner; a kmalloc object's slack never on Debian's
+    kernels, which zero the objects they hand out.  A page in the tier has
+    no proved reference from memory outside the candidates; every page
+    whose references all rest on rules is in it."""
     core, r = leak_report
     rules = {e.name for e in INFERENCES}
     by_kind = {PHYSICAL: PHYSICAL_MATCH, TABLE_ENTRY: TABLE_SHAPE}
+    assert slab_zeroed_on_alloc(r.census.prog)
     for pfn, refs in r.references.items():
         for ref in refs:
+            assert ref.rule != KMALLOC_SLACK, (pfn, ref)
             if ref.region == "referenced page" and ref.kind in by_kind:
                 assert ref.rule == by_kind[ref.kind], (pfn, ref)
             if ref.region == "run" and r.page_owner != "on":

@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict
 
-import drgn
-
 from vmcore_tools.census.classes import KERNEL_CLASSES
-from vmcore_tools.core.features import has_object, kernel_release
+from vmcore_tools.core.features import kernel_release
 from vmcore_tools.core.stages import abandoned_stages, failed_stages
 from vmcore_tools.leaks.orphans import REFERENCED_LISTED, OrphanReport
+from vmcore_tools.mm.kmalloc import slab_zeroed_on_alloc
 from vmcore_tools.refs.unread import BY_DESIGN, OTHER
 from vmcore_tools.core.arrays import unique
 
@@ -38,22 +37,6 @@ def coverage(r: OrphanReport) -> dict:
         "slab_zeroed_on_alloc": slab_zeroed_on_alloc(c.prog),
         "boot_memory_not_read": r.scan.boot_memory_not_read,
     }
-
-
-def slab_zeroed_on_alloc(prog: drgn.Program) -> bool:
-    """Whether the kernel zeroes every slab object it hands out.
-
-    Fact: with ``init_on_alloc`` (5.3+, the static key of that name; on by
-    default where CONFIG_INIT_ON_ALLOC_DEFAULT_ON, as in Debian's kernels)
-    an allocated object holds only what its user wrote or zeros.  Without
-    it, the bytes a user does not write -- the tail of a kmalloc object
-    past the size asked for -- keep what the object's previous user left,
-    and a stale copy of a page pointer there reads as a reference: a leaked
-    page can look referenced.  SLUB keeps no requested size (outside
-    slub_debug), so nothing in the dump tells that tail is dead."""
-    if not has_object(prog, "init_on_alloc"):
-        return False
-    return prog["init_on_alloc"].key.enabled.counter.value_() > 0
 
 
 #: where a reference was found -> the owner class that holds a page there
@@ -97,8 +80,9 @@ def coverage_parts(cov: dict, page_size: int) -> list[str]:
         parts.append(f"NOT read: IOMMU page tables of {cov['iommu_domains_not_read']} DMA domains (pages leaked "
                      "while mapped may look referenced)")
     if cov.get("slab_zeroed_on_alloc") is False:
-        parts.append("slab objects are not zeroed when allocated (init_on_alloc off): a stale page pointer in "
-                     "an object's unused tail reads as a reference, so a leaked page can look referenced")
+        parts.append("slab objects are not zeroed when allocated (init_on_alloc off): a word in a kmalloc "
+                     "object past its next smaller size class may be a stale copy left by a previous user (the "
+                     "pages held only so are in the inferred tier, rule kmalloc slack)")
     if cov.get("device_pages"):
         parts.append(f"{_size(cov['device_pages'] * page_size)} of device memory (ZONE_DEVICE: pmem, device "
                      "pages) left out: no page allocator owns it")

@@ -26,6 +26,7 @@ from vmcore_tools.core.stages import record_damage
 from vmcore_tools.core.walk import bounded, max_entries
 from vmcore_tools.core.features import has_member, has_object, has_type
 from vmcore_tools.mm.kfence import KfencePool, kfence_pool
+from vmcore_tools.mm.kmalloc import slack_offsets
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.core.arrays import unique
 
@@ -124,6 +125,9 @@ class SlabObject:
     cache: str
     address: int              # start of the object (slot) the address is in
     allocated: bool | None    # None: the freelists could not be read consistently
+    #: a kmalloc cache's object: the offset from which its words may lie past
+    #: the request (``kmalloc.slack_offsets``); None for other caches
+    slack: int | None = None
 
 
 class SlabObjects:
@@ -147,8 +151,7 @@ class SlabObjects:
     drgn's ``slab_object_info()`` answers the same question but walks every
     CPU and the slab's freelist again for each address; here each slab's
     freelist and each cache's per-CPU freelists and sheaves are read once.
-    Kernels with SLAB (gone in 6.8) go through ``slab_object_info()``.
-    """
+    Kernels with SLAB (gone in 6.8) go through ``slab_object_info()``."""
 
     #: a freelist that keeps changing under a live read is given up after this many tries
     TRIES = 20
@@ -174,6 +177,7 @@ class SlabObjects:
         self.swab: bool | None = None         # decided on the first hardened chain
         self.caches: dict[int, _Cache] = {}
         self.slabs: dict[int, tuple[_Cache, set[int] | None]] = {}
+        self.kmalloc_slack = slack_offsets(prog)     # kmalloc cache -> where its objects' slack may start
 
     @cached_property
     def kfence(self) -> KfencePool | None:
@@ -204,7 +208,7 @@ class SlabObjects:
         obj = first + (addr - first) // cache.size * cache.size
         allocated = None if free is None or cache.cpu_free is None else (
             obj not in free and obj not in cache.cpu_free)
-        return SlabObject(cache.name, obj, allocated)
+        return SlabObject(cache.name, obj, allocated, cache.slack)
 
     def allocated(self, head: int) -> tuple[str, int, np.ndarray] | None:
         """The cache name, the slot size and the start addresses of the
@@ -282,7 +286,7 @@ class SlabObjects:
         s = drgn.Object(prog, "struct kmem_cache *", addr)
         cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
                        s.random.value_() if self.hardened else None,
-                       s.red_left_pad.value_() if self.has_red_left_pad else 0)
+                       s.red_left_pad.value_() if self.has_red_left_pad else 0, slack=self.kmalloc_slack.get(addr))
         cache.cpu_free = self._sheaf_objects(s) if self.sheaves else set()
         for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
             if cache.cpu_free is None:
@@ -461,3 +465,4 @@ class _Cache:
     random: int | None        # CONFIG_SLAB_FREELIST_HARDENED's key
     red_left_pad: int
     cpu_free: set[int] | None = None
+    slack: int | None = None  # SlabObject.slack

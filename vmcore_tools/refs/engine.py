@@ -37,6 +37,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census
 from vmcore_tools.census.classes import PageClass
+from vmcore_tools.mm.kmalloc import slab_zeroed_on_alloc
 from vmcore_tools.mm.memmap import max_block_pages
 from vmcore_tools.mm.page_owner import PageOwners
 from vmcore_tools.mm.pageflags import were_user_or_cache
@@ -44,7 +45,8 @@ from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.net.skb import skb_head_words
 from vmcore_tools.refs.matcher import Matcher, bit_pfns, frag_entries, pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
-from vmcore_tools.refs.references import PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference, ScanResult
+from vmcore_tools.refs.references import (KMALLOC_SLACK, PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference,
+                                          ScanResult)
 
 #: References kept per page: enough to show where it is held (``_kept``).
 MAX_REFS = 4
@@ -84,6 +86,8 @@ class ScanEngine:
         self.read = MemoryReader(self.prog, a, self._match, self.result.problems, progress)
         self.read.fork = self
         self.slab_objects = SlabObjects(self.prog, a)
+        #: whether a word in a kmalloc object's slack may be stale (registry.INFERENCES, KMALLOC_SLACK)
+        self.slack_is_stale = not slab_zeroed_on_alloc(self.prog)
         #: pages in a largest buddy block
         self.max_block = max_block_pages(self.prog)
         #: bytes of a largest buddy block: bounds an skb frag's length and offset
@@ -258,11 +262,10 @@ class ScanEngine:
             rule = self.infers.get(kind, "")
             for i, head, value, source in zip(idx.tolist(), heads.tolist(), words[idx].tolist(), sources):
                 found = refs.setdefault(head, [])
-                if not _kept(found, source, rule):
-                    continue
-                ref = Reference(head, kind, base + 8 * i, region, value=value, source=source, rule=rule)
-                if region != "slab" or self._in_live_object(ref):
-                    found.append(ref)
+                if _kept(found, source, rule):       # a slab word's own rule (_in_live_object) only narrows it
+                    ref = Reference(head, kind, base + 8 * i, region, value=value, source=source, rule=rule)
+                    if (region != "slab" or self._in_live_object(ref)) and _kept(found, source, ref.rule):
+                        found.append(ref)
                 if not found:
                     del refs[head]
 
@@ -289,7 +292,9 @@ class ScanEngine:
     def _in_live_object(self, ref: Reference) -> bool:
         """Whether a hit in a slab page is in an allocated object (naming it);
         a free object's words are stale, and so are those of an object
-        ``naming_only`` named."""
+        ``naming_only`` named.  On a kernel that does not zero objects it
+        hands out, a word in a kmalloc object's slack (``kmalloc``) holds
+        only by inference (``KMALLOC_SLACK``)."""
         try:
             obj = self.slab_objects(ref.address)
         except (drgn.FaultError, ValueError) as e:
@@ -297,6 +302,10 @@ class ScanEngine:
             return True
         if obj is None or obj.allocated is False or obj.address in self._naming_only:
             return False
-        ref.where = f"slab {obj.cache} object {obj.address:#x}+{ref.address - obj.address:#x}"
+        offset = ref.address - obj.address
+        ref.where = f"slab {obj.cache} object {obj.address:#x}+{offset:#x}"
         ref.holder = obj.address
+        if self.slack_is_stale and obj.slack is not None and offset >= obj.slack and not ref.rule:
+            ref.rule = KMALLOC_SLACK
+            ref.where += f" (past {obj.slack} bytes: may be past the request, unwritten)"
         return True

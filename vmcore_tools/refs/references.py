@@ -14,8 +14,8 @@ STRUCT_PAGE, DIRECT_MAP, PHYSICAL, TABLE_ENTRY, SKB_FRAG, OBJECT = (
 POINTERS = frozenset({STRUCT_PAGE, DIRECT_MAP})
 #: The inferences a hold can rest on where the dump does not prove it
 #: (``registry.INFERENCES`` states each one's fact; ``tiers`` the tier).
-ALLOCATION_RUN, CMA_RUN, PHYSICAL_MATCH, TABLE_SHAPE = (
-    "allocation run", "CMA run", "physical-address match", "table shape")
+ALLOCATION_RUN, CMA_RUN, PHYSICAL_MATCH, TABLE_SHAPE, KMALLOC_SLACK = (
+    "allocation run", "CMA run", "physical-address match", "table shape", "kmalloc slack")
 
 
 @dataclass

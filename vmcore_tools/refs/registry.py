@@ -47,9 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmcore_tools.refs import objects, owners, roots, runs
-from vmcore_tools.refs.references import (ALLOCATION_RUN, CMA_RUN, DIRECT_MAP, OBJECT, PHYSICAL,
-                                          PHYSICAL_MATCH, POINTERS, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY,
-                                          TABLE_SHAPE)
+from vmcore_tools.refs.references import (ALLOCATION_RUN, CMA_RUN, DIRECT_MAP, KMALLOC_SLACK, OBJECT,
+                                          PHYSICAL, PHYSICAL_MATCH, POINTERS, SKB_FRAG, STRUCT_PAGE,
+                                          TABLE_ENTRY, TABLE_SHAPE)
 
 
 
@@ -368,6 +368,15 @@ INFERENCES: tuple[Rule, ...] = (
          "level. The shape is a guess at what the page is.",
          "all",
          "tests/kernels/test_owned_shapes.py::test_physical_tables_hold_their_levels"),
+    Rule(KMALLOC_SLACK,
+         "kmalloc() serves a request from the smallest size class that fits it, and SLUB keeps no requested "
+         "size (outside slub_debug): the bytes of a kmalloc-N object past the next smaller class may lie past "
+         "the request. A kernel that does not zero objects it hands out (init_on_alloc off) leaves there what "
+         "the object's previous user wrote, so a page pointer there may be a stale copy (mm.kmalloc).",
+         "kernels without init_on_alloc (CONFIG_INIT_ON_ALLOC_DEFAULT_ON off, or init_on_alloc=0); Debian's "
+         "kernels zero objects",
+         "tests/kernels/test_page_owner.py::test_a_page_named_only_in_a_kmalloc_objects_slack_is_in_the_"
+         "inferred_tier"),
 )
 
 KEPT: tuple[Owner, ...] = (
