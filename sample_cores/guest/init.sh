@@ -88,8 +88,9 @@ for _ in $(seq 600); do [ -e /run/vmct-workload-ready ] && break; sleep 0.5; don
 # that an idle blk-mq request (and on 7.3 a cached bio) still names, and a
 # page an interrupt handler filled, then lost, whose address stays on that
 # CPU's interrupt stack, and a page lost after it left the LRU, which a dead
-# slot of a per-CPU LRU batch still names: before the ground truth is
-# copied, which records the pages as lost.
+# slot of a per-CPU LRU batch still names, and a page a freed per-cpu
+# allocation still names: before the ground truth is copied, which records
+# the pages as lost.
 shapes=/sys/module/vmct_shapes/parameters
 if [ -e $shapes/idle_request ] && [ -b /dev/vda ]; then
     echo /dev/vda > $shapes/idle_request || echo "idle_request: failed"
@@ -99,6 +100,9 @@ if [ -e $shapes/irq_stack ]; then
 fi
 if [ -e $shapes/lru_batch ]; then
     echo 1 > $shapes/lru_batch || echo "lru_batch: failed"
+fi
+if [ -e $shapes/percpu_freed ]; then
+    echo 1 > $shapes/percpu_freed || echo "percpu_freed: failed"
 fi
 
 dmesg > "$OUT/dmesg.txt"

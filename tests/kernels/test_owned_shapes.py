@@ -48,6 +48,7 @@ HELD_BY = {
     "page-pool-ptr-ring": ("slab",),              # the pool's ptr_ring (kvmalloc'd queue)
     "page-pool-cache": ("slab",),                 # the pool's alloc cache, inside struct page_pool
     "skb-defer-list": ("slab",),                  # a frag of an skb (its kmalloc'd head) on a defer list
+    "percpu-held": ("per-cpu", "vmalloc"),        # a kept per-cpu allocation (first chunk, or a later one)
     # vmct_blocks (test_blocks.py)
     "block-end": ("slab",),                       # a pointer 16 bytes below a non-compound block's end
     "block-table": ("vmalloc",),                  # the table's start in the module's .bss
@@ -58,7 +59,8 @@ HELD_BY = {
 #: and its rule (registry.INFERENCES): they are in the inferred tier
 INFERRED_BY = {"table-level": TABLE_SHAPE, "table-leaf": TABLE_SHAPE}
 #: the shapes with a page lost inside (leak=1)
-LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack", "lru-batch")
+LOST_IN = ("lru-list", "private-chain", "table", "page-pool", "idle-request", "irq-stack", "lru-batch",
+           "percpu-freed")
 
 
 #: arm64 lines the shapes are also planted on (test_arm64.py); 6.1's in make test
@@ -230,6 +232,30 @@ def test_a_page_left_in_a_dead_interrupt_stack_frame_is_orphaned(shapes):
     lo, hi = (np.uint64(x) for x in dead_irq_stack_spans(prog).get(cpu, (0, 0)))
     dead = bool(((at >= lo) & (at < hi)).all())
     assert orphaned == dead, (cpu, (lo, hi), at, orphaned)
+
+
+def test_a_page_named_only_in_a_freed_per_cpu_area_is_orphaned(shapes):
+    """Right before the dump, vmct_shapes stores a page's address in the
+    last word of the first CPU's copy of a per-cpu allocation, frees it,
+    and loses the page.  The dump still has the word (free_percpu() leaves
+    the bytes), but the chunk's alloc_map says the area is free: the word
+    holds nothing (``percpu.free_percpu_spans``) and the page is orphaned.
+    Without the entry the word holds it; the page a kept allocation names
+    stays held."""
+    core, r = shapes
+    prog = r.census.prog
+    lost = [leak["pfn"] for leak in core.manifest["planted_leaks"] if leak["ring"] == "percpu-freed"]
+    assert len(lost) == 1, core.manifest["planted_leaks"]
+    word = int(re.search(rf"vmct_shapes: percpu-freed pfn={lost[0]} word=([0-9a-f]+)",
+                         (core.path / "dmesg.txt").read_text()).group(1), 16)
+    assert prog.read_u64(word) == pfn_to_virt(prog, lost[0]).value_(), \
+        "a later per-cpu allocation took the word: the plant left nothing for the rule to decide"
+    assert lost[0] in {o.pfn for o in r.orphans}, r.references.get(lost[0])
+    heads = candidate_heads(r.census)
+    without = scan_references(r.census, heads, without=frozenset({"free per-cpu areas"})).references
+    assert lost[0] in without, "the freed area was not read at all: the test shows nothing"
+    held = by_kind(core)["percpu-held"]
+    assert set(held) <= {x.pfn for x in r.referenced}, held
 
 
 def test_stale_sheaf_slots_hold_nothing(shapes):

@@ -40,7 +40,8 @@ UNIT_TESTED = {"rx buffers"}
 #: vmct_shapes read a disk block into and lost (an idle blk-mq request names
 #: it on every line), of every i40e-leak core, where an interrupt handler's
 #: dead frame names the page vmct_shapes lost after it, and a dead slot of
-#: an LRU batch the page it lost after that (test_owned_shapes), of a
+#: an LRU batch the page it lost after that, and a freed per-cpu area the
+#: page it lost after freeing the area (test_owned_shapes), of a
 #: released core whose dump caught a released page at an end of its LRU
 #: list, named by the list head (test_released; the 6.12 core of session 28
 #: did, none of session 31's does: the test skips where no head names a
@@ -48,7 +49,8 @@ UNIT_TESTED = {"rx buffers"}
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
-             "dead interrupt stack frames", "per-cpu batches", "LRU list heads", "stale sheaf slots"}
+             "dead interrupt stack frames", "per-cpu batches", "LRU list heads", "stale sheaf slots",
+             "free per-cpu areas"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak; for CMA,

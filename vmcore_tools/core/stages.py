@@ -58,6 +58,8 @@ STAGES: dict[str, str] = {
                                "handed out since named may look referenced",
     "scan: per-cpu batches": "the dead slots of per-CPU folio and skb batches, and the free skbs cached "
                              "for reuse, are read: a page a freed folio or skb was on may look referenced",
+    "scan: free per-cpu areas": "the free areas of per-cpu chunks are read: a page a freed per-cpu "
+                                "allocation named may look referenced",
     "scan: per-cpu areas": "references from per-CPU data are not seen",
     "scan: task stacks": "references from task stacks are not seen",
     "scan: page_pool DMA index": "page_pool DMA indexes are read as holders: pages leaked from a pool "

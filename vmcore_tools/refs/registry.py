@@ -106,6 +106,14 @@ ROOTS: tuple[Root, ...] = (
          "dump (live, the cache turns over while the slab is read) (percpu_batches.percpu_batches).",
          "all (folio_batch, pagevec up to 6.4, napi_alloc_cache; page_frag_1k 6.1 to 6.x)",
          "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
+    Root("free per-cpu areas", roots.skip_free_percpu_areas, frozenset(),
+         "The per-cpu allocator marks what it hands out in each chunk's alloc_map, one bit per 4 bytes of a "
+         "unit, the same offsets in every CPU's unit; free_percpu() clears the bits and leaves the bytes, so a "
+         "freed area keeps its user's words -- a page pointer among them -- until alloc_percpu() hands it out "
+         "again, zeroed. The free areas of every chunk (the first, the reserved one, those on pcpu_chunk_lists) "
+         "are not read by the per-cpu and vmalloc roots (percpu.free_percpu_spans).",
+         "4.14+ (pcpu_chunk.alloc_map)",
+         "tests/kernels/test_owned_shapes.py::test_a_page_named_only_in_a_freed_per_cpu_area_is_orphaned"),
     Root("per-cpu areas", roots.scan_percpu_first_chunk, POINTERS,
          "Each CPU's unit of the first per-cpu chunk (memblock memory, __per_cpu_offset[cpu] + "
          "__per_cpu_start) holds the static per-CPU variables, up to the first chunk's end; "

@@ -27,6 +27,7 @@ from vmcore_tools.kernel.percpu_batches import percpu_batches
 from vmcore_tools.kernel.stacks import cached_stack_pfns, dead_irq_stack_spans, live_stack_spans
 from vmcore_tools.kernel.virtqueues import virtqueues
 from vmcore_tools.mm.boot_memory import percpu_units
+from vmcore_tools.mm.percpu import free_percpu_spans
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.mm.pageflags import page_flag_bits
 from vmcore_tools.net.page_pool import dma_index_nodes
@@ -129,22 +130,38 @@ def skip_dead_irq_stack_frames(ctx: ScanEngine) -> None:
         ctx.exclude(direct_map_spans(ctx.prog, ctx.memmap, lo, hi))
 
 
-def direct_map_spans(prog: drgn.Program, a: Memmap, lo: int, hi: int) -> list[tuple[int, int]]:
+def skip_free_percpu_areas(ctx: ScanEngine) -> None:
+    """The free areas of every per-cpu chunk in every CPU's unit
+    (``percpu.free_percpu_spans``) are not read: by ``scan_percpu_first_chunk``
+    in the first chunk, by ``scan_vmalloc`` in later ones, which it reads
+    through the direct map."""
+    mapped: dict[int, int | None] = {}
+    for lo, hi in free_percpu_spans(ctx.prog, ctx.memmap.page_shift):
+        ctx.exclude(direct_map_spans(ctx.prog, ctx.memmap, lo, hi, mapped))
+
+
+def direct_map_spans(prog: drgn.Program, a: Memmap, lo: int, hi: int,
+                     mapped: dict[int, int | None] | None = None) -> list[tuple[int, int]]:
     """``[lo, hi)`` as the direct map sees it: itself where it lies there,
     else each page's part at the direct-map address of the page the
     kernel's page tables map it to (a vmalloc'd stack's pages are
-    scattered); what is not mapped is left out."""
+    scattered); what is not mapped is left out.  ``mapped`` keeps each
+    page's physical address (None: not mapped) across calls."""
     if a.pfn_of_virt(lo) >= 0:
         return [(lo, hi)]
     init_mm, size, out = prog["init_mm"].address_of_(), a.page_size, []
+    mapped = {} if mapped is None else mapped
     at = lo
     while at < hi:
-        end = min(hi, (at // size + 1) * size)
-        try:
-            phys = follow_phys(init_mm, at).value_()
-            out.append((a.direct_map + phys, a.direct_map + phys + (end - at)))
-        except drgn.FaultError:
-            pass
+        page, end = at - at % size, min(hi, (at // size + 1) * size)
+        if page not in mapped:
+            try:
+                mapped[page] = follow_phys(init_mm, page).value_()
+            except drgn.FaultError:
+                mapped[page] = None
+        phys = mapped[page]
+        if phys is not None:
+            out.append((a.direct_map + phys + at - page, a.direct_map + phys + end - page))
         at = end
     return out
 

@@ -31,21 +31,27 @@
  *    signature in pp_magic wherever it is; with leak=1 one page is taken
  *    and never given back.  The pool DMA-maps its pages for the PCI device fake_i40e
  *    binds (QEMU's edu), as a driver's pool does, where there is one;
+ *  - a per-cpu allocation a driver keeps (alloc_percpu()), naming a page
+ *    in the first CPU's copy;
  *  - planted last, when the guest writes the parameter right before the
  *    dump: a page a disk read filled, then lost, that only the idle blk-mq
  *    request of that read still names (idle_request=<disk>); a page an
  *    interrupt handler filled, then lost, whose address stays in the
  *    handler's dead frame on that CPU's interrupt stack (irq_stack=1); a
  *    page whose struct page a dead slot of a per-CPU LRU batch still names
- *    (lru_batch=1); an skb with a page in its frags on another CPU's defer
- *    list (defer_skbs=1, 6.0+).
+ *    (lru_batch=1); a page named in a per-cpu allocation the driver freed
+ *    (percpu_freed=1: free_percpu() clears the chunk's bitmap and leaves
+ *    the bytes; planted last, because a later allocation would zero them);
+ *    an skb with a page in its frags on another CPU's defer list
+ *    (defer_skbs=1, 6.0+).
  *
  * Owned pages are logged as "vmct_shapes: owned pfn=... kind=...", and
  * with leak=1 (the default) one page of the list, the chain, the table,
- * the page_pool, the disk read, the interrupt handler and the LRU batch each
- * is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
+ * the page_pool, the disk read, the interrupt handler, the LRU batch and
+ * the freed per-cpu area each is lost: "vmct_shapes: leaked pfn=... ring=<shape>" (vmct_truth.h).
  */
 #include <linux/module.h>
+#include <linux/percpu.h>
 #include <linux/mm.h>
 #include <linux/gfp.h>
 #include <linux/slab.h>
@@ -110,6 +116,13 @@ static struct vmct_rx_buffer *rx_bi __used;     /* kept only with leak=0 */
 static struct page_pool *pp;
 static struct page **pp_ring;
 static struct pci_dev *pp_dev;
+
+#define PCPU_WORDS 8
+struct vmct_pcpu_area {                 /* a driver's per-CPU state */
+	void *words[PCPU_WORDS];
+};
+static struct vmct_pcpu_area __percpu *pcpu_kept __used;
+static struct page *pcpu_page __used;   /* with leak=0, the page the freed area names */
 
 static void owned(struct page *page, const char *kind)
 {
@@ -695,6 +708,44 @@ static int defer_skbs_set(const char *val, const struct kernel_param *kp)
 static const struct kernel_param_ops defer_skbs_ops = { .set = defer_skbs_set };
 module_param_cb(defer_skbs, &defer_skbs_ops, NULL, 0200);
 
+static int build_percpu(void)
+{
+	struct page *page;
+
+	pcpu_kept = alloc_percpu(struct vmct_pcpu_area);
+	page = alloc_page(GFP_KERNEL);
+	if (!pcpu_kept || !page)
+		return -ENOMEM;
+	fill(page, 900);
+	per_cpu_ptr(pcpu_kept, cpumask_first(cpu_online_mask))->words[1] = page_address(page);
+	owned(page, "percpu-held");
+	return 0;
+}
+
+static int percpu_freed_set(const char *val, const struct kernel_param *kp)
+{
+	struct vmct_pcpu_area __percpu *freed = alloc_percpu(struct vmct_pcpu_area);
+	struct page *page = alloc_page(GFP_KERNEL);
+	void **word;
+
+	if (!freed || !page) {
+		free_percpu(freed);
+		if (page)
+			__free_page(page);
+		return -ENOMEM;
+	}
+	fill(page, 901);
+	word = &per_cpu_ptr(freed, cpumask_first(cpu_online_mask))->words[PCPU_WORDS - 1];
+	*word = page_address(page);
+	free_percpu(freed);
+	pr_info("vmct_shapes: percpu-freed pfn=%lu word=%px\n", page_to_pfn(page), word);
+	lose_or_keep(page, "percpu-freed", &pcpu_page);
+	return 0;
+}
+
+static const struct kernel_param_ops percpu_freed_ops = { .set = percpu_freed_set };
+module_param_cb(percpu_freed, &percpu_freed_ops, NULL, 0200);
+
 static int __init shapes_init(void)
 {
 	int err;
@@ -706,6 +757,7 @@ static int __init shapes_init(void)
 	err = err ?: build_others();
 	err = err ?: build_rx_bi();
 	err = err ?: build_page_pool();
+	err = err ?: build_percpu();
 	return err;
 }
 
