@@ -151,6 +151,14 @@ def ring_count(prog: drgn.Program):
     return f"i40e ring {ring.address:#x}'s count -> 65535", [(physical(prog, at), (65535).to_bytes(2, "little"))]
 
 
+def percpu_chunk_size(prog: drgn.Program):
+    """The first per-cpu chunk's ``nr_pages`` set to 2**30: its allocation
+    map would be read for 128 GiB of units."""
+    chunk = prog["pcpu_first_chunk"]
+    return (f"per-cpu chunk {chunk.value_():#x}'s nr_pages -> 0x40000000",
+            [(physical(prog, chunk.nr_pages.address_), (0x40000000).to_bytes(4, "little"))])
+
+
 #: struct pages of noise, a third of the way up memory (noise over the memmap)
 NOISE_PAGES = 1024
 
@@ -237,6 +245,7 @@ CASES: dict[str, tuple[Callable[[drgn.Program], tuple[str, list[Write]]], str, s
     "mem_section root": (mem_section_root, "report", "the memory sections (mem_section) are damaged"),
     "virtqueue size": (virtqueue_size, "report", "ring size (vring_virtqueue"),
     "ring count": (ring_count, "report", "i40e rx rings (count) is damaged"),
+    "per-cpu chunk size": (percpu_chunk_size, "report", "the per-cpu chunks (pcpu_chunk.nr_pages) is damaged"),
     "slab caches": (slab_caches, "slab", "the slab cache list (slab_caches) is damaged"),
     "slab cache node": (slab_cache_node, "slab", "is damaged (slab cache"),
     "net devices": (net_devices, "report", "a namespace's net devices (dev_base_head) is damaged"),
