@@ -94,11 +94,15 @@ class Scenario:
     #: the architectures whose Debian lines it runs on where ``kernels`` is
     #: empty; not in the key (a line is of one architecture)
     arches: tuple[str, ...] = field(default=("amd64",), repr=False)
+    #: test modules loaded from a memory cgroup of their own (vmct-<module>):
+    #: the page cache and shmem pages they allocate are charged to it and sit
+    #: alone on its LRU lists; in the key only where set
+    memcg: tuple[str, ...] = field(default=(), repr=False)
 
     def key_extras(self) -> tuple:
         """What of the scenario enters a core's key beyond its repr."""
         return (((self.machine,) if self.machine != Machine() else ()) + (("kexec -l",) if self.kexec_load else ())
-                + ((("bond",) + self.bond,) if self.bond else ()))
+                + ((("bond",) + self.bond,) if self.bond else ()) + ((("memcg",) + self.memcg,) if self.memcg else ()))
 
     @property
     def kernel_lines(self) -> tuple[str, ...]:
@@ -177,7 +181,9 @@ SCENARIOS = {
         Scenario("released", "page-cache pages released by their owner (a shmem file truncated) while "
                  "a reference someone took on them stays, two of them pinned (FOLL_PIN's bias), and the "
                  "anonymous pages of a process that exited while GUP references on them stayed: "
-                 "vmct_released; no workload", workload=False, modules=("vmct_released",),
+                 "vmct_released, loaded from a memory cgroup of its own, so that its pages sit alone on that "
+                 "memcg's LRU lists and their heads name them; no workload", workload=False,
+                 modules=("vmct_released",), memcg=("vmct_released",),
                  arches=("amd64", "arm64")),
         Scenario("kfence", "KFENCE on (kfence.sample_interval=100, as distributions that enable it boot): "
                  "three pages held by objects KFENCE served, three whose only pointer sits in a KFENCE "
@@ -342,6 +348,7 @@ def _write_job(out: Path, k: Kernel, modules: dict[str, Path], sc: Scenario, ini
     lines.append(f"KEXEC_LOAD={'1' if sc.kexec_load and mode != 'kdump' else ''}")
     lines.append("INSMOD=(" + " ".join(shlex.quote(str(modules[name])) for name in modules) + ")")
     lines.append("INSMOD_PARAMS=(" + " ".join(shlex.quote(sc.module_params.get(name, "")) for name in modules) + ")")
+    lines.append("INSMOD_MEMCG=(" + " ".join(name if name in sc.memcg else "-" for name in modules) + ")")
     used = guest_paths(live_cwd)
     # a guest of its own root binds every host path it uses, not only the hidden ones
     bound = host_paths(*used) if k.arch.native else outermost(*used)

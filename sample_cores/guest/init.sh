@@ -50,9 +50,20 @@ hostname vmct-guest
 ip link set lo up
 load() { for m in "$@"; do modprobe -d "$KROOT" "$m" 2>/dev/null || echo "modprobe $m: not available"; done; }
 load qemu_fw_cfg virtio_net e1000e virtio_blk ext4 veth ${KERNEL_MODULES[@]+"${KERNEL_MODULES[@]}"}
+# a module named in INSMOD_MEMCG is loaded from a memory cgroup of its own
+# (cgroup v2), which its page cache and shmem pages are charged to
+memcg_of() {
+    [ "$1" = - ] && return 0
+    if [ ! -e /sys/fs/cgroup/cgroup.subtree_control ]; then
+        mount -t cgroup2 none /sys/fs/cgroup && echo +memory > /sys/fs/cgroup/cgroup.subtree_control \
+            || die "no memory cgroup"
+    fi
+    mkdir -p "/sys/fs/cgroup/vmct-$1" && echo "$BASHPID" > "/sys/fs/cgroup/vmct-$1/cgroup.procs"
+}
 for i in "${!INSMOD[@]}"; do
     # shellcheck disable=SC2086
-    insmod "${INSMOD[$i]}" ${INSMOD_PARAMS[$i]} || die "insmod ${INSMOD[$i]}"
+    ( memcg_of "${INSMOD_MEMCG[$i]}" && exec insmod "${INSMOD[$i]}" ${INSMOD_PARAMS[$i]} ) \
+        || die "insmod ${INSMOD[$i]}"
 done
 # igb after the test modules, so fake_i40e's net device is eth2 whether or
 # not this QEMU emulates igb; the rest of the Intel family binds no device

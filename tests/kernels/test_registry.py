@@ -42,10 +42,9 @@ UNIT_TESTED = {"rx buffers"}
 #: dead frame names the page vmct_shapes lost after it, and a dead slot of
 #: an LRU batch the page it lost after that, and a freed per-cpu area the
 #: page it lost after freeing the area (test_owned_shapes), of a
-#: released core whose dump caught a released page at an end of its LRU
-#: list, named by the list head (test_released; the 6.12 core of session 28
-#: did, none of session 31's does: the test skips where no head names a
-#: candidate), and of the 5.10 hosts core (test_hosts, test-all),
+#: released core, whose released pages sit alone on the LRU lists of the
+#: memory cgroup vmct_released is loaded from, so that the list heads name
+#: them (test_released), and of the 5.10 hosts core (test_hosts, test-all),
 #: where blk-mq requests' packed fields read as the physical address of a
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",

@@ -114,9 +114,8 @@ def test_lru_list_heads_hold_nothing(released):
     either end of its list is named by the list head, in a lruvec (a
     memcg's kmalloc'd per-node info): a link, not a reference.  No
     candidate a list head names is held by it; without the registry entry
-    each is.  Where the dump's list heads name no candidate (the released
-    pages lie inside their lists: later folios went in after them), the
-    core has nothing for the entry to decide (seen on 6.12's core)."""
+    each is.  vmct_released is loaded from a memory cgroup of its own, so
+    its pages are alone on that memcg's lists, and the heads name them."""
     core, r = released
     prog = r.census.prog
     spans = lru_list_heads(prog)
@@ -124,8 +123,7 @@ def test_lru_list_heads_hold_nothing(released):
     lru = offsetof(prog.type("struct page"), "lru")
     heads = candidate_heads(r.census)
     named = [p for p in heads.tolist() if pfn_to_page(prog, p).value_() + lru in words]
-    if not named:
-        pytest.skip("no LRU list head of this core names a candidate page")
+    assert named, "no LRU list head names a candidate: the module's pages are not alone on a memcg's lists"
 
     def by_a_head(refs) -> bool:
         return any(any(lo <= ref.address < hi for lo, hi in spans) for ref in refs)

@@ -25,6 +25,11 @@
  * "released-after-buffer").  The buffer is taken movable, so its freed
  * pages go to the list the page cache allocates from; a try whose pages
  * landed elsewhere is undone and made again.
+ *
+ * Both run in the loading task, so the pages are charged to its memory
+ * cgroup: loaded from a cgroup of its own (the guest's INSMOD_MEMCG), the
+ * module's pages are alone on that memcg's LRU lists, whose heads then
+ * name them.
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -38,6 +43,8 @@
 #include <linux/pagevec.h>
 #endif
 #include <linux/workqueue.h>
+#include <linux/sched.h>
+#include <linux/cpumask.h>
 #include <linux/debugfs.h>
 #include <linux/umh.h>
 #include <linux/string.h>
@@ -244,13 +251,34 @@ static int plant_anon(void)
 	return 0;
 }
 
+/*
+ * fn run on CPU 0 by the loading task itself, bound there meanwhile: what it
+ * allocates is charged to that task's memory cgroup, where work_on_cpu()'s
+ * kworker (no mm) would charge the root one.
+ */
+static long on_cpu0(long (*fn)(void *))
+{
+	cpumask_var_t was;
+	long ret;
+
+	if (!alloc_cpumask_var(&was, GFP_KERNEL))
+		return -ENOMEM;
+	cpumask_copy(was, current->cpus_ptr);
+	ret = set_cpus_allowed_ptr(current, cpumask_of(0));
+	if (!ret)
+		ret = fn(NULL);
+	set_cpus_allowed_ptr(current, was);
+	free_cpumask_var(was);
+	return ret;
+}
+
 static int __init vmct_released_init(void)
 {
 	int err;
 
 	vmct_truth_init();
-	err = work_on_cpu(0, plant, NULL);
-	err = err ?: work_on_cpu(0, plant_after_buffer, NULL);
+	err = on_cpu0(plant);
+	err = err ?: on_cpu0(plant_after_buffer);
 	return err ?: plant_anon();
 }
 
