@@ -17,6 +17,8 @@ import re
 import numpy as np
 import pytest
 
+from drgn.helpers.linux.mm import pfn_to_virt
+
 from vmcore_tools import orphans
 from vmcore_tools.census.census import census
 from vmcore_tools.census.classes import PageClass
@@ -33,7 +35,8 @@ pytestmark = pytest.mark.vm
 KERNELS = ("5.10-page-owner", "6.1-page-owner", "6.12-page-owner", "7.3-page-owner")
 #: the leaks the test modules allocate in their own code, not through fake_i40e's rx path:
 #: vmct_workload's split leak ("-") and vmct_slack's pages named only in a kmalloc object's slack
-OWN_CODE = ("-", "kmalloc-slack", "kmalloc-slack-cleared")
+#: or a slab slot's padding
+OWN_CODE = ("-", "kmalloc-slack", "kmalloc-slack-cleared", "slab-padding", "slab-padding-cleared")
 #: the fake i40e driver's rx buffer allocation (sample_cores/modules/fake_i40e)
 I40E_SITE = "fake_alloc_mapped_page [fake_i40e]"
 
@@ -75,7 +78,7 @@ def test_page_ext_tables_are_their_own_class(owner_core):
 def test_exactly_the_planted_leaks_are_orphaned(owner_report):
     core, r = owner_report
     planted = {l["pfn"]: l for l in core.manifest["planted_leaks"]}
-    assert len(planted) == 38
+    assert len(planted) == 39
     assert {o.pfn for o in r.orphans} == set(core.expected_orphans())
     assert r.page_owner == "on"
     # this built kernel does not zero slab objects, and the verdict says what that costs
@@ -99,6 +102,24 @@ def test_a_page_named_only_in_a_kmalloc_objects_slack_is_in_the_inferred_tier(ow
     held = next(o["pfn"] for o in core.manifest["owned"] if o["kind"] == "kmalloc-request")
     assert held in set(r.referenced_heads.tolist()), r.references.get(held)
     assert any(ref.region == "slab" and not ref.rule for ref in r.references[held]), r.references[held]
+
+
+def test_a_page_named_only_in_a_slab_slots_padding_is_orphaned(owner_report):
+    """vmct_slack's cache of 40-byte objects has 64-byte slots; its first
+    slab page named a lost page in every word before it was a slab, and
+    this kernel does not zero a new slab page.  The allocated object's slot
+    still names the page past byte 40, in padding no user writes: it holds
+    nothing, and the page is orphaned."""
+    core, r = owner_report
+    prog = r.census.prog
+    lost = [l["pfn"] for l in core.manifest["planted_leaks"] if l["ring"] == "slab-padding"]
+    assert len(lost) == 1, core.manifest["planted_leaks"]      # the module saw the word kept
+    m = re.search(r"vmct_slack: object=([0-9a-f]+) object_size=(\d+) slot=(\d+) kept=1",
+                  (core.path / "dmesg.txt").read_text())
+    obj, size, slot = int(m.group(1), 16), int(m.group(2)), int(m.group(3))
+    words = np.frombuffer(prog.read(obj + size, slot - size), "<u8")
+    assert (words == pfn_to_virt(prog, lost[0]).value_()).all()
+    assert lost[0] in {o.pfn for o in r.orphans}, r.references.get(lost[0])
 
 
 def test_every_orphan_carries_its_allocating_stack(owner_report):

@@ -128,6 +128,9 @@ class SlabObject:
     #: a kmalloc cache's object: the offset from which its words may lie past
     #: the request (``kmalloc.slack_offsets``); None for other caches
     slack: int | None = None
+    #: bytes of the slot that are the object (``kmem_cache.object_size``);
+    #: past them, SLUB's metadata and padding; None where not known
+    object_size: int | None = None
 
 
 class SlabObjects:
@@ -208,7 +211,7 @@ class SlabObjects:
         obj = first + (addr - first) // cache.size * cache.size
         allocated = None if free is None or cache.cpu_free is None else (
             obj not in free and obj not in cache.cpu_free)
-        return SlabObject(cache.name, obj, allocated, cache.slack)
+        return SlabObject(cache.name, obj, allocated, cache.slack, cache.object_size)
 
     def allocated(self, head: int) -> tuple[str, int, np.ndarray] | None:
         """The cache name, the slot size and the start addresses of the
@@ -285,8 +288,8 @@ class SlabObjects:
         prog = self.prog
         s = drgn.Object(prog, "struct kmem_cache *", addr)
         cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
-                       s.random.value_() if self.hardened else None,
-                       s.red_left_pad.value_() if self.has_red_left_pad else 0, slack=self.kmalloc_slack.get(addr))
+                       s.random.value_() if self.hardened else None, s.red_left_pad.value_() if self.has_red_left_pad
+                       else 0, slack=self.kmalloc_slack.get(addr), object_size=s.object_size.value_())
         cache.cpu_free = self._sheaf_objects(s) if self.sheaves else set()
         for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
             if cache.cpu_free is None:
@@ -466,3 +469,4 @@ class _Cache:
     red_left_pad: int
     cpu_free: set[int] | None = None
     slack: int | None = None  # SlabObject.slack
+    object_size: int | None = None

@@ -292,9 +292,13 @@ class ScanEngine:
     def _in_live_object(self, ref: Reference) -> bool:
         """Whether a hit in a slab page is in an allocated object (naming it);
         a free object's words are stale, and so are those of an object
-        ``naming_only`` named.  On a kernel that does not zero objects it
-        hands out, a word in a kmalloc object's slack (``kmalloc``) holds
-        only by inference (``KMALLOC_SLACK``)."""
+        ``naming_only`` named, and those past the object in its slot
+        (``object_size`` on: SLUB's free pointer, redzones and tracking, and
+        alignment padding, which keeps what the slab page held before --
+        kmemleak too scans an object's ``object_size`` bytes alone).  On a
+        kernel that does not zero objects it hands out, a word in a kmalloc
+        object's slack (``kmalloc``) holds only by inference
+        (``KMALLOC_SLACK``)."""
         try:
             obj = self.slab_objects(ref.address)
         except (drgn.FaultError, ValueError) as e:
@@ -303,6 +307,8 @@ class ScanEngine:
         if obj is None or obj.allocated is False or obj.address in self._naming_only:
             return False
         offset = ref.address - obj.address
+        if obj.object_size is not None and offset >= obj.object_size:
+            return False        # the slot's metadata or padding: no word of the object's user
         ref.where = f"slab {obj.cache} object {obj.address:#x}+{offset:#x}"
         ref.holder = obj.address
         if self.slack_is_stale and obj.slack is not None and offset >= obj.slack and not ref.rule:

@@ -154,7 +154,10 @@ ROOTS: tuple[Root, ...] = (
          "tests/kernels/test_owned_shapes.py::test_stale_sheaf_slots_hold_nothing"),
     Root("slab", roots.scan_slab, POINTERS,
          "SLUB: an object is live unless it is on a freelist (per-CPU or per-slab); a hit in a slab "
-         "page counts only inside an allocated object (slab.SlabObjects).",
+         "page counts only inside an allocated object, in its object_size bytes: past them in its slot are "
+         "SLUB's metadata and alignment padding, which keeps what the slab page held before (kmemleak too "
+         "scans object_size bytes) (slab.SlabObjects; test_page_owner.py::test_a_page_named_only_in_a_slab_"
+         "slots_padding_is_orphaned).",
          "all", "tests/kernels/test_orphans.py::test_heap_held_exact_run_and_the_leak_after_a_single"),
     Root("KFENCE objects", roots.scan_kfence_objects, POINTERS,
          "KFENCE serves one slab allocation per sample interval from its own pool, each object alone in a "

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vmct_slack: pages whose only pointer is a stale copy in the unused tail
- * of a kmalloc() object.
+ * vmct_slack: pages whose only pointer is a stale copy in bytes of an
+ * allocated slab object that its user never wrote: the unused tail of a
+ * kmalloc() object, and the padding of a slot.
  *
  * kmalloc() serves a request from the smallest size class that fits it: a
  * 100-byte request gets a kmalloc-128 object, and its last 28 bytes are
@@ -21,6 +22,15 @@
  *
  * It also keeps one page held the ordinary way, from a word inside the
  * request of a kmalloc-128 object (owned kind=kmalloc-request).
+ *
+ * And a slot's padding: a cache of 40-byte objects aligned to the cache
+ * line has 64-byte slots, whose last 24 bytes no one writes.  A page that
+ * named a lost page in every word is freed and, on the same CPU, at once
+ * becomes the cache's first slab (the per-CPU free list hands the last
+ * page freed out first); the object taken from it is written whole, and
+ * its slot's padding still names the lost page (ring "slab-padding"), or
+ * nothing where the kernel zeroed the new slab page or another page came
+ * (ring "slab-padding-cleared").
  */
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -79,6 +89,43 @@ static void plant(int i)
 			kept ? "kmalloc-slack" : "kmalloc-slack-cleared", ~0u);
 }
 
+#define PADDED_OBJECT 40
+static struct kmem_cache *padded_cache;
+static void **padded_object;            /* kept: a cache's object, its slot padded */
+
+static void plant_padding(void)
+{
+	struct page *lost = alloc_page(GFP_KERNEL), *before = alloc_page(GFP_KERNEL);
+	size_t i, last = cache_line_size() / sizeof(void *) - 1;
+	void **words;
+	bool kept;
+
+	padded_cache = kmem_cache_create("vmct_padded", PADDED_OBJECT, 0, SLAB_HWCACHE_ALIGN, NULL);
+	if (!lost || !before || !padded_cache) {
+		if (lost)
+			__free_page(lost);
+		if (before)
+			__free_page(before);
+		return;
+	}
+	memset(page_address(lost), 0, PAGE_SIZE);
+	words = page_address(before);
+	for (i = 0; i < PAGE_SIZE / sizeof(void *); i++)
+		words[i] = page_address(lost);
+	preempt_disable();
+	__free_page(before);
+	padded_object = kmem_cache_alloc(padded_cache, GFP_ATOMIC);
+	preempt_enable();
+	if (!padded_object)
+		return;
+	memset(padded_object, 0x22, PADDED_OBJECT);
+	kept = virt_to_page(padded_object) == before && padded_object[last] == page_address(lost);
+	pr_info("vmct_slack: object=%px object_size=%d slot=%zu kept=%d\n", padded_object, PADDED_OBJECT,
+		(last + 1) * sizeof(void *), kept);
+	vmct_truth_leak(page_to_pfn(lost), 0, page_ref_count(lost), kept ? "slab-padding" : "slab-padding-cleared",
+			~0u);
+}
+
 static int __init vmct_slack_init(void)
 {
 	struct page *page;
@@ -87,6 +134,7 @@ static int __init vmct_slack_init(void)
 	vmct_truth_init();
 	for (i = 0; i < NR; i++)
 		plant(i);
+	plant_padding();
 	request_holder = kmalloc(100, GFP_KERNEL);
 	page = alloc_page(GFP_KERNEL);
 	if (request_holder && page) {
@@ -108,6 +156,9 @@ static void __exit vmct_slack_exit(void)
 	kfree(request_holder);
 	for (i = 0; i < NR; i++)
 		kfree(holders[i]);
+	if (padded_object)
+		kmem_cache_free(padded_cache, padded_object);
+	kmem_cache_destroy(padded_cache);
 	vmct_truth_exit();
 }
 
