@@ -5,7 +5,8 @@ For each core: the allocations the scan proves held, the pages of the
 inferred tier by rule (``registry.INFERENCES``), the blocks taken without
 ``__GFP_COMP`` the census found (``census.blocks``), and of the planted
 leaks how many are orphaned, in the tier, or held (a false hold: should be
-none but a stale slab word on a kernel that does not zero slab objects).
+none; a stale word in a kmalloc object's slack, on a kernel that does not
+zero slab objects, is in the tier, rule kmalloc slack).
 
     .venv/bin/python benchmarks/inferred_tier.py [--scenario i40e-leak no-leak] [--kernel 5.10 6.1 ...]
 
