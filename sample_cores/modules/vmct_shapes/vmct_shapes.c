@@ -41,7 +41,10 @@
  *    page whose struct page a dead slot of a per-CPU LRU batch still names
  *    (lru_batch=1); a page named in a per-cpu allocation the driver freed
  *    (percpu_freed=1: free_percpu() clears the chunk's bitmap and leaves
- *    the bytes; planted last, because a later allocation would zero them);
+ *    the bytes; planted last, because a later allocation would zero them,
+ *    and in the last word of 4 KiB, because the allocations each new
+ *    process makes on 6.2+ -- its mm's per-CPU counters -- are served
+ *    first fit from the freed area's start);
  *    an skb with a page in its frags on another CPU's defer list
  *    (defer_skbs=1, 6.0+).
  *
@@ -120,6 +123,10 @@ static struct pci_dev *pp_dev;
 #define PCPU_WORDS 8
 struct vmct_pcpu_area {                 /* a driver's per-CPU state */
 	void *words[PCPU_WORDS];
+};
+#define PCPU_FREED_WORDS (4096 / sizeof(void *))
+struct vmct_pcpu_table {                /* a driver's per-CPU table, freed */
+	void *words[PCPU_FREED_WORDS];
 };
 static struct vmct_pcpu_area __percpu *pcpu_kept __used;
 static struct page *pcpu_page __used;   /* with leak=0, the page the freed area names */
@@ -724,7 +731,7 @@ static int build_percpu(void)
 
 static int percpu_freed_set(const char *val, const struct kernel_param *kp)
 {
-	struct vmct_pcpu_area __percpu *freed = alloc_percpu(struct vmct_pcpu_area);
+	struct vmct_pcpu_table __percpu *freed = alloc_percpu(struct vmct_pcpu_table);
 	struct page *page = alloc_page(GFP_KERNEL);
 	void **word;
 
@@ -735,7 +742,7 @@ static int percpu_freed_set(const char *val, const struct kernel_param *kp)
 		return -ENOMEM;
 	}
 	fill(page, 901);
-	word = &per_cpu_ptr(freed, cpumask_first(cpu_online_mask))->words[PCPU_WORDS - 1];
+	word = &per_cpu_ptr(freed, cpumask_first(cpu_online_mask))->words[PCPU_FREED_WORDS - 1];
 	*word = page_address(page);
 	free_percpu(freed);
 	pr_info("vmct_shapes: percpu-freed pfn=%lu word=%px\n", page_to_pfn(page), word);
