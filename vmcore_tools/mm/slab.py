@@ -285,20 +285,20 @@ class SlabObjects:
         return cache, self._chain(cache, lambda: prog.read_u64(struct + self.freelist_offset), *self._span(head))
 
     def _cache(self, addr: int) -> "_Cache":
-        prog = self.prog
-        s = drgn.Object(prog, "struct kmem_cache *", addr)
+        s = drgn.Object(self.prog, "struct kmem_cache *", addr)
         cache = _Cache(s.name.string_().decode(errors="replace"), s.size.value_(), s.offset.value_(),
-                       s.random.value_() if self.hardened else None, s.red_left_pad.value_() if self.has_red_left_pad
-                       else 0, slack=self.kmalloc_slack.get(addr), object_size=s.object_size.value_())
+                       s.random.value_() if self.hardened else None,
+                       s.red_left_pad.value_() if self.has_red_left_pad else 0,
+                       slack=self.kmalloc_slack.get(addr), object_size=s.object_size.value_())
         cache.cpu_free = self._sheaf_objects(s) if self.sheaves else set()
-        for cpu in for_each_online_cpu(prog) if self.cpu_slabs else ():
+        for cpu in for_each_online_cpu(self.prog) if self.cpu_slabs else ():
             if cache.cpu_free is None:
                 break
             c = per_cpu_ptr(s.cpu_slab, cpu)
             slab = c.member_(self.cpu_slab_member).value_()
             if not slab:
                 continue
-            if prog.read_u64(slab + self.slab_cache_offset) != addr:
+            if self.prog.read_u64(slab + self.slab_cache_offset) != addr:
                 continue
             head = self.a.pfn_of_page_ptr(slab)
             chain = self._chain(cache, lambda c=c: c.freelist.value_(), *self._span(head))
