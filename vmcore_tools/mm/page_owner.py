@@ -61,7 +61,7 @@ ALLOCATOR_FRAMES = (
     # the caller is the one who asked for the buffer
     "kmalloc_large", "__kmalloc_large_", "___kmalloc_large_", "kmalloc_large_node", "kmalloc_order",
     "kmalloc_order_trace", "__kmalloc_node", "__kmalloc", "__kmalloc_noprof", "__kmalloc_node_noprof",
-    "kmalloc_large_noprof",
+    "kmalloc_large_noprof", "__kmalloc_large",      # __kmalloc_large_noprof, 6.10+, less its suffix
 )
 #: Entry points that hand out one block split into order-0 pages, the
 #: front of which the caller keeps (``make_alloc_exact()``).
