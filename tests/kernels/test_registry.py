@@ -41,7 +41,9 @@ UNIT_TESTED = {"rx buffers"}
 #: it on every line), of every i40e-leak core, where an interrupt handler's
 #: dead frame names the page vmct_shapes lost after it, and a dead slot of
 #: an LRU batch the page it lost after that, and a freed per-cpu area the
-#: page it lost after freeing the area (test_owned_shapes), of a
+#: page it lost after freeing the area (test_owned_shapes), of the 6.12
+#: page-owner core, whose kvfree_rcu page cache names a lost i40e page
+#: (test_page_owner, test-all), of a
 #: released core, whose released pages sit alone on the LRU lists of the
 #: memory cgroup vmct_released is loaded from, so that the list heads name
 #: them (test_released), and of the 5.10 hosts core (test_hosts, test-all),
@@ -49,7 +51,7 @@ UNIT_TESTED = {"rx buffers"}
 #: page lost at 0x10a000000
 PRECISION = {"virtqueues", "iommu page tables", "page_pool DMA index", "blk-mq requests", "bio caches",
              "dead interrupt stack frames", "per-cpu batches", "LRU list heads", "stale sheaf slots",
-             "free per-cpu areas"}
+             "free per-cpu areas", "kvfree_rcu page cache"}
 
 
 #: the 6.1 cores each entry is tried on: those of the i40e leak; for CMA,

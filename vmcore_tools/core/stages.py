@@ -58,6 +58,8 @@ STAGES: dict[str, str] = {
                                "handed out since named may look referenced",
     "scan: per-cpu batches": "the dead slots of per-CPU folio and skb batches, and the free skbs cached "
                              "for reuse, are read: a page a freed folio or skb was on may look referenced",
+    "scan: kvfree_rcu page cache": "the pages kvfree_rcu() keeps for reuse are read: a page their stale "
+                                   "contents name may look referenced",
     "scan: free per-cpu areas": "the free areas of per-cpu chunks are read: a page a freed per-cpu "
                                 "allocation named may look referenced",
     "scan: per-cpu areas": "references from per-CPU data are not seen",

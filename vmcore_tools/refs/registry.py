@@ -106,6 +106,14 @@ ROOTS: tuple[Root, ...] = (
          "dump (live, the cache turns over while the slab is read) (percpu_batches.percpu_batches).",
          "all (folio_batch, pagevec up to 6.4, napi_alloc_cache; page_frag_1k 6.1 to 6.x)",
          "tests/kernels/test_owned_shapes.py::test_a_page_a_dead_lru_batch_slot_names_is_orphaned"),
+    Root("kvfree_rcu page cache", roots.skip_kvfree_rcu_cache, frozenset(),
+         "kvfree_rcu() keeps a few empty pages of object pointers per CPU for its next batch (krc.bkvcache, "
+         "nr_bkv_objs of them, linked through an llist_node at each page's start); the rest of a cached page "
+         "is what its last use, or on a kernel that does not zero pages what its use before, left there; "
+         "so is the part of a page in use (filling, or waiting for a grace period) past its nr_records "
+         "records. Neither is read (kvfree_rcu.cached_bulk_pages, bulk_page_tails).",
+         "5.10+ (kfree_rcu_cpu.bkvcache)",
+         "tests/kernels/test_page_owner.py::test_the_pages_kvfree_rcu_keeps_for_reuse_hold_nothing"),
     Root("free per-cpu areas", roots.skip_free_percpu_areas, frozenset(),
          "The per-cpu allocator marks what it hands out in each chunk's alloc_map, one bit per 4 bytes of a "
          "unit, the same offsets in every CPU's unit; free_percpu() clears the bits and leaves the bytes, so a "

@@ -23,6 +23,7 @@ from vmcore_tools.kernel.gic_its import its_level2_tables
 from vmcore_tools.kernel.blk_mq import request_blocks
 from vmcore_tools.kernel.iommu import iommu_tables
 from vmcore_tools.kernel.lru import lru_list_heads
+from vmcore_tools.kernel.kvfree_rcu import bulk_page_tails, cached_bulk_pages
 from vmcore_tools.kernel.percpu_batches import percpu_batches
 from vmcore_tools.kernel.stacks import cached_stack_pfns, dead_irq_stack_spans, live_stack_spans
 from vmcore_tools.kernel.virtqueues import virtqueues
@@ -128,6 +129,15 @@ def skip_dead_irq_stack_frames(ctx: ScanEngine) -> None:
     vmalloc'd (arm64), which reads its pages through the direct map."""
     for lo, hi in dead_irq_stack_spans(ctx.prog).values():
         ctx.exclude(direct_map_spans(ctx.prog, ctx.memmap, lo, hi))
+
+
+def skip_kvfree_rcu_cache(ctx: ScanEngine) -> None:
+    """The pages kvfree_rcu() keeps for reuse (``kvfree_rcu.cached_bulk_pages``)
+    are not read past their list link, which names the next one, nor the
+    pages it fills past their records (``kvfree_rcu.bulk_page_tails``)."""
+    size = ctx.memmap.page_size
+    ctx.exclude((va + 8, va + size) for va in cached_bulk_pages(ctx.prog))
+    ctx.exclude(bulk_page_tails(ctx.prog, size))
 
 
 def skip_free_percpu_areas(ctx: ScanEngine) -> None:
