@@ -24,7 +24,7 @@ from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.percpu import per_cpu
 
 from vmcore_tools.core.features import has_member, has_object
-from vmcore_tools.core.walk import bounded, damaged
+from vmcore_tools.core.walk import bounded, damaged, max_objects
 
 
 def cached_bulk_pages(prog: drgn.Program) -> list[int]:
@@ -47,14 +47,14 @@ def cached_bulk_pages(prog: drgn.Program) -> list[int]:
 
 def bulk_page_tails(prog: drgn.Program, page_size: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each page in use past its ``nr_records``
-    records, on every CPU (each chain bounded by the pages of a
-    largest-possible record count; a count past the page is damage)."""
+    records, on every CPU (each chain bounded by the pages memory holds; a
+    record count past the page is damage)."""
     if not has_object(prog, "krc"):
         return []
     data = prog.type("struct kvfree_rcu_bulk_data")
     first = drgn.offsetof(data, "records")
     listed = has_member(prog, "struct kfree_rcu_cpu", "bulk_head")     # 6.3+: list_head chains
-    out = []
+    limit, out = max_objects(prog, page_size), []
     for cpu in for_each_possible_cpu(prog):
         krc = per_cpu(prog["krc"], cpu)
         chains = [krc.bulk_head if listed else krc.bkvhead]
@@ -63,7 +63,7 @@ def bulk_page_tails(prog: drgn.Program, page_size: int) -> list[tuple[int, int]]
             for head in chain:
                 pages = (list_for_each_entry(data, head.address_of_(), "list") if listed
                          else _chained(head))
-                for page in bounded(pages, "kvfree_rcu's bulk pages (krc)", prog["max_pfn"].value_()):
+                for page in bounded(pages, "kvfree_rcu's bulk pages (krc)", limit):
                     n, at = page.nr_records.value_(), page.value_()
                     if first + 8 * n > page_size:
                         damaged("kvfree_rcu's bulk pages (nr_records)", f"{n} records in the page at {at:#x}")
