@@ -22,7 +22,7 @@ from pathlib import Path
 import drgn
 
 from vmcore_tools.core.features import has_object, kernel_release
-from vmcore_tools.leaks.orphans import orphans
+from vmcore_tools.leaks.orphans import OrphanReport, orphans
 from vmcore_tools.mm.slab import slab_caches
 
 SCHEMA = "vmcore-tools/snapshot/1"
@@ -45,7 +45,11 @@ def kernel_time(prog: drgn.Program) -> float | None:
 
 def take_snapshot(prog: drgn.Program, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Census, slab, rings and orphans of ``prog``, summed up for later comparison."""
-    r = orphans(prog, progress=progress)
+    return snapshot_of(prog, orphans(prog, progress=progress))
+
+
+def snapshot_of(prog: drgn.Program, r: OrphanReport) -> dict:
+    """The snapshot of an orphan report already made of ``prog``."""
     c = r.census
     uts = prog["init_uts_ns"].name
     return {
