@@ -23,8 +23,21 @@ def test_diff_and_watch_see_the_leak_grow(kernel):
     result = run_probe_in_guest(kernel, PROBE)
     assert result["grown_log_pages"] > 0, "fake_i40e logged the pages leak_more lost"
     growth = {(g["kind"], g["name"]): g for g in result["diff"]["growth"]}
-    # exactly the pages the module logged as lost between the snapshots
-    assert growth[("orphaned", "orphaned pages")]["pages"] == result["grown_log_pages"], result["diff"]
+    sets = result["sets"]
+    orphaned = growth[("orphaned", "orphaned pages")]["pages"]
+    # the diff counts the two scans' orphans
+    assert orphaned == sets["pages_b"] - sets["pages_a"], (result["diff"], sets)
+    # every page the module lost between the snapshots is orphaned in the
+    # second and was not in the first (else: who the scan said holds it)
+    assert not sets["lost_not_orphaned"] and not sets["lost_already_orphaned"], sets
+    # Any other orphan that came or went is a page whose only references
+    # the scan saw change while it read them (a kernel in motion, and the
+    # scan says so), never one it kept quiet about.  So where none did, the
+    # diff counts exactly the pages the module lost.  (Seen once in CI,
+    # before the scans were kept as sets: the diff counted 1 page where the
+    # module had lost 2.)
+    moved = {int(p) for p in (*sets["appeared"], *sets["vanished"])}
+    assert moved <= set(sets["unstable"]), sets
     # (the unattributed class is not compared: it also holds pages in transit,
     # whose number moves with whatever else the guest is doing)
     assert result["diff"]["hours"] and growth[("orphaned", "orphaned pages")]["mb_per_hour"] > 0
