@@ -43,7 +43,7 @@ from vmcore_tools.mm.page_owner import PageOwners
 from vmcore_tools.mm.pageflags import were_user_or_cache
 from vmcore_tools.mm.slab import SlabObjects
 from vmcore_tools.net.skb import skb_head_words
-from vmcore_tools.refs.matcher import Matcher, bit_pfns, frag_entries, pfn_bits
+from vmcore_tools.refs.matcher import Matcher, bit_pfns, frag_entries, set_pfn_bits
 from vmcore_tools.refs.reader import MemoryReader, Progress, in_spans, merged_spans
 from vmcore_tools.refs.references import (KMALLOC_SLACK, PHYSICAL, SKB_FRAG, STRUCT_PAGE, TABLE_ENTRY, Reference,
                                           ScanResult)
@@ -67,6 +67,21 @@ def _kept(found: list[Reference], source: int, rule: str) -> bool:
     return all(r.source != source and (r.rule or r.source >= 0) for r in found)
 
 
+def single_bits(census: Census, heads: np.ndarray, refcounts: np.ndarray, step: int = 1 << 18) -> np.ndarray:
+    """The unattributed order-0 candidates of refcount 1 among ``heads``
+    (sorted, with their ``refcounts``), one bit per PFN, found a slice of
+    them at a time: when most of memory is leaked as such pages, a mask
+    and a list of them all would be tens of bytes a page."""
+    a = census.memmap
+    bits = np.zeros(-(-a.nr // 8), np.uint8)
+    for lo in range(0, heads.size, step):
+        h = heads[lo:lo + step]
+        keep = ((a.order_of(h) == 0) & (refcounts[lo:lo + step] == 1)
+                & (census.classes[h] == PageClass.UNATTRIBUTED))
+        set_pfn_bits(bits, h[keep])
+    return bits
+
+
 class ScanEngine:
     """The state of one page scan: the candidates, the references found,
     and what the roots so far said about the memory still to read."""
@@ -80,8 +95,7 @@ class ScanEngine:
         #: unattributed order-0 candidates with refcount 1 (one bit per PFN): what an
         #: alloc_pages_exact() run is made of (a page_pool page is an allocation of its own)
         refcounts = census.refcounts(heads) if refcounts is None else refcounts
-        self.singles = pfn_bits(heads[(a.order_of(heads) == 0) & (refcounts == 1)
-                                      & (census.classes[heads] == PageClass.UNATTRIBUTED)], a.nr)
+        self.singles = single_bits(census, heads, refcounts)
         self.result = ScanResult({})
         self.read = MemoryReader(self.prog, a, self._match, self.result.problems, progress)
         self.read.fork = self

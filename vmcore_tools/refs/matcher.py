@@ -150,18 +150,25 @@ class Matcher:
         return out
 
 
-def pfn_bits(pfns: np.ndarray, nr: int) -> np.ndarray:
+def pfn_bits(pfns: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
     """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian
     bits).  Only the bytes of set bits are written: the rest stays the
     untouched zero memory ``np.zeros`` maps, which costs no RAM, so a hole
     in the physical address space costs none (``census.no_pages``)."""
     bits = np.zeros(-(-nr // 8), np.uint8)
-    pfns = unique(np.asarray(pfns, np.int64))
-    if pfns.size:
-        byte = pfns >> 3
-        first = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
-        bits[byte[first]] = np.bitwise_or.reduceat(np.left_shift(1, pfns & 7).astype(np.uint8), first)
+    set_pfn_bits(bits, unique(np.asarray(pfns, np.int64)), step)
     return bits
+
+
+def set_pfn_bits(bits: np.ndarray, pfns: np.ndarray, step: int = 1 << 18) -> None:
+    """Set the bits of the sorted ``pfns`` in the bitmap ``bits``, a slice
+    of them at a time (a few bytes per PFN of the slice, not of them all)."""
+    for lo in range(0, pfns.size, step):
+        p = np.asarray(pfns[lo:lo + step], np.int64)
+        byte = p >> 3
+        first = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        # |=: the first byte of a slice may hold bits of the one before
+        bits[byte[first]] |= np.bitwise_or.reduceat(np.left_shift(1, p & 7).astype(np.uint8), first)
 
 
 def bit_pfns(bits: np.ndarray, nr: int) -> np.ndarray:
