@@ -79,6 +79,16 @@ def refcount_pattern(refcount: np.ndarray) -> np.ndarray:
     return out
 
 
+def group_keys(found: Orphans, step: int = 1 << 18) -> np.ndarray:
+    """Each orphan's group by order and refcount pattern, a byte an orphan
+    (``order * len(PATTERNS) + pattern``), made a slice at a time."""
+    key = np.empty(len(found), np.uint8)
+    for lo in range(0, key.size, step):
+        sl = slice(lo, lo + step)
+        key[sl] = found.order[sl] * np.uint8(len(PATTERNS)) + refcount_pattern(found.refcount[sl])
+    return key
+
+
 def even_sample(n: int, k: int = SAMPLE) -> np.ndarray:
     """``min(n, k)`` ranks spread evenly over ``range(n)``."""
     return np.arange(n) if n <= k else unique(np.linspace(0, n - 1, k).round().astype(np.int64))
@@ -133,18 +143,26 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
     and ``records``).  A group read whole is split by the device its frames
     were sent to, by its allocation site, by what its flags say it was
     (``evidence.page_history``) and, for page_pool pages, by whom their
-    pool serves; a larger one stays whole, with its sample's shares."""
+    pool serves; a larger one stays whole, with its sample's shares.
+
+    Memory: the key byte per orphan, and one group's mask at a time.  A
+    larger group is kept as its key and its mask made again when its
+    suspect is written; a group read whole is at most ``SAMPLE``
+    allocations, kept as the indexes of its members.  (A mask per group
+    kept them all alive at once: a byte per orphan and group.)"""
     histories: dict[int, str] = {}
     pool_owners: dict[int, str] = {}
     sniff = run_stage("evidence: frames", lambda: Sniffer(c), None, problems)
     owners = c.page_owners
     ring_orders = c.rings.orders_by_driver(c.memmap)
-    key = found.order * np.uint8(len(PATTERNS)) + refcount_pattern(found.refcount)
-    groups: list[tuple[str, int, np.ndarray, tuple[str | None, str | None], str | None]] = []
+    key = group_keys(found)
+    #: (pattern, order, key of a larger group | indexes of a part of a group read whole, pages, device, site)
+    groups: list[tuple[str, int, int | np.ndarray, int, tuple[str | None, str | None], str | None]] = []
     for k in unique(key).tolist():
         mask = key == k
         n = int(np.count_nonzero(mask))
         pick = members_at(mask, even_sample(n))
+        del mask
         pfns = found.pfn[pick]
         order = k // len(PATTERNS)
         if sniff is not None:
@@ -162,7 +180,7 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
                                          problems))
         pattern = PATTERNS[k % len(PATTERNS)]
         if pick.size < n:
-            groups.append((pattern, order, mask, _device(pfns, sampled), None))
+            groups.append((pattern, order, k, n << order, _device(pfns, sampled), None))
             continue
         split: dict[tuple, list[int]] = {}
         for i, p in zip(pick.tolist(), pfns.tolist()):
@@ -171,17 +189,21 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
             split.setdefault((dev, rec.alloc_site if rec else None, histories.get(p), pool_owners.get(p)),
                              []).append(i)
         for (dev, site, _, _), idx in split.items():
-            part = np.zeros(found.pfn.size, bool)
-            part[idx] = True
-            groups.append((pattern, order, part, dev, site))
+            groups.append((pattern, order, np.array(idx, np.int64), len(idx) << order, dev, site))
 
-    sizes = [int(np.count_nonzero(g[2])) << g[1] for g in groups]
     suspects = []
-    for sid, g in enumerate(sorted(range(len(groups)), key=lambda g: -sizes[g])):
-        pattern, order, mask, (netdev, driver), site = groups[g]
-        found.suspect[mask] = sid
-        suspects.append(_suspect(c, sid, pattern, order, mask, netdev, driver, site, found, sampled,
+    for sid, (pattern, order, members, _, (netdev, driver), site) in enumerate(sorted(groups, key=lambda g: -g[3])):
+        if isinstance(members, int):        # a larger group: all orphans of its key
+            mask = key == members
+            found.suspect[mask] = sid
+            pfn, refcount = found.pfn, found.refcount
+        else:                               # a part of a group read whole: its members
+            found.suspect[members] = sid
+            pfn, refcount = found.pfn[members], found.refcount[members]
+            mask = np.ones(members.size, bool)
+        suspects.append(_suspect(c, sid, pattern, order, pfn, refcount, mask, netdev, driver, site, sampled,
                                  ring_orders, histories, pool_owners))
+        del mask
     return suspects
 
 
@@ -196,12 +218,13 @@ def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | Non
     return None, None
 
 
-def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, netdev: str | None,
-             driver: str | None, site: str | None, found: Orphans, sampled: dict[int, PageSample],
-             ring_orders: dict[int, list[str]], histories: dict[int, str],
+def _suspect(c: Census, sid: int, pattern: str, order: int, pfn: np.ndarray, refcount: np.ndarray,
+             mask: np.ndarray, netdev: str | None, driver: str | None, site: str | None,
+             sampled: dict[int, PageSample], ring_orders: dict[int, list[str]], histories: dict[int, str],
              pool_owners: dict[int, str]) -> Suspect:
+    """The suspect of the orphans ``pfn[mask]`` (``pfn`` sorted, with their
+    ``refcount``)."""
     n = int(np.count_nonzero(mask))
-    pfn = found.pfn
     sample = pfn[members_at(mask, even_sample(n))].tolist()
     seen = [sampled[p] for p in sample if p in sampled]
     frames = Counter(s.frame.device for s in seen if s.frame and s.frame.device)
@@ -213,7 +236,6 @@ def _suspect(c: Census, sid: int, pattern: str, order: int, mask: np.ndarray, ne
         if inside:
             nodes[str(z.node)] = nodes.get(str(z.node), 0) + inside
     ranges, range_count = pfn_ranges(pfn, mask, order)
-    refcount = found.refcount
     s = Suspect(sid, "", n << order, n, [order],
                 int(np.min(refcount, where=mask, initial=np.iinfo(np.int32).max)),
                 int(np.max(refcount, where=mask, initial=np.iinfo(np.int32).min)),
