@@ -4,7 +4,8 @@ patterns.  They never build a per-orphan object, whatever the slice size."""
 
 import numpy as np
 
-from vmcore_tools.leaks.suspects import BIAS_LIKE, even_sample, members_at, pfn_ranges, refcount_pattern
+from vmcore_tools.leaks.suspects import (BIAS_LIKE, SAMPLE, PATTERNS, even_sample, group_key, members_at, pfn_ranges,
+                                         refcount_pattern, refcount_summary)
 from vmcore_tools.leaks.candidates import in_sorted
 
 
@@ -36,3 +37,21 @@ def test_members_by_rank_and_by_value():
 def test_refcount_patterns():
     got = refcount_pattern(np.array([1, 2, BIAS_LIKE - 1, BIAS_LIKE, 65535], np.int32))
     assert got.tolist() == [1, 2, 2, 0, 0] and got.dtype == np.uint8
+
+
+def test_the_refcount_summary_is_the_same_whatever_the_slice():
+    # 100 bias-like order-0 allocations, 3 of refcount 1 at order 1, 2 others at order 0
+    pfn = np.arange(0, 210, 2)[:105]
+    order = np.zeros(105, np.uint8)
+    refcount = np.full(105, 65000, np.int32)
+    refcount[::10] = 65533
+    order[[5, 50, 90]], refcount[[5, 50, 90]] = 1, 1
+    refcount[[7, 8]] = [3, 9]
+    bias, fresh, other = (group_key(np.uint8(o), np.uint8(PATTERNS.index(p)))
+                          for o, p in ((0, "bias"), (1, "fresh"), (0, "other")))
+    for step in (1, 4, 1 << 18):
+        s = refcount_summary(pfn, order, refcount, step)
+        assert s.pattern.tolist() == refcount_pattern(refcount).tolist(), step
+        assert s.ranges == {bias: (65000, 65533), fresh: (1, 1), other: (3, 9)}, step
+        # the 100 bias-like ones are more than a sample: their refcounts are not kept
+        assert SAMPLE < 100 and s.few == {10: 1, 100: 1, 180: 1, 14: 3, 16: 9}, step

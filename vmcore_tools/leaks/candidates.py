@@ -4,7 +4,7 @@ referencing (``Orphans``), kept as arrays whatever the size of the leak."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,12 +17,19 @@ from vmcore_tools.refs.scan import scan_references
 
 @dataclass
 class Orphans:
-    """Every orphaned allocation, as arrays sorted by PFN."""
+    """Every orphaned allocation, as arrays sorted by PFN.  The refcounts
+    themselves are not kept (4 bytes an allocation): their pattern is, and
+    each group's range (``suspects.refcount_summary``); ``Census.refcounts``
+    reads them again where a list needs them."""
 
     pfn: np.ndarray          # int64, head PFN
     order: np.ndarray        # uint8
-    refcount: np.ndarray     # int32
+    pattern: np.ndarray      # uint8: the refcount's pattern, index into suspects.PATTERNS
     suspect: np.ndarray      # int16: index into OrphanReport.suspects
+    #: (lowest, highest) refcount of the allocations of each group key (``suspects.group_key``)
+    refcount_ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: PFN: refcount, of the allocations of the groups small enough to be read whole
+    few_refcounts: dict[int, int] = field(default_factory=dict)
 
     @property
     def pages(self) -> int:

@@ -15,9 +15,9 @@ scan (``refs.scan``) then splits the candidates into
   is a leak, the report shows what it looks like (``InferredGroup``).
 
 A leak can be most of memory (the i40e case: 100 GB of 128), so the orphans
-are kept as arrays (PFN, order, refcount, suspect: 15 bytes per allocation)
-and grouped by what a vectorized pass can tell -- order and refcount
-pattern.  Evidence that needs a page's bytes or records (a stale frame
+are kept as arrays (PFN, order, refcount pattern, suspect: 12 bytes per
+allocation) and grouped by what a vectorized pass can tell -- order and
+refcount pattern.  Evidence that needs a page's bytes or records (a stale frame
 matched to a local net device, the contents, the page_owner stack) is read
 from a bounded sample of each group (``SAMPLE``).  A group no larger than
 the sample is read whole and split by device and allocation site exactly;
@@ -47,7 +47,7 @@ from vmcore_tools.census.classes import PageClass
 from vmcore_tools.core.stages import run_stage
 from vmcore_tools.leaks.candidates import Orphans, candidate_heads, compact, confirm_live, in_sorted
 from vmcore_tools.leaks.evidence import Describer, Frame, PageSample, node_of
-from vmcore_tools.leaks.suspects import BIAS_LIKE, Suspect, group_suspects
+from vmcore_tools.leaks.suspects import BIAS_LIKE, Suspect, group_suspects, refcount_summary
 from vmcore_tools.mm.memmap import Memmap
 from vmcore_tools.mm.page_owner import PageOwner
 from vmcore_tools.refs.references import Reference, ScanResult
@@ -203,22 +203,22 @@ class OrphanReport:
         return sorted(groups.values(), key=lambda g: (-g.pages, g.rule, g.order))
 
     def pfn_lines(self) -> Iterator[str]:
-        """Every orphan as a line ``PFN ORDER REFCOUNT SUSPECT``, a slice at a time."""
+        """Every orphan as a line ``PFN ORDER REFCOUNT SUSPECT``, a slice at a
+        time (the refcounts read again from the memmap, a slice at a time)."""
         f = self.found
-        return _pfn_lines(f.pfn, f.order, f.refcount, f.suspect)
+        return _pfn_lines(self.census, f.pfn, f.order, f.suspect)
 
     def inferred_pfn_lines(self) -> Iterator[str]:
         """Every allocation of the inferred tier in the ``pfn_lines`` format (suspect -1)."""
         heads = self.inferred_heads
-        return _pfn_lines(heads, self.census.memmap.order_of(heads), self.census.refcounts(heads),
-                          np.full(heads.size, -1, np.int64))
+        return _pfn_lines(self.census, heads, self.census.memmap.order_of(heads), np.full(heads.size, -1, np.int64))
 
 
-def _pfn_lines(pfn: np.ndarray, order: np.ndarray, refcount: np.ndarray, suspect: np.ndarray) -> Iterator[str]:
+def _pfn_lines(c: Census, pfn: np.ndarray, order: np.ndarray, suspect: np.ndarray) -> Iterator[str]:
     step = 1 << 16
     for lo in range(0, pfn.size, step):
         sl = slice(lo, lo + step)
-        rows = np.stack([pfn[sl], order[sl].astype(np.int64), refcount[sl].astype(np.int64),
+        rows = np.stack([pfn[sl], order[sl].astype(np.int64), c.refcounts(pfn[sl]).astype(np.int64),
                          suspect[sl].astype(np.int64)], axis=1)
         yield "".join(f"{p} {o} {r} {s}\n" for p, o, r, s in rows.tolist())
 
@@ -239,11 +239,12 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     scanned = run_stage("reference scan", scan_candidates, None, problems)
     if scanned is None:     # no candidate checked: no orphan known, none claimed
         none = np.zeros(0, np.int64)
-        return OrphanReport(c, ScanResult({}), Orphans(none, none.astype(np.uint8), none.astype(np.int32),
+        return OrphanReport(c, ScanResult({}), Orphans(none, none.astype(np.uint8), none.astype(np.uint8),
                                                         none.astype(np.int16)),
                             none, {}, [], {}, {}, time.monotonic() - t0, problems, c.page_owner_state,
                             scanned=False)
     heads, head_refcounts, scan = scanned
+    del scanned
     problems += scan.problems
     references = dict(scan.references)
     if prog.flags & drgn.ProgramFlags.IS_LIVE:
@@ -265,7 +266,10 @@ def orphans(prog: drgn.Program, census: Census | None = None,
     # the orphans' part of each candidate array, kept in the array's own memory
     pfn, refcount = compact(heads, unref), compact(head_refcounts.astype(np.int32, copy=False), unref)
     del heads, head_refcounts, unref
-    found = Orphans(pfn, a.order_of(pfn).astype(np.uint8, copy=False), refcount, np.full(pfn.size, -1, np.int16))
+    order = a.order_of(pfn).astype(np.uint8, copy=False)
+    summary = refcount_summary(pfn, order, refcount)
+    del refcount        # what grouping needs of it is in the summary
+    found = Orphans(pfn, order, summary.pattern, np.full(pfn.size, -1, np.int16), summary.ranges, summary.few)
     sampled: dict[int, PageSample] = {}
     records: dict[int, PageOwner] = {}
     suspects = run_stage("suspects", lambda: group_suspects(c, found, sampled, records, problems), [], problems)

@@ -79,14 +79,57 @@ def refcount_pattern(refcount: np.ndarray) -> np.ndarray:
     return out
 
 
+def group_key(order: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """The group of allocations by order and refcount pattern, a byte each:
+    ``order * len(PATTERNS) + pattern``."""
+    return order * np.uint8(len(PATTERNS)) + pattern
+
+
 def group_keys(found: Orphans, step: int = 1 << 18) -> np.ndarray:
-    """Each orphan's group by order and refcount pattern, a byte an orphan
-    (``order * len(PATTERNS) + pattern``), made a slice at a time."""
+    """Each orphan's ``group_key``, made a slice at a time."""
     key = np.empty(len(found), np.uint8)
     for lo in range(0, key.size, step):
         sl = slice(lo, lo + step)
-        key[sl] = found.order[sl] * np.uint8(len(PATTERNS)) + refcount_pattern(found.refcount[sl])
+        key[sl] = group_key(found.order[sl], found.pattern[sl])
     return key
+
+
+@dataclass
+class RefcountSummary:
+    """What the grouping needs of the orphans' refcounts (``refcount_summary``)."""
+
+    pattern: np.ndarray                     # uint8 per allocation: index into PATTERNS
+    ranges: dict[int, tuple[int, int]]      # group key: lowest and highest refcount
+    few: dict[int, int]                     # PFN: refcount, of the groups no larger than SAMPLE
+
+
+def refcount_summary(pfn: np.ndarray, order: np.ndarray, refcount: np.ndarray,
+                     step: int = 1 << 18) -> RefcountSummary:
+    """What the grouping needs of the refcounts of the allocations at
+    ``pfn`` of ``order``, a slice at a time: each one's pattern (a byte),
+    each group key's lowest and highest refcount, and the refcounts of the
+    groups small enough to be read whole and split (their parts' ranges).
+    So the refcounts themselves need not be kept: 4 bytes an orphan."""
+    out = RefcountSummary(np.empty(refcount.size, np.uint8), {}, {})
+    sizes: Counter[int] = Counter()
+    for lo in range(0, refcount.size, step):
+        sl = slice(lo, lo + step)
+        out.pattern[sl] = refcount_pattern(refcount[sl])
+        part, keys = refcount[sl], group_key(order[sl], out.pattern[sl])
+        for k in unique(keys).tolist():
+            at = part[keys == k]
+            low, high = int(at.min()), int(at.max())
+            if k in out.ranges:
+                low, high = min(low, out.ranges[k][0]), max(high, out.ranges[k][1])
+            out.ranges[k] = (low, high)
+            sizes[k] += at.size
+    few = np.array([k for k, n in sizes.items() if n <= SAMPLE], np.uint8)
+    if few.size:
+        for lo in range(0, refcount.size, step):
+            sl = slice(lo, lo + step)
+            pick = np.isin(group_key(order[sl], out.pattern[sl]), few)
+            out.few.update(zip(pfn[sl][pick].tolist(), refcount[sl][pick].tolist()))
+    return out
 
 
 def even_sample(n: int, k: int = SAMPLE) -> np.ndarray:
@@ -196,12 +239,14 @@ def group_suspects(c: Census, found: Orphans, sampled: dict[int, PageSample],
         if isinstance(members, int):        # a larger group: all orphans of its key
             mask = key == members
             found.suspect[mask] = sid
-            pfn, refcount = found.pfn, found.refcount
+            pfn, refcounts = found.pfn, found.refcount_ranges[members]
         else:                               # a part of a group read whole: its members
             found.suspect[members] = sid
-            pfn, refcount = found.pfn[members], found.refcount[members]
+            pfn = found.pfn[members]
             mask = np.ones(members.size, bool)
-        suspects.append(_suspect(c, sid, pattern, order, pfn, refcount, mask, netdev, driver, site, sampled,
+            part = [found.few_refcounts[p] for p in pfn.tolist()]
+            refcounts = (min(part), max(part))
+        suspects.append(_suspect(c, sid, pattern, order, pfn, refcounts, mask, netdev, driver, site, sampled,
                                  ring_orders, histories, pool_owners))
         del mask
     return suspects
@@ -218,12 +263,12 @@ def _device(pfns: np.ndarray, sampled: dict[int, PageSample]) -> tuple[str | Non
     return None, None
 
 
-def _suspect(c: Census, sid: int, pattern: str, order: int, pfn: np.ndarray, refcount: np.ndarray,
+def _suspect(c: Census, sid: int, pattern: str, order: int, pfn: np.ndarray, refcounts: tuple[int, int],
              mask: np.ndarray, netdev: str | None, driver: str | None, site: str | None,
              sampled: dict[int, PageSample], ring_orders: dict[int, list[str]], histories: dict[int, str],
              pool_owners: dict[int, str]) -> Suspect:
-    """The suspect of the orphans ``pfn[mask]`` (``pfn`` sorted, with their
-    ``refcount``)."""
+    """The suspect of the orphans ``pfn[mask]`` (``pfn`` sorted; their
+    lowest and highest refcount)."""
     n = int(np.count_nonzero(mask))
     sample = pfn[members_at(mask, even_sample(n))].tolist()
     seen = [sampled[p] for p in sample if p in sampled]
@@ -236,11 +281,8 @@ def _suspect(c: Census, sid: int, pattern: str, order: int, pfn: np.ndarray, ref
         if inside:
             nodes[str(z.node)] = nodes.get(str(z.node), 0) + inside
     ranges, range_count = pfn_ranges(pfn, mask, order)
-    s = Suspect(sid, "", n << order, n, [order],
-                int(np.min(refcount, where=mask, initial=np.iinfo(np.int32).max)),
-                int(np.max(refcount, where=mask, initial=np.iinfo(np.int32).min)),
-                netdev, driver, sorted(ring_orders.get(order, [])), site, len(seen), dict(frames),
-                dict(contents), nodes, ranges, range_count,
+    s = Suspect(sid, "", n << order, n, [order], *refcounts, netdev, driver, sorted(ring_orders.get(order, [])),
+                site, len(seen), dict(frames), dict(contents), nodes, ranges, range_count,
                 dict(Counter(histories[p] for p in sample if p in histories)),
                 dict(Counter(pool_owners[p] for p in sample if p in pool_owners)))
     s.label = _label(pattern, s)
