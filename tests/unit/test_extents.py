@@ -5,7 +5,7 @@ and ``_extent_bits`` at slice sizes that cut allocations)."""
 
 import numpy as np
 
-from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.mm.memmap import Memmap, pfn_dtype
 from vmcore_tools.refs.matcher import _extent_bits
 
 NR = 1 << 14
@@ -38,6 +38,7 @@ def test_order_of_answers_the_same_both_ways():
         pfns = np.unique(np.concatenate([pfns, heads[: size // 2]]))   # sorted, many of them heads
         want = np.array([known.get(p, 0) for p in pfns.tolist()], np.uint8)
         assert np.array_equal(m.order_of(pfns), want)                  # sorted: heads searched in pfns
+        assert np.array_equal(m.order_of(pfns.astype(pfn_dtype(m.nr))), want)   # in the memmap's PFN type
         shuffled = rng.permutation(pfns)
         assert np.array_equal(m.order_of(shuffled), want[np.argsort(np.argsort(shuffled))])
     assert m.order_of(int(heads[3])) == int(orders[3]) and m.order_of(int(heads[3]) + 1) == 0
@@ -55,9 +56,12 @@ def test_extent_bits_cover_exactly_the_allocations():
     want = np.zeros(NR, bool)
     for s, o in zip(starts.tolist(), sizes.tolist()):
         want[s:s + (1 << o)] = True
-    for step in (64, 1000 * 8, 1 << 12, 1 << 18):     # slices that cut allocations, and one for all
-        bits = _extent_bits(starts, sizes, NR, step)
-        assert np.array_equal(np.unpackbits(bits, bitorder="little")[:NR].astype(bool), want), step
+    def order_of(pfns):
+        return sizes[np.searchsorted(starts, pfns)]
+    for dtype in (np.int64, np.uint32):                 # the heads as the memmap's PFN type keeps them
+        for step in (64, 1000 * 8, 1 << 12, 1 << 18):     # slices that cut allocations, and one for all
+            bits = _extent_bits(starts.astype(dtype), order_of, NR, step)
+            assert np.array_equal(np.unpackbits(bits, bitorder="little")[:NR].astype(bool), want), (dtype, step)
 
 
 def test_compact_keeps_the_selected_values_in_place():

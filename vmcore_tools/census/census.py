@@ -81,9 +81,9 @@ class Census:
         return int(self.classes.size - class_counts(self.classes)[PageClass.NO_PAGE])
 
     def pfns_of(self, *klasses: PageClass, keep: Callable[[np.ndarray], np.ndarray] | None = None,
-                step: int = 1 << 20) -> np.ndarray:
+                step: int = 1 << 20, dtype: np.dtype = np.dtype(np.int64)) -> np.ndarray:
         """PFNs in any of ``klasses`` (``classes.pfns_in``)."""
-        return pfns_in(self.classes, *klasses, keep=keep, step=step)
+        return pfns_in(self.classes, *klasses, keep=keep, step=step, dtype=dtype)
 
     def decomposition(self) -> dict[str, int]:
         """``T = U + K + S + C + F`` in pages: user (anon), kernel, shared

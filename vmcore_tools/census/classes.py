@@ -66,11 +66,12 @@ def class_counts(classes: np.ndarray, step: int = 1 << 18) -> np.ndarray:
 
 
 def pfns_in(classes: np.ndarray, *klasses: PageClass, keep: Callable[[np.ndarray], np.ndarray] | None = None,
-            step: int = 1 << 20) -> np.ndarray:
+            step: int = 1 << 20, dtype: np.dtype = np.dtype(np.int64)) -> np.ndarray:
     """PFNs whose class is any of ``klasses`` (of those, the ones ``keep``
-    says yes to), found a slice at a time (no page-sized temporary)."""
+    says yes to), found a slice at a time (no page-sized temporary), as
+    ``dtype`` (``memmap.pfn_dtype`` for the long lists)."""
     wanted = np.array(klasses, np.uint8)
-    out = np.empty(int(class_counts(classes)[wanted].sum()), np.int64)   # filled, not concatenated
+    out = np.empty(int(class_counts(classes)[wanted].sum()), dtype)   # filled, not concatenated
     end = 0
     for lo in range(0, classes.size, step):
         found = lo + np.flatnonzero(np.isin(classes[lo:lo + step], wanted))

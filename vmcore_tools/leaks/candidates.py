@@ -10,6 +10,7 @@ import numpy as np
 
 from vmcore_tools.census.census import Census, census as run_census
 from vmcore_tools.census.classes import PageClass
+from vmcore_tools.mm.memmap import pfn_dtype
 from vmcore_tools.refs.reader import Progress
 from vmcore_tools.refs.references import Reference
 from vmcore_tools.refs.scan import scan_references
@@ -22,7 +23,7 @@ class Orphans:
     each group's range (``suspects.refcount_summary``); ``Census.refcounts``
     reads them again where a list needs them."""
 
-    pfn: np.ndarray          # int64, head PFN
+    pfn: np.ndarray          # head PFN (memmap.pfn_dtype)
     order: np.ndarray        # uint8
     pattern: np.ndarray      # uint8: the refcount's pattern, index into suspects.PATTERNS
     suspect: np.ndarray      # int16: index into OrphanReport.suspects
@@ -61,7 +62,8 @@ def candidate_heads(c: Census) -> np.ndarray:
     page taken and never given back is what a pool's "N inflight" at
     shutdown counts: marked, and held by nobody.  So the mark says where a
     page came from, not that anyone holds it."""
-    return c.pfns_of(*CANDIDATE_CLASSES, keep=lambda un: c.memmap.heads_of(un) == un, step=1 << 18)
+    return c.pfns_of(*CANDIDATE_CLASSES, keep=lambda un: c.memmap.heads_of(un) == un, step=1 << 18,
+                     dtype=pfn_dtype(c.memmap.nr))
 
 
 def confirm_live(c: Census, heads: np.ndarray, references: dict[int, list[Reference]],
@@ -88,6 +90,10 @@ def in_sorted(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Which of ``sorted_values`` (sorted, unique) are in ``wanted``: a bool
     per value, by binary search of the few wanted ones."""
     out = np.zeros(sorted_values.size, bool)
+    if sorted_values.size and wanted.size and wanted.dtype != sorted_values.dtype:
+        # searched in the values' own type (else numpy widens them all, per call)
+        info = np.iinfo(sorted_values.dtype)
+        wanted = wanted[(wanted >= info.min) & (wanted <= info.max)].astype(sorted_values.dtype)
     if sorted_values.size and wanted.size:
         i = np.minimum(np.searchsorted(sorted_values, wanted), sorted_values.size - 1)
         out[i[sorted_values[i] == wanted]] = True

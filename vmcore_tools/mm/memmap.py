@@ -104,6 +104,15 @@ class PageWords:
         return self.head_pfn != self.pfn
 
 
+def pfn_dtype(nr: int) -> np.dtype:
+    """The narrowest type that holds every PFN below ``nr``, for arrays of
+    millions of them (the candidates, the orphans): ``uint32`` up to 2^32
+    PFNs (16 TiB of 4 KiB pages), ``int64`` beyond.  What reads such an
+    array widens a slice of it to ``int64`` before any arithmetic on it
+    (``pfn << page_shift`` wraps at 4 GiB in 32 bits)."""
+    return np.dtype(np.uint32) if nr <= 1 << 32 else np.dtype(np.int64)
+
+
 @dataclass
 class Memmap:
     """The ``struct page`` array: where it is, how to read it, and the PFN
@@ -198,11 +207,13 @@ class Memmap:
         Strictly increasing ``pfns`` (candidate lists, millions long) are
         searched for the compound heads, not the other way round: no index
         array as long as ``pfns``."""
-        p = np.atleast_1d(np.asarray(pfns, np.int64))
+        p = np.atleast_1d(np.asarray(pfns))
+        p = p if p.dtype == pfn_dtype(self.nr) else p.astype(np.int64)
         out = np.zeros(p.size, np.uint8)
         if self.heads.size and p.size:
             if p.size > self.heads.size and bool(np.all(p[1:] > p[:-1])):
-                i = np.minimum(np.searchsorted(p, self.heads), p.size - 1)
+                # the few heads in the PFNs' own type: no int64 copy of the PFNs
+                i = np.minimum(np.searchsorted(p, self.heads.astype(p.dtype)), p.size - 1)
                 hit = p[i] == self.heads
                 out[i[hit]] = self.orders[hit]
             else:
@@ -289,19 +300,21 @@ class Memmap:
         the order given; zeros where unreadable), shape (n, width), read a
         memmap window at a time; PFNs far apart (a page of struct pages or
         more) are read apart."""
-        pfns = np.asarray(pfns, np.int64)
+        pfns = np.asarray(pfns)
+        pfns = pfns if pfns.dtype == pfn_dtype(self.nr) else pfns.astype(np.int64)
         hi_byte = self.struct_size if hi_byte is None else hi_byte
         out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
-        # sorted PFNs (candidate lists, millions long) are read in place, a
-        # slice at a time: no index arrays as long as the list
+        # sorted PFNs (candidate lists, millions long) are read in place, a slice
+        # at a time, widened to int64: no index arrays as long as the list
         ordered = bool(np.all(pfns[1:] >= pfns[:-1]))
         order = None if ordered else np.argsort(pfns, kind="stable")
         for start in range(0, pfns.size, step):
             idx = np.arange(start, min(start + step, pfns.size)) if ordered else order[start:start + step]
-            for part in np.split(idx, self._windows(pfns[idx])):
+            wide = pfns[idx].astype(np.int64)
+            cuts = self._windows(wide)
+            for part, p in zip(np.split(idx, cuts), np.split(wide, cuts)):
                 if not part.size:
                     continue
-                p = pfns[part]
                 lo, hi = int(p[0]), int(p[-1]) + 1
                 raw, _ = self._read(lo, hi)
                 out[part] = raw[p - lo, lo_byte:hi_byte]

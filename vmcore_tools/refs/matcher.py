@@ -14,11 +14,11 @@ hardware table (``table_entries``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from vmcore_tools.mm.memmap import Memmap
+from vmcore_tools.mm.memmap import Memmap, pfn_dtype
 from vmcore_tools.core.arrays import unique
 
 
@@ -89,9 +89,12 @@ class Matcher:
 
     def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
-        heads = np.asarray(heads, np.int64)
+        heads = np.asarray(heads)
+        if heads.dtype != pfn_dtype(a.nr):
+            heads = heads.astype(np.int64)
+        #: the candidates' heads, in the memmap's PFN type (``memmap.pfn_dtype``)
         self.heads = heads if np.all(heads[1:] > heads[:-1]) else unique(heads)
-        self.bits = _extent_bits(self.heads, a.order_of(self.heads), a.nr)
+        self.bits = _extent_bits(self.heads, a.order_of, a.nr)
         self.memmap = np.uint64(a.memmap)
         self.memmap_end = np.uint64(a.memmap + a.nr * a.struct_size)
         self.direct = np.uint64(a.direct_map)
@@ -146,7 +149,9 @@ class Matcher:
         out = np.full(pfns.size, -1, np.int64)
         inside = ((self.bits[pfns >> 3] >> (pfns & 7).astype(np.uint8)) & 1).astype(bool)
         if inside.any():
-            out[inside] = self.heads[np.searchsorted(self.heads, pfns[inside], side="right") - 1]
+            # searched in the heads' own type (in range: inside the bitmap)
+            at = np.searchsorted(self.heads, pfns[inside].astype(self.heads.dtype), side="right") - 1
+            out[inside] = self.heads[at]
         return out
 
 
@@ -180,18 +185,20 @@ def bit_pfns(bits: np.ndarray, nr: int) -> np.ndarray:
     return pfns[pfns < nr]
 
 
-def _extent_bits(heads: np.ndarray, orders: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
-    """A bitmap of the PFNs inside the allocations of ``orders`` at
-    ``heads`` (sorted, disjoint; 1 bit per page), built a slice at a time:
-    only the last allocation that starts before a slice can reach into it."""
+def _extent_bits(heads: np.ndarray, order_of: Callable[[np.ndarray], np.ndarray], nr: int,
+                 step: int = 1 << 18) -> np.ndarray:
+    """A bitmap of the PFNs inside the allocations at ``heads`` (sorted,
+    disjoint; 1 bit per page; ``order_of`` gives their orders), built a
+    slice at a time, each slice's heads widened to int64: only the last
+    allocation that starts before a slice can reach into it."""
     bits = np.zeros(-(-nr // step) * step // 8, np.uint8)
     for lo in range(0, nr, step):
         first = max(int(np.searchsorted(heads, lo)) - 1, 0)
         last = int(np.searchsorted(heads, lo + step))
         if first >= last:
             continue
-        starts = heads[first:last]
-        ends = starts + (np.int64(1) << orders[first:last].astype(np.int64))
+        starts = heads[first:last].astype(np.int64)
+        ends = starts + (np.int64(1) << order_of(starts).astype(np.int64))
         # +1 where an extent starts, -1 where one ends (bincount: np.add.at is slow)
         edges = (np.bincount(np.clip(starts - lo, 0, step), minlength=step + 1)
                  - np.bincount(np.clip(ends - lo, 0, step), minlength=step + 1))
