@@ -15,9 +15,9 @@ scan (``refs.scan``) then splits the candidates into
   is a leak, the report shows what it looks like (``InferredGroup``).
 
 A leak can be most of memory (the i40e case: 100 GB of 128), so the orphans
-are kept as arrays (PFN, order, refcount pattern, suspect: 12 bytes per
-allocation) and grouped by what a vectorized pass can tell -- order and
-refcount pattern.  Evidence that needs a page's bytes or records (a stale frame
+are kept as arrays (PFN, order, refcount pattern, suspect: 8 bytes per
+allocation, 12 where PFNs need 64 bits) and grouped by what a vectorized
+pass can tell -- order and refcount pattern.  Evidence that needs a page's bytes or records (a stale frame
 matched to a local net device, the contents, the page_owner stack) is read
 from a bounded sample of each group (``SAMPLE``).  A group no larger than
 the sample is read whole and split by device and allocation site exactly;

@@ -208,7 +208,7 @@ class Memmap:
         searched for the compound heads, not the other way round: no index
         array as long as ``pfns``."""
         p = np.atleast_1d(np.asarray(pfns))
-        p = p if p.dtype == pfn_dtype(self.nr) else p.astype(np.int64)
+        p = p if p.dtype == pfn_dtype(self.nr) else np.asarray(p, np.int64)
         out = np.zeros(p.size, np.uint8)
         if self.heads.size and p.size:
             if p.size > self.heads.size and bool(np.all(p[1:] > p[:-1])):
@@ -301,7 +301,7 @@ class Memmap:
         memmap window at a time; PFNs far apart (a page of struct pages or
         more) are read apart."""
         pfns = np.asarray(pfns)
-        pfns = pfns if pfns.dtype == pfn_dtype(self.nr) else pfns.astype(np.int64)
+        pfns = pfns if pfns.dtype == pfn_dtype(self.nr) else np.asarray(pfns, np.int64)
         hi_byte = self.struct_size if hi_byte is None else hi_byte
         out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
         # sorted PFNs (candidate lists, millions long) are read in place, a slice

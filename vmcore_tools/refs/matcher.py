@@ -90,8 +90,7 @@ class Matcher:
     def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
         heads = np.asarray(heads)
-        if heads.dtype != pfn_dtype(a.nr):
-            heads = heads.astype(np.int64)
+        heads = heads if heads.dtype == pfn_dtype(a.nr) else np.asarray(heads, np.int64)
         #: the candidates' heads, in the memmap's PFN type (``memmap.pfn_dtype``)
         self.heads = heads if np.all(heads[1:] > heads[:-1]) else unique(heads)
         self.bits = _extent_bits(self.heads, a.order_of, a.nr)
