@@ -113,6 +113,13 @@ def pfn_dtype(nr: int) -> np.dtype:
     return np.dtype(np.uint32) if nr <= 1 << 32 else np.dtype(np.int64)
 
 
+def as_pfns(pfns: np.ndarray | int, nr: int) -> np.ndarray:
+    """``pfns`` as they are if of ``pfn_dtype(nr)``, else as int64 (no copy
+    of an array that is either already)."""
+    p = np.asarray(pfns)
+    return p if p.dtype == pfn_dtype(nr) else np.asarray(p, np.int64)
+
+
 @dataclass
 class Memmap:
     """The ``struct page`` array: where it is, how to read it, and the PFN
@@ -207,8 +214,7 @@ class Memmap:
         Strictly increasing ``pfns`` (candidate lists, millions long) are
         searched for the compound heads, not the other way round: no index
         array as long as ``pfns``."""
-        p = np.atleast_1d(np.asarray(pfns))
-        p = p if p.dtype == pfn_dtype(self.nr) else np.asarray(p, np.int64)
+        p = np.atleast_1d(as_pfns(pfns, self.nr))
         out = np.zeros(p.size, np.uint8)
         if self.heads.size and p.size:
             if p.size > self.heads.size and bool(np.all(p[1:] > p[:-1])):
@@ -300,8 +306,7 @@ class Memmap:
         the order given; zeros where unreadable), shape (n, width), read a
         memmap window at a time; PFNs far apart (a page of struct pages or
         more) are read apart."""
-        pfns = np.asarray(pfns)
-        pfns = pfns if pfns.dtype == pfn_dtype(self.nr) else np.asarray(pfns, np.int64)
+        pfns = as_pfns(pfns, self.nr)
         hi_byte = self.struct_size if hi_byte is None else hi_byte
         out = np.zeros((pfns.size, hi_byte - lo_byte), np.uint8)
         # sorted PFNs (candidate lists, millions long) are read in place, a slice

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from vmcore_tools.mm.memmap import Memmap, pfn_dtype
+from vmcore_tools.mm.memmap import Memmap, as_pfns
 from vmcore_tools.core.arrays import unique
 
 
@@ -89,8 +89,7 @@ class Matcher:
 
     def __init__(self, a: Memmap, heads: np.ndarray):
         self.a = a
-        heads = np.asarray(heads)
-        heads = heads if heads.dtype == pfn_dtype(a.nr) else np.asarray(heads, np.int64)
+        heads = as_pfns(heads, a.nr)
         #: the candidates' heads, in the memmap's PFN type (``memmap.pfn_dtype``)
         self.heads = heads if np.all(heads[1:] > heads[:-1]) else unique(heads)
         self.bits = _extent_bits(self.heads, a.order_of, a.nr)
