@@ -153,19 +153,13 @@ class Matcher:
         return out
 
 
-def pfn_bits(pfns: np.ndarray, nr: int, step: int = 1 << 18) -> np.ndarray:
-    """A bitmap of ``pfns`` over ``nr`` PFNs (1 bit per page, little-endian
-    bits).  Only the bytes of set bits are written: the rest stays the
-    untouched zero memory ``np.zeros`` maps, which costs no RAM, so a hole
-    in the physical address space costs none (``census.no_pages``)."""
-    bits = np.zeros(-(-nr // 8), np.uint8)
-    set_pfn_bits(bits, unique(np.asarray(pfns, np.int64)), step)
-    return bits
-
-
 def set_pfn_bits(bits: np.ndarray, pfns: np.ndarray, step: int = 1 << 18) -> None:
-    """Set the bits of the sorted ``pfns`` in the bitmap ``bits``, a slice
-    of them at a time (a few bytes per PFN of the slice, not of them all)."""
+    """Set the bits of the sorted ``pfns`` in the bitmap ``bits`` (1 bit per
+    page, little-endian bits), a slice of them at a time (a few bytes per
+    PFN of the slice, not of them all).  Only the bytes of set bits are
+    written: where ``bits`` is fresh ``np.zeros`` memory, the rest stays
+    the untouched zero memory it maps, which costs no RAM, so a hole in the
+    physical address space costs none (``census.no_pages``)."""
     for lo in range(0, pfns.size, step):
         p = np.asarray(pfns[lo:lo + step], np.int64)
         byte = p >> 3
@@ -175,7 +169,7 @@ def set_pfn_bits(bits: np.ndarray, pfns: np.ndarray, step: int = 1 << 18) -> Non
 
 
 def bit_pfns(bits: np.ndarray, nr: int) -> np.ndarray:
-    """The PFNs set in ``bits`` (``pfn_bits``), read through its nonzero
+    """The PFNs set in ``bits`` (``set_pfn_bits``), read through its nonzero
     bytes only."""
     nonzero = np.flatnonzero(bits)
     set_ = np.unpackbits(bits[nonzero], bitorder="little").reshape(-1, 8).astype(bool)
